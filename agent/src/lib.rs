@@ -1,0 +1,15 @@
+//! The fleetgate agent: native re-implementations of always-on memory monitors (the
+//! runtimes), the append-only telemetry sink they write to, the scenarios the harness runs on
+//! them, and the process that runs jobs.
+//!
+//! Data flows one way: a [`collector`] reading goes through the [`health`] state machine into
+//! a [`runtime::Tracker`], which keeps [`history`] rings and encodes a [`record`] into the
+//! [`sink`]; a [`scenario`] drives trackers and summarises what they did.
+
+pub mod collector;
+pub mod health;
+pub mod history;
+pub mod record;
+pub mod runtime;
+pub mod scenario;
+pub mod sink;

@@ -1,0 +1,541 @@
+//! The append-only telemetry sink: JSON-lines segments, an atomically rewritten manifest,
+//! count/size rollover, oldest-first retention, and crash recovery.
+//!
+//! The sampling thread only encodes records into an in-memory batch. When the batch holds
+//! `flush_every_events` records, or `flush_every` has passed since the last hand-off, the batch
+//! is handed to a writer thread over a bounded queue; the writer also picks up a batch that has
+//! sat idle for `flush_every`. Writing, fsync, rollover, pruning and manifest rewrites all
+//! happen on the writer thread, never on the sampling thread's path (the reference did them
+//! inline, which put the disk's latency into its overhead figures).
+//!
+//! The writer commits a *group*: every queued batch that belongs in the current segment is
+//! written and then fsynced once. Rollover is decided per batch exactly as in the reference
+//! (after a batch, if the segment holds ≥ `rollover_max_events` records or ≥
+//! `rollover_max_bytes` bytes), so segment boundaries, rollover and pruning counts do not
+//! depend on how batches were grouped. A failed write or fsync cuts the segment back to its
+//! size before the group (no half line ever stays on disk), counts a failure, and retries the
+//! same batches after a backoff (1 s doubling to 60 s); while the writer is failing, batches
+//! beyond `max_queued_batches` are dropped and counted instead of growing memory.
+
+mod manifest;
+mod writer;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+pub use manifest::{
+    MANIFEST_FILE, MANIFEST_FORMAT, RecoveryReport, SegmentEntry, SessionStatus, SessionSummary, TORN_SUFFIX,
+    segment_filename, segment_index,
+};
+use serde::Serialize;
+
+/// Sink configuration. Defaults are the reference's always-on defaults.
+#[derive(Debug, Clone)]
+pub struct SinkConfig {
+    /// Directory of segments and manifest; created with its parents.
+    pub root_dir: PathBuf,
+    /// Hand a batch to the writer once it holds this many records.
+    pub flush_every_events: usize,
+    /// … or once this much time has passed since the last hand-off.
+    pub flush_every: Duration,
+    /// Roll the segment over once it holds this many bytes.
+    pub rollover_max_bytes: u64,
+    /// … or this many records.
+    pub rollover_max_events: u64,
+    /// Keep at most this many segment files (the open one counted, never deleted).
+    pub retention_max_files: usize,
+    /// Keep at most this many bytes of segments (the open one counted, never deleted).
+    pub retention_max_total_bytes: u64,
+    /// Batches the writer may hold while it cannot write; beyond this, batches are dropped
+    /// and counted. Also the capacity of the hand-off queue.
+    pub max_queued_batches: usize,
+    /// First retry delay after a failed write.
+    pub failure_backoff: Duration,
+    /// Largest retry delay.
+    pub failure_backoff_max: Duration,
+    /// Injected I/O failures, for tests of the failure paths.
+    #[doc(hidden)]
+    pub faults: Option<FaultInjector>,
+}
+
+/// 64 MiB.
+pub const DEFAULT_ROLLOVER_MAX_BYTES: u64 = 64 * 1024 * 1024;
+/// 512 MiB.
+pub const DEFAULT_RETENTION_MAX_TOTAL_BYTES: u64 = 512 * 1024 * 1024;
+
+impl SinkConfig {
+    /// The defaults for a sink rooted at `root_dir`.
+    pub fn new(root_dir: impl Into<PathBuf>) -> Self {
+        SinkConfig {
+            root_dir: root_dir.into(),
+            flush_every_events: 50,
+            flush_every: Duration::from_secs(2),
+            rollover_max_bytes: DEFAULT_ROLLOVER_MAX_BYTES,
+            rollover_max_events: 10_000,
+            retention_max_files: 8,
+            retention_max_total_bytes: DEFAULT_RETENTION_MAX_TOTAL_BYTES,
+            max_queued_batches: 256,
+            failure_backoff: Duration::from_secs(1),
+            failure_backoff_max: Duration::from_secs(60),
+            faults: None,
+        }
+    }
+
+    /// Checks every field; the error names the field.
+    pub fn validate(&self) -> Result<(), SinkError> {
+        let bad = |field: &'static str, rule: &'static str| {
+            Err(SinkError::InvalidConfig {
+                field,
+                message: format!("{field} must be {rule}"),
+            })
+        };
+        if self.flush_every_events < 1 {
+            return bad("flush_every_events", ">= 1");
+        }
+        if self.flush_every.is_zero() {
+            return bad("flush_every_seconds", "> 0");
+        }
+        if self.rollover_max_bytes < 1 {
+            return bad("rollover_max_bytes", ">= 1");
+        }
+        if self.rollover_max_events < 1 {
+            return bad("rollover_max_events", ">= 1");
+        }
+        if self.retention_max_files < 1 {
+            return bad("retention_max_files", ">= 1");
+        }
+        if self.retention_max_total_bytes < 1 {
+            return bad("retention_max_total_bytes", ">= 1");
+        }
+        if self.retention_max_total_bytes < self.rollover_max_bytes {
+            return bad("retention_max_total_bytes", ">= rollover_max_bytes");
+        }
+        if self.max_queued_batches < 1 {
+            return bad("max_queued_batches", ">= 1");
+        }
+        if self.failure_backoff.is_zero() {
+            return bad("failure_backoff_seconds", "> 0");
+        }
+        if self.failure_backoff_max < self.failure_backoff {
+            return bad("failure_backoff_max_seconds", ">= failure_backoff_seconds");
+        }
+        Ok(())
+    }
+}
+
+/// A sink could not be opened or closed.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// A configuration value is out of range.
+    #[error("invalid telemetry sink config: {message}")]
+    InvalidConfig {
+        /// The offending field.
+        field: &'static str,
+        /// `<field> must be …`.
+        message: String,
+    },
+    /// The sink directory could not be prepared.
+    #[error("telemetry sink {path}: {source}")]
+    Io {
+        /// The path involved.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The writer thread died.
+    #[error("telemetry sink writer thread stopped unexpectedly")]
+    WriterGone,
+}
+
+/// Counters of a sink instance (not persisted; they start at zero for every instance).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SinkStats {
+    /// Rollovers by size or count (closing the last segment is not one).
+    pub rollover_count: u64,
+    /// Segments deleted by retention.
+    pub pruned_segment_count: u64,
+    /// Recorded bytes of the deleted segments.
+    pub pruned_bytes: u64,
+    /// Segments on disk, the open one included.
+    pub final_retained_files: u64,
+    /// Bytes of those segments.
+    pub final_retained_bytes: u64,
+    /// Records written and fsynced by this instance.
+    pub durable_records: u64,
+    /// Records not yet durable (in the batch or queued).
+    pub buffered_records: u64,
+    /// Bytes not yet durable.
+    pub buffered_bytes: u64,
+    /// Records dropped because the writer could not keep them.
+    pub dropped_records: u64,
+    /// Bytes dropped.
+    pub dropped_bytes: u64,
+    /// Failed writes, fsyncs, cut-backs, segment deletions and manifest writes.
+    pub flush_failures: u64,
+    /// Failures in a row.
+    pub consecutive_flush_failures: u64,
+    /// Last failure, `<operation> <path>: <error>`.
+    pub last_flush_error: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    rollover_count: AtomicU64,
+    pruned_segment_count: AtomicU64,
+    pruned_bytes: AtomicU64,
+    retained_files: AtomicU64,
+    retained_bytes: AtomicU64,
+    durable_records: AtomicU64,
+    queued_records: AtomicU64,
+    queued_bytes: AtomicU64,
+    dropped_records: AtomicU64,
+    dropped_bytes: AtomicU64,
+    flush_failures: AtomicU64,
+    consecutive_flush_failures: AtomicU64,
+}
+
+/// The batch being filled by the sampling thread.
+#[derive(Debug)]
+struct Pending {
+    bytes: Vec<u8>,
+    records: u64,
+    since: Instant,
+}
+
+/// State shared between the sampling side and the writer thread.
+#[derive(Debug)]
+struct Shared {
+    pending: Mutex<Pending>,
+    counters: Counters,
+    last_error: Mutex<Option<String>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding these locks cannot leave them inconsistent (plain counters and
+    // buffers), so a poisoned lock is still usable.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Shared {
+    fn stats(&self) -> SinkStats {
+        let c = &self.counters;
+        let (pending_records, pending_bytes) = {
+            let p = lock(&self.pending);
+            (p.records, p.bytes.len() as u64)
+        };
+        SinkStats {
+            rollover_count: c.rollover_count.load(Ordering::Relaxed),
+            pruned_segment_count: c.pruned_segment_count.load(Ordering::Relaxed),
+            pruned_bytes: c.pruned_bytes.load(Ordering::Relaxed),
+            final_retained_files: c.retained_files.load(Ordering::Relaxed),
+            final_retained_bytes: c.retained_bytes.load(Ordering::Relaxed),
+            durable_records: c.durable_records.load(Ordering::Relaxed),
+            buffered_records: pending_records + c.queued_records.load(Ordering::Relaxed),
+            buffered_bytes: pending_bytes + c.queued_bytes.load(Ordering::Relaxed),
+            dropped_records: c.dropped_records.load(Ordering::Relaxed),
+            dropped_bytes: c.dropped_bytes.load(Ordering::Relaxed),
+            flush_failures: c.flush_failures.load(Ordering::Relaxed),
+            consecutive_flush_failures: c.consecutive_flush_failures.load(Ordering::Relaxed),
+            last_flush_error: lock(&self.last_error).clone(),
+        }
+    }
+}
+
+/// A batch of encoded records handed to the writer.
+#[derive(Debug)]
+struct Batch {
+    bytes: Vec<u8>,
+    records: u64,
+}
+
+#[derive(Debug)]
+enum Command {
+    Batch(Batch),
+    Close {
+        status: SessionStatus,
+        reply: mpsc::Sender<SinkStats>,
+    },
+}
+
+/// What a session registers in the ledger.
+#[derive(Debug, Clone)]
+pub struct SessionSpec {
+    /// Host name.
+    pub host: String,
+    /// Writing process.
+    pub pid: u32,
+    /// Launcher job id.
+    pub job_id: Option<String>,
+    /// Global rank.
+    pub rank: u32,
+    /// Rank on the host.
+    pub local_rank: u32,
+    /// Number of ranks.
+    pub world_size: u32,
+    /// What opened the session.
+    pub source: String,
+}
+
+/// An open sink with one running session. Close it with [`TelemetrySink::close`]; dropping it
+/// closes the session as `incomplete`.
+#[derive(Debug)]
+pub struct TelemetrySink {
+    shared: Arc<Shared>,
+    tx: Option<SyncSender<Command>>,
+    recycled: Receiver<Vec<u8>>,
+    thread: Option<JoinHandle<()>>,
+    flush_every_events: u64,
+    flush_every: Duration,
+    session_id: String,
+    recovery: RecoveryReport,
+}
+
+impl TelemetrySink {
+    /// Validates the config, creates the directory, recovers what a previous process left,
+    /// registers a new running session and starts the writer thread.
+    pub fn open(config: SinkConfig, session: SessionSpec) -> Result<Self, SinkError> {
+        config.validate()?;
+        let dir = config.root_dir.clone();
+        let io_err = |source| SinkError::Io {
+            path: dir.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&dir).map_err(io_err)?;
+        let now_ns = unix_now_ns();
+        let mut recovered = manifest::recover(&dir, now_ns).map_err(io_err)?;
+        let session_id = uuid::Uuid::new_v4().to_string();
+        recovered.sessions.push(SessionSummary {
+            session_id: session_id.clone(),
+            status: SessionStatus::Running,
+            started_at_ns: now_ns,
+            ended_at_ns: None,
+            host: session.host,
+            pid: session.pid,
+            job_id: session.job_id,
+            rank: session.rank,
+            local_rank: session.local_rank,
+            world_size: session.world_size,
+            source: session.source,
+        });
+        manifest::write_manifest(&dir, &recovered.sessions, &recovered.segments, true)
+            .map_err(io_err)?;
+        if recovered.report != RecoveryReport::default() {
+            tracing::warn!(
+                dir = %dir.display(),
+                report = ?recovered.report,
+                "Telemetry sink recovered state left by an earlier process."
+            );
+        }
+
+        let shared = Arc::new(Shared {
+            pending: Mutex::new(Pending {
+                bytes: Vec::new(),
+                records: 0,
+                since: Instant::now(),
+            }),
+            counters: Counters::default(),
+            last_error: Mutex::new(None),
+        });
+        let (tx, rx) = mpsc::sync_channel(config.max_queued_batches);
+        let (recycle_tx, recycled) = mpsc::sync_channel(config.max_queued_batches + 2);
+        let recovery = recovered.report.clone();
+        let flush_every_events = config.flush_every_events as u64;
+        let flush_every = config.flush_every;
+        let writer = writer::Writer::new(
+            config,
+            recovered,
+            session_id.clone(),
+            Arc::clone(&shared),
+            recycle_tx,
+        );
+        let thread = std::thread::Builder::new()
+            .name("fleetgate-sink-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(io_err)?;
+        Ok(TelemetrySink {
+            shared,
+            tx: Some(tx),
+            recycled,
+            thread: Some(thread),
+            flush_every_events,
+            flush_every,
+            session_id,
+            recovery,
+        })
+    }
+
+    /// The running session's id.
+    pub fn session_id(&self) -> &str {
+        &self.session_id
+    }
+
+    /// What startup recovery repaired.
+    pub fn recovery(&self) -> &RecoveryReport {
+        &self.recovery
+    }
+
+    /// Appends one record: `encode` writes exactly one complete line into the batch buffer.
+    /// Hands the batch to the writer when a flush threshold is reached; blocks only when the
+    /// writer's queue is full (the writer drains it continuously, so this is backpressure,
+    /// never a wait for the disk's fsync).
+    pub fn append_with(&mut self, encode: impl FnOnce(&mut Vec<u8>)) {
+        let mut pending = lock(&self.shared.pending);
+        encode(&mut pending.bytes);
+        pending.records += 1;
+        if pending.records >= self.flush_every_events || pending.since.elapsed() >= self.flush_every
+        {
+            let spare = self.recycled.try_recv().unwrap_or_default();
+            let batch = take_batch(&mut pending, spare);
+            // Sent while holding the batch lock so that the writer's idle pick-up can never
+            // overtake this batch. The writer takes the lock only after its queue was empty
+            // for a whole interval, so this cannot deadlock.
+            self.send(Command::Batch(batch));
+        }
+    }
+
+    /// Hands whatever is buffered to the writer now (it becomes durable asynchronously).
+    pub fn flush(&mut self) {
+        let mut pending = lock(&self.shared.pending);
+        if pending.records > 0 {
+            let batch = take_batch(&mut pending, Vec::new());
+            self.send(Command::Batch(batch));
+        }
+    }
+
+    fn send(&self, command: Command) {
+        if let Some(tx) = &self.tx {
+            // A send only fails when the writer thread is gone; close() reports that.
+            let _ = tx.send(command);
+        }
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> SinkStats {
+        self.shared.stats()
+    }
+
+    /// Writes everything still buffered, closes the last segment (not counted as a rollover),
+    /// ends the session with `status` (or `incomplete` if records were dropped), rewrites the
+    /// manifest durably and stops the writer. Nothing is read back from disk.
+    pub fn close(mut self, status: SessionStatus) -> Result<SinkStats, SinkError> {
+        self.close_inner(status)
+    }
+
+    fn close_inner(&mut self, status: SessionStatus) -> Result<SinkStats, SinkError> {
+        self.flush();
+        let Some(tx) = self.tx.take() else {
+            return Err(SinkError::WriterGone);
+        };
+        let (reply_tx, reply_rx) = mpsc::channel();
+        let sent = tx.send(Command::Close {
+            status,
+            reply: reply_tx,
+        });
+        drop(tx);
+        let stats = sent.ok().and_then(|()| reply_rx.recv().ok());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        stats.ok_or(SinkError::WriterGone)
+    }
+}
+
+impl Drop for TelemetrySink {
+    fn drop(&mut self) {
+        if self.tx.is_some() {
+            // Best effort: a sink dropped without close() still writes what it holds.
+            let _ = self.close_inner(SessionStatus::Incomplete);
+        }
+    }
+}
+
+fn take_batch(pending: &mut Pending, spare: Vec<u8>) -> Batch {
+    let bytes = std::mem::replace(&mut pending.bytes, spare);
+    let records = std::mem::take(&mut pending.records);
+    pending.since = Instant::now();
+    Batch { bytes, records }
+}
+
+/// Nanoseconds since the Unix epoch.
+pub fn unix_now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// I/O operations a [`FaultInjector`] can make fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultOp {
+    /// Writing a batch into a segment.
+    Write,
+    /// fsync of a segment.
+    Sync,
+    /// Cutting a segment back after a failed write.
+    Truncate,
+}
+
+/// Makes the next N sink operations of a kind fail with a chosen OS error (ENOSPC, EIO, …),
+/// optionally after a partial write. Shared: tests keep a clone and arm it while the sink runs.
+#[derive(Debug, Clone, Default)]
+pub struct FaultInjector(Arc<FaultState>);
+
+#[derive(Debug, Default)]
+struct FaultState {
+    writes: AtomicU32,
+    syncs: AtomicU32,
+    truncates: AtomicU32,
+    errno: AtomicU32,
+    partial_bytes: AtomicUsize,
+    injected: AtomicU64,
+}
+
+impl FaultInjector {
+    /// A disarmed injector.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The next `count` operations `op` fail with OS error `errno`; a failing write first
+    /// writes `partial_bytes` bytes for real, as a full disk does.
+    pub fn arm(&self, op: FaultOp, count: u32, errno: i32, partial_bytes: usize) {
+        self.0.errno.store(errno.unsigned_abs(), Ordering::SeqCst);
+        self.0.partial_bytes.store(partial_bytes, Ordering::SeqCst);
+        self.counter(op).store(count, Ordering::SeqCst);
+    }
+
+    /// Failures injected so far.
+    pub fn injected(&self) -> u64 {
+        self.0.injected.load(Ordering::SeqCst)
+    }
+
+    fn counter(&self, op: FaultOp) -> &AtomicU32 {
+        match op {
+            FaultOp::Write => &self.0.writes,
+            FaultOp::Sync => &self.0.syncs,
+            FaultOp::Truncate => &self.0.truncates,
+        }
+    }
+
+    /// `Some(error)` if this operation must fail; for writes also how many bytes to write first.
+    fn take(&self, op: FaultOp) -> Option<(std::io::Error, usize)> {
+        let counter = self.counter(op);
+        counter
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .ok()?;
+        self.0.injected.fetch_add(1, Ordering::SeqCst);
+        let errno = i32::try_from(self.0.errno.load(Ordering::SeqCst)).unwrap_or(5);
+        Some((
+            std::io::Error::from_raw_os_error(errno),
+            self.0.partial_bytes.load(Ordering::SeqCst),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests;
