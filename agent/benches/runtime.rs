@@ -1,1 +1,284 @@
-fn main() {}
+//! Runtime benchmark: prints the figures of the monitoring runtimes (not a test; nothing here
+//! asserts a time).
+//!
+//! ```text
+//! cargo bench -p fleetgate-agent --bench runtime -- [--repeat N] [--samples 216000,864000]
+//!     [--scratch DIR] [--reference]
+//! ```
+//!
+//! Sections: the cost of each way to read RSS; the per-sample cost of `gpumemprof_cpu` in its
+//! tracked default mode (sink on); soak throughput at the `pr` and `nightly` sample counts; and
+//! with `--reference`, the Python reference (stormlog 0.4.3) driven the same way on the same
+//! sample count, with the ratio.
+
+#![expect(clippy::print_stdout, reason = "a benchmark prints its figures")]
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use fleetgate_agent::collector::RssCollector;
+use fleetgate_agent::runtime::{RuntimeKind, Tracker, TrackerConfig};
+use fleetgate_agent::scenario::{self, SoakSpec, equivalent_time};
+
+#[derive(Debug)]
+struct Options {
+    repeat: usize,
+    samples: Vec<u64>,
+    scratch: Option<PathBuf>,
+    reference: bool,
+}
+
+fn options() -> Options {
+    let mut o = Options {
+        repeat: 5,
+        samples: vec![216_000, 864_000],
+        scratch: None,
+        reference: false,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--repeat" => o.repeat = args.next().and_then(|v| v.parse().ok()).unwrap_or(5),
+            "--samples" => {
+                o.samples = args
+                    .next()
+                    .map(|v| v.split(',').filter_map(|s| s.parse().ok()).collect())
+                    .unwrap_or_default();
+            }
+            "--scratch" => o.scratch = args.next().map(PathBuf::from),
+            "--reference" => o.reference = true,
+            _ => {} // cargo passes --bench
+        }
+    }
+    o.repeat = o.repeat.max(1);
+    o
+}
+
+fn percentile(sorted: &[u64], q: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+fn median_f(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// Median ns per call of `f`, timed in blocks of 100 calls (the clock costs ~20 ns).
+fn time_calls(mut f: impl FnMut(), blocks: usize) -> u64 {
+    let mut per_call: Vec<u64> = (0..blocks)
+        .map(|_| {
+            let start = Instant::now();
+            for _ in 0..100 {
+                f();
+            }
+            (start.elapsed().as_nanos() / 100) as u64
+        })
+        .collect();
+    per_call.sort_unstable();
+    percentile(&per_call, 0.5)
+}
+
+fn rss_read_costs() {
+    println!("== RSS reading, median ns per reading ==");
+    let mut pread = RssCollector::open().expect("open statm");
+    let ns = time_calls(|| drop(std::hint::black_box(pread.rss_bytes())), 200);
+    println!("pread /proc/self/statm (open once, used):   {ns:>8} ns");
+    let mut buf = Vec::with_capacity(4096);
+    let ns = time_calls(
+        || {
+            buf.clear();
+            let mut f = File::open("/proc/self/statm").expect("statm");
+            f.read_to_end(&mut buf).expect("read");
+            std::hint::black_box(&buf);
+        },
+        100,
+    );
+    println!("open + read + close /proc/self/statm:       {ns:>8} ns");
+    let ns = time_calls(
+        || {
+            buf.clear();
+            let mut f = File::open("/proc/self/status").expect("status");
+            f.read_to_end(&mut buf).expect("read");
+            std::hint::black_box(&buf);
+        },
+        50,
+    );
+    println!("open + read + close /proc/self/status:      {ns:>8} ns");
+    let pid = sysinfo::Pid::from_u32(std::process::id());
+    let mut sys = sysinfo::System::new().expect("sysinfo");
+    let ns = time_calls(
+        || {
+            sys.refresh_processes_specifics(
+                sysinfo::ProcessesToUpdate::Some(&[pid]),
+                false,
+                sysinfo::ProcessRefreshKind::nothing().with_memory(),
+            );
+            std::hint::black_box(sys.process(pid).map(|p| p.memory()));
+        },
+        20,
+    );
+    println!("sysinfo refresh of this process (memory):   {ns:>8} ns");
+}
+
+fn per_sample_cost(samples: u64, dir: &Path) {
+    println!("== gpumemprof_cpu per-sample cost, tracked default mode, {samples} samples ==");
+    let sink_dir = dir.join("per-sample");
+    std::fs::remove_dir_all(&sink_dir).ok();
+    let config = TrackerConfig::new(RuntimeKind::GpumemprofCpu, Some(sink_dir.clone()));
+    let interval = config.sampling_interval;
+    let collector = RuntimeKind::GpumemprofCpu
+        .open_collector()
+        .expect("collector");
+    let mut tracker = Tracker::start(collector, config).expect("tracker");
+    let mut ns = Vec::with_capacity(samples as usize);
+    for i in 0..samples {
+        let start = Instant::now();
+        tracker.emit_sample(i, equivalent_time(interval, i));
+        ns.push(start.elapsed().as_nanos() as u64);
+    }
+    let report = tracker.finish();
+    ns.sort_unstable();
+    println!(
+        "median {} ns, p90 {} ns, p99 {} ns, p99.9 {} ns, max {} ns (sink durable records {})",
+        percentile(&ns, 0.5),
+        percentile(&ns, 0.9),
+        percentile(&ns, 0.99),
+        percentile(&ns, 0.999),
+        ns.last().copied().unwrap_or(0),
+        report.sink.map_or(0, |s| s.durable_records)
+    );
+    std::fs::remove_dir_all(&sink_dir).ok();
+}
+
+struct SoakFigures {
+    samples_per_second: f64,
+}
+
+fn soak_throughput(samples: u64, repeat: usize, dir: &Path) -> SoakFigures {
+    println!("== gpumemprof_cpu soak, {samples} samples, {repeat} runs ==");
+    let mut wall = Vec::new();
+    let mut rate = Vec::new();
+    let mut cpu = Vec::new();
+    let mut rss_delta = Vec::new();
+    for run in 0..repeat {
+        let mut spec = SoakSpec::new(RuntimeKind::GpumemprofCpu, 1.0, dir.join("soak"));
+        spec.samples = samples;
+        let result = scenario::run_soak(&spec, samples, &mut |_| {}).expect("soak");
+        println!(
+            "run {}: {:.3} s wall, {:.3} s cpu, {:.0} samples/s, rollovers {}, pruned {}, retained {} files / {} bytes, max RSS delta {} B",
+            run + 1,
+            result.wall_seconds,
+            result.cpu_seconds,
+            result.samples_per_second,
+            result.stats.rollover_count,
+            result.stats.pruned_segment_count,
+            result.stats.final_retained_files,
+            result.stats.final_retained_bytes,
+            result.max_rss_delta_bytes
+        );
+        wall.push(result.wall_seconds);
+        rate.push(result.samples_per_second);
+        cpu.push(result.cpu_seconds);
+        rss_delta.push(result.max_rss_delta_bytes as f64);
+    }
+    std::fs::remove_dir_all(dir.join("soak")).ok();
+    let figures = SoakFigures {
+        samples_per_second: median_f(&mut rate),
+    };
+    println!(
+        "median: {:.3} s wall, {:.3} s cpu, {:.0} samples/s, max RSS delta {:.0} B",
+        median_f(&mut wall),
+        median_f(&mut cpu),
+        figures.samples_per_second,
+        median_f(&mut rss_delta)
+    );
+    figures
+}
+
+fn reference(samples: u64, repeat: usize, ours: Option<&SoakFigures>) {
+    println!(
+        "== reference: stormlog 0.4.3 CPU tracker with its sink, {samples} samples, {repeat} runs =="
+    );
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/reference/run-stormlog.sh");
+    let mut rates = Vec::new();
+    for run in 0..repeat {
+        let out = Command::new("bash")
+            .arg(&script)
+            .args(["--samples", &samples.to_string()])
+            .output();
+        let out = match out {
+            Ok(out) if out.status.success() => out,
+            Ok(out) => {
+                println!(
+                    "reference failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+                return;
+            }
+            Err(e) => {
+                println!("reference could not start: {e}");
+                return;
+            }
+        };
+        let line = String::from_utf8_lossy(&out.stdout);
+        let v: serde_json::Value = match serde_json::from_str(line.trim()) {
+            Ok(v) => v,
+            Err(e) => {
+                println!("reference printed no result ({e}): {line}");
+                return;
+            }
+        };
+        let rate = v["samples_per_second"].as_f64().unwrap_or(0.0);
+        println!(
+            "run {}: {:.2} s wall, {:.0} samples/s, per-sample median {} ns / p99 {} ns, rollovers {}, pruned {}, retained {} files, peak RSS {} B",
+            run + 1,
+            v["wall_seconds"].as_f64().unwrap_or(0.0),
+            rate,
+            v["per_sample_ns_median"],
+            v["per_sample_ns_p99"],
+            v["rollover_count"],
+            v["pruned_segment_count"],
+            v["final_retained_files"],
+            v["peak_rss_bytes"]
+        );
+        rates.push(rate);
+    }
+    let theirs = median_f(&mut rates);
+    println!("median: {theirs:.0} samples/s");
+    if let Some(ours) = ours {
+        println!(
+            "ratio fleetgate / reference (median samples/s): {:.1}x",
+            ours.samples_per_second / theirs.max(f64::MIN_POSITIVE)
+        );
+    }
+}
+
+fn main() {
+    let o = options();
+    let scratch = o.scratch.clone().unwrap_or_else(std::env::temp_dir);
+    let dir = scratch.join(format!("fleetgate-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("bench directory");
+    println!("bench directory: {}", dir.display());
+    rss_read_costs();
+    per_sample_cost(216_000, &dir);
+    let mut first = None;
+    for &samples in &o.samples {
+        let figures = soak_throughput(samples, o.repeat, &dir);
+        first.get_or_insert((samples, figures));
+    }
+    if o.reference {
+        let (samples, figures) = match &first {
+            Some((s, f)) => (*s, Some(f)),
+            None => (216_000, None),
+        };
+        reference(samples, o.repeat.min(3), figures);
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

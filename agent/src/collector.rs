@@ -92,7 +92,10 @@ impl RssCollector {
             .map(|pages| pages * self.page_size)
             .ok_or_else(|| CollectError::Malformed {
                 source_name: STATM,
-                message: format!("unexpected content {:?}", String::from_utf8_lossy(&self.buf[..n])),
+                message: format!(
+                    "unexpected content {:?}",
+                    String::from_utf8_lossy(&self.buf[..n])
+                ),
             })
     }
 }

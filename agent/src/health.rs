@@ -220,7 +220,10 @@ mod tests {
         let t0 = Duration::from_secs(10);
         assert!(matches!(
             h.record_failure(t0, "EIO"),
-            Some(Transition::Degraded { from: HealthStatus::Healthy, .. })
+            Some(Transition::Degraded {
+                from: HealthStatus::Healthy,
+                ..
+            })
         ));
         assert!(!h.may_read(t0 + Duration::from_millis(999)));
         assert!(h.may_read(t0 + Duration::from_secs(1)));

@@ -1,7 +1,9 @@
 //! Bounded history rings with dropped counters.
 //!
-//! A ring is allocated to its full size when it is built, so a long soak never grows it; when
-//! the ring is full at insertion the oldest entry is evicted and the dropped counter goes up.
+//! A ring is allocated to its full size and its memory touched when it is built, so a long
+//! soak neither grows it nor pages it in gradually (the monitor's resident memory is flat from
+//! the first sample); when the ring is full at insertion the oldest entry is evicted and the
+//! dropped counter goes up.
 
 use std::collections::VecDeque;
 
@@ -16,17 +18,22 @@ pub struct BoundedHistory<T> {
     dropped: u64,
 }
 
-impl<T> BoundedHistory<T> {
+impl<T: Copy + Default> BoundedHistory<T> {
     /// A ring holding at most `limit` entries (`limit` ≥ 1, validated by the caller's config).
     pub fn new(limit: usize) -> Self {
         let limit = limit.max(1);
+        let mut ring = VecDeque::with_capacity(limit);
+        ring.resize(limit, T::default());
+        ring.clear();
         BoundedHistory {
-            ring: VecDeque::with_capacity(limit),
+            ring,
             limit,
             dropped: 0,
         }
     }
+}
 
+impl<T> BoundedHistory<T> {
     /// Adds an entry, evicting the oldest one when the ring is full.
     pub fn push(&mut self, value: T) {
         if self.ring.len() == self.limit {

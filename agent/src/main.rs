@@ -1,1 +1,145 @@
-fn main() {}
+//! `fleetgate-agent`: runs monitoring-runtime jobs on this host.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use fleetgate_agent::runtime::RuntimeKind;
+use fleetgate_agent::scenario::{self, NIGHTLY_HOURS, PR_HOURS, SoakSpec};
+use fleetgate_common::{exit, telemetry};
+
+/// fleetgate agent: native memory-monitoring runtimes and the jobs that qualify them.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+#[deny(missing_docs)]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+#[deny(missing_docs)]
+enum Command {
+    /// Run one accelerated soak of one runtime on this host and print its result as JSON.
+    Soak(SoakArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Profile {
+    /// 6 h-equivalent.
+    Pr,
+    /// 24 h-equivalent.
+    Nightly,
+}
+
+#[derive(Debug, clap::Args)]
+#[deny(missing_docs)]
+struct SoakArgs {
+    /// Runtime to soak.
+    #[arg(long, default_value = "gpumemprof_cpu", value_parser = parse_runtime)]
+    runtime: RuntimeKind,
+    /// Profile whose equivalent hours set the sample count.
+    #[arg(long, value_enum, default_value = "pr")]
+    profile: Profile,
+    /// Exact sample count (overrides the profile's).
+    #[arg(long)]
+    samples: Option<u64>,
+    /// Artifact directory (deleted and recreated; the sink lives in `<dir>/sink`).
+    #[arg(long, default_value = "artifacts/agent-soak")]
+    artifact_dir: PathBuf,
+    /// Write the result here instead of stdout.
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Print a progress line on stderr every N samples.
+    #[arg(long, default_value_t = 10_000)]
+    progress_every: u64,
+    /// Sink: records per batch handed to the writer.
+    #[arg(long)]
+    flush_every_events: Option<usize>,
+    /// Sink: roll a segment over at this many records.
+    #[arg(long)]
+    rollover_max_events: Option<u64>,
+    /// Sink: roll a segment over at this many bytes.
+    #[arg(long)]
+    rollover_max_bytes: Option<u64>,
+    /// Sink: keep at most this many segment files.
+    #[arg(long)]
+    retention_max_files: Option<usize>,
+    /// Sink: keep at most this many bytes of segments.
+    #[arg(long)]
+    retention_max_total_bytes: Option<u64>,
+}
+
+fn parse_runtime(name: &str) -> Result<RuntimeKind, String> {
+    RuntimeKind::from_name(name).ok_or_else(|| {
+        let known: Vec<&str> = RuntimeKind::ALL.iter().map(|k| k.name()).collect();
+        format!("unknown runtime '{name}' (known: {})", known.join(", "))
+    })
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    telemetry::init(telemetry::LogFormat::Text);
+    match run(args) {
+        Ok(()) => ExitCode::from(exit::OK as u8),
+        Err(err) => {
+            tracing::error!(error = format!("{err:#}"), "Agent command failed.");
+            ExitCode::from(exit::ERROR as u8)
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    match args.command {
+        Command::Soak(soak) => run_soak(soak),
+    }
+}
+
+#[expect(
+    clippy::print_stderr,
+    reason = "progress lines are the command's stderr output"
+)]
+fn run_soak(args: SoakArgs) -> anyhow::Result<()> {
+    let hours = match args.profile {
+        Profile::Pr => PR_HOURS,
+        Profile::Nightly => NIGHTLY_HOURS,
+    };
+    let mut spec = SoakSpec::new(args.runtime, hours, &args.artifact_dir);
+    if let Some(samples) = args.samples {
+        spec.samples = samples.max(1);
+    }
+    if let Some(sink) = spec.sink_mut() {
+        if let Some(v) = args.flush_every_events {
+            sink.flush_every_events = v;
+        }
+        if let Some(v) = args.rollover_max_events {
+            sink.rollover_max_events = v;
+        }
+        if let Some(v) = args.rollover_max_bytes {
+            sink.rollover_max_bytes = v;
+        }
+        if let Some(v) = args.retention_max_files {
+            sink.retention_max_files = v;
+        }
+        if let Some(v) = args.retention_max_total_bytes {
+            sink.retention_max_total_bytes = v;
+        }
+    }
+    let result = scenario::run_soak(&spec, args.progress_every, &mut |p| {
+        eprintln!(
+            "progress samples_done={} samples_total={} durable_records={}",
+            p.samples_done, p.samples_total, p.durable_records
+        );
+    })
+    .with_context(|| format!("{} soak", args.runtime.name()))?;
+    let mut json = serde_json::to_vec_pretty(&result)?;
+    json.push(b'\n');
+    match args.output {
+        Some(path) => std::fs::write(&path, &json)
+            .with_context(|| format!("cannot write {}", path.display()))?,
+        None => std::io::stdout().write_all(&json)?,
+    }
+    Ok(())
+}

@@ -1,11 +1,9 @@
 //! The telemetry record (TelemetryEvent v2 fields) and its allocation-free JSON line encoder.
 //!
 //! A record is encoded straight into the sink's batch buffer: numbers through `itoa`, strings
-//! through an escaping `fmt::Write` adapter, and the parts that never change within a session
+//! escaped byte by byte, and the parts that never change within a session
 //! (collector, host, identity, static metadata) are escaped once when the session starts. In
 //! the steady state encoding a record performs no heap allocation at all.
-
-use std::fmt::{self, Write as _};
 
 use crate::health::HealthSnapshot;
 
@@ -13,13 +11,14 @@ use crate::health::HealthSnapshot;
 pub const TELEMETRY_SCHEMA_VERSION: u32 = 2;
 
 /// What a record says happened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum EventType {
     /// Tracking started.
     Start,
     /// Tracking stopped.
     Stop,
     /// One collector reading.
+    #[default]
     Sample,
     /// The collector failed while healthy: telemetry paused until it recovers.
     CollectorDegraded,
@@ -145,11 +144,10 @@ impl RecordHeader {
             Some(job) => w.string(job),
             None => w.0.push_str("null"),
         }
-        let _ = write!(
-            identity,
+        identity.push_str(&format!(
             ",\"rank\":{},\"local_rank\":{},\"world_size\":{}",
             spec.identity.rank, spec.identity.local_rank, spec.identity.world_size
-        );
+        ));
 
         let mut collector = String::new();
         JsonWriter(&mut collector).string(spec.collector);
@@ -256,13 +254,12 @@ pub fn encode_record(header: &RecordHeader, body: &RecordBody<'_>, out: &mut Vec
     out.extend_from_slice(b",\"device_total_bytes\":");
     opt_u64(out, &mut n, r.device_total_bytes);
     out.extend_from_slice(b",\"context\":\"");
-    {
-        let mut esc = EscapingBytes(out);
-        // Writing into a Vec cannot fail.
-        let _ = match body.context {
-            Context::Text(text) => esc.write_str(text),
-            Context::Sample(index) => write!(esc, "operability sample {index}"),
-        };
+    match body.context {
+        Context::Text(text) => escape_into(out, text),
+        Context::Sample(index) => {
+            out.extend_from_slice(b"operability sample ");
+            out.extend_from_slice(n.format(index).as_bytes());
+        }
     }
     out.extend_from_slice(b"\",\"metadata\":{");
     out.extend_from_slice(header.static_metadata.as_bytes());
@@ -279,7 +276,11 @@ fn encode_health(h: &HealthSnapshot<'_>, out: &mut Vec<u8>, n: &mut itoa::Buffer
     out.extend_from_slice(b",\"collector_health_status\":\"");
     out.extend_from_slice(h.status.as_str().as_bytes());
     out.extend_from_slice(b"\",\"telemetry_partial\":");
-    out.extend_from_slice(if h.telemetry_partial { b"true" } else { b"false" });
+    out.extend_from_slice(if h.telemetry_partial {
+        b"true"
+    } else {
+        b"false"
+    });
     out.extend_from_slice(b",\"collector_partial_fields\":[],\"collector_last_error\":");
     match h.last_error {
         Some(err) => quoted(out, err),
@@ -301,7 +302,9 @@ fn encode_transition(t: &TransitionMeta<'_>, out: &mut Vec<u8>, n: &mut itoa::Bu
             reason,
             retry_delay_s,
         } => {
-            out.extend_from_slice(b",\"collector_transition\":\"degraded\",\"collector_degraded_from\":");
+            out.extend_from_slice(
+                b",\"collector_transition\":\"degraded\",\"collector_degraded_from\":",
+            );
             quoted(out, from);
             out.extend_from_slice(b",\"collector_degradation_reason\":");
             quoted(out, reason);
@@ -334,43 +337,37 @@ fn opt_u64(out: &mut Vec<u8>, n: &mut itoa::Buffer, value: Option<u64>) {
 
 fn quoted(out: &mut Vec<u8>, text: &str) {
     out.push(b'"');
-    // Writing into a Vec cannot fail.
-    let _ = EscapingBytes(out).write_str(text);
+    escape_into(out, text);
     out.push(b'"');
 }
 
+/// Finite floats in Rust's shortest round-trip form (only transition events carry floats, so
+/// the one allocation here is off the steady-state path); non-finite ones as `null`.
 fn float(out: &mut Vec<u8>, value: f64) {
     if value.is_finite() {
-        let mut w = EscapingBytes(out);
-        // Writing into a Vec cannot fail.
-        let _ = write!(w, "{value:?}");
+        out.extend_from_slice(format!("{value:?}").as_bytes());
     } else {
         out.extend_from_slice(b"null");
     }
 }
 
-/// `fmt::Write` into a byte buffer with JSON string escaping.
-struct EscapingBytes<'a>(&'a mut Vec<u8>);
-
-impl fmt::Write for EscapingBytes<'_> {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        for &b in s.as_bytes() {
-            match b {
-                b'"' => self.0.extend_from_slice(b"\\\""),
-                b'\\' => self.0.extend_from_slice(b"\\\\"),
-                b'\n' => self.0.extend_from_slice(b"\\n"),
-                b'\r' => self.0.extend_from_slice(b"\\r"),
-                b'\t' => self.0.extend_from_slice(b"\\t"),
-                0..=0x1f => {
-                    const HEX: &[u8; 16] = b"0123456789abcdef";
-                    self.0.extend_from_slice(b"\\u00");
-                    self.0.push(HEX[usize::from(b >> 4)]);
-                    self.0.push(HEX[usize::from(b & 0xf)]);
-                }
-                _ => self.0.push(b),
+/// Appends `text` with JSON string escaping.
+fn escape_into(out: &mut Vec<u8>, text: &str) {
+    for &b in text.as_bytes() {
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            0..=0x1f => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[usize::from(b >> 4)]);
+                out.push(HEX[usize::from(b & 0xf)]);
             }
+            _ => out.push(b),
         }
-        Ok(())
     }
 }
 
@@ -501,7 +498,10 @@ mod tests {
         );
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["metadata"]["collector_transition"], "degraded");
-        assert_eq!(v["metadata"]["collector_degradation_reason"], "read \"statm\": EIO");
+        assert_eq!(
+            v["metadata"]["collector_degradation_reason"],
+            "read \"statm\": EIO"
+        );
         assert_eq!(v["metadata"]["collector_retry_delay_s"], 1.0);
         assert_eq!(v["metadata"]["collector_health_status"], "unhealthy");
     }

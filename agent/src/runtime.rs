@@ -17,7 +17,10 @@ use crate::record::{
     Context, EventType, HeaderSpec, Identity, Reading, RecordBody, RecordHeader, TransitionMeta,
     encode_record,
 };
-use crate::sink::{RecoveryReport, SessionSpec, SessionStatus, SinkConfig, SinkError, SinkStats, TelemetrySink, unix_now_ns};
+use crate::sink::{
+    RecoveryReport, SessionSpec, SessionStatus, SinkConfig, SinkError, SinkStats, TelemetrySink,
+    unix_now_ns,
+};
 
 /// The runtimes fleetgate can qualify.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -114,7 +117,9 @@ impl TrackerConfig {
             ));
         }
         if self.max_history < 1 {
-            return Err(TrackerError::InvalidConfig("max_history must be >= 1".into()));
+            return Err(TrackerError::InvalidConfig(
+                "max_history must be >= 1".into(),
+            ));
         }
         Ok(())
     }
@@ -135,7 +140,7 @@ pub enum TrackerError {
 }
 
 /// One retained event (fixed size, so the ring never allocates per event).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct EventSummary {
     /// Nanoseconds since the Unix epoch.
     pub timestamp_ns: u64,
@@ -148,7 +153,7 @@ pub struct EventSummary {
 }
 
 /// One retained sample.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SamplePoint {
     /// Nanoseconds since the Unix epoch.
     pub timestamp_ns: u64,
@@ -157,7 +162,7 @@ pub struct SamplePoint {
 }
 
 /// One retained alert (alerts are not events and are not written to the sink).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Alert {
     /// Nanoseconds since the Unix epoch.
     pub timestamp_ns: u64,
@@ -344,7 +349,13 @@ impl<C: Collector> Tracker<C> {
             tracker.last_reading = reading;
         }
         let reading = tracker.last_reading;
-        tracker.emit(EventType::Start, &reading, 0, Context::Text("Memory tracking started"), None);
+        tracker.emit(
+            EventType::Start,
+            &reading,
+            0,
+            Context::Text("Memory tracking started"),
+            None,
+        );
         Ok(tracker)
     }
 
@@ -412,15 +423,22 @@ impl<C: Collector> Tracker<C> {
                         value_bytes: value,
                     });
                 }
-                self.emit_at(now_ns, EventType::Sample, &reading, change, Context::Sample(index), None);
-                if let Some(threshold) = self.alert_threshold_bytes {
-                    if value > threshold {
-                        self.alerts.push(Alert {
-                            timestamp_ns: now_ns,
-                            value_bytes: value,
-                            threshold_bytes: threshold,
-                        });
-                    }
+                self.emit_at(
+                    now_ns,
+                    EventType::Sample,
+                    &reading,
+                    change,
+                    Context::Sample(index),
+                    None,
+                );
+                if let Some(threshold) = self.alert_threshold_bytes
+                    && value > threshold
+                {
+                    self.alerts.push(Alert {
+                        timestamp_ns: now_ns,
+                        value_bytes: value,
+                        threshold_bytes: threshold,
+                    });
                 }
                 SampleOutcome::Sampled(value)
             }
@@ -435,7 +453,14 @@ impl<C: Collector> Tracker<C> {
         context: Context<'_>,
         transition: Option<TransitionMeta<'_>>,
     ) {
-        self.emit_at(unix_now_ns(), event_type, reading, change, context, transition);
+        self.emit_at(
+            unix_now_ns(),
+            event_type,
+            reading,
+            change,
+            context,
+            transition,
+        );
     }
 
     fn emit_at(
@@ -480,7 +505,11 @@ impl<C: Collector> Tracker<C> {
         self.statistics_with(sink.as_ref(), SessionStatus::Running)
     }
 
-    fn statistics_with(&self, sink: Option<&SinkStats>, status: SessionStatus) -> TrackerStatistics {
+    fn statistics_with(
+        &self,
+        sink: Option<&SinkStats>,
+        status: SessionStatus,
+    ) -> TrackerStatistics {
         let samples = self.samples.as_ref();
         let healthy = self.health.status() == HealthStatus::Healthy;
         let snapshot = self.health.snapshot();
@@ -537,7 +566,13 @@ impl<C: Collector> Tracker<C> {
     /// and returns the final statistics.
     pub fn finish(mut self) -> TrackerReport {
         let reading = self.last_reading;
-        self.emit(EventType::Stop, &reading, 0, Context::Text("Memory tracking stopped"), None);
+        self.emit(
+            EventType::Stop,
+            &reading,
+            0,
+            Context::Text("Memory tracking stopped"),
+            None,
+        );
         let (sink, status) = match self.sink.take() {
             Some(sink) => match sink.close(SessionStatus::Completed) {
                 Ok(stats) => {
@@ -574,8 +609,15 @@ fn signed_change(previous: u64, current: u64) -> i64 {
 
 /// This host's name (from `uname`), or `unknown`.
 pub fn host_name() -> String {
-    let name = rustix::system::uname().nodename().to_string_lossy().into_owned();
-    if name.is_empty() { "unknown".to_owned() } else { name }
+    let name = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned();
+    if name.is_empty() {
+        "unknown".to_owned()
+    } else {
+        name
+    }
 }
 
 #[cfg(test)]

@@ -28,8 +28,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub use manifest::{
-    MANIFEST_FILE, MANIFEST_FORMAT, RecoveryReport, SegmentEntry, SessionStatus, SessionSummary, TORN_SUFFIX,
-    segment_filename, segment_index,
+    MANIFEST_FILE, MANIFEST_FORMAT, RecoveryReport, SegmentEntry, SessionStatus, SessionSummary,
+    TORN_SUFFIX, segment_filename, segment_index,
 };
 use serde::Serialize;
 
@@ -51,7 +51,9 @@ pub struct SinkConfig {
     /// Keep at most this many bytes of segments (the open one counted, never deleted).
     pub retention_max_total_bytes: u64,
     /// Batches the writer may hold while it cannot write; beyond this, batches are dropped
-    /// and counted. Also the capacity of the hand-off queue.
+    /// and counted. Also the capacity of the hand-off queue. The sink owns a fixed pool of
+    /// `2 × max_queued_batches + 2` batch buffers, allocated and touched when it opens, so its
+    /// memory does not grow while it runs.
     pub max_queued_batches: usize,
     /// First retry delay after a failed write.
     pub failure_backoff: Duration,
@@ -61,6 +63,10 @@ pub struct SinkConfig {
     #[doc(hidden)]
     pub faults: Option<FaultInjector>,
 }
+
+/// Record size the batch buffers are sized for (records are about 500 bytes; larger ones
+/// make a buffer grow once, and it keeps its size).
+const ESTIMATED_RECORD_BYTES: usize = 640;
 
 /// 64 MiB.
 pub const DEFAULT_ROLLOVER_MAX_BYTES: u64 = 64 * 1024 * 1024;
@@ -78,7 +84,7 @@ impl SinkConfig {
             rollover_max_events: 10_000,
             retention_max_files: 8,
             retention_max_total_bytes: DEFAULT_RETENTION_MAX_TOTAL_BYTES,
-            max_queued_batches: 256,
+            max_queued_batches: 16,
             failure_backoff: Duration::from_secs(1),
             failure_backoff_max: Duration::from_secs(60),
             faults: None,
@@ -342,7 +348,17 @@ impl TelemetrySink {
             last_error: Mutex::new(None),
         });
         let (tx, rx) = mpsc::sync_channel(config.max_queued_batches);
-        let (recycle_tx, recycled) = mpsc::sync_channel(config.max_queued_batches + 2);
+        let pool = 2 * config.max_queued_batches + 2;
+        let (recycle_tx, recycled) = mpsc::sync_channel(pool + 8);
+        let batch_capacity = config
+            .flush_every_events
+            .saturating_mul(ESTIMATED_RECORD_BYTES);
+        for _ in 0..pool {
+            // Touch every page now so the pool's memory is resident before any measurement.
+            let mut buf = vec![1u8; batch_capacity];
+            buf.clear();
+            recycle_tx.try_send(buf).ok();
+        }
         let recovery = recovered.report.clone();
         let flush_every_events = config.flush_every_events as u64;
         let flush_every = config.flush_every;
@@ -385,24 +401,32 @@ impl TelemetrySink {
     /// never a wait for the disk's fsync).
     pub fn append_with(&mut self, encode: impl FnOnce(&mut Vec<u8>)) {
         let mut pending = lock(&self.shared.pending);
+        if pending.records == 0 && pending.bytes.capacity() == 0 {
+            pending.bytes = self.spare();
+        }
         encode(&mut pending.bytes);
         pending.records += 1;
         if pending.records >= self.flush_every_events || pending.since.elapsed() >= self.flush_every
         {
-            let spare = self.recycled.try_recv().unwrap_or_default();
-            let batch = take_batch(&mut pending, spare);
+            let batch = take_batch(&mut pending, self.spare());
             // Sent while holding the batch lock so that the writer's idle pick-up can never
-            // overtake this batch. The writer takes the lock only after its queue was empty
-            // for a whole interval, so this cannot deadlock.
+            // overtake this batch (the writer only ever try-locks, so this cannot deadlock).
             self.send(Command::Batch(batch));
         }
+    }
+
+    /// A free buffer from the pool. Waits while every buffer is queued or being written: the
+    /// pool is larger than the queue plus the writer's backlog, so a wait ends as soon as the
+    /// writer finishes or drops a batch.
+    fn spare(&self) -> Vec<u8> {
+        self.recycled.recv().unwrap_or_default()
     }
 
     /// Hands whatever is buffered to the writer now (it becomes durable asynchronously).
     pub fn flush(&mut self) {
         let mut pending = lock(&self.shared.pending);
         if pending.records > 0 {
-            let batch = take_batch(&mut pending, Vec::new());
+            let batch = take_batch(&mut pending, self.spare());
             self.send(Command::Batch(batch));
         }
     }
@@ -410,7 +434,7 @@ impl TelemetrySink {
     fn send(&self, command: Command) {
         if let Some(tx) = &self.tx {
             // A send only fails when the writer thread is gone; close() reports that.
-            let _ = tx.send(command);
+            tx.send(command).ok();
         }
     }
 
@@ -438,8 +462,10 @@ impl TelemetrySink {
         });
         drop(tx);
         let stats = sent.ok().and_then(|()| reply_rx.recv().ok());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!("Telemetry sink writer thread panicked.");
         }
         stats.ok_or(SinkError::WriterGone)
     }
@@ -449,7 +475,9 @@ impl Drop for TelemetrySink {
     fn drop(&mut self) {
         if self.tx.is_some() {
             // Best effort: a sink dropped without close() still writes what it holds.
-            let _ = self.close_inner(SessionStatus::Incomplete);
+            if let Err(err) = self.close_inner(SessionStatus::Incomplete) {
+                tracing::warn!(error = %err, "Telemetry sink dropped without a clean close.");
+            }
         }
     }
 }

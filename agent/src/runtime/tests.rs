@@ -89,10 +89,14 @@ fn gpumemprof_cpu_writes_start_samples_and_stop_through_the_sink() {
     assert_eq!(records[1]["context"], "operability sample 0");
     assert_eq!(records[1_000]["context"], "operability sample 999");
     assert_eq!(records[1_001]["event_type"], "stop");
-    assert!(records.iter().all(|r| r["collector"] == "fleetgate.cpu_tracker"
-        && r["sampling_interval_ms"] == 100
-        && r["device_id"] == -1
-        && r["metadata"]["session_id"] == s.session_id.as_str()));
+    assert!(
+        records
+            .iter()
+            .all(|r| r["collector"] == "fleetgate.cpu_tracker"
+                && r["sampling_interval_ms"] == 100
+                && r["device_id"] == -1
+                && r["metadata"]["session_id"] == s.session_id.as_str())
+    );
 }
 
 #[test]
@@ -119,7 +123,10 @@ fn invalid_tracker_config_is_refused() {
     config.max_history = 0;
     let collector = RuntimeKind::GpumemprofCpu.open_collector().unwrap();
     let err = Tracker::start(collector, config).unwrap_err();
-    assert_eq!(err.to_string(), "invalid tracker config: max_history must be >= 1");
+    assert_eq!(
+        err.to_string(),
+        "invalid tracker config: max_history must be >= 1"
+    );
 }
 
 #[test]
@@ -163,8 +170,14 @@ fn an_outage_counts_two_transitions_and_takes_no_sample_while_backing_off() {
     assert_eq!(types.len(), 1 + 70 + 2 + 1);
     assert_eq!(types[11], "collector_degraded");
     assert_eq!(types[12], "collector_recovered");
-    assert_eq!(records[12]["context"], "Collector recovered; full telemetry sampling resumed.");
+    assert_eq!(
+        records[12]["context"],
+        "Collector recovered; full telemetry sampling resumed."
+    );
     assert_eq!(records[13]["context"], "operability sample 40");
     assert_eq!(records[11]["metadata"]["collector_retry_delay_s"], 1.0);
-    assert_eq!(records[12]["metadata"]["collector_previous_failure_count"], 2);
+    assert_eq!(
+        records[12]["metadata"]["collector_previous_failure_count"],
+        2
+    );
 }

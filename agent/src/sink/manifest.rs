@@ -112,7 +112,9 @@ pub fn segment_filename(index: u64) -> String {
 /// The index of a segment file name, or `None` for anything else (including names that try
 /// to leave the directory).
 pub fn segment_index(name: &str) -> Option<u64> {
-    let digits = name.strip_prefix(SEGMENT_PREFIX)?.strip_suffix(SEGMENT_SUFFIX)?;
+    let digits = name
+        .strip_prefix(SEGMENT_PREFIX)?
+        .strip_suffix(SEGMENT_SUFFIX)?;
     if digits.len() < 6 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
@@ -137,9 +139,7 @@ pub(super) fn write_manifest(
     durable: bool,
 ) -> io::Result<()> {
     let mut sorted: Vec<&SessionSummary> = sessions.iter().collect();
-    sorted.sort_by(|a, b| {
-        (a.started_at_ns, &a.session_id).cmp(&(b.started_at_ns, &b.session_id))
-    });
+    sorted.sort_by(|a, b| (a.started_at_ns, &a.session_id).cmp(&(b.started_at_ns, &b.session_id)));
     let sessions: Vec<SessionSummary> = sorted.into_iter().cloned().collect();
     let mut bytes = serde_json::to_vec_pretty(&ManifestOut {
         schema_version: MANIFEST_SCHEMA_VERSION,
@@ -238,7 +238,7 @@ fn read_manifest(dir: &Path) -> Option<ManifestIn> {
 pub(super) fn recover(dir: &Path, now_ns: u64) -> io::Result<Recovered> {
     let mut report = RecoveryReport::default();
     let manifest = read_manifest(dir);
-    report.manifest_rebuilt = manifest.is_none();
+    let manifest_missing = manifest.is_none();
     let ManifestIn {
         mut sessions,
         segments: listed,
@@ -252,14 +252,17 @@ pub(super) fn recover(dir: &Path, now_ns: u64) -> io::Result<Recovered> {
         let entry = entry?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        if let Some(index) = segment_index(name) {
-            if entry.file_type()?.is_file() {
-                on_disk.push((index, entry.path(), name.to_owned()));
-            }
+        if let Some(index) = segment_index(name)
+            && entry.file_type()?.is_file()
+        {
+            on_disk.push((index, entry.path(), name.to_owned()));
         }
     }
     on_disk.sort_by_key(|(index, _, _)| *index);
 
+    // Nothing to rebuild in a fresh directory.
+    report.manifest_rebuilt =
+        manifest_missing && (!on_disk.is_empty() || dir.join(MANIFEST_FILE).exists());
     let mut segments = Vec::with_capacity(on_disk.len());
     for (_, path, name) in &on_disk {
         let torn = repair_torn_tail(path)?;
@@ -477,5 +480,10 @@ mod tests {
         assert!(rec.report.manifest_rebuilt);
         assert!(rec.segments.is_empty());
         assert_eq!(rec.next_index, 1);
+        let fresh = tempfile::tempdir().unwrap();
+        assert_eq!(
+            recover(fresh.path(), 1).unwrap().report,
+            RecoveryReport::default()
+        );
     }
 }

@@ -52,7 +52,10 @@ fn ids_on_disk(dir: &Path) -> Vec<u64> {
     let mut ids = Vec::new();
     for name in names {
         let text = fs::read_to_string(dir.join(&name)).unwrap();
-        assert!(text.is_empty() || text.ends_with('\n'), "{name} ends mid-line");
+        assert!(
+            text.is_empty() || text.ends_with('\n'),
+            "{name} ends mid-line"
+        );
         for line in text.lines() {
             let v: serde_json::Value = serde_json::from_str(line)
                 .unwrap_or_else(|e| panic!("{name}: bad line {line:?}: {e}"));
@@ -241,7 +244,10 @@ fn enospc_after_a_partial_write_is_cut_back_and_retried_without_duplicates() {
     assert_eq!(stats.dropped_records, 0);
     assert_eq!(ids_on_disk(dir.path()), (0..400).collect::<Vec<_>>());
     assert_manifest_matches_files(dir.path());
-    assert_eq!(manifest(dir.path()).sessions[0].status, SessionStatus::Completed);
+    assert_eq!(
+        manifest(dir.path()).sessions[0].status,
+        SessionStatus::Completed
+    );
 }
 
 #[test]
@@ -283,7 +289,10 @@ fn a_dead_disk_drops_and_counts_instead_of_growing_memory() {
     assert_eq!(stats.dropped_records, 2_000);
     assert_eq!(stats.buffered_records, 0);
     assert!(ids_on_disk(dir.path()).is_empty());
-    assert_eq!(manifest(dir.path()).sessions[0].status, SessionStatus::Incomplete);
+    assert_eq!(
+        manifest(dir.path()).sessions[0].status,
+        SessionStatus::Incomplete
+    );
 }
 
 #[test]
@@ -308,7 +317,7 @@ fn a_disk_that_comes_back_keeps_every_record_in_order() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
     /// After any sequence of appends and flushes, the retained segments stay within the
     /// retention limits unless only the (never deleted) last segment is left; what is on disk
@@ -349,6 +358,7 @@ proptest! {
         );
         prop_assert_eq!(stats.final_retained_files, files as u64);
         prop_assert_eq!(stats.final_retained_bytes, bytes);
+        prop_assert_eq!(stats.dropped_records, 0);
         prop_assert_eq!(stats.durable_records, id);
         let ids = ids_on_disk(dir.path());
         let first = id - ids.len() as u64;

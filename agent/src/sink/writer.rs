@@ -86,8 +86,11 @@ impl Writer {
             match rx.recv_timeout(timeout) {
                 Ok(Command::Batch(batch)) => {
                     self.enqueue(batch);
-                    // Take everything already queued: one group, one fsync.
-                    while let Ok(command) = rx.try_recv() {
+                    // Take what is already queued, up to the backlog bound: one group, one
+                    // fsync. What stays in the queue pushes back on the sampling side.
+                    while self.backlog.len() < self.config.max_queued_batches
+                        && let Ok(command) = rx.try_recv()
+                    {
                         match command {
                             Command::Batch(batch) => self.enqueue(batch),
                             Command::Close { status, reply } => {
@@ -99,13 +102,16 @@ impl Writer {
                 }
                 Ok(Command::Close { status, reply }) => close = Some((status, Some(reply))),
                 Err(RecvTimeoutError::Timeout) => self.take_idle_batch(),
-                Err(RecvTimeoutError::Disconnected) => close = Some((SessionStatus::Incomplete, None)),
+                Err(RecvTimeoutError::Disconnected) => {
+                    close = Some((SessionStatus::Incomplete, None))
+                }
             }
             self.write_backlog(close.is_some());
             if let Some((status, reply)) = close {
                 let stats = self.finish(status);
                 if let Some(reply) = reply {
-                    let _ = reply.send(stats);
+                    // The closing side may have given up waiting; nothing is lost either way.
+                    reply.send(stats).ok();
                 }
                 return;
             }
@@ -120,19 +126,30 @@ impl Writer {
     /// A batch that has waited `flush_every` without reaching the record threshold.
     fn take_idle_batch(&mut self) {
         let batch = {
-            let mut pending = lock(&self.shared.pending);
+            // try_lock: if the sampling side holds the lock it is not idle, and it may be
+            // waiting for a buffer this thread is about to free.
+            let mut pending = match self.shared.pending.try_lock() {
+                Ok(guard) => guard,
+                Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => return,
+            };
             if pending.records == 0 || pending.since.elapsed() < self.config.flush_every {
                 return;
             }
+            // The sampling side takes a pooled buffer for its next record.
             super::take_batch(&mut pending, Vec::new())
         };
         self.enqueue(batch);
     }
 
+    /// Adds a batch to the backlog. The backlog only fills up while writes are failing (a
+    /// healthy writer empties it every round); then the newest batch is dropped and counted,
+    /// so a dead disk costs records, not memory, and never blocks the sampling side.
     fn enqueue(&mut self, batch: Batch) {
         let c = &self.shared.counters;
         if self.backlog.len() >= self.config.max_queued_batches {
-            c.dropped_records.fetch_add(batch.records, Ordering::Relaxed);
+            c.dropped_records
+                .fetch_add(batch.records, Ordering::Relaxed);
             c.dropped_bytes
                 .fetch_add(batch.bytes.len() as u64, Ordering::Relaxed);
             self.recycle(batch.bytes);
@@ -146,7 +163,8 @@ impl Writer {
 
     fn recycle(&self, mut bytes: Vec<u8>) {
         bytes.clear();
-        let _ = self.recycle.try_send(bytes);
+        // A full pool means this buffer is surplus (made for an idle flush): free it.
+        self.recycle.try_send(bytes).ok();
     }
 
     /// Writes queued batches, one segment run (write all, fsync once) at a time. While the
@@ -177,7 +195,8 @@ impl Writer {
                     c.queued_records.fetch_sub(batch.records, Ordering::Relaxed);
                     c.queued_bytes
                         .fetch_sub(batch.bytes.len() as u64, Ordering::Relaxed);
-                    c.dropped_records.fetch_add(batch.records, Ordering::Relaxed);
+                    c.dropped_records
+                        .fetch_add(batch.records, Ordering::Relaxed);
                     c.dropped_bytes
                         .fetch_add(batch.bytes.len() as u64, Ordering::Relaxed);
                 }
@@ -207,7 +226,8 @@ impl Writer {
             events += batch.records;
             bytes += batch.bytes.len() as u64;
             run += 1;
-            if events >= self.config.rollover_max_events || bytes >= self.config.rollover_max_bytes {
+            if events >= self.config.rollover_max_events || bytes >= self.config.rollover_max_bytes
+            {
                 rolls = true;
                 break;
             }
@@ -224,7 +244,8 @@ impl Writer {
             for batch in self.backlog.iter().take(run) {
                 match faults.as_ref().and_then(|f| f.take(FaultOp::Write)) {
                     Some((err, partial)) => {
-                        open.file.write_all(&batch.bytes[..partial.min(batch.bytes.len())])?;
+                        open.file
+                            .write_all(&batch.bytes[..partial.min(batch.bytes.len())])?;
                         return Err(err);
                     }
                     None => open.file.write_all(&batch.bytes)?,
@@ -293,27 +314,24 @@ impl Writer {
                 .config
                 .root_dir
                 .join(&self.segments[self.segments.len() - 1].filename);
-            let mut file = OpenOptions::new()
+            let file = OpenOptions::new()
                 .append(true)
                 .open(&path)
                 .map_err(|e| (format!("open {}", path.display()), e))?;
-            if let Some((cut_path, size)) = self.pending_cutback.clone() {
-                if cut_path == path {
-                    let len = file
-                        .metadata()
-                        .map_err(|e| (format!("stat {}", path.display()), e))?
-                        .len();
-                    if len >= size {
-                        match self.config.faults.as_ref().and_then(|f| f.take(FaultOp::Truncate)) {
-                            Some((e, _)) => Err(e),
-                            None => file.set_len(size),
-                        }
+            if let Some((cut_path, size)) = self.pending_cutback.clone()
+                && cut_path == path
+            {
+                // Only ever shorten: a file already shorter than the cut is left alone.
+                let len = file
+                    .metadata()
+                    .map_err(|e| (format!("stat {}", path.display()), e))?
+                    .len();
+                if len >= size {
+                    self.cut_back(&file, size)
                         .map_err(|e| (format!("cut back {}", path.display()), e))?;
-                    }
-                    self.pending_cutback = None;
                 }
+                self.pending_cutback = None;
             }
-            file.flush().ok();
             self.open = Some(OpenSegment { file });
             return Ok(());
         }
@@ -342,6 +360,19 @@ impl Writer {
         Ok(())
     }
 
+    /// Truncates a segment back to `size` (through the fault injector in tests).
+    fn cut_back(&self, file: &File, size: u64) -> io::Result<()> {
+        match self
+            .config
+            .faults
+            .as_ref()
+            .and_then(|f| f.take(FaultOp::Truncate))
+        {
+            Some((e, _)) => Err(e),
+            None => file.set_len(size),
+        }
+    }
+
     /// Deletes the oldest closed segments while the retained files or bytes exceed the limits.
     /// The open segment counts toward both limits but is never deleted.
     fn prune(&mut self) {
@@ -367,7 +398,8 @@ impl Writer {
             }
             let mut torn = path.into_os_string();
             torn.push(manifest::TORN_SUFFIX);
-            let _ = std::fs::remove_file(PathBuf::from(torn));
+            // The segment's quarantined torn tail, if it ever had one, goes with it.
+            std::fs::remove_file(PathBuf::from(torn)).ok();
             let removed = self.segments.remove(pos);
             let c = &self.shared.counters;
             c.pruned_segment_count.fetch_add(1, Ordering::Relaxed);
@@ -484,4 +516,3 @@ impl Writer {
         self.shared.stats()
     }
 }
-
