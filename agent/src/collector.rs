@@ -20,8 +20,7 @@ pub enum CollectError {
     Io {
         /// What was being read.
         source_name: &'static str,
-        /// The error.
-        #[source]
+        /// The error (part of the message, so not chained as a source).
         error: std::io::Error,
     },
     /// The source answered with something that is not a reading.

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use fleetgate_agent::runtime::RuntimeKind;
-use fleetgate_agent::scenario::{self, NIGHTLY_HOURS, PR_HOURS, SoakSpec};
+use fleetgate_agent::scenario::{self, Profile, SoakSpec};
 use fleetgate_common::{exit, telemetry};
 
 /// fleetgate agent: native memory-monitoring runtimes and the jobs that qualify them.
@@ -26,19 +26,11 @@ enum Command {
     Soak(SoakArgs),
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum Profile {
-    /// 6 h-equivalent.
-    Pr,
-    /// 24 h-equivalent.
-    Nightly,
-}
-
 #[derive(Debug, clap::Args)]
 #[deny(missing_docs)]
 struct SoakArgs {
     /// Runtime to soak.
-    #[arg(long, default_value = "gpumemprof_cpu", value_parser = parse_runtime)]
+    #[arg(long, default_value = "gpumemprof_cpu", value_parser = RuntimeKind::parse)]
     runtime: RuntimeKind,
     /// Profile whose equivalent hours set the sample count.
     #[arg(long, value_enum, default_value = "pr")]
@@ -72,13 +64,6 @@ struct SoakArgs {
     retention_max_total_bytes: Option<u64>,
 }
 
-fn parse_runtime(name: &str) -> Result<RuntimeKind, String> {
-    RuntimeKind::from_name(name).ok_or_else(|| {
-        let known: Vec<&str> = RuntimeKind::ALL.iter().map(|k| k.name()).collect();
-        format!("unknown runtime '{name}' (known: {})", known.join(", "))
-    })
-}
-
 fn main() -> ExitCode {
     let args = Args::parse();
     telemetry::init(telemetry::LogFormat::Text);
@@ -102,11 +87,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     reason = "progress lines are the command's stderr output"
 )]
 fn run_soak(args: SoakArgs) -> anyhow::Result<()> {
-    let hours = match args.profile {
-        Profile::Pr => PR_HOURS,
-        Profile::Nightly => NIGHTLY_HOURS,
-    };
-    let mut spec = SoakSpec::new(args.runtime, hours, &args.artifact_dir);
+    let mut spec = SoakSpec::new(args.runtime, args.profile.hours(), &args.artifact_dir);
     if let Some(samples) = args.samples {
         spec.samples = samples.max(1);
     }

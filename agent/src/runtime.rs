@@ -46,6 +46,14 @@ impl RuntimeKind {
         Self::ALL.into_iter().find(|k| k.name() == name)
     }
 
+    /// Parses a runtime name, with an error listing the known ones (for command lines).
+    pub fn parse(name: &str) -> Result<Self, String> {
+        Self::from_name(name).ok_or_else(|| {
+            let known: Vec<&str> = Self::ALL.iter().map(|k| k.name()).collect();
+            format!("unknown runtime '{name}' (known: {})", known.join(", "))
+        })
+    }
+
     /// Default sampling interval.
     pub fn default_interval(self) -> Duration {
         match self {

@@ -16,6 +16,34 @@ pub const PR_HOURS: f64 = 6.0;
 /// Soak hours of the `nightly` profile.
 pub const NIGHTLY_HOURS: f64 = 24.0;
 
+/// A soak profile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Profile {
+    /// 6 h-equivalent.
+    Pr,
+    /// 24 h-equivalent.
+    Nightly,
+}
+
+impl Profile {
+    /// The profile's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Profile::Pr => "pr",
+            Profile::Nightly => "nightly",
+        }
+    }
+
+    /// Equivalent hours of the profile's soak.
+    pub fn hours(self) -> f64 {
+        match self {
+            Profile::Pr => PR_HOURS,
+            Profile::Nightly => NIGHTLY_HOURS,
+        }
+    }
+}
+
 /// Samples a run of `hours` emits at `interval`: `max(1, round(hours × 3600 / interval))`.
 pub fn soak_sample_count(hours: f64, interval: Duration) -> u64 {
     let samples = (hours * 3600.0 / interval.as_secs_f64()).round();
@@ -131,20 +159,19 @@ pub struct SoakResult {
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
     /// The artifact directory could not be prepared.
-    #[error("artifact directory {path}: {source}")]
+    #[error("artifact directory {path}: {error}")]
     ArtifactDir {
         /// The directory.
         path: PathBuf,
-        /// The error.
-        #[source]
-        source: std::io::Error,
+        /// The error (part of the message, so not chained as a source).
+        error: std::io::Error,
     },
     /// The tracker could not start.
-    #[error("tracker: {0}")]
+    #[error(transparent)]
     Tracker(#[from] TrackerError),
-    /// RSS could not be read for a checkpoint.
-    #[error("rss checkpoint: {0}")]
-    Rss(#[from] CollectError),
+    /// The collector or an RSS checkpoint could not be read.
+    #[error(transparent)]
+    Collect(#[from] CollectError),
 }
 
 /// Runs a soak: deletes and recreates the artifact directory, emits every sample without
@@ -250,9 +277,9 @@ pub fn equivalent_time(interval: Duration, index: u64) -> Duration {
 
 /// Deletes and recreates a scenario directory.
 pub fn reset_dir(dir: &Path) -> Result<(), ScenarioError> {
-    let err = |source| ScenarioError::ArtifactDir {
+    let err = |error| ScenarioError::ArtifactDir {
         path: dir.to_owned(),
-        source,
+        error,
     };
     match std::fs::remove_dir_all(dir) {
         Ok(()) => {}

@@ -145,13 +145,12 @@ pub enum SinkError {
         message: String,
     },
     /// The sink directory could not be prepared.
-    #[error("telemetry sink {path}: {source}")]
+    #[error("telemetry sink {path}: {error}")]
     Io {
         /// The path involved.
         path: PathBuf,
-        /// The error.
-        #[source]
-        source: std::io::Error,
+        /// The error (part of the message, so not chained as a source).
+        error: std::io::Error,
     },
     /// The writer thread died.
     #[error("telemetry sink writer thread stopped unexpectedly")]
@@ -307,9 +306,9 @@ impl TelemetrySink {
     pub fn open(config: SinkConfig, session: SessionSpec) -> Result<Self, SinkError> {
         config.validate()?;
         let dir = config.root_dir.clone();
-        let io_err = |source| SinkError::Io {
+        let io_err = |error| SinkError::Io {
             path: dir.clone(),
-            source,
+            error,
         };
         std::fs::create_dir_all(&dir).map_err(io_err)?;
         let now_ns = unix_now_ns();

@@ -3,9 +3,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use fleetgate_agent::runtime::RuntimeKind;
-use fleetgate_agent::scenario::{NIGHTLY_HOURS, PR_HOURS};
+use fleetgate_agent::scenario::Profile;
 use fleetgate_common::{exit, telemetry};
 use fleetgate_coordinator::local_run::{self, LocalRunConfig};
 
@@ -25,14 +25,6 @@ enum Command {
     Run(RunArgs),
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum Profile {
-    /// 6 h-equivalent soak.
-    Pr,
-    /// 24 h-equivalent soak.
-    Nightly,
-}
-
 #[derive(Debug, clap::Args)]
 #[deny(missing_docs)]
 struct RunArgs {
@@ -40,7 +32,7 @@ struct RunArgs {
     #[arg(long, value_enum, default_value = "pr")]
     profile: Profile,
     /// Comma-separated runtimes to run.
-    #[arg(long, value_delimiter = ',', default_value = "gpumemprof_cpu", value_parser = parse_runtime)]
+    #[arg(long, value_delimiter = ',', default_value = "gpumemprof_cpu", value_parser = RuntimeKind::parse)]
     runtimes: Vec<RuntimeKind>,
     /// Root of the per-runtime artifact directories.
     #[arg(long, default_value = "artifacts/benchmarks/operability")]
@@ -48,13 +40,6 @@ struct RunArgs {
     /// Result document path.
     #[arg(long, default_value = "artifacts/benchmarks/latest_soak.json")]
     output: PathBuf,
-}
-
-fn parse_runtime(name: &str) -> Result<RuntimeKind, String> {
-    RuntimeKind::from_name(name).ok_or_else(|| {
-        let known: Vec<&str> = RuntimeKind::ALL.iter().map(|k| k.name()).collect();
-        format!("unknown runtime '{name}' (known: {})", known.join(", "))
-    })
 }
 
 fn main() -> ExitCode {
@@ -72,13 +57,9 @@ fn main() -> ExitCode {
     reason = "the CLI's console output: summary on stdout, progress and errors on stderr"
 )]
 fn run_local(args: RunArgs) -> i32 {
-    let (profile, hours) = match args.profile {
-        Profile::Pr => ("pr", PR_HOURS),
-        Profile::Nightly => ("nightly", NIGHTLY_HOURS),
-    };
     let config = LocalRunConfig {
-        profile,
-        hours,
+        profile: args.profile.name(),
+        hours: args.profile.hours(),
         runtimes: args.runtimes,
         artifact_root: args.artifact_root,
         output: args.output,
