@@ -1,5 +1,9 @@
-//! What the fleetgate agent and coordinator share: the documented exit codes and the
-//! process-wide tracing set-up. Report model and gates join here as the harness grows.
+//! What the fleetgate agent and coordinator share: the run configuration and tuning knobs,
+//! the v0.4 report model with its metrics and failure diagnostics, the gate assets and gates,
+//! the documented exit codes, and the process-wide tracing set-up.
 
+pub mod config;
 pub mod exit;
+pub mod gate;
+pub mod report;
 pub mod telemetry;

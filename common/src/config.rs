@@ -1,0 +1,532 @@
+//! What a run is: profile, mode, gate mode, workload size, tuning knobs, and the report's
+//! `config` block derived from them (with the sample-count formulas of the harness).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Equivalent hours of the `pr` soak.
+pub const PR_HOURS: f64 = 6.0;
+/// Equivalent hours of the `nightly` soak.
+pub const NIGHTLY_HOURS: f64 = 24.0;
+
+/// Soak profile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Profile {
+    /// 6 h-equivalent soak plus the overhead checks.
+    Pr,
+    /// 24 h-equivalent soak plus the overhead checks.
+    Nightly,
+}
+
+impl Profile {
+    /// The profile's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Profile::Pr => "pr",
+            Profile::Nightly => "nightly",
+        }
+    }
+
+    /// Equivalent hours of the profile's soak.
+    pub fn hours(self) -> f64 {
+        match self {
+            Profile::Pr => PR_HOURS,
+            Profile::Nightly => NIGHTLY_HOURS,
+        }
+    }
+}
+
+/// Which scenarios run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Unprofiled vs tracked overhead only.
+    Overhead,
+    /// Accelerated soak and retention validation only.
+    Soak,
+    /// Both.
+    All,
+}
+
+impl Mode {
+    /// The mode's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Overhead => "overhead",
+            Mode::Soak => "soak",
+            Mode::All => "all",
+        }
+    }
+
+    /// Whether the overhead scenario runs.
+    pub fn runs_overhead(self) -> bool {
+        matches!(self, Mode::Overhead | Mode::All)
+    }
+
+    /// Whether the soak (and retention validation) runs.
+    pub fn runs_soak(self) -> bool {
+        matches!(self, Mode::Soak | Mode::All)
+    }
+}
+
+/// How the metrics are gated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GateMode {
+    /// Absolute maxima.
+    Budget,
+    /// A checked-in baseline plus allowed increases.
+    Regression,
+}
+
+impl GateMode {
+    /// The gate mode's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            GateMode::Budget => "budget",
+            GateMode::Regression => "regression",
+        }
+    }
+}
+
+/// Samples a run of `hours` emits at `interval`: `max(1, round(hours × 3600 / interval))`.
+pub fn soak_sample_count(hours: f64, interval: Duration) -> u64 {
+    let samples = (hours * 3600.0 / interval.as_secs_f64()).round();
+    if samples.is_finite() && samples >= 1.0 {
+        samples as u64
+    } else {
+        1
+    }
+}
+
+/// Samples the tracked overhead scenario emits:
+/// `max(1, min(max(1, iterations), round(iterations × 0.1 / interval)))`.
+pub fn overhead_sample_count(iterations: u32, interval: Duration) -> u64 {
+    let iterations = u64::from(iterations.max(1));
+    let wanted = (iterations as f64 * 0.1 / interval.as_secs_f64()).round();
+    let wanted = if wanted.is_finite() && wanted >= 0.0 {
+        wanted as u64
+    } else {
+        0
+    };
+    wanted.min(iterations).max(1)
+}
+
+/// Sample indices after which RSS is read in a soak: every `max(samples / 50, 1)`-th sample
+/// (indices `stride − 1, 2·stride − 1, …`), plus the last index if it is not already one.
+pub fn checkpoint_indices(samples: u64) -> Vec<u64> {
+    let samples = samples.max(1);
+    let stride = (samples / 50).max(1);
+    let mut indices: Vec<u64> = (1..)
+        .map(|k| k * stride - 1)
+        .take_while(|&i| i < samples)
+        .collect();
+    if indices.last() != Some(&(samples - 1)) {
+        indices.push(samples - 1);
+    }
+    indices
+}
+
+/// Sink limits of the forced-churn retention validation, and its sample limit.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionValidationLimits {
+    /// Records per batch.
+    pub flush_every_events: u64,
+    /// Seconds between idle flushes.
+    pub flush_every_seconds: f64,
+    /// Rollover size.
+    pub rollover_max_bytes: u64,
+    /// Rollover record count.
+    pub rollover_max_events: u64,
+    /// Retained files.
+    pub retention_max_files: u64,
+    /// Retained bytes.
+    pub retention_max_total_bytes: u64,
+    /// Most samples emitted.
+    pub sample_limit: u64,
+}
+
+impl Default for RetentionValidationLimits {
+    fn default() -> Self {
+        RetentionValidationLimits {
+            flush_every_events: 50,
+            flush_every_seconds: 2.0,
+            rollover_max_bytes: 8_192,
+            rollover_max_events: 200,
+            retention_max_files: 2,
+            retention_max_total_bytes: 24_576,
+            sample_limit: 2_048,
+        }
+    }
+}
+
+/// Per-runtime tuning knobs, in the seed's tuning order. Unset knobs keep the runtime's
+/// defaults; set ones are recorded in the report's config, so a regression baseline only
+/// matches a run with the same knobs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeKnobs {
+    /// Sampling interval in seconds (also sets the soak and overhead sample counts).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sampling_interval_seconds: Option<f64>,
+    /// Sink: records per batch handed to the writer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flush_every_events: Option<u64>,
+    /// Sink: seconds before an idle batch is written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flush_every_seconds: Option<f64>,
+    /// Sink: roll a segment over at this many bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollover_max_bytes: Option<u64>,
+    /// Sink: roll a segment over at this many records.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollover_max_events: Option<u64>,
+    /// Sink: keep at most this many segment files.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retention_max_files: Option<u64>,
+    /// Sink: keep at most this many bytes of segments.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retention_max_total_bytes: Option<u64>,
+    /// History window of each ring (the TensorFlow tracker's `max_history`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_history: Option<u64>,
+}
+
+/// Knob names in the seed's tuning order: sampling interval, sink flush cadence, rollover
+/// size or count, retention limits, history window.
+pub const KNOB_ORDER: [&str; 8] = [
+    "sampling_interval_seconds",
+    "flush_every_events",
+    "flush_every_seconds",
+    "rollover_max_bytes",
+    "rollover_max_events",
+    "retention_max_files",
+    "retention_max_total_bytes",
+    "max_history",
+];
+
+impl RuntimeKnobs {
+    /// Whether no knob is set.
+    pub fn is_empty(&self) -> bool {
+        *self == RuntimeKnobs::default()
+    }
+
+    /// Whether the knob `name` is set.
+    pub fn is_set(&self, name: &str) -> bool {
+        match name {
+            "sampling_interval_seconds" => self.sampling_interval_seconds.is_some(),
+            "flush_every_events" => self.flush_every_events.is_some(),
+            "flush_every_seconds" => self.flush_every_seconds.is_some(),
+            "rollover_max_bytes" => self.rollover_max_bytes.is_some(),
+            "rollover_max_events" => self.rollover_max_events.is_some(),
+            "retention_max_files" => self.retention_max_files.is_some(),
+            "retention_max_total_bytes" => self.retention_max_total_bytes.is_some(),
+            "max_history" => self.max_history.is_some(),
+            _ => false,
+        }
+    }
+
+    /// Sets knob `name` from its text form; the error says what is wrong with the value.
+    pub fn set(&mut self, name: &str, value: &str) -> Result<(), String> {
+        let int = |v: &str| -> Result<u64, String> {
+            match v.trim().parse::<u64>() {
+                Ok(n) if n >= 1 => Ok(n),
+                _ => Err(format!("must be an integer >= 1, got '{v}'")),
+            }
+        };
+        let secs = |v: &str| -> Result<f64, String> {
+            match v.trim().parse::<f64>() {
+                Ok(x) if x.is_finite() && x > 0.0 => Ok(x),
+                _ => Err(format!("must be a number of seconds > 0, got '{v}'")),
+            }
+        };
+        match name {
+            "sampling_interval_seconds" => self.sampling_interval_seconds = Some(secs(value)?),
+            "flush_every_events" => self.flush_every_events = Some(int(value)?),
+            "flush_every_seconds" => self.flush_every_seconds = Some(secs(value)?),
+            "rollover_max_bytes" => self.rollover_max_bytes = Some(int(value)?),
+            "rollover_max_events" => self.rollover_max_events = Some(int(value)?),
+            "retention_max_files" => self.retention_max_files = Some(int(value)?),
+            "retention_max_total_bytes" => self.retention_max_total_bytes = Some(int(value)?),
+            "max_history" => self.max_history = Some(int(value)?),
+            _ => {
+                return Err(format!(
+                    "unknown knob (known: {})",
+                    KNOB_ORDER.join(", ")
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Sampling interval, if set.
+    pub fn sampling_interval(&self) -> Option<Duration> {
+        self.sampling_interval_seconds.map(Duration::from_secs_f64)
+    }
+}
+
+/// A tuning-knob input could not be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{origin}: {key}: {message}")]
+pub struct KnobError {
+    /// The knobs file, or `--set`.
+    pub origin: String,
+    /// `<runtime>.<knob>` (or the runtime alone).
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Knobs of every runtime, by runtime name.
+pub type Knobs = BTreeMap<String, RuntimeKnobs>;
+
+/// Reads a knobs file: a JSON object `{"<runtime>": {"<knob>": value, …}, …}`. Every value
+/// is checked; `known_runtimes` are the runtime names this build has.
+pub fn parse_knobs_file(
+    origin: &str,
+    text: &[u8],
+    known_runtimes: &[&str],
+) -> Result<Knobs, KnobError> {
+    let err = |key: &str, message: String| KnobError {
+        origin: origin.to_owned(),
+        key: key.to_owned(),
+        message,
+    };
+    let value: serde_json::Value = serde_json::from_slice(text)
+        .map_err(|e| err("(file)", format!("not valid JSON: {e}")))?;
+    let object = value
+        .as_object()
+        .ok_or_else(|| err("(file)", "must be a JSON object of runtimes".into()))?;
+    let mut knobs = Knobs::new();
+    for (runtime, entries) in object {
+        if !known_runtimes.contains(&runtime.as_str()) {
+            return Err(err(
+                runtime,
+                format!("unknown runtime (known: {})", known_runtimes.join(", ")),
+            ));
+        }
+        let entries = entries
+            .as_object()
+            .ok_or_else(|| err(runtime, "must be a JSON object of knobs".into()))?;
+        let slot = knobs.entry(runtime.clone()).or_default();
+        for (name, v) in entries {
+            let key = format!("{runtime}.{name}");
+            let text = match v {
+                serde_json::Value::Number(n) => n.to_string(),
+                other => return Err(err(&key, format!("must be a number, got {other}"))),
+            };
+            slot.set(name, &text).map_err(|m| err(&key, m))?;
+        }
+    }
+    knobs.retain(|_, k| !k.is_empty());
+    Ok(knobs)
+}
+
+/// Applies one `--set <runtime>.<knob>=<value>` to `knobs`.
+pub fn apply_knob_assignment(
+    knobs: &mut Knobs,
+    assignment: &str,
+    known_runtimes: &[&str],
+) -> Result<(), KnobError> {
+    let err = |key: &str, message: String| KnobError {
+        origin: "--set".to_owned(),
+        key: key.to_owned(),
+        message,
+    };
+    let (key, value) = assignment
+        .split_once('=')
+        .ok_or_else(|| err(assignment, "expected <runtime>.<knob>=<value>".into()))?;
+    let (runtime, name) = key
+        .split_once('.')
+        .ok_or_else(|| err(key, "expected <runtime>.<knob>".into()))?;
+    if !known_runtimes.contains(&runtime) {
+        return Err(err(
+            key,
+            format!("unknown runtime (known: {})", known_runtimes.join(", ")),
+        ));
+    }
+    knobs
+        .entry(runtime.to_owned())
+        .or_default()
+        .set(name, value)
+        .map_err(|m| err(key, m))
+}
+
+/// Per-runtime entry of the report's config.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimePlan {
+    /// Effective sampling interval in seconds (the default, or the knob).
+    pub default_interval: f64,
+    /// Samples of the tracked overhead scenario.
+    pub overhead_sample_count: u64,
+    /// Samples of the soak.
+    pub soak_sample_count: u64,
+}
+
+/// The part of the config a regression baseline must match exactly.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComparableConfig {
+    /// Profile.
+    pub profile: Profile,
+    /// Mode.
+    pub mode: Mode,
+    /// Workload steps.
+    pub iterations: u32,
+    /// KiB allocated per step.
+    pub allocation_kb: u32,
+    /// Soak hours.
+    pub profile_equivalent_hours: f64,
+    /// Runtimes, by name.
+    pub runtimes: BTreeMap<String, RuntimePlan>,
+    /// Forced-churn limits.
+    pub retention_validation: RetentionValidationLimits,
+    /// Tuning knobs in effect (only set ones).
+    #[serde(default)]
+    pub knobs: Knobs,
+}
+
+impl fmt::Display for ComparableConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match serde_json::to_string(self) {
+            Ok(s) => f.write_str(&s),
+            Err(_) => f.write_str("<unprintable config>"),
+        }
+    }
+}
+
+/// The report's `config` block.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunConfig {
+    /// Profile.
+    pub profile: Profile,
+    /// Mode.
+    pub mode: Mode,
+    /// Workload steps.
+    pub iterations: u32,
+    /// KiB allocated per step.
+    pub allocation_kb: u32,
+    /// Soak hours.
+    pub profile_equivalent_hours: f64,
+    /// Runtimes, by name.
+    pub runtimes: BTreeMap<String, RuntimePlan>,
+    /// Forced-churn limits.
+    pub retention_validation: RetentionValidationLimits,
+    /// Tuning knobs in effect (only set ones).
+    pub knobs: Knobs,
+    /// RAM-backed root for overhead trial files, if any.
+    pub overhead_scratch_root: Option<String>,
+    /// Budget file (budget gate).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budgets_path: Option<String>,
+    /// Baseline file (regression gate).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline_path: Option<String>,
+    /// Tolerance file (regression gate).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tolerances_path: Option<String>,
+}
+
+impl RunConfig {
+    /// The part a baseline must match.
+    pub fn comparable(&self) -> ComparableConfig {
+        ComparableConfig {
+            profile: self.profile,
+            mode: self.mode,
+            iterations: self.iterations,
+            allocation_kb: self.allocation_kb,
+            profile_equivalent_hours: self.profile_equivalent_hours,
+            runtimes: self.runtimes.clone(),
+            retention_validation: self.retention_validation,
+            knobs: self.knobs.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KNOWN: [&str; 1] = ["gpumemprof_cpu"];
+
+    #[test]
+    fn sample_counts_match_the_profiles() {
+        let cpu = Duration::from_millis(100);
+        let tf = Duration::from_secs(1);
+        assert_eq!(soak_sample_count(PR_HOURS, cpu), 216_000);
+        assert_eq!(soak_sample_count(NIGHTLY_HOURS, cpu), 864_000);
+        assert_eq!(soak_sample_count(PR_HOURS, tf), 21_600);
+        assert_eq!(soak_sample_count(NIGHTLY_HOURS, tf), 86_400);
+        assert_eq!(soak_sample_count(0.0, cpu), 1);
+        assert_eq!(overhead_sample_count(5_000, cpu), 5_000);
+        assert_eq!(overhead_sample_count(5_000, tf), 500);
+        assert_eq!(overhead_sample_count(30, cpu), 30);
+        assert_eq!(overhead_sample_count(30, tf), 3);
+        assert_eq!(overhead_sample_count(0, tf), 1);
+    }
+
+    #[test]
+    fn checkpoint_formula() {
+        let c = checkpoint_indices(216_000);
+        assert_eq!(c.len(), 50);
+        assert_eq!(c[0], 4_319);
+        assert_eq!(c[49], 215_999);
+        assert_eq!(checkpoint_indices(1), [0]);
+        assert_eq!(checkpoint_indices(4), [0, 1, 2, 3]);
+        let c = checkpoint_indices(101);
+        assert_eq!(c.len(), 51);
+        assert_eq!(c.last(), Some(&100));
+    }
+
+    #[test]
+    fn knob_file_and_flags_are_checked_key_by_key() {
+        let k = parse_knobs_file(
+            "k.json",
+            br#"{"gpumemprof_cpu": {"sampling_interval_seconds": 0.5, "max_history": 100}}"#,
+            &KNOWN,
+        )
+        .unwrap();
+        assert_eq!(k["gpumemprof_cpu"].sampling_interval_seconds, Some(0.5));
+        assert_eq!(k["gpumemprof_cpu"].max_history, Some(100));
+
+        let e = parse_knobs_file("k.json", br#"{"gpumemprof_cpu": {"nope": 1}}"#, &KNOWN)
+            .unwrap_err();
+        assert_eq!(e.key, "gpumemprof_cpu.nope");
+        assert!(e.to_string().starts_with("k.json: gpumemprof_cpu.nope: unknown knob"));
+        let e = parse_knobs_file(
+            "k.json",
+            br#"{"gpumemprof_cpu": {"flush_every_events": 0}}"#,
+            &KNOWN,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "k.json: gpumemprof_cpu.flush_every_events: must be an integer >= 1, got '0'"
+        );
+        let e = parse_knobs_file("k.json", br#"{"tf": {}}"#, &KNOWN).unwrap_err();
+        assert_eq!(e.key, "tf");
+        let e = parse_knobs_file(
+            "k.json",
+            br#"{"gpumemprof_cpu": {"sampling_interval_seconds": "fast"}}"#,
+            &KNOWN,
+        )
+        .unwrap_err();
+        assert!(e.message.contains("must be a number"));
+        assert!(parse_knobs_file("k.json", b"[", &KNOWN).is_err());
+
+        let mut knobs = k;
+        apply_knob_assignment(&mut knobs, "gpumemprof_cpu.rollover_max_events=500", &KNOWN)
+            .unwrap();
+        assert_eq!(knobs["gpumemprof_cpu"].rollover_max_events, Some(500));
+        let e = apply_knob_assignment(&mut knobs, "gpumemprof_cpu.sampling_interval_seconds=-1", &KNOWN)
+            .unwrap_err();
+        assert_eq!(e.origin, "--set");
+        assert!(apply_knob_assignment(&mut knobs, "gpumemprof_cpu", &KNOWN).is_err());
+    }
+}

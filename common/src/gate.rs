@@ -1,0 +1,282 @@
+//! Gate assets (budget, baseline, tolerance files) and the two gates.
+//!
+//! Assets are loaded and validated before any job runs: a missing or unreadable file, bad
+//! JSON, a wrong version, a non-numeric value, a metric without a threshold or a baseline whose
+//! config differs from the run's is an [`AssetError`] — one line naming the file and the key.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::config::ComparableConfig;
+use crate::report::{BudgetCheck, REPORT_VERSION, RegressionCheck};
+
+/// A gate asset cannot be used. Displays as one line: `<file>: <what is wrong>`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}: {message}")]
+pub struct AssetError {
+    /// The file.
+    pub file: String,
+    /// What is wrong, naming the key.
+    pub message: String,
+}
+
+/// Which asset a message is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Budget,
+    Baseline,
+    Tolerance,
+}
+
+impl Kind {
+    fn label(self) -> &'static str {
+        match self {
+            Kind::Budget => "Budget file",
+            Kind::Baseline => "Baseline file",
+            Kind::Tolerance => "Tolerance file",
+        }
+    }
+
+    fn metrics_key(self) -> &'static str {
+        match self {
+            Kind::Budget => "budgets",
+            Kind::Baseline => "metrics",
+            Kind::Tolerance => "tolerances",
+        }
+    }
+}
+
+/// A loaded budget file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Budgets {
+    /// Where it came from.
+    pub path: String,
+    /// `<runtime>.<metric>` → maximum.
+    pub budgets: BTreeMap<String, f64>,
+}
+
+/// A loaded baseline file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Baseline {
+    /// Where it came from.
+    pub path: String,
+    /// Its version.
+    pub version: String,
+    /// The config it was recorded with.
+    pub config: ComparableConfig,
+    /// `<runtime>.<metric>` → recorded value.
+    pub metrics: BTreeMap<String, f64>,
+}
+
+/// A loaded tolerance file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tolerances {
+    /// Where it came from.
+    pub path: String,
+    /// `<runtime>.<metric>` → allowed increase.
+    pub tolerances: BTreeMap<String, f64>,
+}
+
+type Object = serde_json::Map<String, serde_json::Value>;
+
+fn read_object(path: &Path, kind: Kind) -> Result<Object, AssetError> {
+    let file = path.display().to_string();
+    let err = |message: String| AssetError {
+        file: file.clone(),
+        message,
+    };
+    let bytes = std::fs::read(path)
+        .map_err(|e| err(format!("{} cannot be read: {e}", kind.label())))?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| err(format!("{} cannot be read: invalid JSON: {e}", kind.label())))?;
+    let serde_json::Value::Object(object) = value else {
+        return Err(err(format!("{} must be a JSON object", kind.label())));
+    };
+    match object.get("version") {
+        Some(serde_json::Value::String(v)) if v == REPORT_VERSION => Ok(object),
+        other => Err(err(format!(
+            "{} version must be {REPORT_VERSION} (key 'version' is {})",
+            kind.label(),
+            other.map_or_else(|| "missing".to_owned(), ToString::to_string)
+        ))),
+    }
+}
+
+fn numeric_map(object: &Object, kind: Kind, file: &str) -> Result<BTreeMap<String, f64>, AssetError> {
+    let key = kind.metrics_key();
+    let err = |message: String| AssetError {
+        file: file.to_owned(),
+        message,
+    };
+    let Some(value) = object.get(key) else {
+        return Err(err(format!("{} missing key '{key}'", kind.label())));
+    };
+    let Some(map) = value.as_object() else {
+        return Err(err(format!(
+            "{} key '{key}' must be a JSON object of metric values",
+            kind.label()
+        )));
+    };
+    if map.is_empty() {
+        return Err(err(format!("{} key '{key}' must not be empty", kind.label())));
+    }
+    map.iter()
+        .map(|(metric, v)| match v.as_f64() {
+            Some(x) if x.is_finite() => Ok((metric.clone(), x)),
+            _ => Err(err(format!(
+                "{} key '{key}.{metric}' is not a number: {v}",
+                kind.label()
+            ))),
+        })
+        .collect()
+}
+
+/// Loads and validates a budget file: `{"version": "v0.4", "budgets": {metric: max}}`.
+pub fn load_budgets(path: &Path) -> Result<Budgets, AssetError> {
+    let object = read_object(path, Kind::Budget)?;
+    let file = path.display().to_string();
+    let budgets = numeric_map(&object, Kind::Budget, &file)?;
+    Ok(Budgets {
+        path: file,
+        budgets,
+    })
+}
+
+/// Loads and validates a tolerance file: `{"version": "v0.4", "tolerances": {metric: delta}}`.
+pub fn load_tolerances(path: &Path) -> Result<Tolerances, AssetError> {
+    let object = read_object(path, Kind::Tolerance)?;
+    let file = path.display().to_string();
+    let tolerances = numeric_map(&object, Kind::Tolerance, &file)?;
+    Ok(Tolerances {
+        path: file,
+        tolerances,
+    })
+}
+
+/// Loads and validates a baseline file:
+/// `{"version": "v0.4", "config": {…}, "metrics": {metric: value}}`.
+pub fn load_baseline(path: &Path) -> Result<Baseline, AssetError> {
+    let object = read_object(path, Kind::Baseline)?;
+    let file = path.display().to_string();
+    let metrics = numeric_map(&object, Kind::Baseline, &file)?;
+    let err = |message: String| AssetError {
+        file: file.clone(),
+        message,
+    };
+    let config = object
+        .get("config")
+        .ok_or_else(|| err("Baseline file missing key 'config'".to_owned()))?;
+    let config: ComparableConfig =
+        serde_path_to_error::deserialize(config).map_err(|e| {
+            let at = e.path().to_string();
+            err(format!(
+                "Baseline file config key '{at}' is not valid: {}",
+                e.inner()
+            ))
+        })?;
+    Ok(Baseline {
+        path: file,
+        version: REPORT_VERSION.to_owned(),
+        config,
+        metrics,
+    })
+}
+
+/// Fails unless every `expected` metric has a value in `map`.
+fn require_coverage(
+    kind: Kind,
+    file: &str,
+    map: &BTreeMap<String, f64>,
+    expected: &[String],
+) -> Result<(), AssetError> {
+    let missing: Vec<&str> = expected
+        .iter()
+        .filter(|k| !map.contains_key(*k))
+        .map(String::as_str)
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(AssetError {
+            file: file.to_owned(),
+            message: format!("{} missing metric keys: {}", kind.label(), missing.join(", ")),
+        })
+    }
+}
+
+impl Budgets {
+    /// Fails unless every metric the run will produce has a budget.
+    pub fn require(&self, expected: &[String]) -> Result<(), AssetError> {
+        require_coverage(Kind::Budget, &self.path, &self.budgets, expected)
+    }
+
+    /// One check per produced metric (a metric without a budget fails its check).
+    pub fn check(&self, metrics: &BTreeMap<String, f64>) -> BTreeMap<String, BudgetCheck> {
+        metrics
+            .iter()
+            .map(|(metric, &value)| {
+                let max_allowed = self.budgets.get(metric).copied().unwrap_or(f64::NEG_INFINITY);
+                (
+                    metric.clone(),
+                    BudgetCheck {
+                        value,
+                        max_allowed,
+                        passed: value <= max_allowed,
+                    },
+                )
+            })
+            .collect()
+    }
+}
+
+impl Baseline {
+    /// Fails unless the baseline covers every metric and was recorded with `current`'s config.
+    pub fn require(&self, expected: &[String], current: &ComparableConfig) -> Result<(), AssetError> {
+        if &self.config != current {
+            return Err(AssetError {
+                file: self.path.clone(),
+                message: format!(
+                    "Baseline config mismatch: current={current}, baseline={}",
+                    self.config
+                ),
+            });
+        }
+        require_coverage(Kind::Baseline, &self.path, &self.metrics, expected)
+    }
+}
+
+impl Tolerances {
+    /// Fails unless every metric the run will produce has a tolerance.
+    pub fn require(&self, expected: &[String]) -> Result<(), AssetError> {
+        require_coverage(Kind::Tolerance, &self.path, &self.tolerances, expected)
+    }
+
+    /// One check per produced metric: `current − baseline <= tolerance` (improvements pass).
+    pub fn check(
+        &self,
+        baseline: &Baseline,
+        metrics: &BTreeMap<String, f64>,
+    ) -> BTreeMap<String, RegressionCheck> {
+        metrics
+            .iter()
+            .map(|(metric, &current_value)| {
+                let baseline_value = baseline.metrics.get(metric).copied().unwrap_or(f64::NAN);
+                let max_regression = self.tolerances.get(metric).copied().unwrap_or(f64::NAN);
+                let delta = current_value - baseline_value;
+                (
+                    metric.clone(),
+                    RegressionCheck {
+                        current_value,
+                        baseline_value,
+                        delta,
+                        max_regression,
+                        passed: delta <= max_regression,
+                    },
+                )
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,168 @@
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use super::*;
+use crate::config::{Mode, Profile, RetentionValidationLimits, RuntimePlan};
+
+fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> PathBuf {
+    let path = dir.path().join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn config() -> ComparableConfig {
+    ComparableConfig {
+        profile: Profile::Pr,
+        mode: Mode::All,
+        iterations: 5_000,
+        allocation_kb: 512,
+        profile_equivalent_hours: 6.0,
+        runtimes: BTreeMap::from([(
+            "gpumemprof_cpu".to_owned(),
+            RuntimePlan {
+                default_interval: 0.1,
+                overhead_sample_count: 5_000,
+                soak_sample_count: 216_000,
+            },
+        )]),
+        retention_validation: RetentionValidationLimits::default(),
+        knobs: BTreeMap::new(),
+    }
+}
+
+/// The one-line message of loading `text` as a budget file.
+fn budget_error(text: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(&dir, "b.json", text);
+    let err = load_budgets(&path).unwrap_err();
+    assert_eq!(err.file, path.display().to_string());
+    let line = err.to_string();
+    assert!(!line.contains('\n'), "{line}");
+    err.message
+}
+
+#[test]
+fn every_bad_budget_file_is_one_line_naming_file_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = load_budgets(&dir.path().join("nope.json")).unwrap_err();
+    assert!(missing.message.starts_with("Budget file cannot be read: "), "{missing}");
+    assert!(budget_error("{").starts_with("Budget file cannot be read: invalid JSON"));
+    assert_eq!(budget_error("[1]"), "Budget file must be a JSON object");
+    assert_eq!(
+        budget_error(r#"{"version": "v0.3", "budgets": {"a": 1}}"#),
+        "Budget file version must be v0.4 (key 'version' is \"v0.3\")"
+    );
+    assert_eq!(
+        budget_error(r#"{"budgets": {"a": 1}}"#),
+        "Budget file version must be v0.4 (key 'version' is missing)"
+    );
+    assert_eq!(
+        budget_error(r#"{"version": "v0.4"}"#),
+        "Budget file missing key 'budgets'"
+    );
+    assert_eq!(
+        budget_error(r#"{"version": "v0.4", "budgets": {}}"#),
+        "Budget file key 'budgets' must not be empty"
+    );
+    assert_eq!(
+        budget_error(r#"{"version": "v0.4", "budgets": {"a.x": "many"}}"#),
+        "Budget file key 'budgets.a.x' is not a number: \"many\""
+    );
+    assert_eq!(
+        budget_error(r#"{"version": "v0.4", "budgets": [1]}"#),
+        "Budget file key 'budgets' must be a JSON object of metric values"
+    );
+}
+
+#[test]
+fn a_metric_without_a_threshold_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(&dir, "b.json", r#"{"version": "v0.4", "budgets": {"r.a": 1}}"#);
+    let budgets = load_budgets(&path).unwrap();
+    let err = budgets
+        .require(&["r.a".to_owned(), "r.c".to_owned(), "r.b".to_owned()])
+        .unwrap_err();
+    assert_eq!(err.message, "Budget file missing metric keys: r.c, r.b");
+    let path = write(&dir, "t.json", r#"{"version": "v0.4", "tolerances": {"r.a": 1}}"#);
+    let err = load_tolerances(&path).unwrap().require(&["r.z".to_owned()]).unwrap_err();
+    assert_eq!(err.message, "Tolerance file missing metric keys: r.z");
+}
+
+#[test]
+fn budget_gate_is_value_at_most_max() {
+    let budgets = Budgets {
+        path: "b".into(),
+        budgets: BTreeMap::from([("r.a".to_owned(), 10.0), ("r.b".to_owned(), 10.0)]),
+    };
+    let metrics = BTreeMap::from([("r.a".to_owned(), 10.0), ("r.b".to_owned(), 10.5)]);
+    let checks = budgets.check(&metrics);
+    assert!(checks["r.a"].passed);
+    assert!(!checks["r.b"].passed);
+    assert_eq!(checks["r.b"].max_allowed, 10.0);
+}
+
+fn baseline_text(config: &ComparableConfig) -> String {
+    serde_json::json!({
+        "version": "v0.4",
+        "description": "test",
+        "config": config,
+        "metrics": {"r.a": 100.0, "r.b": 5.0},
+    })
+    .to_string()
+}
+
+#[test]
+fn regression_gate_and_the_config_match_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(&dir, "base.json", &baseline_text(&config()));
+    let baseline = load_baseline(&path).unwrap();
+    let expected = vec!["r.a".to_owned(), "r.b".to_owned()];
+    baseline.require(&expected, &config()).unwrap();
+
+    let mut other = config();
+    other.iterations = 500;
+    let err = baseline.require(&expected, &other).unwrap_err();
+    assert!(err.message.starts_with("Baseline config mismatch: current={"), "{err}");
+    assert!(err.message.contains("\"iterations\":500"));
+    assert!(err.message.contains("baseline={"));
+
+    let tolerances = Tolerances {
+        path: "t".into(),
+        tolerances: BTreeMap::from([("r.a".to_owned(), 10.0), ("r.b".to_owned(), 0.0)]),
+    };
+    // An improvement (negative delta) passes; a delta above the tolerance fails.
+    let metrics = BTreeMap::from([("r.a".to_owned(), 50.0), ("r.b".to_owned(), 6.0)]);
+    let checks = tolerances.check(&baseline, &metrics);
+    assert!(checks["r.a"].passed);
+    assert_eq!(checks["r.a"].delta, -50.0);
+    assert!(!checks["r.b"].passed);
+    assert_eq!(checks["r.b"].delta, 1.0);
+}
+
+#[test]
+fn a_bad_baseline_config_names_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = serde_json::to_value(config()).unwrap();
+    config["iterations"] = serde_json::json!("lots");
+    let text = serde_json::json!({"version": "v0.4", "config": config, "metrics": {"r.a": 1}});
+    let path = write(&dir, "base.json", &text.to_string());
+    let err = load_baseline(&path).unwrap_err();
+    assert!(
+        err.message.starts_with("Baseline file config key 'iterations' is not valid: "),
+        "{err}"
+    );
+    config["iterations"] = serde_json::json!(5_000);
+    config["runtimes"]["gpumemprof_cpu"]["overhead_sample_count"] = serde_json::json!("many");
+    let text = serde_json::json!({"version": "v0.4", "config": config, "metrics": {"r.a": 1}});
+    let path = write(&dir, "base.json", &text.to_string());
+    let err = load_baseline(&path).unwrap_err();
+    assert!(
+        err.message.starts_with(
+            "Baseline file config key 'runtimes.gpumemprof_cpu.overhead_sample_count' is not valid"
+        ),
+        "{err}"
+    );
+    let text = serde_json::json!({"version": "v0.4", "metrics": {"r.a": 1}});
+    let path = write(&dir, "base.json", &text.to_string());
+    assert_eq!(load_baseline(&path).unwrap_err().message, "Baseline file missing key 'config'");
+}

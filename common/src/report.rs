@@ -1,0 +1,667 @@
+//! The v0.4 report: per-runtime sections produced by jobs, the flattened metrics that gates
+//! read, and the verbose failure diagnostics. Keys are emitted in a fixed order (struct field
+//! order, maps sorted), so two reports of the same run diff cleanly.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{KNOB_ORDER, Mode, RunConfig, RuntimeKnobs};
+
+/// `version` of every report.
+pub const REPORT_VERSION: &str = "v0.4";
+
+/// Overhead metric names, in report order.
+pub const OVERHEAD_METRICS: [&str; 3] = [
+    "runtime_overhead_pct",
+    "cpu_overhead_pct",
+    "artifact_growth_bytes",
+];
+
+/// Soak metric names, in report order.
+pub const SOAK_METRICS: [&str; 11] = [
+    "rss_growth_per_24h_equiv",
+    "max_rss_delta_bytes",
+    "final_retained_bytes",
+    "final_retained_files",
+    "collector_failure_event_count",
+    "history_dropped_events",
+    "history_dropped_samples",
+    "history_dropped_alerts",
+    "rollover_count",
+    "pruned_segment_count",
+    "pruned_bytes",
+];
+
+/// Whether a runtime ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuntimeStatus {
+    /// It ran; its blocks are present.
+    Ok,
+    /// It could not run on this host (the reason says why).
+    Unavailable,
+}
+
+/// One scenario's summary (`summary.json` in its directory).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScenarioSummary {
+    /// `unprofiled` or `tracked_default`.
+    pub name: String,
+    /// Wall time of the timed region.
+    pub wall_seconds: f64,
+    /// Process CPU time of the timed region.
+    pub cpu_seconds: f64,
+    /// Workload checksum (the same for both scenarios of a trial).
+    pub checksum: u64,
+    /// Where the scenario's files are.
+    pub artifact_dir: String,
+    /// Bytes under `artifact_dir`, `summary.json` included.
+    pub artifact_size_bytes: u64,
+    /// Samples due (tracked only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sample_count: Option<u64>,
+    /// Samples emitted (tracked only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub emitted_samples: Option<u64>,
+    /// Records the tracker produced (tracked only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_count: Option<u64>,
+    /// Collector transitions (tracked only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub collector_failure_event_count: Option<u64>,
+    /// Tracker statistics (tracked only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stats: Option<serde_json::Value>,
+    /// The sink's manifest (tracked only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_path: Option<String>,
+}
+
+/// The overhead metrics of one trial.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct OverheadMetrics {
+    /// Signed % of tracked vs unprofiled wall time.
+    pub runtime_overhead_pct: f64,
+    /// Signed % of tracked vs unprofiled CPU time.
+    pub cpu_overhead_pct: f64,
+    /// `max(0, tracked dir − unprofiled dir)`.
+    pub artifact_growth_bytes: u64,
+}
+
+/// The two scenarios of the selected trial.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OverheadScenarios {
+    /// The workload alone.
+    pub unprofiled: ScenarioSummary,
+    /// The workload with the runtime tracking in its default mode.
+    pub tracked_default: ScenarioSummary,
+}
+
+/// The overhead block of a runtime.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OverheadBlock {
+    /// Selected trial's scenarios.
+    pub scenarios: OverheadScenarios,
+    /// Selected trial's metrics (recomputed from the promoted summaries).
+    pub metrics: OverheadMetrics,
+    /// Trials run.
+    pub trial_count: u32,
+    /// Quantile of the pick.
+    pub trial_quantile: f64,
+    /// 1-based index of the selected trial.
+    pub selected_trial: u32,
+    /// Every trial's metrics, in trial order.
+    pub trial_metrics: Vec<OverheadMetrics>,
+    /// Scratch root used for trial files, if any.
+    pub scratch_root: Option<String>,
+}
+
+/// The four checks of the forced-churn retention validation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetentionChecks {
+    /// `rollover_count > 0`.
+    pub rollover_observed: bool,
+    /// `pruned_segment_count > 0`.
+    pub pruning_observed: bool,
+    /// `final_retained_files <= retention_max_files`.
+    pub retained_files_bounded: bool,
+    /// `final_retained_bytes <= retention_max_total_bytes`.
+    pub retained_bytes_bounded: bool,
+}
+
+impl RetentionChecks {
+    /// The failed checks, by name.
+    pub fn failed(&self) -> Vec<&'static str> {
+        [
+            ("rollover_observed", self.rollover_observed),
+            ("pruning_observed", self.pruning_observed),
+            ("retained_files_bounded", self.retained_files_bounded),
+            ("retained_bytes_bounded", self.retained_bytes_bounded),
+        ]
+        .into_iter()
+        .filter(|(_, ok)| !ok)
+        .map(|(name, _)| name)
+        .collect()
+    }
+}
+
+/// The retention-validation block of a soak.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RetentionValidationBlock {
+    /// Most samples it could emit.
+    pub sample_limit: u64,
+    /// Samples it emitted before both rollover and pruning were seen.
+    pub emitted_samples: u64,
+    /// Tracker statistics at the end.
+    pub stats: serde_json::Value,
+    /// The checks.
+    pub checks: RetentionChecks,
+    /// All checks passed.
+    pub passed: bool,
+    /// Where its files are.
+    pub artifact_dir: String,
+    /// The sink's manifest.
+    pub output_path: String,
+    /// Bytes under `artifact_dir`.
+    pub artifact_size_bytes: u64,
+}
+
+/// The soak block of a runtime.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SoakBlock {
+    /// `<runtime>_soak`.
+    pub name: String,
+    /// Profile.
+    pub profile: String,
+    /// Samples emitted.
+    pub sample_count: u64,
+    /// Samples × interval.
+    pub equivalent_seconds: f64,
+    /// Equivalent hours.
+    pub equivalent_hours: f64,
+    /// Wall time of the sample loop and finish.
+    pub wall_seconds: f64,
+    /// Process CPU time over the same span.
+    pub cpu_seconds: f64,
+    /// Samples per wall second.
+    pub samples_per_second: f64,
+    /// Where the soak's files are.
+    pub artifact_dir: String,
+    /// The sink's manifest.
+    pub output_path: String,
+    /// Bytes under `artifact_dir`.
+    pub artifact_size_bytes: u64,
+    /// RSS delta over the measured window, normalised to 24 h of equivalent time.
+    pub rss_growth_per_24h_equiv: f64,
+    /// Largest RSS increase over the baseline at any checkpoint.
+    pub max_rss_delta_bytes: u64,
+    /// Samples up to and including the baseline checkpoint.
+    pub rss_warmup_sample_count: u64,
+    /// Samples after it.
+    pub rss_measured_sample_count: u64,
+    /// Equivalent seconds after it.
+    pub rss_measured_equivalent_seconds: f64,
+    /// Checkpoints read.
+    pub rss_checkpoint_count: u64,
+    /// RSS at the first checkpoint.
+    pub rss_baseline_bytes: u64,
+    /// RSS at the last checkpoint.
+    pub rss_final_bytes: u64,
+    /// Final − baseline.
+    pub rss_delta_bytes: i64,
+    /// RSS after finish.
+    pub rss_after_finish_bytes: u64,
+    /// After-finish − final (reported, never gated).
+    pub finalization_rss_delta_bytes: i64,
+    /// Collector transitions.
+    pub collector_failure_event_count: u64,
+    /// Events evicted from the history window.
+    pub history_dropped_events: u64,
+    /// Samples evicted.
+    pub history_dropped_samples: u64,
+    /// Alerts evicted.
+    pub history_dropped_alerts: u64,
+    /// Sink rollovers.
+    pub rollover_count: u64,
+    /// Segments pruned.
+    pub pruned_segment_count: u64,
+    /// Bytes pruned.
+    pub pruned_bytes: u64,
+    /// Segments retained.
+    pub final_retained_files: u64,
+    /// Bytes retained.
+    pub final_retained_bytes: u64,
+    /// Events kept.
+    pub history_retained_events: u64,
+    /// Samples kept.
+    pub history_retained_samples: u64,
+    /// Alerts kept.
+    pub history_retained_alerts: u64,
+    /// Collector health at the end.
+    pub collector_health_status: String,
+    /// Tracker statistics at the end.
+    pub stats: serde_json::Value,
+    /// The forced-churn subtest.
+    pub retention_validation: RetentionValidationBlock,
+}
+
+/// One runtime's section of the report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RuntimeSection {
+    /// Whether it ran.
+    pub status: RuntimeStatus,
+    /// Why it could not run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Effective sampling interval in seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_interval: Option<f64>,
+    /// Overhead block (modes `overhead` and `all`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overhead: Option<OverheadBlock>,
+    /// Soak block (modes `soak` and `all`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub soak: Option<SoakBlock>,
+}
+
+impl RuntimeSection {
+    /// A runtime that could not run, and why.
+    pub fn unavailable(reason: impl Into<String>) -> Self {
+        RuntimeSection {
+            status: RuntimeStatus::Unavailable,
+            reason: Some(reason.into()),
+            default_interval: None,
+            overhead: None,
+            soak: None,
+        }
+    }
+}
+
+/// One budget check.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct BudgetCheck {
+    /// Measured value.
+    pub value: f64,
+    /// The budget.
+    pub max_allowed: f64,
+    /// `value <= max_allowed`.
+    pub passed: bool,
+}
+
+/// One regression check.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RegressionCheck {
+    /// Measured value.
+    pub current_value: f64,
+    /// Baseline value.
+    pub baseline_value: f64,
+    /// `current − baseline`.
+    pub delta: f64,
+    /// Allowed increase.
+    pub max_regression: f64,
+    /// `delta <= max_regression`.
+    pub passed: bool,
+}
+
+/// The baseline as recorded in a regression report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BaselineSnapshot {
+    /// Baseline file version.
+    pub version: String,
+    /// Its (matching) config.
+    pub config: crate::config::ComparableConfig,
+    /// Its metrics.
+    pub metrics: BTreeMap<String, f64>,
+}
+
+/// The v0.4 report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// `v0.4`.
+    pub version: String,
+    /// `YYYY-MM-DDTHH:MM:SSZ`.
+    pub timestamp_utc: String,
+    /// Profile name.
+    pub profile: String,
+    /// Mode name.
+    pub mode: String,
+    /// Gate mode name.
+    pub gate_mode: String,
+    /// What ran.
+    pub config: RunConfig,
+    /// Per runtime, by name.
+    pub runtimes: BTreeMap<String, RuntimeSection>,
+    /// Flattened `<runtime>.<metric>` values that the gate reads.
+    pub metrics: BTreeMap<String, f64>,
+    /// Budgets (budget gate).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budgets: Option<BTreeMap<String, f64>>,
+    /// Budget checks (budget gate).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget_checks: Option<BTreeMap<String, BudgetCheck>>,
+    /// Baseline (regression gate).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<BaselineSnapshot>,
+    /// Tolerances (regression gate).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tolerances: Option<BTreeMap<String, f64>>,
+    /// Regression checks (regression gate).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub regression_checks: Option<BTreeMap<String, RegressionCheck>>,
+    /// Everything that failed, with context and the knob to adjust next.
+    pub failure_diagnostics: Vec<String>,
+    /// Every check passed and no diagnostic was raised.
+    pub passed: bool,
+}
+
+/// The metric keys a run of `runtimes` in `mode` produces (what every gate file must cover).
+pub fn expected_metric_keys<'a>(runtimes: impl IntoIterator<Item = &'a str>, mode: Mode) -> Vec<String> {
+    let mut keys = Vec::new();
+    for runtime in runtimes {
+        if mode.runs_overhead() {
+            keys.extend(OVERHEAD_METRICS.iter().map(|m| format!("{runtime}.{m}")));
+        }
+        if mode.runs_soak() {
+            keys.extend(SOAK_METRICS.iter().map(|m| format!("{runtime}.{m}")));
+        }
+    }
+    keys
+}
+
+/// Flattens the sections of runtimes with status ok into `<runtime>.<metric>` values.
+pub fn flatten_metrics(runtimes: &BTreeMap<String, RuntimeSection>) -> BTreeMap<String, f64> {
+    let mut metrics = BTreeMap::new();
+    for (name, section) in runtimes {
+        if section.status != RuntimeStatus::Ok {
+            continue;
+        }
+        if let Some(o) = &section.overhead {
+            let m = &o.metrics;
+            metrics.insert(format!("{name}.runtime_overhead_pct"), m.runtime_overhead_pct);
+            metrics.insert(format!("{name}.cpu_overhead_pct"), m.cpu_overhead_pct);
+            metrics.insert(
+                format!("{name}.artifact_growth_bytes"),
+                m.artifact_growth_bytes as f64,
+            );
+        }
+        if let Some(s) = &section.soak {
+            let values = [
+                s.rss_growth_per_24h_equiv,
+                s.max_rss_delta_bytes as f64,
+                s.final_retained_bytes as f64,
+                s.final_retained_files as f64,
+                s.collector_failure_event_count as f64,
+                s.history_dropped_events as f64,
+                s.history_dropped_samples as f64,
+                s.history_dropped_alerts as f64,
+                s.rollover_count as f64,
+                s.pruned_segment_count as f64,
+                s.pruned_bytes as f64,
+            ];
+            for (metric, value) in SOAK_METRICS.iter().zip(values) {
+                metrics.insert(format!("{name}.{metric}"), value);
+            }
+        }
+    }
+    metrics
+}
+
+/// Knobs that act on `metric`, in the seed's tuning order.
+fn knobs_for(metric: &str) -> &'static [&'static str] {
+    match metric {
+        "runtime_overhead_pct" | "cpu_overhead_pct" => &[
+            "sampling_interval_seconds",
+            "flush_every_events",
+            "flush_every_seconds",
+        ],
+        "artifact_growth_bytes" | "rollover_count" | "pruned_segment_count" | "pruned_bytes" => &[
+            "sampling_interval_seconds",
+            "flush_every_events",
+            "rollover_max_bytes",
+            "rollover_max_events",
+            "retention_max_files",
+            "retention_max_total_bytes",
+        ],
+        "final_retained_bytes" | "final_retained_files" => &[
+            "rollover_max_bytes",
+            "rollover_max_events",
+            "retention_max_files",
+            "retention_max_total_bytes",
+        ],
+        "rss_growth_per_24h_equiv" | "max_rss_delta_bytes" => &[
+            "sampling_interval_seconds",
+            "flush_every_events",
+            "max_history",
+        ],
+        "history_dropped_events" | "history_dropped_samples" | "history_dropped_alerts" => {
+            &["sampling_interval_seconds", "max_history"]
+        }
+        "collector_failure_event_count" | "collector_health" => &["sampling_interval_seconds"],
+        _ => &[],
+    }
+}
+
+/// The diagnostic's closing advice: the first knob (in the seed's order) that acts on the
+/// metric and that this run has not already changed.
+pub fn next_knob_advice(metric: &str, knobs: Option<&RuntimeKnobs>) -> String {
+    let relevant = knobs_for(metric);
+    debug_assert!(relevant.iter().all(|k| KNOB_ORDER.contains(k)));
+    let untouched = relevant
+        .iter()
+        .find(|k| !knobs.is_some_and(|set| set.is_set(k)));
+    match (untouched, relevant.first()) {
+        (Some(knob), _) => format!("next knob: {knob}"),
+        (None, Some(_)) => format!(
+            "next knob: none left (already tuned: {})",
+            relevant.join(", ")
+        ),
+        (None, None) => "next knob: none (not a tuning problem)".to_owned(),
+    }
+}
+
+fn format_value(metric: &str, value: f64) -> String {
+    if metric.ends_with("_pct") {
+        format!("{value:.2}%")
+    } else {
+        format!("{value:.0}")
+    }
+}
+
+/// `; collector=…, collector_failures=…, rollover_count=…, …` for a runtime.
+fn context(section: &RuntimeSection) -> String {
+    let mut parts = Vec::new();
+    if let Some(s) = &section.soak {
+        parts.push(format!("collector={}", s.collector_health_status));
+        parts.push(format!("collector_failures={}", s.collector_failure_event_count));
+        for (k, v) in [
+            ("rollover_count", s.rollover_count),
+            ("pruned_segment_count", s.pruned_segment_count),
+            ("pruned_bytes", s.pruned_bytes),
+            ("final_retained_files", s.final_retained_files),
+            ("final_retained_bytes", s.final_retained_bytes),
+            ("history_retained_events", s.history_retained_events),
+            ("history_dropped_events", s.history_dropped_events),
+            ("history_retained_samples", s.history_retained_samples),
+            ("history_dropped_samples", s.history_dropped_samples),
+            ("history_retained_alerts", s.history_retained_alerts),
+            ("history_dropped_alerts", s.history_dropped_alerts),
+        ] {
+            parts.push(format!("{k}={v}"));
+        }
+    } else if let Some(stats) = section
+        .overhead
+        .as_ref()
+        .and_then(|o| o.scenarios.tracked_default.stats.as_ref())
+    {
+        let status = stats["collector_health_status"].as_str().unwrap_or("healthy");
+        parts.push(format!("collector={status}"));
+        parts.push(format!(
+            "collector_failures={}",
+            stats["collector_failure_event_count"].as_u64().unwrap_or(0)
+        ));
+        for k in [
+            "rollover_count",
+            "pruned_segment_count",
+            "pruned_bytes",
+            "final_retained_files",
+            "final_retained_bytes",
+            "history_retained_events",
+            "history_dropped_events",
+            "history_retained_samples",
+            "history_dropped_samples",
+            "history_retained_alerts",
+            "history_dropped_alerts",
+        ] {
+            if let Some(v) = stats[k].as_u64() {
+                parts.push(format!("{k}={v}"));
+            }
+        }
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("; {}", parts.join(", "))
+    }
+}
+
+/// Builds the failure diagnostics: runtime problems first (unavailable, collector failures,
+/// failed retention checks, unhealthy collector), then failed budget checks, then failed
+/// regression checks. Each line carries the runtime's collector, sink and history context
+/// and ends with the knob to adjust next.
+pub fn failure_diagnostics(
+    runtimes: &BTreeMap<String, RuntimeSection>,
+    budget_checks: Option<&BTreeMap<String, BudgetCheck>>,
+    regression_checks: Option<&BTreeMap<String, RegressionCheck>>,
+    knobs: &crate::config::Knobs,
+) -> Vec<String> {
+    let mut lines = Vec::new();
+    for (name, section) in runtimes {
+        let knobs = knobs.get(name);
+        if section.status != RuntimeStatus::Ok {
+            lines.push(format!(
+                "{name}: unavailable - {}; next knob: none (the runtime must be installed or enabled on this host)",
+                section.reason.as_deref().unwrap_or("unknown")
+            ));
+            continue;
+        }
+        let Some(soak) = &section.soak else { continue };
+        let ctx = context(section);
+        if soak.collector_failure_event_count > 0 {
+            lines.push(format!(
+                "{name}: collector failures observed ({}){ctx}; {}",
+                soak.collector_failure_event_count,
+                next_knob_advice("collector_failure_event_count", knobs)
+            ));
+        }
+        for check in soak.retention_validation.checks.failed() {
+            lines.push(format!(
+                "{name}: retention validation failed for {check}{ctx}; next knob: none (forced-churn limits are fixed; the sink did not honour them)"
+            ));
+        }
+        if soak.collector_health_status != "healthy" {
+            lines.push(format!(
+                "{name}: collector health is {}{ctx}; {}",
+                soak.collector_health_status,
+                next_knob_advice("collector_health", knobs)
+            ));
+        }
+    }
+    let runtime_of = |metric: &str| metric.split('.').next().unwrap_or(metric).to_owned();
+    let metric_of = |metric: &str| metric.split_once('.').map_or(metric, |(_, m)| m).to_owned();
+    let ctx_of = |metric: &str| {
+        runtimes
+            .get(&runtime_of(metric))
+            .map(context)
+            .unwrap_or_default()
+    };
+    for (metric, check) in budget_checks.into_iter().flatten() {
+        if !check.passed {
+            lines.push(format!(
+                "{metric}: {} > {}{}; {}",
+                format_value(metric, check.value),
+                format_value(metric, check.max_allowed),
+                ctx_of(metric),
+                next_knob_advice(&metric_of(metric), knobs.get(&runtime_of(metric)))
+            ));
+        }
+    }
+    for (metric, check) in regression_checks.into_iter().flatten() {
+        if !check.passed {
+            lines.push(format!(
+                "{metric}: delta {} > {}{}; {}",
+                format_value(metric, check.delta),
+                format_value(metric, check.max_regression),
+                ctx_of(metric),
+                next_knob_advice(&metric_of(metric), knobs.get(&runtime_of(metric)))
+            ));
+        }
+    }
+    lines
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` for a Unix time in seconds.
+pub fn format_utc(unix_seconds: u64) -> String {
+    let days = unix_seconds / 86_400;
+    let secs = unix_seconds % 86_400;
+    // Civil-from-days (proleptic Gregorian), valid for every date after 1970.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        secs / 3_600,
+        secs % 3_600 / 60,
+        secs % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_formatting() {
+        assert_eq!(format_utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(format_utc(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(format_utc(1_795_812_000), "2026-11-27T20:40:00Z");
+    }
+
+    #[test]
+    fn expected_keys_follow_the_mode() {
+        assert_eq!(expected_metric_keys(["a"], Mode::All).len(), 14);
+        assert_eq!(expected_metric_keys(["a", "b"], Mode::All).len(), 28);
+        assert_eq!(
+            expected_metric_keys(["a"], Mode::Overhead),
+            ["a.runtime_overhead_pct", "a.cpu_overhead_pct", "a.artifact_growth_bytes"]
+        );
+        assert_eq!(expected_metric_keys(["a"], Mode::Soak).len(), 11);
+    }
+
+    #[test]
+    fn knob_advice_follows_the_tuning_order_and_skips_tuned_knobs() {
+        assert_eq!(
+            next_knob_advice("runtime_overhead_pct", None),
+            "next knob: sampling_interval_seconds"
+        );
+        let tuned = RuntimeKnobs {
+            sampling_interval_seconds: Some(0.5),
+            ..RuntimeKnobs::default()
+        };
+        assert_eq!(
+            next_knob_advice("runtime_overhead_pct", Some(&tuned)),
+            "next knob: flush_every_events"
+        );
+        assert_eq!(
+            next_knob_advice("final_retained_bytes", Some(&tuned)),
+            "next knob: rollover_max_bytes"
+        );
+        assert!(next_knob_advice("unknown", None).contains("none"));
+    }
+}
