@@ -21,7 +21,10 @@ use std::time::Instant;
 
 use fleetgate_agent::collector::RssCollector;
 use fleetgate_agent::runtime::{RuntimeKind, Tracker, TrackerConfig};
-use fleetgate_agent::scenario::{self, SoakSpec, equivalent_time};
+use std::sync::atomic::AtomicBool;
+
+use fleetgate_agent::scenario::{self, Hooks, Progress, SoakSpec, equivalent_time};
+use fleetgate_common::config::RetentionValidationLimits;
 
 #[derive(Debug)]
 struct Options {
@@ -168,19 +171,32 @@ fn soak_throughput(samples: u64, repeat: usize, dir: &Path) -> SoakFigures {
     let mut cpu = Vec::new();
     let mut rss_delta = Vec::new();
     for run in 0..repeat {
-        let mut spec = SoakSpec::new(RuntimeKind::GpumemprofCpu, 1.0, dir.join("soak"));
-        spec.samples = samples;
-        let result = scenario::run_soak(&spec, samples, &mut |_| {}).expect("soak");
+        let kind = RuntimeKind::GpumemprofCpu;
+        let spec = SoakSpec {
+            tracker: TrackerConfig::new(kind, Some(PathBuf::new())),
+            samples,
+            profile: "bench".to_owned(),
+            artifact_dir: dir.join("soak"),
+            retention: RetentionValidationLimits::default(),
+        };
+        let cancel = AtomicBool::new(false);
+        let mut progress = |_: Progress| {};
+        let result = scenario::run_soak(
+            &spec,
+            || kind.open_collector(),
+            &mut Hooks::new(&mut progress, &cancel),
+        )
+        .expect("soak");
         println!(
             "run {}: {:.3} s wall, {:.3} s cpu, {:.0} samples/s, rollovers {}, pruned {}, retained {} files / {} bytes, max RSS delta {} B",
             run + 1,
             result.wall_seconds,
             result.cpu_seconds,
             result.samples_per_second,
-            result.stats.rollover_count,
-            result.stats.pruned_segment_count,
-            result.stats.final_retained_files,
-            result.stats.final_retained_bytes,
+            result.rollover_count,
+            result.pruned_segment_count,
+            result.final_retained_files,
+            result.final_retained_bytes,
             result.max_rss_delta_bytes
         );
         wall.push(result.wall_seconds);

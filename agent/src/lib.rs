@@ -4,12 +4,15 @@
 //!
 //! Data flows one way: a [`collector`] reading goes through the [`health`] state machine into
 //! a [`runtime::Tracker`], which keeps [`history`] rings and encodes a [`record`] into the
-//! [`sink`]; a [`scenario`] drives trackers and summarises what they did.
+//! [`sink`]; a [`scenario`] drives trackers (and the reference [`workload`]) and summarises
+//! what they did; a [`job`] runs one runtime's scenarios into its report section.
 
 pub mod collector;
 pub mod health;
 pub mod history;
+pub mod job;
 pub mod record;
 pub mod runtime;
 pub mod scenario;
 pub mod sink;
+pub mod workload;

@@ -7,7 +7,11 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use fleetgate_agent::runtime::RuntimeKind;
-use fleetgate_agent::scenario::{self, Profile, SoakSpec};
+use std::sync::atomic::AtomicBool;
+
+use fleetgate_agent::job;
+use fleetgate_agent::scenario::{self, Hooks, Phase, Progress, SoakSpec};
+use fleetgate_common::config::{Profile, RetentionValidationLimits, RuntimeKnobs};
 use fleetgate_common::{exit, telemetry};
 
 /// fleetgate agent: native memory-monitoring runtimes and the jobs that qualify them.
@@ -49,7 +53,7 @@ struct SoakArgs {
     progress_every: u64,
     /// Sink: records per batch handed to the writer.
     #[arg(long)]
-    flush_every_events: Option<usize>,
+    flush_every_events: Option<u64>,
     /// Sink: roll a segment over at this many records.
     #[arg(long)]
     rollover_max_events: Option<u64>,
@@ -58,7 +62,7 @@ struct SoakArgs {
     rollover_max_bytes: Option<u64>,
     /// Sink: keep at most this many segment files.
     #[arg(long)]
-    retention_max_files: Option<usize>,
+    retention_max_files: Option<u64>,
     /// Sink: keep at most this many bytes of segments.
     #[arg(long)]
     retention_max_total_bytes: Option<u64>,
@@ -87,34 +91,37 @@ fn run(args: Args) -> anyhow::Result<()> {
     reason = "progress lines are the command's stderr output"
 )]
 fn run_soak(args: SoakArgs) -> anyhow::Result<()> {
-    let mut spec = SoakSpec::new(args.runtime, args.profile.hours(), &args.artifact_dir);
-    if let Some(samples) = args.samples {
-        spec.samples = samples.max(1);
-    }
-    if let Some(sink) = spec.sink_mut() {
-        if let Some(v) = args.flush_every_events {
-            sink.flush_every_events = v;
+    let knobs = RuntimeKnobs {
+        flush_every_events: args.flush_every_events,
+        rollover_max_events: args.rollover_max_events,
+        rollover_max_bytes: args.rollover_max_bytes,
+        retention_max_files: args.retention_max_files,
+        retention_max_total_bytes: args.retention_max_total_bytes,
+        ..RuntimeKnobs::default()
+    };
+    let tracker = job::tracker_config(args.runtime, &knobs).map_err(anyhow::Error::msg)?;
+    let plan = job::runtime_plan(args.runtime, &knobs, args.profile, 1);
+    let spec = SoakSpec {
+        tracker,
+        samples: args.samples.unwrap_or(plan.soak_sample_count).max(1),
+        profile: args.profile.name().to_owned(),
+        artifact_dir: args.artifact_dir.clone(),
+        retention: RetentionValidationLimits::default(),
+    };
+    let cancel = AtomicBool::new(false);
+    let mut progress = |p: Progress| {
+        if p.phase == Phase::Soak {
+            eprintln!(
+                "progress samples_done={} samples_total={} durable_records={}",
+                p.done, p.total, p.durable_records
+            );
         }
-        if let Some(v) = args.rollover_max_events {
-            sink.rollover_max_events = v;
-        }
-        if let Some(v) = args.rollover_max_bytes {
-            sink.rollover_max_bytes = v;
-        }
-        if let Some(v) = args.retention_max_files {
-            sink.retention_max_files = v;
-        }
-        if let Some(v) = args.retention_max_total_bytes {
-            sink.retention_max_total_bytes = v;
-        }
-    }
-    let result = scenario::run_soak(&spec, args.progress_every, &mut |p| {
-        eprintln!(
-            "progress samples_done={} samples_total={} durable_records={}",
-            p.samples_done, p.samples_total, p.durable_records
-        );
-    })
-    .with_context(|| format!("{} soak", args.runtime.name()))?;
+    };
+    let mut hooks = Hooks::new(&mut progress, &cancel);
+    hooks.progress_every = args.progress_every;
+    let kind = args.runtime;
+    let result = scenario::run_soak(&spec, || kind.open_collector(), &mut hooks)
+        .with_context(|| format!("{} soak", kind.name()))?;
     let mut json = serde_json::to_vec_pretty(&result)?;
     json.push(b'\n');
     match args.output {

@@ -572,7 +572,17 @@ impl<C: Collector> Tracker<C> {
 
     /// Records `stop`, closes the sink (everything buffered is written; nothing is read back)
     /// and returns the final statistics.
-    pub fn finish(mut self) -> TrackerReport {
+    pub fn finish(self) -> TrackerReport {
+        self.close(SessionStatus::Completed)
+    }
+
+    /// Like [`Tracker::finish`], for a session cut short: the session is closed as
+    /// `interrupted`.
+    pub fn interrupt(self) -> TrackerReport {
+        self.close(SessionStatus::Interrupted)
+    }
+
+    fn close(mut self, requested: SessionStatus) -> TrackerReport {
         let reading = self.last_reading;
         self.emit(
             EventType::Stop,
@@ -582,12 +592,12 @@ impl<C: Collector> Tracker<C> {
             None,
         );
         let (sink, status) = match self.sink.take() {
-            Some(sink) => match sink.close(SessionStatus::Completed) {
+            Some(sink) => match sink.close(requested) {
                 Ok(stats) => {
                     let status = if stats.dropped_records > 0 {
                         SessionStatus::Incomplete
                     } else {
-                        SessionStatus::Completed
+                        requested
                     };
                     (Some(stats), status)
                 }
@@ -597,7 +607,7 @@ impl<C: Collector> Tracker<C> {
                     (None, SessionStatus::Incomplete)
                 }
             },
-            None => (None, SessionStatus::Completed),
+            None => (None, requested),
         };
         TrackerReport {
             statistics: self.statistics_with(sink.as_ref(), status),

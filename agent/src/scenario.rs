@@ -1,164 +1,31 @@
-//! Scenarios the harness runs on a runtime. This module holds the accelerated soak: the
-//! sample count of `hours` of tracking at the runtime's interval, emitted without sleeping,
-//! with process RSS read at 50 in-loop checkpoints (the first one is the warm-up baseline).
+//! The scenarios a job runs on one runtime: the overhead comparison (unprofiled vs tracked
+//! default mode over five trials), the accelerated soak with in-loop RSS checkpoints, and the
+//! forced-churn retention validation. Each produces its block of the v0.4 report.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use fleetgate_common::config::{RetentionValidationLimits, checkpoint_indices};
+use fleetgate_common::report::{
+    OverheadBlock, OverheadMetrics, OverheadScenarios, RetentionChecks, RetentionValidationBlock,
+    ScenarioSummary, SoakBlock,
+};
 
 use crate::collector::{CollectError, Collector, RssCollector};
-use crate::runtime::{RuntimeKind, Tracker, TrackerConfig, TrackerError, TrackerStatistics};
-use crate::sink::SinkConfig;
+use crate::runtime::{Tracker, TrackerConfig, TrackerError, TrackerReport};
+use crate::sink::{MANIFEST_FILE, SinkConfig};
+use crate::workload::Workload;
 
-/// Soak hours of the `pr` profile.
-pub const PR_HOURS: f64 = 6.0;
-/// Soak hours of the `nightly` profile.
-pub const NIGHTLY_HOURS: f64 = 24.0;
-
-/// A soak profile.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Profile {
-    /// 6 h-equivalent.
-    Pr,
-    /// 24 h-equivalent.
-    Nightly,
-}
-
-impl Profile {
-    /// The profile's name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Profile::Pr => "pr",
-            Profile::Nightly => "nightly",
-        }
-    }
-
-    /// Equivalent hours of the profile's soak.
-    pub fn hours(self) -> f64 {
-        match self {
-            Profile::Pr => PR_HOURS,
-            Profile::Nightly => NIGHTLY_HOURS,
-        }
-    }
-}
-
-/// Samples a run of `hours` emits at `interval`: `max(1, round(hours × 3600 / interval))`.
-pub fn soak_sample_count(hours: f64, interval: Duration) -> u64 {
-    let samples = (hours * 3600.0 / interval.as_secs_f64()).round();
-    if samples.is_finite() && samples >= 1.0 {
-        samples as u64
-    } else {
-        1
-    }
-}
-
-/// Sample indices after which RSS is read: every `max(samples / 50, 1)`-th sample (indices
-/// `stride − 1, 2·stride − 1, …`), plus the last index if it is not already one.
-pub fn checkpoint_indices(samples: u64) -> Vec<u64> {
-    let samples = samples.max(1);
-    let stride = (samples / 50).max(1);
-    let mut indices: Vec<u64> = (1..)
-        .map(|k| k * stride - 1)
-        .take_while(|&i| i < samples)
-        .collect();
-    if indices.last() != Some(&(samples - 1)) {
-        indices.push(samples - 1);
-    }
-    indices
-}
-
-/// A soak to run.
-#[derive(Debug, Clone)]
-pub struct SoakSpec {
-    /// The tracker (runtime, interval, history, sink).
-    pub tracker: TrackerConfig,
-    /// Samples to emit.
-    pub samples: u64,
-    /// Directory of the soak's artifacts (the sink lives in `<dir>/sink`).
-    pub artifact_dir: PathBuf,
-}
-
-impl SoakSpec {
-    /// The default-mode soak of `kind` for `hours`, with the sink's default limits.
-    pub fn new(kind: RuntimeKind, hours: f64, artifact_dir: impl Into<PathBuf>) -> Self {
-        let artifact_dir = artifact_dir.into();
-        let tracker = TrackerConfig::new(kind, Some(artifact_dir.join("sink")));
-        let samples = soak_sample_count(hours, tracker.sampling_interval);
-        SoakSpec {
-            tracker,
-            samples,
-            artifact_dir,
-        }
-    }
-
-    /// Mutable access to the sink configuration, if the soak has a sink.
-    pub fn sink_mut(&mut self) -> Option<&mut SinkConfig> {
-        self.tracker.sink.as_mut()
-    }
-}
-
-/// Progress of a running soak.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SoakProgress {
-    /// Samples emitted so far.
-    pub samples_done: u64,
-    /// Samples in the soak.
-    pub samples_total: u64,
-    /// Records the sink has made durable so far.
-    pub durable_records: u64,
-}
-
-/// What a soak measured.
-#[derive(Debug, Clone, Serialize)]
-pub struct SoakResult {
-    /// `<runtime>_soak`.
-    pub name: String,
-    /// Samples emitted.
-    pub sample_count: u64,
-    /// Samples × interval.
-    pub equivalent_seconds: f64,
-    /// Equivalent hours.
-    pub equivalent_hours: f64,
-    /// Wall time of the sample loop and finish.
-    pub wall_seconds: f64,
-    /// Process CPU time over the same span (all threads, the sink writer included).
-    pub cpu_seconds: f64,
-    /// Samples per wall second.
-    pub samples_per_second: f64,
-    /// Bytes under the artifact directory after the soak.
-    pub artifact_size_bytes: u64,
-    /// RSS delta normalised to 24 h of equivalent time.
-    pub rss_growth_per_24h_equiv: f64,
-    /// Largest RSS increase over the baseline at any checkpoint.
-    pub max_rss_delta_bytes: u64,
-    /// Samples before (and including) the baseline checkpoint.
-    pub rss_warmup_sample_count: u64,
-    /// Samples after the baseline.
-    pub rss_measured_sample_count: u64,
-    /// Equivalent seconds of the measured window.
-    pub rss_measured_equivalent_seconds: f64,
-    /// Checkpoints read.
-    pub rss_checkpoint_count: u64,
-    /// RSS at the first checkpoint.
-    pub rss_baseline_bytes: u64,
-    /// RSS at the last checkpoint.
-    pub rss_final_bytes: u64,
-    /// Final − baseline.
-    pub rss_delta_bytes: i64,
-    /// RSS after `finish`.
-    pub rss_after_finish_bytes: u64,
-    /// After-finish − final (reported, never gated).
-    pub finalization_rss_delta_bytes: i64,
-    /// Tracker statistics at the end.
-    pub stats: TrackerStatistics,
-}
+/// Trials of the overhead scenario.
+pub const OVERHEAD_TRIALS: u32 = 5;
+/// Quantile of the trial that is reported.
+pub const OVERHEAD_TRIAL_QUANTILE: f64 = 0.25;
 
 /// A scenario could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
-    /// The artifact directory could not be prepared.
+    /// A scenario directory could not be prepared or written.
     #[error("artifact directory {path}: {error}")]
     ArtifactDir {
         /// The directory.
@@ -172,99 +39,95 @@ pub enum ScenarioError {
     /// The collector or an RSS checkpoint could not be read.
     #[error(transparent)]
     Collect(#[from] CollectError),
+    /// The run was interrupted (Ctrl+C or a cancelled job).
+    #[error("interrupted")]
+    Interrupted,
 }
 
-/// Runs a soak: deletes and recreates the artifact directory, emits every sample without
-/// sleeping, reads RSS at the checkpoints, finishes the tracker and summarises.
-pub fn run_soak(
-    spec: &SoakSpec,
-    progress_every: u64,
-    progress: &mut dyn FnMut(SoakProgress),
-) -> Result<SoakResult, ScenarioError> {
-    reset_dir(&spec.artifact_dir)?;
-    let kind = spec.tracker.kind;
-    let collector = kind.open_collector()?;
-    run_soak_with(spec, collector, progress_every, progress)
+fn dir_error(path: &Path) -> impl FnOnce(std::io::Error) -> ScenarioError + '_ {
+    move |error| ScenarioError::ArtifactDir {
+        path: path.to_owned(),
+        error,
+    }
 }
 
-/// [`run_soak`] with a given collector (tests inject failing collectors here).
-pub fn run_soak_with<C: Collector>(
-    spec: &SoakSpec,
-    collector: C,
-    progress_every: u64,
-    progress: &mut dyn FnMut(SoakProgress),
-) -> Result<SoakResult, ScenarioError> {
-    let interval = spec.tracker.sampling_interval;
-    let samples = spec.samples.max(1);
-    let checkpoints = checkpoint_indices(samples);
-    let mut rss = RssCollector::open()?;
-    let mut readings = Vec::with_capacity(checkpoints.len());
-    let started = Instant::now();
-    let cpu_started = process_cpu_seconds();
-    let mut tracker = Tracker::start(collector, spec.tracker.clone())?;
-    let mut next_checkpoint = checkpoints.iter().copied().peekable();
-    let progress_every = progress_every.max(1);
-    for index in 0..samples {
-        tracker.emit_sample(index, equivalent_time(interval, index));
-        if next_checkpoint.peek() == Some(&index) {
-            next_checkpoint.next();
-            readings.push(rss.rss_bytes()?);
-        }
-        if (index + 1) % progress_every == 0 {
-            progress(SoakProgress {
-                samples_done: index + 1,
-                samples_total: samples,
-                durable_records: tracker.sink_stats().map_or(0, |s| s.durable_records),
-            });
+/// Where a scenario is, and what it reports along the way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Overhead trials (done/total count scenarios: 2 per trial).
+    Overhead,
+    /// The soak (done/total count samples).
+    Soak,
+    /// The forced-churn subtest (done/total count samples).
+    RetentionValidation,
+}
+
+impl Phase {
+    /// The phase's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Overhead => "overhead",
+            Phase::Soak => "soak",
+            Phase::RetentionValidation => "retention_validation",
         }
     }
-    let report = tracker.finish();
-    let wall_seconds = started.elapsed().as_secs_f64();
-    let cpu_seconds = process_cpu_seconds() - cpu_started;
-    let rss_after_finish = rss.rss_bytes()?;
-    progress(SoakProgress {
-        samples_done: samples,
-        samples_total: samples,
-        durable_records: report.sink.as_ref().map_or(0, |s| s.durable_records),
-    });
+}
 
-    let baseline = readings.first().copied().unwrap_or(0);
-    let final_rss = readings.last().copied().unwrap_or(0);
-    let warmup = checkpoints.first().map_or(1, |i| i + 1);
-    let measured = samples - warmup;
-    let measured_seconds = measured as f64 * interval.as_secs_f64();
-    let delta = final_rss as i64 - baseline as i64;
-    let equivalent_seconds = samples as f64 * interval.as_secs_f64();
-    Ok(SoakResult {
-        name: format!("{}_soak", spec.tracker.kind.name()),
-        sample_count: samples,
-        equivalent_seconds,
-        equivalent_hours: equivalent_seconds / 3600.0,
-        wall_seconds,
-        cpu_seconds,
-        samples_per_second: samples as f64 / wall_seconds.max(f64::MIN_POSITIVE),
-        artifact_size_bytes: dir_size(&spec.artifact_dir),
-        rss_growth_per_24h_equiv: if measured_seconds > 0.0 {
-            delta as f64 / measured_seconds * 86_400.0
+/// Progress of a scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Phase.
+    pub phase: Phase,
+    /// Units done.
+    pub done: u64,
+    /// Units in the phase.
+    pub total: u64,
+    /// Records the sink has made durable so far (soak only, else 0).
+    pub durable_records: u64,
+}
+
+/// Observers and test hooks shared by the scenarios.
+pub struct Hooks<'a> {
+    /// Called with progress.
+    pub progress: &'a mut dyn FnMut(Progress),
+    /// Set to stop at the next check (every few thousand samples, every workload step).
+    pub cancel: &'a AtomicBool,
+    /// Called after every soak sample (tests inject synthetic leaks here).
+    pub after_soak_sample: Option<&'a mut dyn FnMut(u64)>,
+    /// Extra off-CPU delay after every tracked overhead sample (tests inject cost here).
+    pub tracked_sample_delay: Duration,
+    /// Report soak progress every this many samples (0: 50 times per soak).
+    pub progress_every: u64,
+}
+
+impl std::fmt::Debug for Hooks<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hooks")
+            .field("tracked_sample_delay", &self.tracked_sample_delay)
+            .field("progress_every", &self.progress_every)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> Hooks<'a> {
+    /// Progress observer and cancel flag, no test hooks.
+    pub fn new(progress: &'a mut dyn FnMut(Progress), cancel: &'a AtomicBool) -> Self {
+        Hooks {
+            progress,
+            cancel,
+            after_soak_sample: None,
+            tracked_sample_delay: Duration::ZERO,
+            progress_every: 0,
+        }
+    }
+
+    fn check_cancel(&self) -> Result<(), ScenarioError> {
+        if self.cancel.load(Ordering::Relaxed) {
+            Err(ScenarioError::Interrupted)
         } else {
-            0.0
-        },
-        max_rss_delta_bytes: readings
-            .iter()
-            .map(|r| r.saturating_sub(baseline))
-            .max()
-            .unwrap_or(0),
-        rss_warmup_sample_count: warmup,
-        rss_measured_sample_count: measured,
-        rss_measured_equivalent_seconds: measured_seconds,
-        rss_checkpoint_count: readings.len() as u64,
-        rss_baseline_bytes: baseline,
-        rss_final_bytes: final_rss,
-        rss_delta_bytes: delta,
-        rss_after_finish_bytes: rss_after_finish,
-        finalization_rss_delta_bytes: rss_after_finish as i64 - final_rss as i64,
-        stats: report.statistics,
-    })
+            Ok(())
+        }
+    }
 }
 
 /// Session time of sample `index` in an accelerated run: `index × interval`.
@@ -277,16 +140,12 @@ pub fn equivalent_time(interval: Duration, index: u64) -> Duration {
 
 /// Deletes and recreates a scenario directory.
 pub fn reset_dir(dir: &Path) -> Result<(), ScenarioError> {
-    let err = |error| ScenarioError::ArtifactDir {
-        path: dir.to_owned(),
-        error,
-    };
     match std::fs::remove_dir_all(dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(err(e)),
+        Err(e) => return Err(dir_error(dir)(e)),
     }
-    std::fs::create_dir_all(dir).map_err(err)
+    std::fs::create_dir_all(dir).map_err(dir_error(dir))
 }
 
 /// CPU time of this process (all threads), in seconds.
@@ -310,31 +169,477 @@ pub fn dir_size(dir: &Path) -> u64 {
         .sum()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sample_counts_match_the_profiles() {
-        let cpu = Duration::from_millis(100);
-        let tf = Duration::from_secs(1);
-        assert_eq!(soak_sample_count(PR_HOURS, cpu), 216_000);
-        assert_eq!(soak_sample_count(NIGHTLY_HOURS, cpu), 864_000);
-        assert_eq!(soak_sample_count(PR_HOURS, tf), 21_600);
-        assert_eq!(soak_sample_count(NIGHTLY_HOURS, tf), 86_400);
-        assert_eq!(soak_sample_count(0.0, cpu), 1);
-    }
-
-    #[test]
-    fn checkpoint_formula() {
-        let c = checkpoint_indices(216_000);
-        assert_eq!(c.len(), 50);
-        assert_eq!(c[0], 4_319);
-        assert_eq!(c[49], 215_999);
-        assert_eq!(checkpoint_indices(1), [0]);
-        assert_eq!(checkpoint_indices(4), [0, 1, 2, 3]);
-        let c = checkpoint_indices(101);
-        assert_eq!(c.len(), 51);
-        assert_eq!(c.last(), Some(&100));
+/// Signed percentage of `measured` over `reference`: negative values are kept; a reference
+/// ≤ 0 gives 0 when the measured value is ≤ 0 too, else +∞.
+pub fn pct_overhead(reference: f64, measured: f64) -> f64 {
+    if reference <= 0.0 {
+        if measured <= 0.0 { 0.0 } else { f64::INFINITY }
+    } else {
+        (measured - reference) / reference * 100.0
     }
 }
+
+/// Index of the reported trial: sort by (runtime overhead, CPU overhead, trial index) and take
+/// rank `floor((count − 1) × 0.25)` — the second best of five.
+pub fn select_trial(trials: &[OverheadMetrics]) -> usize {
+    let mut order: Vec<usize> = (0..trials.len()).collect();
+    order.sort_by(|&a, &b| {
+        trials[a]
+            .runtime_overhead_pct
+            .total_cmp(&trials[b].runtime_overhead_pct)
+            .then(
+                trials[a]
+                    .cpu_overhead_pct
+                    .total_cmp(&trials[b].cpu_overhead_pct),
+            )
+            .then(a.cmp(&b))
+    });
+    let rank = ((trials.len().saturating_sub(1)) as f64 * OVERHEAD_TRIAL_QUANTILE).floor() as usize;
+    order.get(rank).copied().unwrap_or(0)
+}
+
+/// Writes `summary.json` into the summary's directory so that the `artifact_size_bytes`
+/// stored inside equals the directory's size including the file itself.
+fn write_summary(summary: &mut ScenarioSummary) -> Result<(), ScenarioError> {
+    let dir = PathBuf::from(&summary.artifact_dir);
+    let path = dir.join("summary.json");
+    for _ in 0..16 {
+        let bytes = serde_json::to_vec_pretty(&*summary).map_err(|e| dir_error(&dir)(e.into()))?;
+        std::fs::write(&path, bytes).map_err(dir_error(&dir))?;
+        let size = dir_size(&dir);
+        if size == summary.artifact_size_bytes {
+            return Ok(());
+        }
+        summary.artifact_size_bytes = size;
+    }
+    Ok(())
+}
+
+fn overhead_metrics(unprofiled: &ScenarioSummary, tracked: &ScenarioSummary) -> OverheadMetrics {
+    OverheadMetrics {
+        runtime_overhead_pct: pct_overhead(unprofiled.wall_seconds, tracked.wall_seconds),
+        cpu_overhead_pct: pct_overhead(unprofiled.cpu_seconds, tracked.cpu_seconds),
+        artifact_growth_bytes: tracked
+            .artifact_size_bytes
+            .saturating_sub(unprofiled.artifact_size_bytes),
+    }
+}
+
+/// What the overhead scenario runs.
+#[derive(Debug, Clone)]
+pub struct OverheadSpec {
+    /// The tracker (its sink directory is set per trial).
+    pub tracker: TrackerConfig,
+    /// The workload.
+    pub workload: Workload,
+    /// `<artifact root>/<runtime>`: the promoted trial lands in `<this>/overhead`.
+    pub runtime_dir: PathBuf,
+    /// `<scratch root>/<runtime>`, when trial files go to a RAM-backed scratch root.
+    pub scratch_dir: Option<PathBuf>,
+    /// Samples the tracked scenario emits.
+    pub samples: u64,
+}
+
+/// Runs five trials of unprofiled vs tracked, promotes the 25th-percentile trial's
+/// directories to `<runtime_dir>/overhead/{unprofiled,tracked_default}` and deletes the rest.
+pub fn run_overhead<C: Collector>(
+    spec: &OverheadSpec,
+    mut open_collector: impl FnMut() -> Result<C, CollectError>,
+    hooks: &mut Hooks<'_>,
+) -> Result<OverheadBlock, ScenarioError> {
+    let trial_root = match &spec.scratch_dir {
+        Some(scratch) => scratch.join("overhead_trials"),
+        None => spec.runtime_dir.join(".overhead_trials"),
+    };
+    reset_dir(&trial_root)?;
+    let result = run_trials(spec, &trial_root, &mut open_collector, hooks);
+    // The trial root never survives, whatever happened.
+    std::fs::remove_dir_all(&trial_root).ok();
+    if let Some(scratch) = &spec.scratch_dir {
+        // Only removed when empty: the scratch root may be shared.
+        std::fs::remove_dir(scratch).ok();
+    }
+    result
+}
+
+fn run_trials<C: Collector>(
+    spec: &OverheadSpec,
+    trial_root: &Path,
+    open_collector: &mut impl FnMut() -> Result<C, CollectError>,
+    hooks: &mut Hooks<'_>,
+) -> Result<OverheadBlock, ScenarioError> {
+    let mut trials = Vec::new();
+    let mut summaries = Vec::new();
+    let total = u64::from(OVERHEAD_TRIALS) * 2;
+    for trial in 1..=OVERHEAD_TRIALS {
+        let dir = trial_root.join(format!("trial_{trial}"));
+        let unprofiled = run_unprofiled(&spec.workload, &dir.join("unprofiled"), hooks)?;
+        (hooks.progress)(Progress {
+            phase: Phase::Overhead,
+            done: u64::from(trial) * 2 - 1,
+            total,
+            durable_records: 0,
+        });
+        let tracked = run_tracked(spec, open_collector()?, &dir.join("tracked_default"), hooks)?;
+        (hooks.progress)(Progress {
+            phase: Phase::Overhead,
+            done: u64::from(trial) * 2,
+            total,
+            durable_records: 0,
+        });
+        trials.push(overhead_metrics(&unprofiled, &tracked));
+        summaries.push((unprofiled, tracked));
+    }
+    let selected = select_trial(&trials);
+    let (mut unprofiled, mut tracked) = summaries.swap_remove(selected);
+    let final_dir = spec.runtime_dir.join("overhead");
+    reset_dir(&final_dir)?;
+    for summary in [&mut unprofiled, &mut tracked] {
+        let from = PathBuf::from(&summary.artifact_dir);
+        let to = final_dir.join(&summary.name);
+        move_dir(&from, &to)?;
+        summary.artifact_dir = to.display().to_string();
+        if summary.output_path.is_some() {
+            summary.output_path = Some(to.join("sink").join(MANIFEST_FILE).display().to_string());
+        }
+        write_summary(summary)?;
+    }
+    let metrics = overhead_metrics(&unprofiled, &tracked);
+    Ok(OverheadBlock {
+        scenarios: OverheadScenarios {
+            unprofiled,
+            tracked_default: tracked,
+        },
+        metrics,
+        trial_count: OVERHEAD_TRIALS,
+        trial_quantile: OVERHEAD_TRIAL_QUANTILE,
+        selected_trial: selected as u32 + 1,
+        trial_metrics: trials,
+        scratch_root: spec
+            .scratch_dir
+            .as_ref()
+            .and_then(|d| d.parent())
+            .map(|d| d.display().to_string()),
+    })
+}
+
+/// Renames a directory, copying it when it crosses filesystems (a RAM-backed scratch root).
+fn move_dir(from: &Path, to: &Path) -> Result<(), ScenarioError> {
+    if std::fs::rename(from, to).is_ok() {
+        return Ok(());
+    }
+    copy_dir(from, to)?;
+    std::fs::remove_dir_all(from).map_err(dir_error(from))
+}
+
+fn copy_dir(from: &Path, to: &Path) -> Result<(), ScenarioError> {
+    std::fs::create_dir_all(to).map_err(dir_error(to))?;
+    for entry in std::fs::read_dir(from).map_err(dir_error(from))? {
+        let entry = entry.map_err(dir_error(from))?;
+        let target = to.join(entry.file_name());
+        if entry.file_type().map_err(dir_error(from))?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target).map_err(dir_error(to))?;
+        }
+    }
+    Ok(())
+}
+
+fn run_unprofiled(
+    workload: &Workload,
+    dir: &Path,
+    hooks: &Hooks<'_>,
+) -> Result<ScenarioSummary, ScenarioError> {
+    reset_dir(dir)?;
+    hooks.check_cancel()?;
+    let cpu = process_cpu_seconds();
+    let start = Instant::now();
+    let checksum = workload.run(|_| {});
+    let wall_seconds = start.elapsed().as_secs_f64();
+    let cpu_seconds = process_cpu_seconds() - cpu;
+    let mut summary = ScenarioSummary {
+        name: "unprofiled".to_owned(),
+        wall_seconds,
+        cpu_seconds,
+        checksum,
+        artifact_dir: dir.display().to_string(),
+        artifact_size_bytes: 0,
+        sample_count: None,
+        emitted_samples: None,
+        event_count: None,
+        collector_failure_event_count: None,
+        stats: None,
+        output_path: None,
+    };
+    write_summary(&mut summary)?;
+    Ok(summary)
+}
+
+fn run_tracked<C: Collector>(
+    spec: &OverheadSpec,
+    collector: C,
+    dir: &Path,
+    hooks: &Hooks<'_>,
+) -> Result<ScenarioSummary, ScenarioError> {
+    reset_dir(dir)?;
+    hooks.check_cancel()?;
+    let mut config = spec.tracker.clone();
+    let sink_dir = dir.join("sink");
+    if let Some(sink) = &mut config.sink {
+        sink.root_dir = sink_dir.clone();
+    }
+    let interval = config.sampling_interval;
+    let samples = spec.samples.max(1);
+    let steps = u64::from(spec.workload.iterations.max(1));
+    // Sample k is due after step min(N − 1, floor(k × N / S)).
+    let due =
+        |k: u64| ((u128::from(k) * u128::from(steps) / u128::from(samples)) as u64).min(steps - 1);
+    let delay = hooks.tracked_sample_delay;
+    let mut tracker = Tracker::start(collector, config)?;
+    let mut next = 0u64;
+    let cpu = process_cpu_seconds();
+    let start = Instant::now();
+    let checksum = spec.workload.run(|step| {
+        while next < samples && due(next) == step {
+            tracker.emit_sample(next, equivalent_time(interval, next));
+            if !delay.is_zero() {
+                std::thread::sleep(delay);
+            }
+            next += 1;
+        }
+    });
+    let wall_seconds = start.elapsed().as_secs_f64();
+    let cpu_seconds = process_cpu_seconds() - cpu;
+    while next < samples {
+        tracker.emit_sample(next, equivalent_time(interval, next));
+        next += 1;
+    }
+    let report = tracker.finish();
+    let mut summary = ScenarioSummary {
+        name: "tracked_default".to_owned(),
+        wall_seconds,
+        cpu_seconds,
+        checksum,
+        artifact_dir: dir.display().to_string(),
+        artifact_size_bytes: 0,
+        sample_count: Some(samples),
+        emitted_samples: Some(report.statistics.sample_count),
+        event_count: Some(event_count(&report)),
+        collector_failure_event_count: Some(report.statistics.collector_failure_event_count),
+        stats: Some(serde_json::to_value(&report.statistics).unwrap_or_default()),
+        output_path: Some(sink_dir.join(MANIFEST_FILE).display().to_string()),
+    };
+    write_summary(&mut summary)?;
+    Ok(summary)
+}
+
+fn event_count(report: &TrackerReport) -> u64 {
+    report.statistics.history_retained_events + report.statistics.history_dropped_events
+}
+
+/// What the soak runs.
+#[derive(Debug, Clone)]
+pub struct SoakSpec {
+    /// The tracker (runtime, interval, history, sink under `<artifact_dir>/sink`).
+    pub tracker: TrackerConfig,
+    /// Samples to emit.
+    pub samples: u64,
+    /// Profile name, for the report.
+    pub profile: String,
+    /// `<artifact root>/<runtime>/soak`.
+    pub artifact_dir: PathBuf,
+    /// The forced-churn subtest's limits.
+    pub retention: RetentionValidationLimits,
+}
+
+/// Runs the soak: emits every sample without sleeping, reads RSS at the checkpoints, finishes
+/// the tracker, then runs the retention validation in `<artifact_dir>/retention_validation`.
+pub fn run_soak<C: Collector>(
+    spec: &SoakSpec,
+    mut open_collector: impl FnMut() -> Result<C, CollectError>,
+    hooks: &mut Hooks<'_>,
+) -> Result<SoakBlock, ScenarioError> {
+    reset_dir(&spec.artifact_dir)?;
+    let mut tracker_config = spec.tracker.clone();
+    let sink_dir = spec.artifact_dir.join("sink");
+    if let Some(sink) = &mut tracker_config.sink {
+        sink.root_dir = sink_dir.clone();
+    }
+    let interval = tracker_config.sampling_interval;
+    let samples = spec.samples.max(1);
+    let checkpoints = checkpoint_indices(samples);
+    let mut rss = RssCollector::open()?;
+    let mut readings = Vec::with_capacity(checkpoints.len());
+    let progress_every = match hooks.progress_every {
+        0 => (samples / 50).max(1),
+        n => n,
+    };
+    let started = Instant::now();
+    let cpu_started = process_cpu_seconds();
+    let mut tracker = Tracker::start(open_collector()?, tracker_config)?;
+    let mut next_checkpoint = checkpoints.iter().copied().peekable();
+    for index in 0..samples {
+        tracker.emit_sample(index, equivalent_time(interval, index));
+        if let Some(hook) = hooks.after_soak_sample.as_mut() {
+            hook(index);
+        }
+        if next_checkpoint.peek() == Some(&index) {
+            next_checkpoint.next();
+            readings.push(rss.rss_bytes()?);
+        }
+        if (index + 1) % progress_every == 0 {
+            if hooks.cancel.load(Ordering::Relaxed) {
+                tracker.interrupt();
+                return Err(ScenarioError::Interrupted);
+            }
+            (hooks.progress)(Progress {
+                phase: Phase::Soak,
+                done: index + 1,
+                total: samples,
+                durable_records: tracker.sink_stats().map_or(0, |s| s.durable_records),
+            });
+        }
+    }
+    let report = tracker.finish();
+    let wall_seconds = started.elapsed().as_secs_f64();
+    let cpu_seconds = process_cpu_seconds() - cpu_started;
+    let rss_after_finish = rss.rss_bytes()?;
+    (hooks.progress)(Progress {
+        phase: Phase::Soak,
+        done: samples,
+        total: samples,
+        durable_records: report.sink.as_ref().map_or(0, |s| s.durable_records),
+    });
+    let retention = run_retention_validation(
+        &spec.tracker,
+        &spec.retention,
+        &spec.artifact_dir.join("retention_validation"),
+        &mut open_collector,
+        hooks,
+    )?;
+
+    let baseline = readings.first().copied().unwrap_or(0);
+    let final_rss = readings.last().copied().unwrap_or(0);
+    let warmup = checkpoints.first().map_or(1, |i| i + 1);
+    let measured = samples - warmup;
+    let measured_seconds = measured as f64 * interval.as_secs_f64();
+    let delta = final_rss as i64 - baseline as i64;
+    let equivalent_seconds = samples as f64 * interval.as_secs_f64();
+    let s = &report.statistics;
+    Ok(SoakBlock {
+        name: format!("{}_soak", s.runtime),
+        profile: spec.profile.clone(),
+        sample_count: samples,
+        equivalent_seconds,
+        equivalent_hours: equivalent_seconds / 3600.0,
+        wall_seconds,
+        cpu_seconds,
+        samples_per_second: samples as f64 / wall_seconds.max(f64::MIN_POSITIVE),
+        artifact_dir: spec.artifact_dir.display().to_string(),
+        output_path: sink_dir.join(MANIFEST_FILE).display().to_string(),
+        artifact_size_bytes: dir_size(&spec.artifact_dir),
+        rss_growth_per_24h_equiv: if measured_seconds > 0.0 {
+            delta as f64 / measured_seconds * 86_400.0
+        } else {
+            0.0
+        },
+        max_rss_delta_bytes: readings
+            .iter()
+            .map(|r| r.saturating_sub(baseline))
+            .max()
+            .unwrap_or(0),
+        rss_warmup_sample_count: warmup,
+        rss_measured_sample_count: measured,
+        rss_measured_equivalent_seconds: measured_seconds,
+        rss_checkpoint_count: readings.len() as u64,
+        rss_baseline_bytes: baseline,
+        rss_final_bytes: final_rss,
+        rss_delta_bytes: delta,
+        rss_after_finish_bytes: rss_after_finish,
+        finalization_rss_delta_bytes: rss_after_finish as i64 - final_rss as i64,
+        collector_failure_event_count: s.collector_failure_event_count,
+        history_dropped_events: s.history_dropped_events,
+        history_dropped_samples: s.history_dropped_samples,
+        history_dropped_alerts: s.history_dropped_alerts,
+        rollover_count: s.rollover_count,
+        pruned_segment_count: s.pruned_segment_count,
+        pruned_bytes: s.pruned_bytes,
+        final_retained_files: s.final_retained_files,
+        final_retained_bytes: s.final_retained_bytes,
+        history_retained_events: s.history_retained_events,
+        history_retained_samples: s.history_retained_samples,
+        history_retained_alerts: s.history_retained_alerts,
+        collector_health_status: s.collector_health_status.as_str().to_owned(),
+        stats: serde_json::to_value(s).unwrap_or_default(),
+        retention_validation: retention,
+    })
+}
+
+/// The forced-churn subtest: tight sink limits, at most `sample_limit` samples, stopping once
+/// both a rollover and a pruned segment have been seen; then its four checks.
+pub fn run_retention_validation<C: Collector>(
+    tracker: &TrackerConfig,
+    limits: &RetentionValidationLimits,
+    dir: &Path,
+    open_collector: &mut impl FnMut() -> Result<C, CollectError>,
+    hooks: &mut Hooks<'_>,
+) -> Result<RetentionValidationBlock, ScenarioError> {
+    reset_dir(dir)?;
+    let sink_dir = dir.join("sink");
+    let mut config = tracker.clone();
+    let mut sink = SinkConfig::new(&sink_dir);
+    sink.flush_every_events = usize::try_from(limits.flush_every_events).unwrap_or(usize::MAX);
+    sink.flush_every = Duration::from_secs_f64(limits.flush_every_seconds);
+    sink.rollover_max_bytes = limits.rollover_max_bytes;
+    sink.rollover_max_events = limits.rollover_max_events;
+    sink.retention_max_files = usize::try_from(limits.retention_max_files).unwrap_or(usize::MAX);
+    sink.retention_max_total_bytes = limits.retention_max_total_bytes;
+    config.sink = Some(sink);
+    let interval = config.sampling_interval;
+    let mut tracker = Tracker::start(open_collector()?, config)?;
+    let mut emitted = 0;
+    for index in 0..limits.sample_limit.max(1) {
+        tracker.emit_sample(index, equivalent_time(interval, index));
+        emitted += 1;
+        if index % 25 == 0 {
+            if hooks.cancel.load(Ordering::Relaxed) {
+                tracker.interrupt();
+                return Err(ScenarioError::Interrupted);
+            }
+            (hooks.progress)(Progress {
+                phase: Phase::RetentionValidation,
+                done: emitted,
+                total: limits.sample_limit,
+                durable_records: 0,
+            });
+            if let Some(stats) = tracker.sink_stats()
+                && stats.rollover_count > 0
+                && stats.pruned_segment_count > 0
+            {
+                break;
+            }
+        }
+    }
+    let report = tracker.finish();
+    let s = &report.statistics;
+    let checks = RetentionChecks {
+        rollover_observed: s.rollover_count > 0,
+        pruning_observed: s.pruned_segment_count > 0,
+        retained_files_bounded: s.final_retained_files <= limits.retention_max_files,
+        retained_bytes_bounded: s.final_retained_bytes <= limits.retention_max_total_bytes,
+    };
+    Ok(RetentionValidationBlock {
+        sample_limit: limits.sample_limit,
+        emitted_samples: emitted,
+        stats: serde_json::to_value(s).unwrap_or_default(),
+        passed: checks.failed().is_empty(),
+        checks,
+        artifact_dir: dir.display().to_string(),
+        output_path: sink_dir.join(MANIFEST_FILE).display().to_string(),
+        artifact_size_bytes: dir_size(dir),
+    })
+}
+
+#[cfg(test)]
+mod tests;

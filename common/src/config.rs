@@ -255,10 +255,7 @@ impl RuntimeKnobs {
             "retention_max_total_bytes" => self.retention_max_total_bytes = Some(int(value)?),
             "max_history" => self.max_history = Some(int(value)?),
             _ => {
-                return Err(format!(
-                    "unknown knob (known: {})",
-                    KNOB_ORDER.join(", ")
-                ));
+                return Err(format!("unknown knob (known: {})", KNOB_ORDER.join(", ")));
             }
         }
         Ok(())
@@ -297,8 +294,8 @@ pub fn parse_knobs_file(
         key: key.to_owned(),
         message,
     };
-    let value: serde_json::Value = serde_json::from_slice(text)
-        .map_err(|e| err("(file)", format!("not valid JSON: {e}")))?;
+    let value: serde_json::Value =
+        serde_json::from_slice(text).map_err(|e| err("(file)", format!("not valid JSON: {e}")))?;
     let object = value
         .as_object()
         .ok_or_else(|| err("(file)", "must be a JSON object of runtimes".into()))?;
@@ -495,10 +492,13 @@ mod tests {
         assert_eq!(k["gpumemprof_cpu"].sampling_interval_seconds, Some(0.5));
         assert_eq!(k["gpumemprof_cpu"].max_history, Some(100));
 
-        let e = parse_knobs_file("k.json", br#"{"gpumemprof_cpu": {"nope": 1}}"#, &KNOWN)
-            .unwrap_err();
+        let e =
+            parse_knobs_file("k.json", br#"{"gpumemprof_cpu": {"nope": 1}}"#, &KNOWN).unwrap_err();
         assert_eq!(e.key, "gpumemprof_cpu.nope");
-        assert!(e.to_string().starts_with("k.json: gpumemprof_cpu.nope: unknown knob"));
+        assert!(
+            e.to_string()
+                .starts_with("k.json: gpumemprof_cpu.nope: unknown knob")
+        );
         let e = parse_knobs_file(
             "k.json",
             br#"{"gpumemprof_cpu": {"flush_every_events": 0}}"#,
@@ -524,8 +524,12 @@ mod tests {
         apply_knob_assignment(&mut knobs, "gpumemprof_cpu.rollover_max_events=500", &KNOWN)
             .unwrap();
         assert_eq!(knobs["gpumemprof_cpu"].rollover_max_events, Some(500));
-        let e = apply_knob_assignment(&mut knobs, "gpumemprof_cpu.sampling_interval_seconds=-1", &KNOWN)
-            .unwrap_err();
+        let e = apply_knob_assignment(
+            &mut knobs,
+            "gpumemprof_cpu.sampling_interval_seconds=-1",
+            &KNOWN,
+        )
+        .unwrap_err();
         assert_eq!(e.origin, "--set");
         assert!(apply_knob_assignment(&mut knobs, "gpumemprof_cpu", &KNOWN).is_err());
     }

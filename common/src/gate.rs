@@ -85,10 +85,14 @@ fn read_object(path: &Path, kind: Kind) -> Result<Object, AssetError> {
         file: file.clone(),
         message,
     };
-    let bytes = std::fs::read(path)
-        .map_err(|e| err(format!("{} cannot be read: {e}", kind.label())))?;
-    let value: serde_json::Value = serde_json::from_slice(&bytes)
-        .map_err(|e| err(format!("{} cannot be read: invalid JSON: {e}", kind.label())))?;
+    let bytes =
+        std::fs::read(path).map_err(|e| err(format!("{} cannot be read: {e}", kind.label())))?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+        err(format!(
+            "{} cannot be read: invalid JSON: {e}",
+            kind.label()
+        ))
+    })?;
     let serde_json::Value::Object(object) = value else {
         return Err(err(format!("{} must be a JSON object", kind.label())));
     };
@@ -102,7 +106,11 @@ fn read_object(path: &Path, kind: Kind) -> Result<Object, AssetError> {
     }
 }
 
-fn numeric_map(object: &Object, kind: Kind, file: &str) -> Result<BTreeMap<String, f64>, AssetError> {
+fn numeric_map(
+    object: &Object,
+    kind: Kind,
+    file: &str,
+) -> Result<BTreeMap<String, f64>, AssetError> {
     let key = kind.metrics_key();
     let err = |message: String| AssetError {
         file: file.to_owned(),
@@ -118,7 +126,10 @@ fn numeric_map(object: &Object, kind: Kind, file: &str) -> Result<BTreeMap<Strin
         )));
     };
     if map.is_empty() {
-        return Err(err(format!("{} key '{key}' must not be empty", kind.label())));
+        return Err(err(format!(
+            "{} key '{key}' must not be empty",
+            kind.label()
+        )));
     }
     map.iter()
         .map(|(metric, v)| match v.as_f64() {
@@ -166,14 +177,13 @@ pub fn load_baseline(path: &Path) -> Result<Baseline, AssetError> {
     let config = object
         .get("config")
         .ok_or_else(|| err("Baseline file missing key 'config'".to_owned()))?;
-    let config: ComparableConfig =
-        serde_path_to_error::deserialize(config).map_err(|e| {
-            let at = e.path().to_string();
-            err(format!(
-                "Baseline file config key '{at}' is not valid: {}",
-                e.inner()
-            ))
-        })?;
+    let config: ComparableConfig = serde_path_to_error::deserialize(config).map_err(|e| {
+        let at = e.path().to_string();
+        err(format!(
+            "Baseline file config key '{at}' is not valid: {}",
+            e.inner()
+        ))
+    })?;
     Ok(Baseline {
         path: file,
         version: REPORT_VERSION.to_owned(),
@@ -199,7 +209,11 @@ fn require_coverage(
     } else {
         Err(AssetError {
             file: file.to_owned(),
-            message: format!("{} missing metric keys: {}", kind.label(), missing.join(", ")),
+            message: format!(
+                "{} missing metric keys: {}",
+                kind.label(),
+                missing.join(", ")
+            ),
         })
     }
 }
@@ -215,7 +229,11 @@ impl Budgets {
         metrics
             .iter()
             .map(|(metric, &value)| {
-                let max_allowed = self.budgets.get(metric).copied().unwrap_or(f64::NEG_INFINITY);
+                let max_allowed = self
+                    .budgets
+                    .get(metric)
+                    .copied()
+                    .unwrap_or(f64::NEG_INFINITY);
                 (
                     metric.clone(),
                     BudgetCheck {
@@ -231,7 +249,11 @@ impl Budgets {
 
 impl Baseline {
     /// Fails unless the baseline covers every metric and was recorded with `current`'s config.
-    pub fn require(&self, expected: &[String], current: &ComparableConfig) -> Result<(), AssetError> {
+    pub fn require(
+        &self,
+        expected: &[String],
+        current: &ComparableConfig,
+    ) -> Result<(), AssetError> {
         if &self.config != current {
             return Err(AssetError {
                 file: self.path.clone(),

@@ -356,7 +356,10 @@ pub struct Report {
 }
 
 /// The metric keys a run of `runtimes` in `mode` produces (what every gate file must cover).
-pub fn expected_metric_keys<'a>(runtimes: impl IntoIterator<Item = &'a str>, mode: Mode) -> Vec<String> {
+pub fn expected_metric_keys<'a>(
+    runtimes: impl IntoIterator<Item = &'a str>,
+    mode: Mode,
+) -> Vec<String> {
     let mut keys = Vec::new();
     for runtime in runtimes {
         if mode.runs_overhead() {
@@ -378,7 +381,10 @@ pub fn flatten_metrics(runtimes: &BTreeMap<String, RuntimeSection>) -> BTreeMap<
         }
         if let Some(o) = &section.overhead {
             let m = &o.metrics;
-            metrics.insert(format!("{name}.runtime_overhead_pct"), m.runtime_overhead_pct);
+            metrics.insert(
+                format!("{name}.runtime_overhead_pct"),
+                m.runtime_overhead_pct,
+            );
             metrics.insert(format!("{name}.cpu_overhead_pct"), m.cpu_overhead_pct);
             metrics.insert(
                 format!("{name}.artifact_growth_bytes"),
@@ -473,7 +479,10 @@ fn context(section: &RuntimeSection) -> String {
     let mut parts = Vec::new();
     if let Some(s) = &section.soak {
         parts.push(format!("collector={}", s.collector_health_status));
-        parts.push(format!("collector_failures={}", s.collector_failure_event_count));
+        parts.push(format!(
+            "collector_failures={}",
+            s.collector_failure_event_count
+        ));
         for (k, v) in [
             ("rollover_count", s.rollover_count),
             ("pruned_segment_count", s.pruned_segment_count),
@@ -494,7 +503,9 @@ fn context(section: &RuntimeSection) -> String {
         .as_ref()
         .and_then(|o| o.scenarios.tracked_default.stats.as_ref())
     {
-        let status = stats["collector_health_status"].as_str().unwrap_or("healthy");
+        let status = stats["collector_health_status"]
+            .as_str()
+            .unwrap_or("healthy");
         parts.push(format!("collector={status}"));
         parts.push(format!(
             "collector_failures={}",
@@ -639,7 +650,11 @@ mod tests {
         assert_eq!(expected_metric_keys(["a", "b"], Mode::All).len(), 28);
         assert_eq!(
             expected_metric_keys(["a"], Mode::Overhead),
-            ["a.runtime_overhead_pct", "a.cpu_overhead_pct", "a.artifact_growth_bytes"]
+            [
+                "a.runtime_overhead_pct",
+                "a.cpu_overhead_pct",
+                "a.artifact_growth_bytes"
+            ]
         );
         assert_eq!(expected_metric_keys(["a"], Mode::Soak).len(), 11);
     }

@@ -45,7 +45,10 @@ fn budget_error(text: &str) -> String {
 fn every_bad_budget_file_is_one_line_naming_file_and_key() {
     let dir = tempfile::tempdir().unwrap();
     let missing = load_budgets(&dir.path().join("nope.json")).unwrap_err();
-    assert!(missing.message.starts_with("Budget file cannot be read: "), "{missing}");
+    assert!(
+        missing.message.starts_with("Budget file cannot be read: "),
+        "{missing}"
+    );
     assert!(budget_error("{").starts_with("Budget file cannot be read: invalid JSON"));
     assert_eq!(budget_error("[1]"), "Budget file must be a JSON object");
     assert_eq!(
@@ -77,14 +80,25 @@ fn every_bad_budget_file_is_one_line_naming_file_and_key() {
 #[test]
 fn a_metric_without_a_threshold_is_named() {
     let dir = tempfile::tempdir().unwrap();
-    let path = write(&dir, "b.json", r#"{"version": "v0.4", "budgets": {"r.a": 1}}"#);
+    let path = write(
+        &dir,
+        "b.json",
+        r#"{"version": "v0.4", "budgets": {"r.a": 1}}"#,
+    );
     let budgets = load_budgets(&path).unwrap();
     let err = budgets
         .require(&["r.a".to_owned(), "r.c".to_owned(), "r.b".to_owned()])
         .unwrap_err();
     assert_eq!(err.message, "Budget file missing metric keys: r.c, r.b");
-    let path = write(&dir, "t.json", r#"{"version": "v0.4", "tolerances": {"r.a": 1}}"#);
-    let err = load_tolerances(&path).unwrap().require(&["r.z".to_owned()]).unwrap_err();
+    let path = write(
+        &dir,
+        "t.json",
+        r#"{"version": "v0.4", "tolerances": {"r.a": 1}}"#,
+    );
+    let err = load_tolerances(&path)
+        .unwrap()
+        .require(&["r.z".to_owned()])
+        .unwrap_err();
     assert_eq!(err.message, "Tolerance file missing metric keys: r.z");
 }
 
@@ -122,7 +136,11 @@ fn regression_gate_and_the_config_match_rule() {
     let mut other = config();
     other.iterations = 500;
     let err = baseline.require(&expected, &other).unwrap_err();
-    assert!(err.message.starts_with("Baseline config mismatch: current={"), "{err}");
+    assert!(
+        err.message
+            .starts_with("Baseline config mismatch: current={"),
+        "{err}"
+    );
     assert!(err.message.contains("\"iterations\":500"));
     assert!(err.message.contains("baseline={"));
 
@@ -148,7 +166,8 @@ fn a_bad_baseline_config_names_the_key() {
     let path = write(&dir, "base.json", &text.to_string());
     let err = load_baseline(&path).unwrap_err();
     assert!(
-        err.message.starts_with("Baseline file config key 'iterations' is not valid: "),
+        err.message
+            .starts_with("Baseline file config key 'iterations' is not valid: "),
         "{err}"
     );
     config["iterations"] = serde_json::json!(5_000);
@@ -164,5 +183,8 @@ fn a_bad_baseline_config_names_the_key() {
     );
     let text = serde_json::json!({"version": "v0.4", "metrics": {"r.a": 1}});
     let path = write(&dir, "base.json", &text.to_string());
-    assert_eq!(load_baseline(&path).unwrap_err().message, "Baseline file missing key 'config'");
+    assert_eq!(
+        load_baseline(&path).unwrap_err().message,
+        "Baseline file missing key 'config'"
+    );
 }

@@ -1,0 +1,68 @@
+//! The reference workload: deterministic allocation churn.
+//!
+//! Each step allocates a zeroed buffer of `allocation_kb` KiB, writes a marker
+//! `(step × 17) mod 251` into the first byte of every 4 KiB page, adds each marker to a
+//! checksum, then XORs the checksum with the buffer length. The buffer goes through
+//! `black_box`, so the optimizer can neither skip the allocation nor the page writes.
+
+use std::hint::black_box;
+
+const PAGE: usize = 4096;
+
+/// Workload size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Workload {
+    /// Steps (at least 1 is run).
+    pub iterations: u32,
+    /// KiB per step (at least 1).
+    pub allocation_kb: u32,
+}
+
+impl Workload {
+    /// Runs every step, calling `after_step(step)` after each; returns the checksum.
+    pub fn run(&self, mut after_step: impl FnMut(u64)) -> u64 {
+        let steps = u64::from(self.iterations.max(1));
+        let len = self.allocation_kb.max(1) as usize * 1024;
+        let mut checksum = 0u64;
+        for step in 0..steps {
+            let mut buf = black_box(vec![0u8; len]);
+            let marker = ((step * 17) % 251) as u8;
+            for page in (0..len).step_by(PAGE) {
+                buf[page] = marker;
+                checksum = checksum.wrapping_add(u64::from(marker));
+            }
+            checksum ^= len as u64;
+            black_box(&buf);
+            drop(buf);
+            after_step(step);
+        }
+        checksum
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checksum_is_deterministic_and_depends_on_the_size() {
+        let w = Workload {
+            iterations: 3,
+            allocation_kb: 8,
+        };
+        // Step markers 0, 17, 34 on 2 pages each, XOR 8192 after every step.
+        let expected = ((((0u64 ^ 8192) + 34) ^ 8192) + 68) ^ 8192;
+        assert_eq!(w.run(|_| {}), expected);
+        let mut steps = Vec::new();
+        w.run(|s| steps.push(s));
+        assert_eq!(steps, [0, 1, 2]);
+        assert_ne!(
+            Workload {
+                iterations: 3,
+                allocation_kb: 12
+            }
+            .run(|_| {}),
+            expected
+        );
+    }
+}
