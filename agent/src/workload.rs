@@ -50,8 +50,8 @@ mod tests {
             iterations: 3,
             allocation_kb: 8,
         };
-        // Step markers 0, 17, 34 on 2 pages each, XOR 8192 after every step.
-        let expected = ((((0u64 ^ 8192) + 34) ^ 8192) + 68) ^ 8192;
+        // Step markers 0, 17, 34 on 2 pages each, XOR 8192 after every step (0 ^ 8192 first).
+        let expected = (((8192u64 + 34) ^ 8192) + 68) ^ 8192;
         assert_eq!(w.run(|_| {}), expected);
         let mut steps = Vec::new();
         w.run(|s| steps.push(s));

@@ -466,7 +466,9 @@ pub fn next_knob_advice(metric: &str, knobs: Option<&RuntimeKnobs>) -> String {
     }
 }
 
-fn format_value(metric: &str, value: f64) -> String {
+/// A metric value as the console and diagnostics print it: `_pct` metrics with two decimals
+/// and `%`, everything else as a whole number.
+pub fn format_value(metric: &str, value: f64) -> String {
     if metric.ends_with("_pct") {
         format!("{value:.2}%")
     } else {

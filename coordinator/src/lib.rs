@@ -1,6 +1,9 @@
 //! The fleetgate coordinator and the `fleetgate` CLI that CI calls.
 //!
-//! Today the CLI runs the soak on this host in-process; the gRPC coordinator, its agents and
-//! the gated fleet report are built on top of the same agent runtimes.
+//! [`harness`] validates a run, runs its jobs and builds the gated v0.4 report; [`output`]
+//! renders the console summary, Markdown and JUnit files. Jobs run in this process today; the
+//! gRPC coordinator and its agents put the network between [`harness::plan`] and
+//! [`harness::build_report`].
 
-pub mod local_run;
+pub mod harness;
+pub mod output;

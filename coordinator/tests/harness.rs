@@ -1,0 +1,376 @@
+//! The `fleetgate run` harness end to end, through the real binary, and the behaviours the
+//! shipped gate assets must catch.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use fleetgate_agent::job;
+use fleetgate_agent::runtime::RuntimeKind;
+use fleetgate_agent::scenario::{self, Hooks, OverheadSpec, Progress, SoakSpec};
+use fleetgate_agent::workload::Workload;
+use fleetgate_common::config::{RetentionValidationLimits, RuntimeKnobs};
+use fleetgate_common::gate;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn fleetgate(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fleetgate"))
+        .current_dir(repo())
+        .env("FLEETGATE_LOG", "warn")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A run small enough for a test: 50 workload steps and a 60 s sampling interval, so the `pr`
+/// soak is 360 samples and the overhead scenario emits 1 sample.
+const TINY: [&str; 4] = [
+    "--iterations",
+    "50",
+    "--set",
+    "gpumemprof_cpu.sampling_interval_seconds=60",
+];
+
+#[test]
+fn a_tiny_run_writes_a_report_that_matches_the_schema_and_its_summaries() {
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("report.json");
+    let md = work.path().join("summary.md");
+    let junit = work.path().join("junit.xml");
+    let artifacts = work.path().join("artifacts");
+    let mut args = vec!["run", "--mode", "all", "--check"];
+    args.extend_from_slice(&TINY);
+    args.extend_from_slice(&[
+        "--output",
+        out.to_str().unwrap(),
+        "--artifact-root",
+        artifacts.to_str().unwrap(),
+        "--markdown",
+        md.to_str().unwrap(),
+        "--junit",
+        junit.to_str().unwrap(),
+    ]);
+    let result = fleetgate(&args);
+    let stdout = text(&result.stdout);
+    assert_eq!(
+        result.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        text(&result.stderr)
+    );
+
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let schema: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(repo().join("docs/report-v0.4.schema.json")).unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(&report)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "report does not match the schema: {errors:#?}"
+    );
+
+    assert_eq!(report["passed"], true);
+    assert_eq!(
+        report["config"]["runtimes"]["gpumemprof_cpu"]["soak_sample_count"],
+        360
+    );
+    assert_eq!(
+        report["config"]["knobs"]["gpumemprof_cpu"]["sampling_interval_seconds"],
+        60.0
+    );
+    assert_eq!(report["metrics"].as_object().unwrap().len(), 14);
+    let soak = &report["runtimes"]["gpumemprof_cpu"]["soak"];
+    assert_eq!(soak["sample_count"], 360);
+    assert_eq!(soak["retention_validation"]["passed"], true);
+    let overhead = &report["runtimes"]["gpumemprof_cpu"]["overhead"];
+    assert_eq!(overhead["trial_metrics"].as_array().unwrap().len(), 5);
+    assert!(!artifacts.join("gpumemprof_cpu/.overhead_trials").exists());
+    assert!(
+        artifacts
+            .join("gpumemprof_cpu/overhead/tracked_default/summary.json")
+            .exists()
+    );
+
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines[0],
+        format!("Operability report written to: {}", out.display())
+    );
+    assert_eq!(lines.len(), 1 + 14 + 1, "{stdout}");
+    assert!(lines[1..15].iter().all(|l| l.ends_with("[PASS]")));
+    assert_eq!(lines[15], "Overall status: PASS");
+
+    let md = std::fs::read_to_string(&md).unwrap();
+    assert!(md.starts_with("## fleetgate v0.4 report: PASS"));
+    assert_eq!(md.matches("| pass |").count(), 14);
+    let junit = std::fs::read_to_string(&junit).unwrap();
+    assert!(junit.contains("tests=\"15\" failures=\"0\""), "{junit}");
+}
+
+fn write(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, body).unwrap();
+    path
+}
+
+/// Runs with a budget file and checks exit 5, a one-line error naming `needle`, and that the
+/// artifact root was not created.
+fn assert_invalid_input(extra: &[&str], needle: &str) {
+    let work = tempfile::tempdir().unwrap();
+    let artifacts = work.path().join("artifacts");
+    let mut args = vec!["run", "--artifact-root", artifacts.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let result = fleetgate(&args);
+    let stderr = text(&result.stderr);
+    assert_eq!(result.status.code(), Some(5), "{args:?}: {stderr}");
+    let line = stderr.trim_end();
+    assert!(!line.contains('\n'), "more than one line: {line}");
+    assert!(line.starts_with("Error: "), "{line}");
+    assert!(line.contains(needle), "{line:?} does not name {needle:?}");
+    assert!(
+        !artifacts.exists(),
+        "artifact root created before validation"
+    );
+}
+
+#[test]
+fn every_bad_asset_is_exit_5_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let missing = d.join("missing.json");
+    assert_invalid_input(&["--budgets", missing.to_str().unwrap()], "missing.json");
+    let bad = write(d, "bad.json", "{not json");
+    assert_invalid_input(&["--budgets", bad.to_str().unwrap()], "invalid JSON");
+    let array = write(d, "array.json", "[1, 2]");
+    assert_invalid_input(
+        &["--budgets", array.to_str().unwrap()],
+        "must be a JSON object",
+    );
+    let version = write(
+        d,
+        "version.json",
+        r#"{"version": "v0.3", "budgets": {"a.b": 1}}"#,
+    );
+    assert_invalid_input(
+        &["--budgets", version.to_str().unwrap()],
+        "version must be v0.4",
+    );
+    let nan = write(
+        d,
+        "nan.json",
+        r#"{"version": "v0.4", "budgets": {"gpumemprof_cpu.rollover_count": "lots"}}"#,
+    );
+    assert_invalid_input(
+        &["--budgets", nan.to_str().unwrap()],
+        "'budgets.gpumemprof_cpu.rollover_count' is not a number",
+    );
+    let partial = write(
+        d,
+        "partial.json",
+        r#"{"version": "v0.4", "budgets": {"gpumemprof_cpu.rollover_count": 1}}"#,
+    );
+    assert_invalid_input(
+        &["--budgets", partial.to_str().unwrap()],
+        "missing metric keys: gpumemprof_cpu.runtime_overhead_pct",
+    );
+    // A baseline recorded with another config is refused.
+    assert_invalid_input(
+        &["--gate-mode", "regression", "--iterations", "50"],
+        "Baseline config mismatch: current=",
+    );
+    let tolerances = write(
+        d,
+        "tol.json",
+        r#"{"version": "v0.4", "tolerances": {"x.y": 1}}"#,
+    );
+    assert_invalid_input(
+        &[
+            "--gate-mode",
+            "regression",
+            "--tolerances",
+            tolerances.to_str().unwrap(),
+        ],
+        "Tolerance file missing metric keys",
+    );
+    let knobs = write(d, "knobs.json", r#"{"gpumemprof_cpu": {"max_history": 0}}"#);
+    assert_invalid_input(
+        &["--knobs", knobs.to_str().unwrap()],
+        "gpumemprof_cpu.max_history",
+    );
+    assert_invalid_input(
+        &[
+            "--set",
+            "gpumemprof_cpu.rollover_max_bytes=100000000000",
+            "--set",
+            "gpumemprof_cpu.retention_max_total_bytes=10",
+        ],
+        "retention_max_total_bytes must be >= rollover_max_bytes",
+    );
+}
+
+#[test]
+fn regression_defaults_outside_pr_are_a_usage_error() {
+    let work = tempfile::tempdir().unwrap();
+    let artifacts = work.path().join("artifacts");
+    let result = fleetgate(&[
+        "run",
+        "--profile",
+        "nightly",
+        "--gate-mode",
+        "regression",
+        "--artifact-root",
+        artifacts.to_str().unwrap(),
+    ]);
+    assert_eq!(result.status.code(), Some(2));
+    assert!(text(&result.stderr).contains("pass --baseline and --tolerances explicitly"));
+    assert!(!artifacts.exists());
+}
+
+#[test]
+fn a_failed_gate_is_exit_4_with_check_and_names_the_next_knob() {
+    let work = tempfile::tempdir().unwrap();
+    let budgets: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(repo().join("docs/benchmarks/v0.4_operating_budget.json")).unwrap(),
+    )
+    .unwrap();
+    let mut budgets = budgets;
+    budgets["budgets"]["gpumemprof_cpu.history_dropped_events"] = serde_json::json!(-1);
+    let path = write(work.path(), "tight.json", &budgets.to_string());
+    let out = work.path().join("r.json");
+    let artifacts = work.path().join("a");
+    let mut args = vec!["run", "--mode", "soak", "--check"];
+    args.extend_from_slice(&TINY);
+    args.extend_from_slice(&[
+        "--budgets",
+        path.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--artifact-root",
+        artifacts.to_str().unwrap(),
+    ]);
+    let result = fleetgate(&args);
+    let stdout = text(&result.stdout);
+    assert_eq!(result.status.code(), Some(4), "{stdout}");
+    assert!(
+        stdout.contains("gpumemprof_cpu.history_dropped_events: value=0 max=-1 [FAIL]"),
+        "{stdout}"
+    );
+    let failure = stdout
+        .lines()
+        .find(|l| l.starts_with("- gpumemprof_cpu.history_dropped_events: 0 > -1; collector=healthy, collector_failures=0, rollover_count="))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(
+        failure.ends_with("; next knob: max_history"),
+        "the knob already changed (sampling interval) is skipped: {failure}"
+    );
+    assert!(stdout.ends_with("Overall status: FAIL\n"));
+    // Without --check the verdict does not change the exit code.
+    args.retain(|a| *a != "--check");
+    assert_eq!(fleetgate(&args).status.code(), Some(0));
+}
+
+fn shipped() -> (gate::Baseline, gate::Tolerances) {
+    (
+        gate::load_baseline(&repo().join("docs/benchmarks/v0.4_baseline.json")).unwrap(),
+        gate::load_tolerances(&repo().join("docs/benchmarks/v0.4_tolerances.json")).unwrap(),
+    )
+}
+
+/// Runs a `pr`-size gpumemprof_cpu soak that leaks `bytes_per_sample` and returns whether the
+/// two RSS regression checks pass against the shipped baseline and tolerances.
+fn leak_checks(bytes_per_sample: usize) -> (bool, bool) {
+    let work = tempfile::tempdir().unwrap();
+    let kind = RuntimeKind::GpumemprofCpu;
+    let plan = job::runtime_plan(
+        kind,
+        &RuntimeKnobs::default(),
+        fleetgate_common::config::Profile::Pr,
+        5_000,
+    );
+    let spec = SoakSpec {
+        tracker: job::tracker_config(kind, &RuntimeKnobs::default()).unwrap(),
+        samples: plan.soak_sample_count,
+        profile: "pr".into(),
+        artifact_dir: work.path().join("soak"),
+        retention: RetentionValidationLimits::default(),
+    };
+    let cancel = AtomicBool::new(false);
+    let mut progress = |_: Progress| {};
+    let mut leaked: Vec<Vec<u8>> = Vec::new();
+    let mut leak = |i: u64| {
+        // Touched, so the pages are resident.
+        leaked.push(vec![(i % 251) as u8 + 1; bytes_per_sample]);
+    };
+    let mut hooks = Hooks::new(&mut progress, &cancel);
+    hooks.after_soak_sample = Some(&mut leak);
+    let soak = scenario::run_soak(&spec, || kind.open_collector(), &mut hooks).unwrap();
+    let metrics = std::collections::BTreeMap::from([
+        (
+            "gpumemprof_cpu.rss_growth_per_24h_equiv".to_owned(),
+            soak.rss_growth_per_24h_equiv,
+        ),
+        (
+            "gpumemprof_cpu.max_rss_delta_bytes".to_owned(),
+            soak.max_rss_delta_bytes as f64,
+        ),
+    ]);
+    let (baseline, tolerances) = shipped();
+    let checks = tolerances.check(&baseline, &metrics);
+    (
+        checks["gpumemprof_cpu.rss_growth_per_24h_equiv"].passed,
+        checks["gpumemprof_cpu.max_rss_delta_bytes"].passed,
+    )
+}
+
+#[test]
+fn a_synthetic_leak_of_1024_bytes_per_sample_fails_both_rss_checks_and_64_passes() {
+    assert_eq!(leak_checks(1_024), (false, false));
+    assert_eq!(leak_checks(64), (true, true));
+}
+
+/// Overhead of 500 samples over 500 workload steps with `delay` added per tracked sample;
+/// whether the runtime-overhead regression check passes against the shipped assets.
+fn delayed_overhead_passes(delay: Duration) -> bool {
+    let work = tempfile::tempdir().unwrap();
+    let kind = RuntimeKind::GpumemprofCpu;
+    let spec = OverheadSpec {
+        tracker: job::tracker_config(kind, &RuntimeKnobs::default()).unwrap(),
+        workload: Workload {
+            iterations: 500,
+            allocation_kb: 512,
+        },
+        runtime_dir: work.path().join("gpumemprof_cpu"),
+        scratch_dir: None,
+        samples: 500,
+    };
+    let cancel = AtomicBool::new(false);
+    let mut progress = |_: Progress| {};
+    let mut hooks = Hooks::new(&mut progress, &cancel);
+    hooks.tracked_sample_delay = delay;
+    let block = scenario::run_overhead(&spec, || kind.open_collector(), &mut hooks).unwrap();
+    let metrics = std::collections::BTreeMap::from([(
+        "gpumemprof_cpu.runtime_overhead_pct".to_owned(),
+        block.metrics.runtime_overhead_pct,
+    )]);
+    let (baseline, tolerances) = shipped();
+    tolerances.check(&baseline, &metrics)["gpumemprof_cpu.runtime_overhead_pct"].passed
+}
+
+#[test]
+fn an_injected_per_sample_delay_crosses_the_runtime_overhead_tolerance() {
+    assert!(!delayed_overhead_passes(Duration::from_millis(1)));
+    assert!(delayed_overhead_passes(Duration::ZERO));
+}
