@@ -622,6 +622,13 @@ pub fn run_retention_validation<C: Collector>(
         }
     }
     let report = tracker.finish();
+    // It stops as soon as both were seen: the phase is complete at `emitted` samples.
+    (hooks.progress)(Progress {
+        phase: Phase::RetentionValidation,
+        done: emitted,
+        total: emitted,
+        durable_records: 0,
+    });
     let s = &report.statistics;
     let checks = RetentionChecks {
         rollover_observed: s.rollover_count > 0,
