@@ -303,6 +303,21 @@ pub fn baseline_document(report: &Report) -> serde_json::Value {
     })
 }
 
+/// Checks that a file can be written at `path` (creating its directory), without leaving
+/// anything but the directory behind.
+pub fn probe_writable(path: &Path) -> Result<(), RunError> {
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let fail =
+        |e: std::io::Error| RunError::Internal(format!("cannot write {}: {e}", path.display()));
+    std::fs::create_dir_all(parent).map_err(fail)?;
+    let probe = parent.join(format!(".fleetgate-probe-{}", std::process::id()));
+    std::fs::write(&probe, b"").map_err(fail)?;
+    std::fs::remove_file(&probe).map_err(fail)
+}
+
 /// Writes `value` as pretty JSON (with a trailing newline), creating the parent directory.
 pub fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<(), RunError> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {

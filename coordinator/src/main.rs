@@ -153,6 +153,18 @@ fn run(args: RunArgs) -> Result<i32, RunError> {
         knobs: knobs(&args)?,
     };
     let plan = harness::plan(request)?;
+    // Fail now, not after a long soak, if the report cannot be written.
+    for path in [
+        Some(&args.output),
+        args.markdown.as_ref(),
+        args.junit.as_ref(),
+        args.write_baseline.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        harness::probe_writable(path)?;
+    }
 
     let cancel = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {

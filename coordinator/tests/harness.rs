@@ -222,6 +222,26 @@ fn every_bad_asset_is_exit_5_before_anything_runs() {
 }
 
 #[test]
+fn an_unwritable_output_is_exit_1_before_the_run() {
+    let work = tempfile::tempdir().unwrap();
+    let artifacts = work.path().join("artifacts");
+    let result = fleetgate(&[
+        "run",
+        "--output",
+        "/proc/fleetgate/report.json",
+        "--artifact-root",
+        artifacts.to_str().unwrap(),
+    ]);
+    assert_eq!(result.status.code(), Some(1));
+    let stderr = text(&result.stderr);
+    assert!(
+        stderr.starts_with("Error: cannot write /proc/fleetgate/report.json: "),
+        "{stderr}"
+    );
+    assert!(!artifacts.exists());
+}
+
+#[test]
 fn regression_defaults_outside_pr_are_a_usage_error() {
     let work = tempfile::tempdir().unwrap();
     let artifacts = work.path().join("artifacts");
