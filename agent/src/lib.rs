@@ -8,6 +8,8 @@
 //! what they did; a [`job`] runs one runtime's scenarios into its report section.
 
 pub mod collector;
+pub mod daemon;
+pub mod facts;
 pub mod health;
 pub mod history;
 pub mod job;
@@ -15,4 +17,5 @@ pub mod record;
 pub mod runtime;
 pub mod scenario;
 pub mod sink;
+pub mod worker;
 pub mod workload;

@@ -94,6 +94,8 @@ pub struct Hooks<'a> {
     pub cancel: &'a AtomicBool,
     /// Called after every soak sample (tests inject synthetic leaks here).
     pub after_soak_sample: Option<&'a mut dyn FnMut(u64)>,
+    /// Called with (sample index, RSS bytes) at every soak checkpoint.
+    pub on_checkpoint: Option<&'a mut dyn FnMut(u64, u64)>,
     /// Extra off-CPU delay after every tracked overhead sample (tests inject cost here).
     pub tracked_sample_delay: Duration,
     /// Report soak progress every this many samples (0: 50 times per soak).
@@ -116,6 +118,7 @@ impl<'a> Hooks<'a> {
             progress,
             cancel,
             after_soak_sample: None,
+            on_checkpoint: None,
             tracked_sample_delay: Duration::ZERO,
             progress_every: 0,
         }
@@ -486,7 +489,11 @@ pub fn run_soak<C: Collector>(
         }
         if next_checkpoint.peek() == Some(&index) {
             next_checkpoint.next();
-            readings.push(rss.rss_bytes()?);
+            let reading = rss.rss_bytes()?;
+            readings.push(reading);
+            if let Some(hook) = hooks.on_checkpoint.as_mut() {
+                hook(index, reading);
+            }
         }
         if (index + 1) % progress_every == 0 {
             if hooks.cancel.load(Ordering::Relaxed) {

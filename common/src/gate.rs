@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::config::ComparableConfig;
+use crate::fleet::threshold_candidates;
 use crate::report::{BudgetCheck, REPORT_VERSION, RegressionCheck};
 
 /// A gate asset cannot be used. Displays as one line: `<file>: <what is wrong>`.
@@ -192,18 +193,39 @@ pub fn load_baseline(path: &Path) -> Result<Baseline, AssetError> {
     })
 }
 
-/// Fails unless every `expected` metric has a value in `map`.
+/// Maps an agent id to its hardware class, for threshold resolution.
+pub type ClassOf<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// The value for `metric` in `map`, most specific key first (see
+/// [`crate::fleet::threshold_candidates`]), with the key that matched.
+fn resolve(
+    map: &BTreeMap<String, f64>,
+    metric: &str,
+    class_of: ClassOf<'_>,
+) -> Option<(String, f64)> {
+    threshold_candidates(metric, class_of)
+        .into_iter()
+        .find_map(|key| map.get(&key).map(|v| (key, *v)))
+}
+
+/// Fails unless every `expected` metric resolves to a value in `map`. Missing metrics are
+/// named by their plain `<runtime>.<metric>` key, which is what a seed-format file would add.
 fn require_coverage(
     kind: Kind,
     file: &str,
     map: &BTreeMap<String, f64>,
     expected: &[String],
+    class_of: ClassOf<'_>,
 ) -> Result<(), AssetError> {
-    let missing: Vec<&str> = expected
-        .iter()
-        .filter(|k| !map.contains_key(*k))
-        .map(String::as_str)
-        .collect();
+    let mut missing: Vec<&str> = Vec::new();
+    for key in expected {
+        if resolve(map, key, class_of).is_none() {
+            let plain = key.split_once('/').map_or(key.as_str(), |(_, rest)| rest);
+            if !missing.contains(&plain) {
+                missing.push(plain);
+            }
+        }
+    }
     if missing.is_empty() {
         Ok(())
     } else {
@@ -220,25 +242,27 @@ fn require_coverage(
 
 impl Budgets {
     /// Fails unless every metric the run will produce has a budget.
-    pub fn require(&self, expected: &[String]) -> Result<(), AssetError> {
-        require_coverage(Kind::Budget, &self.path, &self.budgets, expected)
+    pub fn require(&self, expected: &[String], class_of: ClassOf<'_>) -> Result<(), AssetError> {
+        require_coverage(Kind::Budget, &self.path, &self.budgets, expected, class_of)
     }
 
     /// One check per produced metric (a metric without a budget fails its check).
-    pub fn check(&self, metrics: &BTreeMap<String, f64>) -> BTreeMap<String, BudgetCheck> {
+    pub fn check(
+        &self,
+        metrics: &BTreeMap<String, f64>,
+        class_of: ClassOf<'_>,
+    ) -> BTreeMap<String, BudgetCheck> {
         metrics
             .iter()
             .map(|(metric, &value)| {
-                let max_allowed = self
-                    .budgets
-                    .get(metric)
-                    .copied()
-                    .unwrap_or(f64::NEG_INFINITY);
+                let (threshold_key, max_allowed) = resolve(&self.budgets, metric, class_of)
+                    .unwrap_or_else(|| (String::new(), f64::NEG_INFINITY));
                 (
                     metric.clone(),
                     BudgetCheck {
                         value,
                         max_allowed,
+                        threshold_key,
                         passed: value <= max_allowed,
                     },
                 )
@@ -253,6 +277,7 @@ impl Baseline {
         &self,
         expected: &[String],
         current: &ComparableConfig,
+        class_of: ClassOf<'_>,
     ) -> Result<(), AssetError> {
         if &self.config != current {
             return Err(AssetError {
@@ -263,14 +288,26 @@ impl Baseline {
                 ),
             });
         }
-        require_coverage(Kind::Baseline, &self.path, &self.metrics, expected)
+        require_coverage(
+            Kind::Baseline,
+            &self.path,
+            &self.metrics,
+            expected,
+            class_of,
+        )
     }
 }
 
 impl Tolerances {
     /// Fails unless every metric the run will produce has a tolerance.
-    pub fn require(&self, expected: &[String]) -> Result<(), AssetError> {
-        require_coverage(Kind::Tolerance, &self.path, &self.tolerances, expected)
+    pub fn require(&self, expected: &[String], class_of: ClassOf<'_>) -> Result<(), AssetError> {
+        require_coverage(
+            Kind::Tolerance,
+            &self.path,
+            &self.tolerances,
+            expected,
+            class_of,
+        )
     }
 
     /// One check per produced metric: `current − baseline <= tolerance` (improvements pass).
@@ -278,12 +315,15 @@ impl Tolerances {
         &self,
         baseline: &Baseline,
         metrics: &BTreeMap<String, f64>,
+        class_of: ClassOf<'_>,
     ) -> BTreeMap<String, RegressionCheck> {
         metrics
             .iter()
             .map(|(metric, &current_value)| {
-                let baseline_value = baseline.metrics.get(metric).copied().unwrap_or(f64::NAN);
-                let max_regression = self.tolerances.get(metric).copied().unwrap_or(f64::NAN);
+                let baseline_value =
+                    resolve(&baseline.metrics, metric, class_of).map_or(f64::NAN, |(_, v)| v);
+                let (threshold_key, max_regression) = resolve(&self.tolerances, metric, class_of)
+                    .unwrap_or_else(|| (String::new(), f64::NAN));
                 let delta = current_value - baseline_value;
                 (
                     metric.clone(),
@@ -292,12 +332,18 @@ impl Tolerances {
                         baseline_value,
                         delta,
                         max_regression,
+                        threshold_key,
                         passed: delta <= max_regression,
                     },
                 )
             })
             .collect()
     }
+}
+
+/// A resolver for single-host runs, whose metric keys carry no agent.
+pub fn no_classes(_agent: &str) -> Option<String> {
+    None
 }
 
 #[cfg(test)]

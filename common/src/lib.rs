@@ -3,7 +3,9 @@
 //! the documented exit codes, and the process-wide tracing set-up.
 
 pub mod config;
+pub mod convert;
 pub mod exit;
+pub mod fleet;
 pub mod gate;
 pub mod report;
 pub mod telemetry;

@@ -279,18 +279,20 @@ impl RuntimeSection {
 }
 
 /// One budget check.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BudgetCheck {
     /// Measured value.
     pub value: f64,
     /// The budget.
     pub max_allowed: f64,
+    /// The budget file key that applied (agent, hardware class, or plain runtime key).
+    pub threshold_key: String,
     /// `value <= max_allowed`.
     pub passed: bool,
 }
 
 /// One regression check.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RegressionCheck {
     /// Measured value.
     pub current_value: f64,
@@ -300,6 +302,8 @@ pub struct RegressionCheck {
     pub delta: f64,
     /// Allowed increase.
     pub max_regression: f64,
+    /// The tolerance file key that applied (agent, hardware class, or plain runtime key).
+    pub threshold_key: String,
     /// `delta <= max_regression`.
     pub passed: bool,
 }

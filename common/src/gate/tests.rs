@@ -87,7 +87,10 @@ fn a_metric_without_a_threshold_is_named() {
     );
     let budgets = load_budgets(&path).unwrap();
     let err = budgets
-        .require(&["r.a".to_owned(), "r.c".to_owned(), "r.b".to_owned()])
+        .require(
+            &["r.a".to_owned(), "r.c".to_owned(), "r.b".to_owned()],
+            &no_classes,
+        )
         .unwrap_err();
     assert_eq!(err.message, "Budget file missing metric keys: r.c, r.b");
     let path = write(
@@ -97,7 +100,7 @@ fn a_metric_without_a_threshold_is_named() {
     );
     let err = load_tolerances(&path)
         .unwrap()
-        .require(&["r.z".to_owned()])
+        .require(&["r.z".to_owned()], &no_classes)
         .unwrap_err();
     assert_eq!(err.message, "Tolerance file missing metric keys: r.z");
 }
@@ -109,7 +112,7 @@ fn budget_gate_is_value_at_most_max() {
         budgets: BTreeMap::from([("r.a".to_owned(), 10.0), ("r.b".to_owned(), 10.0)]),
     };
     let metrics = BTreeMap::from([("r.a".to_owned(), 10.0), ("r.b".to_owned(), 10.5)]);
-    let checks = budgets.check(&metrics);
+    let checks = budgets.check(&metrics, &no_classes);
     assert!(checks["r.a"].passed);
     assert!(!checks["r.b"].passed);
     assert_eq!(checks["r.b"].max_allowed, 10.0);
@@ -131,11 +134,13 @@ fn regression_gate_and_the_config_match_rule() {
     let path = write(&dir, "base.json", &baseline_text(&config()));
     let baseline = load_baseline(&path).unwrap();
     let expected = vec!["r.a".to_owned(), "r.b".to_owned()];
-    baseline.require(&expected, &config()).unwrap();
+    baseline.require(&expected, &config(), &no_classes).unwrap();
 
     let mut other = config();
     other.iterations = 500;
-    let err = baseline.require(&expected, &other).unwrap_err();
+    let err = baseline
+        .require(&expected, &other, &no_classes)
+        .unwrap_err();
     assert!(
         err.message
             .starts_with("Baseline config mismatch: current={"),
@@ -150,7 +155,7 @@ fn regression_gate_and_the_config_match_rule() {
     };
     // An improvement (negative delta) passes; a delta above the tolerance fails.
     let metrics = BTreeMap::from([("r.a".to_owned(), 50.0), ("r.b".to_owned(), 6.0)]);
-    let checks = tolerances.check(&baseline, &metrics);
+    let checks = tolerances.check(&baseline, &metrics, &no_classes);
     assert!(checks["r.a"].passed);
     assert_eq!(checks["r.a"].delta, -50.0);
     assert!(!checks["r.b"].passed);
@@ -187,4 +192,52 @@ fn a_bad_baseline_config_names_the_key() {
         load_baseline(&path).unwrap_err().message,
         "Baseline file missing key 'config'"
     );
+}
+
+#[test]
+fn fleet_keys_resolve_agent_then_class_then_plain() {
+    let budgets = Budgets {
+        path: "b".into(),
+        budgets: BTreeMap::from([
+            ("rt.m".to_owned(), 10.0),
+            ("cpu-x-2c/rt.m".to_owned(), 20.0),
+            ("a1/rt.m".to_owned(), 30.0),
+        ]),
+    };
+    let class_of = |agent: &str| (agent != "a3").then(|| "cpu-x-2c".to_owned());
+    let metrics = BTreeMap::from([
+        ("a1/rt.m".to_owned(), 25.0),
+        ("a2/rt.m".to_owned(), 25.0),
+        ("a3/rt.m".to_owned(), 25.0),
+    ]);
+    let checks = budgets.check(&metrics, &class_of);
+    assert_eq!(
+        (
+            checks["a1/rt.m"].threshold_key.as_str(),
+            checks["a1/rt.m"].passed
+        ),
+        ("a1/rt.m", true)
+    );
+    assert_eq!(
+        (
+            checks["a2/rt.m"].threshold_key.as_str(),
+            checks["a2/rt.m"].passed
+        ),
+        ("cpu-x-2c/rt.m", false)
+    );
+    assert_eq!(
+        (
+            checks["a3/rt.m"].threshold_key.as_str(),
+            checks["a3/rt.m"].passed
+        ),
+        ("rt.m", false)
+    );
+    // Coverage names the plain key a seed-format file would add.
+    let err = budgets
+        .require(
+            &["a1/rt.other".to_owned(), "a2/rt.other".to_owned()],
+            &class_of,
+        )
+        .unwrap_err();
+    assert_eq!(err.message, "Budget file missing metric keys: rt.other");
 }

@@ -1,0 +1,553 @@
+//! The agent daemon: dials the coordinator, registers this host (facts, runtimes, labels,
+//! hardware class), heartbeats, runs assigned jobs one at a time in worker processes, and
+//! streams their numbered events. Events stay in a per-job outbox (memory and an append-only
+//! file under the state directory) until the coordinator acknowledges them, and are resent after
+//! a reconnect, so a dropped connection loses nothing and duplicates nothing (the coordinator
+//! ignores sequence numbers it already has). Reconnects back off exponentially with jitter.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use fleetgate_common::convert::{self, JobRequest};
+use fleetgate_common::fleet::{HostFacts, JobUpdate, RuntimeAvailability, derive_hardware_class};
+use fleetgate_proto::v1 as pb;
+use pb::agent_service_client::AgentServiceClient;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::worker::{self, WorkerCommand, WorkerHandle, WorkerJob};
+
+/// Protocol version this agent speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Agent configuration.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Coordinator URL (`http://host:port`).
+    pub coordinator: String,
+    /// This agent's id (unique in the fleet; defaults to the host name).
+    pub agent_id: String,
+    /// Operator labels.
+    pub labels: BTreeMap<String, String>,
+    /// Hardware class override (else derived from the facts).
+    pub hardware_class: Option<String>,
+    /// Where jobs write their artifacts.
+    pub artifact_root: PathBuf,
+    /// Where unacknowledged events are kept.
+    pub state_dir: PathBuf,
+    /// How to start a worker.
+    pub worker: WorkerCommand,
+    /// First reconnect delay.
+    pub reconnect_min: Duration,
+    /// Largest reconnect delay.
+    pub reconnect_max: Duration,
+    /// Connection timeout.
+    pub connect_timeout: Duration,
+}
+
+impl AgentConfig {
+    /// Defaults for an agent of `coordinator` named `agent_id`, with its state under `state_dir`.
+    pub fn new(
+        coordinator: impl Into<String>,
+        agent_id: impl Into<String>,
+        state_dir: impl Into<PathBuf>,
+        worker: WorkerCommand,
+    ) -> Self {
+        let state_dir = state_dir.into();
+        AgentConfig {
+            coordinator: coordinator.into(),
+            agent_id: agent_id.into(),
+            labels: BTreeMap::new(),
+            hardware_class: None,
+            artifact_root: state_dir.join("artifacts"),
+            state_dir,
+            worker,
+            reconnect_min: Duration::from_millis(200),
+            reconnect_max: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Whether a remote id is safe to use in a file name.
+pub fn is_safe_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && !id.starts_with('.')
+}
+
+/// One job's numbered events not yet acknowledged.
+#[derive(Debug)]
+struct Outbox {
+    job_id: String,
+    next_sequence: u64,
+    acked: u64,
+    pending: VecDeque<(u64, JobUpdate)>,
+    terminal: bool,
+    file: Option<std::fs::File>,
+    path: PathBuf,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct OutboxLine {
+    sequence: u64,
+    update: JobUpdate,
+}
+
+impl Outbox {
+    fn new(dir: &Path, job_id: &str) -> Self {
+        let path = dir.join(format!("{job_id}.events.jsonl"));
+        Outbox {
+            job_id: job_id.to_owned(),
+            next_sequence: 1,
+            acked: 0,
+            pending: VecDeque::new(),
+            terminal: false,
+            file: None,
+            path,
+        }
+    }
+
+    /// Reloads an outbox left by an earlier agent process.
+    fn load(path: &Path) -> Option<Self> {
+        let job_id = path
+            .file_name()?
+            .to_str()?
+            .strip_suffix(".events.jsonl")?
+            .to_owned();
+        let text = std::fs::read_to_string(path).ok()?;
+        let mut outbox = Outbox::new(path.parent()?, &job_id);
+        for line in text.lines() {
+            // A torn last line (the process died mid-write) is skipped.
+            let Ok(entry) = serde_json::from_str::<OutboxLine>(line) else {
+                continue;
+            };
+            outbox.terminal |= entry.update.is_terminal();
+            outbox.next_sequence = entry.sequence + 1;
+            outbox.pending.push_back((entry.sequence, entry.update));
+        }
+        Some(outbox)
+    }
+
+    fn push(&mut self, update: JobUpdate) -> u64 {
+        let sequence = self.next_sequence;
+        self.next_sequence += 1;
+        self.terminal |= update.is_terminal();
+        let line = OutboxLine {
+            sequence,
+            update: update.clone(),
+        };
+        if self.file.is_none() {
+            self.file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)
+                .map_err(|e| tracing::warn!(path = %self.path.display(), error = %e, "Cannot keep job events on disk."))
+                .ok();
+        }
+        if let Some(file) = &mut self.file
+            && let Ok(mut bytes) = serde_json::to_vec(&line)
+        {
+            bytes.push(b'\n');
+            let written = file.write_all(&bytes);
+            if line.update.is_terminal() {
+                file.sync_data().ok();
+            }
+            if let Err(e) = written {
+                tracing::warn!(path = %self.path.display(), error = %e, "Cannot keep job events on disk.");
+            }
+        }
+        self.pending.push_back((sequence, update));
+        sequence
+    }
+
+    /// Forgets events up to `sequence`; returns whether the job is finished and fully
+    /// acknowledged (its file is then deleted).
+    fn ack(&mut self, sequence: u64) -> bool {
+        self.acked = self.acked.max(sequence);
+        while self.pending.front().is_some_and(|(s, _)| *s <= self.acked) {
+            self.pending.pop_front();
+        }
+        let done = self.terminal && self.pending.is_empty();
+        if done {
+            self.file = None;
+            std::fs::remove_file(&self.path).ok();
+        }
+        done
+    }
+}
+
+enum SessionEnd {
+    Shutdown,
+    Disconnected(String),
+}
+
+struct Agent {
+    config: AgentConfig,
+    facts: HostFacts,
+    runtimes: Vec<RuntimeAvailability>,
+    hardware_class: String,
+    outboxes: BTreeMap<String, Outbox>,
+    queue: VecDeque<JobRequest>,
+    running: Option<(String, WorkerHandle)>,
+    updates_tx: mpsc::UnboundedSender<(String, JobUpdate)>,
+    updates_rx: mpsc::UnboundedReceiver<(String, JobUpdate)>,
+    outbox_dir: PathBuf,
+}
+
+/// Runs the agent until `shutdown` is cancelled.
+pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let facts = tokio::task::spawn_blocking(crate::facts::host_facts).await?;
+    let runtimes = tokio::task::spawn_blocking(crate::facts::runtime_availability).await?;
+    let hardware_class = config
+        .hardware_class
+        .clone()
+        .unwrap_or_else(|| derive_hardware_class(&facts));
+    let outbox_dir = config.state_dir.join("outbox");
+    std::fs::create_dir_all(&outbox_dir)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", outbox_dir.display()))?;
+    let mut outboxes = BTreeMap::new();
+    for entry in std::fs::read_dir(&outbox_dir)?.flatten() {
+        if let Some(outbox) = Outbox::load(&entry.path()) {
+            tracing::info!(job_id = %outbox.job_id, events = outbox.pending.len(), "Resuming unacknowledged job events.");
+            outboxes.insert(outbox.job_id.clone(), outbox);
+        }
+    }
+    let (updates_tx, updates_rx) = mpsc::unbounded_channel();
+    let mut agent = Agent {
+        config,
+        facts,
+        runtimes,
+        hardware_class,
+        outboxes,
+        queue: VecDeque::new(),
+        running: None,
+        updates_tx,
+        updates_rx,
+        outbox_dir,
+    };
+    tracing::info!(
+        agent_id = %agent.config.agent_id,
+        coordinator = %agent.config.coordinator,
+        hardware_class = %agent.hardware_class,
+        "Agent starting."
+    );
+    let mut backoff = agent.config.reconnect_min;
+    loop {
+        match agent.session(&shutdown).await {
+            Ok(SessionEnd::Shutdown) => break,
+            Ok(SessionEnd::Disconnected(why)) => {
+                tracing::warn!(reason = %why, "Disconnected from the coordinator; reconnecting.");
+                backoff = agent.config.reconnect_min;
+            }
+            Err(why) => {
+                tracing::debug!(reason = %why, "Coordinator not reachable.");
+            }
+        }
+        let delay = jittered(backoff);
+        backoff = (backoff * 2).min(agent.config.reconnect_max);
+        let sleep = tokio::time::sleep(delay);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => {
+                    agent.stop_jobs("agent shutting down");
+                    return Ok(());
+                }
+                () = &mut sleep => break,
+                Some((job_id, update)) = agent.updates_rx.recv() => {
+                    agent.record(&job_id, update);
+                }
+            }
+        }
+    }
+    agent.stop_jobs("agent shutting down");
+    Ok(())
+}
+
+/// `delay` ± 25 %, so a fleet that lost its coordinator does not reconnect in lockstep.
+fn jittered(delay: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let mut x = u64::from(nanos) ^ (u64::from(std::process::id()) << 32);
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    let factor = 0.75 + (x % 1_000) as f64 / 2_000.0;
+    delay.mul_f64(factor)
+}
+
+impl Agent {
+    fn hello(&self) -> pb::AgentMessage {
+        pb::AgentMessage {
+            body: Some(pb::agent_message::Body::Hello(pb::Hello {
+                agent_id: self.config.agent_id.clone(),
+                agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+                protocol_version: PROTOCOL_VERSION,
+                facts: Some(pb::HostFacts::from(&self.facts)),
+                runtimes: self
+                    .runtimes
+                    .iter()
+                    .map(pb::RuntimeAvailability::from)
+                    .collect(),
+                labels: self.config.labels.clone().into_iter().collect(),
+                hardware_class: self.hardware_class.clone(),
+                jobs: self
+                    .outboxes
+                    .values()
+                    .map(|o| pb::JobResume {
+                        job_id: o.job_id.clone(),
+                        last_sequence: o.next_sequence - 1,
+                        running: self.running.as_ref().is_some_and(|(id, _)| *id == o.job_id)
+                            || self.queue.iter().any(|j| j.job_id == o.job_id),
+                    })
+                    .collect(),
+            })),
+        }
+    }
+
+    async fn session(&mut self, shutdown: &CancellationToken) -> Result<SessionEnd, String> {
+        let endpoint = tonic::transport::Endpoint::from_shared(self.config.coordinator.clone())
+            .map_err(|e| format!("bad coordinator URL {}: {e}", self.config.coordinator))?
+            .connect_timeout(self.config.connect_timeout)
+            .tcp_nodelay(true);
+        let channel = tokio::select! {
+            () = shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
+            c = endpoint.connect() => c.map_err(|e| format!("connect: {e}"))?,
+        };
+        let mut client = AgentServiceClient::new(channel);
+        let (tx, rx) = mpsc::channel::<pb::AgentMessage>(1_024);
+        tx.send(self.hello()).await.map_err(|e| e.to_string())?;
+        let mut inbound = client
+            .session(ReceiverStream::new(rx))
+            .await
+            .map_err(|s| format!("session refused: {}", s.message()))?
+            .into_inner();
+        let welcome = match tokio::time::timeout(Duration::from_secs(10), inbound.message()).await {
+            Ok(Ok(Some(pb::CoordinatorMessage {
+                body: Some(pb::coordinator_message::Body::Welcome(w)),
+            }))) => w,
+            Ok(Err(status)) => return Err(format!("session refused: {}", status.message())),
+            _ => return Err("no welcome from the coordinator".into()),
+        };
+        let heartbeat = Duration::from_millis(u64::from(welcome.heartbeat_interval_ms.max(50)));
+        tracing::info!(agent_id = %self.config.agent_id, heartbeat_ms = heartbeat.as_millis() as u64, "Registered with the coordinator.");
+        for (job_id, sequence) in &welcome.acked_through {
+            self.ack(job_id, *sequence);
+        }
+        // Resend everything the coordinator does not have, in order.
+        for outbox in self.outboxes.values() {
+            for (sequence, update) in &outbox.pending {
+                let event = convert::job_event_to_pb(&outbox.job_id, *sequence, update);
+                send(&tx, pb::agent_message::Body::JobEvent(event)).await?;
+            }
+        }
+        let mut ticker = tokio::time::interval(heartbeat);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
+                _ = ticker.tick() => {
+                    let running = self.running.iter().map(|(id, _)| id.clone()).collect();
+                    let beat = pb::Heartbeat {
+                        sent_unix_ms: crate::sink::unix_now_ns() / 1_000_000,
+                        running_job_ids: running,
+                    };
+                    if send(&tx, pb::agent_message::Body::Heartbeat(beat)).await.is_err() {
+                        return Ok(SessionEnd::Disconnected("stream closed".into()));
+                    }
+                }
+                message = inbound.message() => match message {
+                    Ok(Some(message)) => self.handle(message),
+                    Ok(None) => return Ok(SessionEnd::Disconnected("the coordinator closed the stream".into())),
+                    Err(status) => return Ok(SessionEnd::Disconnected(status.message().to_owned())),
+                },
+                Some((job_id, update)) = self.updates_rx.recv() => {
+                    let sequence = self.record(&job_id, update.clone());
+                    let event = convert::job_event_to_pb(&job_id, sequence, &update);
+                    if send(&tx, pb::agent_message::Body::JobEvent(event)).await.is_err() {
+                        return Ok(SessionEnd::Disconnected("stream closed".into()));
+                    }
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, message: pb::CoordinatorMessage) {
+        use pb::coordinator_message::Body;
+        match message.body {
+            Some(Body::AssignJob(assign)) => {
+                let Some(spec) = assign.job else { return };
+                match JobRequest::try_from(spec) {
+                    Ok(job) if is_safe_id(&job.job_id) => self.enqueue(job),
+                    Ok(job) => {
+                        tracing::warn!(job_id = %job.job_id, "Refused a job whose id is not a safe file name.")
+                    }
+                    Err(e) => tracing::warn!(error = %e, "Refused an unusable job."),
+                }
+            }
+            Some(Body::CancelJob(cancel)) => self.cancel(&cancel.job_id, &cancel.reason),
+            Some(Body::Ack(ack)) => self.ack(&ack.job_id, ack.sequence),
+            Some(Body::Welcome(_)) | None => {}
+        }
+    }
+
+    fn enqueue(&mut self, job: JobRequest) {
+        if self.outboxes.contains_key(&job.job_id) {
+            // Already have it (a re-sent assignment after a reconnect).
+            return;
+        }
+        tracing::info!(job_id = %job.job_id, runtime = %job.runtime, "Job assigned.");
+        self.outboxes.insert(
+            job.job_id.clone(),
+            Outbox::new(&self.outbox_dir, &job.job_id),
+        );
+        self.queue.push_back(job);
+        self.start_next();
+    }
+
+    fn start_next(&mut self) {
+        if self.running.is_some() {
+            return;
+        }
+        let Some(job) = self.queue.pop_front() else {
+            return;
+        };
+        let now_ms = crate::sink::unix_now_ns() / 1_000_000;
+        let remaining = Duration::from_millis(job.deadline_unix_ms.saturating_sub(now_ms));
+        let deadline = tokio::time::Instant::now() + remaining;
+        let worker_job = WorkerJob {
+            runtime: job.runtime.clone(),
+            profile: job.profile,
+            mode: job.mode,
+            iterations: job.iterations,
+            allocation_kb: job.allocation_kb,
+            artifact_root: self.config.artifact_root.join(&job.job_id),
+            scratch_root: job.overhead_scratch_root.as_ref().map(PathBuf::from),
+            knobs: job.knobs,
+        };
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let handle = worker::spawn_worker(&self.config.worker, &worker_job, deadline, tx);
+        let forward = self.updates_tx.clone();
+        let job_id = job.job_id.clone();
+        tokio::spawn(async move {
+            while let Some(update) = rx.recv().await {
+                if forward.send((job_id.clone(), update)).is_err() {
+                    break;
+                }
+            }
+        });
+        self.running = Some((job.job_id, handle));
+    }
+
+    /// Numbers and keeps an update; starts the next job after a terminal one.
+    fn record(&mut self, job_id: &str, update: JobUpdate) -> u64 {
+        let terminal = update.is_terminal();
+        let outbox = self
+            .outboxes
+            .entry(job_id.to_owned())
+            .or_insert_with(|| Outbox::new(&self.outbox_dir, job_id));
+        let sequence = outbox.push(update);
+        if terminal && self.running.as_ref().is_some_and(|(id, _)| id == job_id) {
+            self.running = None;
+            self.start_next();
+        }
+        sequence
+    }
+
+    fn ack(&mut self, job_id: &str, sequence: u64) {
+        if let Some(outbox) = self.outboxes.get_mut(job_id)
+            && outbox.ack(sequence)
+        {
+            self.outboxes.remove(job_id);
+        }
+    }
+
+    fn cancel(&mut self, job_id: &str, reason: &str) {
+        let reason = if reason.is_empty() {
+            "cancelled"
+        } else {
+            reason
+        };
+        if let Some((id, handle)) = &mut self.running
+            && id == job_id
+        {
+            handle.kill(format!("cancelled: {reason}"));
+            return;
+        }
+        if let Some(pos) = self.queue.iter().position(|j| j.job_id == job_id) {
+            self.queue.remove(pos);
+            self.record(
+                job_id,
+                JobUpdate::Failed {
+                    phase: "starting".into(),
+                    reason: format!("cancelled: {reason}"),
+                },
+            );
+        }
+    }
+
+    fn stop_jobs(&mut self, reason: &str) {
+        if let Some((_, handle)) = &mut self.running {
+            handle.kill(reason.to_owned());
+        }
+    }
+}
+
+async fn send(
+    tx: &mpsc::Sender<pb::AgentMessage>,
+    body: pb::agent_message::Body,
+) -> Result<(), String> {
+    tx.send(pb::AgentMessage { body: Some(body) })
+        .await
+        .map_err(|_| "stream closed".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_ids_that_could_leave_the_state_directory_are_refused() {
+        assert!(is_safe_id("run-1_job.3"));
+        assert!(!is_safe_id("../etc"));
+        assert!(!is_safe_id("a/b"));
+        assert!(!is_safe_id(".hidden"));
+        assert!(!is_safe_id(""));
+    }
+
+    #[test]
+    fn an_outbox_survives_a_restart_and_forgets_what_was_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut outbox = Outbox::new(dir.path(), "j1");
+        assert_eq!(outbox.push(JobUpdate::Started { pid: 1 }), 1);
+        assert_eq!(
+            outbox.push(JobUpdate::Progress {
+                phase: "soak".into(),
+                done: 1,
+                total: 2
+            }),
+            2
+        );
+        assert!(!outbox.ack(1));
+        drop(outbox);
+        let mut reloaded = Outbox::load(&dir.path().join("j1.events.jsonl")).unwrap();
+        // The file keeps everything; the coordinator ignores what it already has.
+        assert_eq!(reloaded.pending.len(), 2);
+        assert_eq!(reloaded.next_sequence, 3);
+        let sequence = reloaded.push(JobUpdate::Failed {
+            phase: "soak".into(),
+            reason: "x".into(),
+        });
+        assert_eq!(sequence, 3);
+        assert!(reloaded.ack(3));
+        assert!(!dir.path().join("j1.events.jsonl").exists());
+    }
+}

@@ -1,0 +1,75 @@
+//! Host facts and runtime availability, as an agent reports them when it registers.
+
+use fleetgate_common::fleet::{HostFacts, RuntimeAvailability};
+
+use crate::runtime::RuntimeKind;
+
+/// Reads the host's facts once (sysinfo; no per-sample use).
+pub fn host_facts() -> HostFacts {
+    let mut facts = HostFacts {
+        hostname: sysinfo::System::host_name().unwrap_or_else(|_| crate::runtime::host_name()),
+        os: sysinfo::System::long_os_version().unwrap_or_else(|_| std::env::consts::OS.to_owned()),
+        kernel: sysinfo::System::kernel_version().unwrap_or_default(),
+        gpu_unavailable_reason: Some(
+            "this build has no NVML collector; GPUs are not probed".to_owned(),
+        ),
+        tensorflow_available: false,
+        tensorflow_unavailable_reason: Some(
+            "this build has no TensorFlow runtime; libtensorflow is not probed".to_owned(),
+        ),
+        ..HostFacts::default()
+    };
+    match sysinfo::System::new() {
+        Ok(mut sys) => {
+            sys.refresh_memory();
+            sys.refresh_cpu_list(sysinfo::CpuRefreshKind::nothing());
+            facts.memory_total_bytes = sys.total_memory();
+            facts.cpu_cores = u32::try_from(sys.cpus().len()).unwrap_or(u32::MAX);
+            facts.cpu_model = sys
+                .cpus()
+                .first()
+                .map(|c| c.brand().trim().to_owned())
+                .unwrap_or_default();
+        }
+        Err(err) => tracing::warn!(error = %err, "Host facts unavailable from sysinfo."),
+    }
+    facts
+}
+
+/// Whether each runtime can run here, and why not.
+pub fn runtime_availability() -> Vec<RuntimeAvailability> {
+    RuntimeKind::ALL
+        .iter()
+        .map(|kind| match kind.open_collector() {
+            Ok(_) => RuntimeAvailability {
+                runtime: kind.name().to_owned(),
+                available: true,
+                reason: None,
+            },
+            Err(err) => RuntimeAvailability {
+                runtime: kind.name().to_owned(),
+                available: false,
+                reason: Some(err.to_string()),
+            },
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn facts_describe_this_host() {
+        let facts = host_facts();
+        assert!(!facts.hostname.is_empty());
+        assert!(facts.cpu_cores >= 1);
+        assert!(facts.memory_total_bytes > 0);
+        let runtimes = runtime_availability();
+        assert!(
+            runtimes
+                .iter()
+                .any(|r| r.runtime == "gpumemprof_cpu" && r.available)
+        );
+    }
+}

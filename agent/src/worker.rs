@@ -1,0 +1,343 @@
+//! Job workers: every job runs in a child process (the agent binary re-executed with its
+//! `worker` subcommand). The child reads its job as JSON on stdin, runs it, and writes one JSON
+//! event per line on stdout; the parent turns those lines into job events, and kills the child
+//! when the job's deadline passes or the run is cancelled. A crash in a runtime (TensorFlow,
+//! NVML) takes down the worker, never the agent, and each job measures RSS in a clean process.
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use fleetgate_common::config::{Mode, Profile, RetentionValidationLimits, RuntimeKnobs};
+use fleetgate_common::fleet::JobUpdate;
+use fleetgate_common::report::RuntimeSection;
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncBufReadExt;
+use tokio::sync::mpsc;
+
+use crate::job::{self, JobSpec};
+use crate::runtime::RuntimeKind;
+use crate::scenario::{Hooks, Progress, ScenarioError};
+
+/// A job as the worker receives it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerJob {
+    /// Runtime name.
+    pub runtime: String,
+    /// Soak profile.
+    pub profile: Profile,
+    /// Scenarios.
+    pub mode: Mode,
+    /// Workload steps.
+    pub iterations: u32,
+    /// KiB per step.
+    pub allocation_kb: u32,
+    /// Root of the artifacts (the job writes under `<root>/<runtime>`).
+    pub artifact_root: PathBuf,
+    /// RAM-backed root for overhead trial files.
+    pub scratch_root: Option<PathBuf>,
+    /// Tuning knobs.
+    pub knobs: RuntimeKnobs,
+}
+
+/// The worker's main: reads the job from stdin, runs it, writes events to stdout. Stops early
+/// (a `failed` event, reason `interrupted`) on SIGTERM or SIGINT, or when its parent dies.
+pub fn run_worker_process() -> anyhow::Result<()> {
+    let mut input = String::new();
+    std::io::stdin().lock().read_line(&mut input)?;
+    let job: WorkerJob = serde_json::from_str(&input)
+        .map_err(|e| anyhow::anyhow!("worker job on stdin is not valid: {e}"))?;
+    let cancel = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, Arc::clone(&cancel))?;
+    }
+    watch_parent(Arc::clone(&cancel));
+    let stdout = std::io::stdout();
+    let emit = |event: &JobUpdate| {
+        let mut out = stdout.lock();
+        // A parent that stopped reading is gone; the parent watch stops the job.
+        if serde_json::to_writer(&mut out, event).is_ok() {
+            out.write_all(b"\n").ok();
+            out.flush().ok();
+        }
+    };
+    let event = run_job_events(&job, &cancel, &emit);
+    emit(&event);
+    Ok(())
+}
+
+/// Runs `job`, passing progress and checkpoints to `emit`; returns the terminal event.
+pub fn run_job_events(
+    job: &WorkerJob,
+    cancel: &AtomicBool,
+    emit: &dyn Fn(&JobUpdate),
+) -> JobUpdate {
+    let Some(kind) = RuntimeKind::from_name(&job.runtime) else {
+        return JobUpdate::Report {
+            section: Box::new(RuntimeSection::unavailable(format!(
+                "runtime '{}' is not built into this agent",
+                job.runtime
+            ))),
+        };
+    };
+    let spec = JobSpec {
+        runtime: kind,
+        profile: job.profile,
+        mode: job.mode,
+        iterations: job.iterations,
+        allocation_kb: job.allocation_kb,
+        artifact_root: job.artifact_root.clone(),
+        scratch_root: job.scratch_root.clone(),
+        knobs: job.knobs,
+        retention: RetentionValidationLimits::default(),
+    };
+    let mut phase = "starting";
+    let mut last_tenth = u64::MAX;
+    let mut progress = |p: Progress| {
+        let name = p.phase.name();
+        let tenth = p.done.saturating_mul(10) / p.total.max(1);
+        // Phase changes and every tenth: enough for a live bar, cheap on the wire.
+        if name != phase || tenth != last_tenth || p.done == p.total {
+            phase = name;
+            last_tenth = tenth;
+            emit(&JobUpdate::Progress {
+                phase: name.to_owned(),
+                done: p.done,
+                total: p.total,
+            });
+        }
+    };
+    let mut checkpoint = |sample_index: u64, rss_bytes: u64| {
+        emit(&JobUpdate::Checkpoint {
+            sample_index,
+            rss_bytes,
+        });
+    };
+    let mut hooks = Hooks::new(&mut progress, cancel);
+    hooks.on_checkpoint = Some(&mut checkpoint);
+    let result = job::run_job(&spec, &mut hooks);
+    drop(hooks);
+    match result {
+        Ok(section) => JobUpdate::Report {
+            section: Box::new(section),
+        },
+        Err(ScenarioError::Interrupted) => JobUpdate::Failed {
+            phase: phase.to_owned(),
+            reason: "interrupted".to_owned(),
+        },
+        Err(err) => JobUpdate::Failed {
+            phase: phase.to_owned(),
+            reason: err.to_string(),
+        },
+    }
+}
+
+/// Sets `cancel` when the parent process goes away (the worker is reparented), so an agent
+/// killed with SIGKILL does not leave its job running.
+fn watch_parent(cancel: Arc<AtomicBool>) {
+    let parent = rustix::process::getppid();
+    std::thread::Builder::new()
+        .name("fleetgate-parent-watch".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(Duration::from_millis(200));
+                if rustix::process::getppid() != parent {
+                    cancel.store(true, Ordering::Relaxed);
+                    return;
+                }
+            }
+        })
+        .ok();
+}
+
+/// How to start a worker: a program and the arguments before the job (the agent binary and
+/// `worker`, or the `fleetgate` binary and its worker subcommand for the embedded agent).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerCommand {
+    /// The program.
+    pub program: PathBuf,
+    /// Its arguments.
+    pub args: Vec<String>,
+}
+
+/// A running worker, as the agent sees it.
+#[derive(Debug)]
+pub struct WorkerHandle {
+    kill: Option<tokio::sync::oneshot::Sender<String>>,
+}
+
+impl WorkerHandle {
+    /// Kills the worker; its job ends with a `failed` event carrying `reason`.
+    pub fn kill(&mut self, reason: String) {
+        if let Some(kill) = self.kill.take() {
+            kill.send(reason).ok();
+        }
+    }
+}
+
+/// Starts a worker for `job`; its events (starting with `started`, ending with exactly one
+/// terminal event) arrive on `events`. The worker is killed at `deadline`.
+pub fn spawn_worker(
+    command: &WorkerCommand,
+    job: &WorkerJob,
+    deadline: tokio::time::Instant,
+    events: mpsc::UnboundedSender<JobUpdate>,
+) -> WorkerHandle {
+    let (kill_tx, kill_rx) = tokio::sync::oneshot::channel();
+    let command = command.clone();
+    let job = job.clone();
+    tokio::spawn(async move {
+        let terminal = supervise(&command, &job, deadline, kill_rx, &events).await;
+        events.send(terminal).ok();
+    });
+    WorkerHandle {
+        kill: Some(kill_tx),
+    }
+}
+
+async fn supervise(
+    command: &WorkerCommand,
+    job: &WorkerJob,
+    deadline: tokio::time::Instant,
+    mut kill: tokio::sync::oneshot::Receiver<String>,
+    events: &mpsc::UnboundedSender<JobUpdate>,
+) -> JobUpdate {
+    let failed = |phase: &str, reason: String| JobUpdate::Failed {
+        phase: phase.to_owned(),
+        reason,
+    };
+    let mut child = match tokio::process::Command::new(&command.program)
+        .args(&command.args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(e) => {
+            return failed(
+                "starting",
+                format!("cannot start worker {}: {e}", command.program.display()),
+            );
+        }
+    };
+    events
+        .send(JobUpdate::Started {
+            pid: child.id().unwrap_or(0),
+        })
+        .ok();
+    if let Some(mut stdin) = child.stdin.take() {
+        use tokio::io::AsyncWriteExt;
+        let mut line = serde_json::to_vec(job).unwrap_or_default();
+        line.push(b'\n');
+        if let Err(e) = stdin.write_all(&line).await {
+            child.start_kill().ok();
+            return failed(
+                "starting",
+                format!("cannot hand the job to its worker: {e}"),
+            );
+        }
+    }
+    let Some(stdout) = child.stdout.take() else {
+        child.start_kill().ok();
+        return failed("starting", "worker has no stdout".into());
+    };
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let mut phase = "starting".to_owned();
+    let mut terminal = None;
+    let stop_reason = loop {
+        tokio::select! {
+            line = lines.next_line() => match line {
+                Ok(Some(line)) => match serde_json::from_str::<JobUpdate>(&line) {
+                    Ok(event) if event.is_terminal() => {
+                        terminal = Some(event);
+                    }
+                    Ok(event) => {
+                        if let JobUpdate::Progress { phase: p, .. } = &event {
+                            phase.clone_from(p);
+                        }
+                        events.send(event).ok();
+                    }
+                    Err(e) => tracing::warn!(error = %e, line = %line, "Worker wrote an unreadable line."),
+                },
+                Ok(None) | Err(_) => break None,
+            },
+            () = tokio::time::sleep_until(deadline) => break Some(format!("deadline passed during {phase}")),
+            reason = &mut kill => break Some(reason.unwrap_or_else(|_| "cancelled".into())),
+        }
+    };
+    if let Some(reason) = stop_reason {
+        // Ask nicely (the worker closes its telemetry session), then make sure.
+        if let Some(pid) = child
+            .id()
+            .and_then(|p| rustix::process::Pid::from_raw(p as i32))
+        {
+            rustix::process::kill_process(pid, rustix::process::Signal::TERM).ok();
+        }
+        if tokio::time::timeout(Duration::from_secs(5), child.wait())
+            .await
+            .is_err()
+        {
+            child.start_kill().ok();
+            child.wait().await.ok();
+        }
+        return failed(&phase, reason);
+    }
+    let status = child.wait().await;
+    match (terminal, status) {
+        (Some(event), _) => event,
+        (None, Ok(status)) => failed(&phase, format!("worker exited without a report ({status})")),
+        (None, Err(e)) => failed(&phase, format!("worker lost: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_round_trip_as_tagged_json_lines() {
+        let e = JobUpdate::Progress {
+            phase: "soak".into(),
+            done: 5,
+            total: 10,
+        };
+        let line = serde_json::to_string(&e).unwrap();
+        assert_eq!(
+            line,
+            r#"{"event":"progress","phase":"soak","done":5,"total":10}"#
+        );
+        assert_eq!(serde_json::from_str::<JobUpdate>(&line).unwrap(), e);
+        assert!(!e.is_terminal());
+    }
+
+    #[test]
+    fn an_unknown_runtime_is_reported_unavailable() {
+        let job = WorkerJob {
+            runtime: "nope".into(),
+            profile: Profile::Pr,
+            mode: Mode::Soak,
+            iterations: 1,
+            allocation_kb: 1,
+            artifact_root: PathBuf::from("/nonexistent"),
+            scratch_root: None,
+            knobs: RuntimeKnobs::default(),
+        };
+        let event = run_job_events(&job, &AtomicBool::new(false), &|_| {});
+        match event {
+            JobUpdate::Report { section } => {
+                assert!(
+                    section
+                        .reason
+                        .unwrap()
+                        .contains("not built into this agent")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
