@@ -429,7 +429,9 @@ impl Agent {
             mode: job.mode,
             iterations: job.iterations,
             allocation_kb: job.allocation_kb,
-            artifact_root: self.config.artifact_root.join(&job.job_id),
+            // Jobs run one at a time and each scenario resets its directory, so one tree per
+            // runtime keeps the disk bounded on a long-lived agent.
+            artifact_root: self.config.artifact_root.clone(),
             scratch_root: job.overhead_scratch_root.as_ref().map(PathBuf::from),
             knobs: job.knobs,
         };

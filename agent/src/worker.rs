@@ -116,10 +116,11 @@ pub fn run_job_events(
             rss_bytes,
         });
     };
-    let mut hooks = Hooks::new(&mut progress, cancel);
-    hooks.on_checkpoint = Some(&mut checkpoint);
-    let result = job::run_job(&spec, &mut hooks);
-    drop(hooks);
+    let result = {
+        let mut hooks = Hooks::new(&mut progress, cancel);
+        hooks.on_checkpoint = Some(&mut checkpoint);
+        job::run_job(&spec, &mut hooks)
+    };
     match result {
         Ok(section) => JobUpdate::Report {
             section: Box::new(section),

@@ -80,14 +80,17 @@ pub struct Tolerances {
 
 type Object = serde_json::Map<String, serde_json::Value>;
 
-fn read_object(path: &Path, kind: Kind) -> Result<Object, AssetError> {
-    let file = path.display().to_string();
+fn read_object(file: &str, bytes: Option<&[u8]>, kind: Kind) -> Result<Object, AssetError> {
     let err = |message: String| AssetError {
-        file: file.clone(),
+        file: file.to_owned(),
         message,
     };
-    let bytes =
-        std::fs::read(path).map_err(|e| err(format!("{} cannot be read: {e}", kind.label())))?;
+    let bytes = match bytes {
+        Some(bytes) => bytes.to_vec(),
+        None => {
+            std::fs::read(file).map_err(|e| err(format!("{} cannot be read: {e}", kind.label())))?
+        }
+    };
     let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
         err(format!(
             "{} cannot be read: invalid JSON: {e}",
@@ -145,22 +148,30 @@ fn numeric_map(
 
 /// Loads and validates a budget file: `{"version": "v0.4", "budgets": {metric: max}}`.
 pub fn load_budgets(path: &Path) -> Result<Budgets, AssetError> {
-    let object = read_object(path, Kind::Budget)?;
-    let file = path.display().to_string();
-    let budgets = numeric_map(&object, Kind::Budget, &file)?;
+    parse_budgets(&path.display().to_string(), None)
+}
+
+/// Validates a budget document named `file`; with `bytes` None the file is read.
+pub fn parse_budgets(file: &str, bytes: Option<&[u8]>) -> Result<Budgets, AssetError> {
+    let object = read_object(file, bytes, Kind::Budget)?;
+    let budgets = numeric_map(&object, Kind::Budget, file)?;
     Ok(Budgets {
-        path: file,
+        path: file.to_owned(),
         budgets,
     })
 }
 
 /// Loads and validates a tolerance file: `{"version": "v0.4", "tolerances": {metric: delta}}`.
 pub fn load_tolerances(path: &Path) -> Result<Tolerances, AssetError> {
-    let object = read_object(path, Kind::Tolerance)?;
-    let file = path.display().to_string();
-    let tolerances = numeric_map(&object, Kind::Tolerance, &file)?;
+    parse_tolerances(&path.display().to_string(), None)
+}
+
+/// Validates a tolerance document named `file`; with `bytes` None the file is read.
+pub fn parse_tolerances(file: &str, bytes: Option<&[u8]>) -> Result<Tolerances, AssetError> {
+    let object = read_object(file, bytes, Kind::Tolerance)?;
+    let tolerances = numeric_map(&object, Kind::Tolerance, file)?;
     Ok(Tolerances {
-        path: file,
+        path: file.to_owned(),
         tolerances,
     })
 }
@@ -168,11 +179,15 @@ pub fn load_tolerances(path: &Path) -> Result<Tolerances, AssetError> {
 /// Loads and validates a baseline file:
 /// `{"version": "v0.4", "config": {…}, "metrics": {metric: value}}`.
 pub fn load_baseline(path: &Path) -> Result<Baseline, AssetError> {
-    let object = read_object(path, Kind::Baseline)?;
-    let file = path.display().to_string();
-    let metrics = numeric_map(&object, Kind::Baseline, &file)?;
+    parse_baseline(&path.display().to_string(), None)
+}
+
+/// Validates a baseline document named `file`; with `bytes` None the file is read.
+pub fn parse_baseline(file: &str, bytes: Option<&[u8]>) -> Result<Baseline, AssetError> {
+    let object = read_object(file, bytes, Kind::Baseline)?;
+    let metrics = numeric_map(&object, Kind::Baseline, file)?;
     let err = |message: String| AssetError {
-        file: file.clone(),
+        file: file.to_owned(),
         message,
     };
     let config = object
@@ -186,7 +201,7 @@ pub fn load_baseline(path: &Path) -> Result<Baseline, AssetError> {
         ))
     })?;
     Ok(Baseline {
-        path: file,
+        path: file.to_owned(),
         version: REPORT_VERSION.to_owned(),
         config,
         metrics,

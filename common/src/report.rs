@@ -357,6 +357,13 @@ pub struct Report {
     pub failure_diagnostics: Vec<String>,
     /// Every check passed and no diagnostic was raised.
     pub passed: bool,
+    /// `pass`, `fail`, or `inconclusive` (an agent lost, timed out or failed, or a required
+    /// runtime unavailable: never a silent pass).
+    pub verdict: crate::fleet::Verdict,
+    /// Per agent: facts, hardware class, labels, how its part ended, its jobs.
+    pub agents: BTreeMap<String, crate::fleet::AgentSection>,
+    /// Per hardware class: its agents, and the worst and median of every metric.
+    pub hardware_classes: BTreeMap<String, crate::fleet::ClassSummary>,
 }
 
 /// The metric keys a run of `runtimes` in `mode` produces (what every gate file must cover).
@@ -552,9 +559,11 @@ pub fn failure_diagnostics(
     regression_checks: Option<&BTreeMap<String, RegressionCheck>>,
     knobs: &crate::config::Knobs,
 ) -> Vec<String> {
+    // Runtime names may carry an agent (`<agent>/<runtime>`); knobs are per runtime.
+    let plain = |name: &str| name.rsplit_once('/').map_or(name, |(_, rt)| rt).to_owned();
     let mut lines = Vec::new();
     for (name, section) in runtimes {
-        let knobs = knobs.get(name);
+        let knobs = knobs.get(&plain(name));
         if section.status != RuntimeStatus::Ok {
             lines.push(format!(
                 "{name}: unavailable - {}; next knob: none (the runtime must be installed or enabled on this host)",
@@ -584,8 +593,19 @@ pub fn failure_diagnostics(
             ));
         }
     }
-    let runtime_of = |metric: &str| metric.split('.').next().unwrap_or(metric).to_owned();
-    let metric_of = |metric: &str| metric.split_once('.').map_or(metric, |(_, m)| m).to_owned();
+    // `[<agent>/]<runtime>.<metric>`: agent ids may hold dots, runtime and metric names do not.
+    let runtime_of = |metric: &str| {
+        metric
+            .rsplit_once('.')
+            .map_or(metric, |(rt, _)| rt)
+            .to_owned()
+    };
+    let metric_of = |metric: &str| {
+        metric
+            .rsplit_once('.')
+            .map_or(metric, |(_, m)| m)
+            .to_owned()
+    };
     let ctx_of = |metric: &str| {
         runtimes
             .get(&runtime_of(metric))
@@ -599,7 +619,7 @@ pub fn failure_diagnostics(
                 format_value(metric, check.value),
                 format_value(metric, check.max_allowed),
                 ctx_of(metric),
-                next_knob_advice(&metric_of(metric), knobs.get(&runtime_of(metric)))
+                next_knob_advice(&metric_of(metric), knobs.get(&plain(&runtime_of(metric))))
             ));
         }
     }
@@ -610,7 +630,7 @@ pub fn failure_diagnostics(
                 format_value(metric, check.delta),
                 format_value(metric, check.max_regression),
                 ctx_of(metric),
-                next_knob_advice(&metric_of(metric), knobs.get(&runtime_of(metric)))
+                next_knob_advice(&metric_of(metric), knobs.get(&plain(&runtime_of(metric))))
             ));
         }
     }

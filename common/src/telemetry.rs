@@ -1,5 +1,5 @@
 //! Tracing set-up: logs go to stderr (stdout is reserved for machine output), filtered by
-//! `FLEETGATE_LOG`, falling back to `RUST_LOG`, then `info`.
+//! `FLEETGATE_LOG`, falling back to `RUST_LOG`, then the command's default level.
 
 use tracing_subscriber::EnvFilter;
 
@@ -13,13 +13,14 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global subscriber. Calling it twice is harmless (the second call is ignored).
-pub fn init(format: LogFormat) {
+/// Installs the global subscriber with `default_level` (e.g. `info` for daemons, `warn` for
+/// commands whose stdout and stderr a person reads). Calling it twice is harmless.
+pub fn init(format: LogFormat, default_level: &str) {
     let filter = std::env::var("FLEETGATE_LOG")
         .ok()
         .and_then(|f| EnvFilter::try_new(f).ok())
         .or_else(|| EnvFilter::try_from_default_env().ok())
-        .unwrap_or_else(|| EnvFilter::new("info"));
+        .unwrap_or_else(|| EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

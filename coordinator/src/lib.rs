@@ -1,9 +1,13 @@
 //! The fleetgate coordinator and the `fleetgate` CLI that CI calls.
 //!
-//! [`harness`] validates a run, runs its jobs and builds the gated v0.4 report; [`output`]
-//! renders the console summary, Markdown and JUnit files. Jobs run in this process today; the
-//! gRPC coordinator and its agents put the network between [`harness::plan`] and
-//! [`harness::build_report`].
+//! A run is validated ([`plan`]), dispatched by the coordinator's [`registry`] to agents over
+//! gRPC ([`service`]), and its jobs' sections are aggregated into one gated fleet report
+//! ([`fleet_report`]); the CLI submits runs and follows them ([`client`]) and renders the
+//! console summary, Markdown and JUnit files ([`output`]).
 
-pub mod harness;
+pub mod client;
+pub mod fleet_report;
 pub mod output;
+pub mod plan;
+pub mod registry;
+pub mod service;

@@ -1,20 +1,28 @@
-//! `fleetgate`: the CLI that CI calls.
+//! `fleetgate`: the CLI that CI calls, and the coordinator server.
 
+use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write as _};
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use fleetgate_agent::runtime::RuntimeKind;
-use fleetgate_agent::scenario::{Phase, Progress};
+use fleetgate_agent::worker::WorkerCommand;
 use fleetgate_common::config::{
     GateMode, Knobs, Mode, Profile, apply_knob_assignment, parse_knobs_file,
 };
+use fleetgate_common::fleet::Verdict;
+use fleetgate_common::report::Report;
 use fleetgate_common::{exit, telemetry};
-use fleetgate_coordinator::harness::{self, RunError, RunRequest};
-use fleetgate_coordinator::output;
+use fleetgate_coordinator::client::{self, EmbeddedAgent};
+use fleetgate_coordinator::plan::{self, Asset, RunError, RunSpec, Selection};
+use fleetgate_coordinator::registry::CoordinatorSettings;
+use fleetgate_coordinator::{fleet_report, output, service};
+use fleetgate_proto::v1 as pb;
 
 /// fleetgate: qualify always-on memory monitoring on this host and across a fleet.
 #[derive(Debug, Parser)]
@@ -28,13 +36,25 @@ struct Args {
 #[derive(Debug, Subcommand)]
 #[deny(missing_docs)]
 enum Command {
-    /// Run the v0.4 operability harness on this host and gate the report.
-    Run(RunArgs),
+    /// Run the v0.4 harness on a fleet (or, without --coordinator, on this host through an
+    /// embedded coordinator and local agent) and gate the report.
+    Run(Box<RunArgs>),
+    /// Serve the coordinator: agents dial in, CLI clients submit runs.
+    Serve(ServeArgs),
+    /// List the agents a coordinator knows, with their facts and runtimes.
+    Agents(AgentsArgs),
+    /// Run one job in this process (used by the embedded agent; reads the job on stdin).
+    #[command(hide = true)]
+    Worker,
 }
 
 #[derive(Debug, clap::Args)]
 #[deny(missing_docs)]
 struct RunArgs {
+    /// Coordinator URL (e.g. http://coordinator:7400); without it, an embedded coordinator and
+    /// a local agent run the jobs on this host.
+    #[arg(long, env = "FLEETGATE_COORDINATOR")]
+    coordinator: Option<String>,
     /// Soak profile: pr = 6 h-equivalent, nightly = 24 h-equivalent.
     #[arg(long, value_enum, default_value = "pr")]
     profile: Profile,
@@ -59,21 +79,36 @@ struct RunArgs {
     /// Tolerance file (regression gate) [default for pr: docs/benchmarks/v0.4_tolerances.json].
     #[arg(long)]
     tolerances: Option<PathBuf>,
-    /// Root of the per-runtime artifact directories.
+    /// Root of the per-runtime artifact directories (embedded agent).
     #[arg(long, default_value = "artifacts/benchmarks/operability")]
     artifact_root: PathBuf,
-    /// RAM-backed directory for overhead trial files (e.g. /dev/shm/fleetgate).
+    /// RAM-backed directory for overhead trial files on the agents' hosts.
     #[arg(long)]
-    overhead_scratch_root: Option<PathBuf>,
+    overhead_scratch_root: Option<String>,
     /// Report path.
     #[arg(long, default_value = "artifacts/benchmarks/latest_v0.4.json")]
     output: PathBuf,
-    /// Exit 4 when the gate fails (otherwise the exit code ignores the verdict).
+    /// Exit 4 when the gate fails and 6 when the verdict is inconclusive.
     #[arg(long)]
     check: bool,
     /// Comma-separated runtimes to run.
-    #[arg(long, value_delimiter = ',', default_value = "gpumemprof_cpu", value_parser = RuntimeKind::parse)]
-    runtimes: Vec<RuntimeKind>,
+    #[arg(long, value_delimiter = ',', default_value = "gpumemprof_cpu")]
+    runtimes: Vec<String>,
+    /// Comma-separated agent ids to run on (default: every connected agent).
+    #[arg(long, value_delimiter = ',')]
+    agents: Vec<String>,
+    /// Only agents with this label, as KEY=VALUE (repeatable).
+    #[arg(long = "labels", value_name = "KEY=VALUE")]
+    labels: Vec<String>,
+    /// Only agents of this hardware class.
+    #[arg(long)]
+    hardware_class: Option<String>,
+    /// Refuse the run (exit 6) unless at least this many agents match.
+    #[arg(long, default_value_t = 1)]
+    min_agents: u32,
+    /// Whole-run deadline in seconds (default: 30 min for pr, 2 h for nightly).
+    #[arg(long)]
+    deadline_seconds: Option<u64>,
     /// Tuning knobs file: a JSON object mapping each runtime to an object of knob values.
     #[arg(long)]
     knobs: Option<PathBuf>,
@@ -92,24 +127,84 @@ struct RunArgs {
     write_baseline: Option<PathBuf>,
 }
 
+#[derive(Debug, clap::Args)]
+#[deny(missing_docs)]
+struct ServeArgs {
+    /// Address to listen on (loopback by default; opt in to wider binds).
+    #[arg(long, env = "FLEETGATE_LISTEN", default_value = "127.0.0.1:7400")]
+    listen: SocketAddr,
+    /// Heartbeat interval told to agents, in milliseconds (an agent silent for 3× is lost).
+    #[arg(long, default_value_t = 2_000)]
+    heartbeat_ms: u64,
+}
+
+#[derive(Debug, clap::Args)]
+#[deny(missing_docs)]
+struct AgentsArgs {
+    /// Coordinator URL.
+    #[arg(
+        long,
+        env = "FLEETGATE_COORDINATOR",
+        default_value = "http://127.0.0.1:7400"
+    )]
+    coordinator: String,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
-    telemetry::init(telemetry::LogFormat::Text);
-    let code = match args.command {
-        Command::Run(run) => run_command(run),
+    if matches!(args.command, Command::Worker) {
+        // A worker's stdout carries its events; its logs go to stderr like everyone's.
+        telemetry::init(telemetry::LogFormat::Text, "warn");
+        return match fleetgate_agent::worker::run_worker_process() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = format!("{e:#}"), "Worker failed.");
+                ExitCode::from(exit::ERROR as u8)
+            }
+        };
+    }
+    let level = if matches!(args.command, Command::Serve(_)) {
+        "info"
+    } else {
+        "warn"
     };
+    telemetry::init(telemetry::LogFormat::Text, level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "Cannot start the async runtime.");
+            return ExitCode::from(exit::ERROR as u8);
+        }
+    };
+    let code = runtime.block_on(async {
+        match args.command {
+            Command::Run(run) => run_command(*run).await,
+            Command::Serve(serve) => serve_command(serve).await,
+            Command::Agents(agents) => agents_command(agents).await,
+            Command::Worker => exit::ERROR,
+        }
+    });
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
 
 #[expect(clippy::print_stderr, reason = "errors go to stderr")]
-fn run_command(args: RunArgs) -> i32 {
-    match run(args) {
+async fn run_command(args: RunArgs) -> i32 {
+    match run(args).await {
         Ok(code) => code,
         Err(err) => {
             let code = match err {
                 RunError::InvalidInput(_) => exit::INVALID_INPUT,
                 RunError::Usage(_) => exit::USAGE,
                 RunError::Interrupted => exit::INTERRUPTED,
+                RunError::Unreachable(_) => exit::COORDINATOR_UNREACHABLE,
+                RunError::Inconclusive(_) => exit::INCONCLUSIVE,
                 RunError::Internal(_) => exit::ERROR,
             };
             eprintln!("Error: {err}");
@@ -118,7 +213,7 @@ fn run_command(args: RunArgs) -> i32 {
     }
 }
 
-fn knobs(args: &RunArgs) -> Result<Knobs, RunError> {
+fn read_knobs(args: &RunArgs) -> Result<Knobs, RunError> {
     let known: Vec<&str> = RuntimeKind::ALL.iter().map(|k| k.name()).collect();
     let mut knobs = match &args.knobs {
         Some(path) => {
@@ -137,23 +232,131 @@ fn knobs(args: &RunArgs) -> Result<Knobs, RunError> {
     Ok(knobs)
 }
 
-fn run(args: RunArgs) -> Result<i32, RunError> {
-    let request = RunRequest {
+fn run_spec(args: &RunArgs) -> Result<RunSpec, RunError> {
+    let mut labels = BTreeMap::new();
+    for label in &args.labels {
+        let (k, v) = label
+            .split_once('=')
+            .ok_or_else(|| RunError::Usage(format!("--labels {label}: expected KEY=VALUE")))?;
+        labels.insert(k.to_owned(), v.to_owned());
+    }
+    let (budgets, baseline, tolerances) = match args.gate_mode {
+        GateMode::Budget => {
+            let path = args
+                .budgets
+                .clone()
+                .unwrap_or_else(|| plan::DEFAULT_BUDGETS.into());
+            (Some(Asset::read(&path, "Budget file")?), None, None)
+        }
+        GateMode::Regression => {
+            if args.profile != Profile::Pr && (args.baseline.is_none() || args.tolerances.is_none())
+            {
+                return Err(RunError::Usage(
+                    "Regression defaults are only checked in for the pr profile; pass --baseline and --tolerances explicitly for other profiles.".into(),
+                ));
+            }
+            let b = args
+                .baseline
+                .clone()
+                .unwrap_or_else(|| plan::DEFAULT_BASELINE.into());
+            let t = args
+                .tolerances
+                .clone()
+                .unwrap_or_else(|| plan::DEFAULT_TOLERANCES.into());
+            (
+                None,
+                Some(Asset::read(&b, "Baseline file")?),
+                Some(Asset::read(&t, "Tolerance file")?),
+            )
+        }
+    };
+    Ok(RunSpec {
         profile: args.profile,
         mode: args.mode,
         gate_mode: args.gate_mode,
         iterations: args.iterations,
         allocation_kb: args.allocation_kb,
-        runtimes: dedup(&args.runtimes),
-        budgets: args.budgets.clone(),
-        baseline: args.baseline.clone(),
-        tolerances: args.tolerances.clone(),
-        artifact_root: args.artifact_root.clone(),
+        runtimes: args.runtimes.clone(),
+        selection: Selection {
+            agent_ids: args.agents.clone(),
+            labels,
+            hardware_class: args.hardware_class.clone(),
+            min_agents: args.min_agents,
+        },
+        deadline: args.deadline_seconds.map(Duration::from_secs),
+        knobs: read_knobs(args)?,
         overhead_scratch_root: args.overhead_scratch_root.clone(),
-        knobs: knobs(&args)?,
-    };
-    let plan = harness::plan(request)?;
-    // Fail now, not after a long soak, if the report cannot be written.
+        budgets,
+        baseline,
+        tolerances,
+    })
+}
+
+/// Checks that a file can be written at `path` (creating its directory), without leaving
+/// anything but the directory behind.
+fn probe_writable(path: &Path) -> Result<(), RunError> {
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let fail =
+        |e: std::io::Error| RunError::Internal(format!("cannot write {}: {e}", path.display()));
+    std::fs::create_dir_all(parent).map_err(fail)?;
+    let probe = parent.join(format!(".fleetgate-probe-{}", std::process::id()));
+    std::fs::write(&probe, b"").map_err(fail)?;
+    std::fs::remove_file(&probe).map_err(fail)
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<(), RunError> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| RunError::Internal(format!("cannot create {}: {e}", parent.display())))?;
+    }
+    std::fs::write(path, bytes)
+        .map_err(|e| RunError::Internal(format!("cannot write {}: {e}", path.display())))
+}
+
+fn json_bytes(value: &impl serde::Serialize) -> Result<Vec<u8>, RunError> {
+    let mut json =
+        serde_json::to_vec_pretty(value).map_err(|e| RunError::Internal(e.to_string()))?;
+    json.push(b'\n');
+    Ok(json)
+}
+
+/// This host's agent id: its name, made safe for file names.
+fn local_agent_id() -> String {
+    let name: String = fleetgate_agent::runtime::host_name()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let name = name.trim_start_matches('.').to_owned();
+    if name.is_empty() {
+        "local".to_owned()
+    } else {
+        name
+    }
+}
+
+async fn run(args: RunArgs) -> Result<i32, RunError> {
+    let spec = run_spec(&args)?;
+    // Everything checkable is checked before anything is sent or created: with the embedded
+    // agent that includes threshold coverage, since the one agent and its class are known.
+    let checked = plan::plan(spec.clone())?;
+    if args.coordinator.is_none() {
+        let agent_id = local_agent_id();
+        let class = tokio::task::spawn_blocking(|| {
+            fleetgate_common::fleet::derive_hardware_class(&fleetgate_agent::facts::host_facts())
+        })
+        .await
+        .map_err(|e| RunError::Internal(e.to_string()))?;
+        checked.require_coverage(std::slice::from_ref(&agent_id), &|_| Some(class.clone()))?;
+    }
     for path in [
         Some(&args.output),
         args.markdown.as_ref(),
@@ -163,115 +366,254 @@ fn run(args: RunArgs) -> Result<i32, RunError> {
     .into_iter()
     .flatten()
     {
-        harness::probe_writable(path)?;
+        probe_writable(path)?;
     }
-
-    let cancel = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, Arc::clone(&cancel))
-            .map_err(|e| RunError::Internal(format!("cannot install signal handler: {e}")))?;
-    }
+    let interrupted = Arc::new(AtomicBool::new(false));
     let mut display = ProgressDisplay::new(std::io::stderr().is_terminal());
-    let sections = harness::run_local(&plan, &mut |kind, p| display.update(kind, p), &cancel);
+    let mut on_event = |event: &pb::RunEvent| display.update(event);
+    let run = async {
+        match &args.coordinator {
+            Some(url) => client::submit(url, &spec, &mut on_event).await,
+            None => {
+                let program = std::env::current_exe().map_err(|e| {
+                    RunError::Internal(format!("cannot find this program to start workers: {e}"))
+                })?;
+                let agent = EmbeddedAgent {
+                    agent_id: local_agent_id(),
+                    artifact_root: args.artifact_root.clone(),
+                    state_dir: args.artifact_root.join(".fleetgate-agent"),
+                    worker: WorkerCommand {
+                        program,
+                        args: vec!["worker".into()],
+                    },
+                };
+                client::run_embedded(&spec, agent, &mut on_event).await
+            }
+        }
+    };
+    let interrupt = {
+        let flag = Arc::clone(&interrupted);
+        async move {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                () = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+            }
+            flag.store(true, Ordering::Relaxed);
+        }
+    };
+    let report = tokio::select! {
+        report = run => report,
+        // Dropping the run stops the embedded agent, which stops its worker (closing its
+        // telemetry session as interrupted); a remote run is left to its coordinator.
+        () = interrupt => Err(RunError::Interrupted),
+    };
     display.finish();
-    let sections = sections?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let report = harness::build_report(&plan, sections, now);
-    harness::write_json(&args.output, &report)?;
+    let report = report?;
+    finish(&args, &report)
+}
+
+fn finish(args: &RunArgs, report: &Report) -> Result<i32, RunError> {
+    write_file(&args.output, &json_bytes(report)?)?;
     if let Some(path) = &args.markdown {
-        write_text(path, &output::markdown(&report))?;
+        write_file(path, output::markdown(report).as_bytes())?;
     }
     if let Some(path) = &args.junit {
-        write_text(path, &output::junit(&report))?;
+        write_file(path, output::junit(report).as_bytes())?;
     }
     if let Some(path) = &args.write_baseline {
-        harness::write_json(path, &harness::baseline_document(&report))?;
+        let host = fleetgate_agent::runtime::host_name();
+        write_file(
+            path,
+            &json_bytes(&fleet_report::baseline_document(report, &host))?,
+        )?;
     }
     let mut stdout = std::io::stdout().lock();
-    for line in output::console_lines(&report, &args.output.display().to_string()) {
+    for line in output::console_lines(report, &args.output.display().to_string()) {
         // A closed stdout (a pipe to `head`) must not turn a finished run into a failure.
         if writeln!(stdout, "{line}").is_err() {
             break;
         }
     }
-    Ok(if args.check && !report.passed {
-        exit::GATE_FAILED
-    } else {
-        exit::OK
+    Ok(match (args.check, report.verdict) {
+        (false, _) | (true, Verdict::Pass) => exit::OK,
+        (true, Verdict::Fail) => exit::GATE_FAILED,
+        (true, Verdict::Inconclusive) => exit::INCONCLUSIVE,
     })
 }
 
-fn dedup(runtimes: &[RuntimeKind]) -> Vec<RuntimeKind> {
-    let mut out = Vec::new();
-    for &k in runtimes {
-        if !out.contains(&k) {
-            out.push(k);
+#[expect(clippy::print_stderr, reason = "errors go to stderr")]
+async fn serve_command(args: ServeArgs) -> i32 {
+    let listener = match tokio::net::TcpListener::bind(args.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("Error: cannot listen on {}: {e}", args.listen);
+            return exit::ERROR;
         }
+    };
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let settings = CoordinatorSettings {
+        heartbeat_interval: Duration::from_millis(args.heartbeat_ms.max(50)),
+        ..CoordinatorSettings::default()
+    };
+    let coordinator = match service::serve(listener, settings, shutdown.clone()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("Error: cannot start the coordinator: {e}");
+            return exit::ERROR;
+        }
+    };
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("Error: cannot install a SIGTERM handler: {e}");
+            return exit::ERROR;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
     }
-    out
+    tracing::info!("Coordinator shutting down.");
+    coordinator.shutdown().await;
+    exit::OK
 }
 
-fn write_text(path: &std::path::Path, text: &str) -> Result<(), RunError> {
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)
-            .map_err(|e| RunError::Internal(format!("cannot create {}: {e}", parent.display())))?;
+#[expect(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "the agent list is the command's output"
+)]
+async fn agents_command(args: AgentsArgs) -> i32 {
+    let agents = match client::list_agents(&args.coordinator).await {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            return exit::COORDINATOR_UNREACHABLE;
+        }
+    };
+    if args.json {
+        let list: Vec<serde_json::Value> = agents
+            .iter()
+            .map(|a| {
+                let facts = fleetgate_common::fleet::HostFacts::from(a.facts.clone().unwrap_or_default());
+                serde_json::json!({
+                    "agent_id": a.agent_id,
+                    "state": a.state,
+                    "hardware_class": a.hardware_class,
+                    "labels": a.labels,
+                    "facts": facts,
+                    "runtimes": a.runtimes.iter().map(|r| serde_json::json!({
+                        "runtime": r.runtime, "available": r.available, "reason": r.unavailable_reason,
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&list).unwrap_or_default()
+        );
+        return exit::OK;
     }
-    std::fs::write(path, text)
-        .map_err(|e| RunError::Internal(format!("cannot write {}: {e}", path.display())))
+    println!(
+        "{:<24} {:<13} {:<32} {:>5} {:>9}  runtimes",
+        "AGENT", "STATE", "HARDWARE CLASS", "CORES", "MEMORY"
+    );
+    for a in &agents {
+        let facts = a.facts.clone().unwrap_or_default();
+        let runtimes: Vec<String> = a
+            .runtimes
+            .iter()
+            .map(|r| {
+                if r.available {
+                    r.runtime.clone()
+                } else {
+                    format!("{} (unavailable: {})", r.runtime, r.unavailable_reason)
+                }
+            })
+            .collect();
+        println!(
+            "{:<24} {:<13} {:<32} {:>5} {:>7}Gi  {}",
+            a.agent_id,
+            a.state,
+            a.hardware_class,
+            facts.cpu_cores,
+            facts.memory_total_bytes >> 30,
+            runtimes.join(", ")
+        );
+    }
+    exit::OK
 }
 
-/// Progress on stderr: a live bar per runtime and phase on a terminal, a plain line per tenth
-/// otherwise (CI logs).
+/// Progress on stderr: a live bar per agent on a terminal, a plain line per tenth otherwise.
 struct ProgressDisplay {
     terminal: bool,
-    current: Option<(RuntimeKind, Phase)>,
-    last_tenth: u64,
+    rows: BTreeMap<String, String>,
+    last_tenth: BTreeMap<String, u64>,
+    drawn: usize,
 }
 
 impl ProgressDisplay {
     fn new(terminal: bool) -> Self {
         ProgressDisplay {
             terminal,
-            current: None,
-            last_tenth: u64::MAX,
+            rows: BTreeMap::new(),
+            last_tenth: BTreeMap::new(),
+            drawn: 0,
         }
     }
 
     #[expect(clippy::print_stderr, reason = "progress goes to stderr")]
-    fn update(&mut self, kind: RuntimeKind, p: Progress) {
-        let key = (kind, p.phase);
-        if self.current != Some(key) {
-            if self.terminal && self.current.is_some() {
-                eprintln!();
+    fn update(&mut self, event: &pb::RunEvent) {
+        let p = match &event.body {
+            Some(pb::run_event::Body::Progress(p)) => p,
+            Some(pb::run_event::Body::Accepted(a)) => {
+                eprintln!(
+                    "Run {} accepted on {} agent(s): {}",
+                    event.run_id,
+                    a.agent_ids.len(),
+                    a.agent_ids.join(", ")
+                );
+                return;
             }
-            self.current = Some(key);
-            self.last_tenth = u64::MAX;
-        }
+            Some(pb::run_event::Body::Diagnostic(d)) => {
+                eprintln!("{d}");
+                return;
+            }
+            _ => return,
+        };
         let total = p.total.max(1);
         let pct = p.done.min(total) * 100 / total;
-        let label = format!("{} {}", kind.name(), p.phase.name());
+        let label = format!("{} {} {}", p.agent_id, p.runtime, p.phase);
         if self.terminal {
             const WIDTH: u64 = 30;
             let filled = (pct * WIDTH / 100) as usize;
-            eprint!(
-                "\r{label:<40} [{}{}] {pct:>3}% {}/{}",
+            let row = format!(
+                "{label:<56} [{}{}] {pct:>3}% {}/{}",
                 "#".repeat(filled),
                 " ".repeat(WIDTH as usize - filled),
                 p.done,
                 p.total
             );
-        } else if pct / 10 != self.last_tenth {
-            self.last_tenth = pct / 10;
-            eprintln!("{label}: {}/{} ({pct}%)", p.done, p.total);
+            self.rows.insert(p.agent_id.clone(), row);
+            // Redraw one line per agent in place.
+            if self.drawn > 0 {
+                eprint!("\x1b[{}A", self.drawn);
+            }
+            for row in self.rows.values() {
+                eprintln!("\r\x1b[2K{row}");
+            }
+            self.drawn = self.rows.len();
+        } else {
+            let key = format!("{} {} {}", p.agent_id, p.runtime, p.phase);
+            let tenth = pct / 10;
+            if self.last_tenth.get(&key) != Some(&tenth) {
+                self.last_tenth.insert(key, tenth);
+                eprintln!("{label}: {}/{} ({pct}%)", p.done, p.total);
+            }
         }
     }
 
-    #[expect(clippy::print_stderr, reason = "progress goes to stderr")]
-    fn finish(&mut self) {
-        if self.terminal && self.current.is_some() {
-            eprintln!();
-        }
-    }
+    fn finish(&mut self) {}
 }

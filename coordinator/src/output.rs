@@ -30,6 +30,7 @@ pub fn console_lines(report: &Report, report_path: &str) -> Vec<String> {
         lines.extend(report.failure_diagnostics.iter().map(|d| format!("- {d}")));
     }
     lines.push(format!("Overall status: {}", pass_fail(report.passed)));
+    lines.push(format!("Fleet verdict: {}", report.verdict.name()));
     lines
 }
 
@@ -135,7 +136,7 @@ pub fn junit(report: &Report) -> String {
         cases.push((name.clone(), "health".to_owned(), problems.join("\n")));
     }
     for row in &rows {
-        let (runtime, metric) = row.metric.split_once('.').unwrap_or(("", row.metric));
+        let (runtime, metric) = row.metric.rsplit_once('.').unwrap_or(("", row.metric));
         let text = if row.passed {
             String::new()
         } else {

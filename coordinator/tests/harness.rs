@@ -83,6 +83,24 @@ fn a_tiny_run_writes_a_report_that_matches_the_schema_and_its_summaries() {
     );
 
     assert_eq!(report["passed"], true);
+    assert_eq!(report["verdict"], "pass");
+    let agents = report["agents"].as_object().unwrap();
+    assert_eq!(agents.len(), 1, "the embedded default runs one local agent");
+    let agent = agents.keys().next().unwrap().clone();
+    assert_eq!(report["agents"][&agent]["status"], "completed");
+    assert_eq!(
+        report["agents"][&agent]["jobs"]["gpumemprof_cpu"]["status"],
+        "completed"
+    );
+    let class = report["agents"][&agent]["hardware_class"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(class.starts_with("cpu-"), "{class}");
+    assert_eq!(
+        report["hardware_classes"][&class]["agents"][0],
+        agent.as_str()
+    );
     assert_eq!(
         report["config"]["runtimes"]["gpumemprof_cpu"]["soak_sample_count"],
         360
@@ -92,10 +110,22 @@ fn a_tiny_run_writes_a_report_that_matches_the_schema_and_its_summaries() {
         60.0
     );
     assert_eq!(report["metrics"].as_object().unwrap().len(), 14);
-    let soak = &report["runtimes"]["gpumemprof_cpu"]["soak"];
+    let runtime = format!("{agent}/gpumemprof_cpu");
+    assert!(
+        report["metrics"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .all(|k| k.starts_with(&format!("{runtime}.")))
+    );
+    assert_eq!(
+        report["budget_checks"][format!("{runtime}.rollover_count")]["threshold_key"],
+        "gpumemprof_cpu.rollover_count"
+    );
+    let soak = &report["runtimes"][&runtime]["soak"];
     assert_eq!(soak["sample_count"], 360);
     assert_eq!(soak["retention_validation"]["passed"], true);
-    let overhead = &report["runtimes"]["gpumemprof_cpu"]["overhead"];
+    let overhead = &report["runtimes"][&runtime]["overhead"];
     assert_eq!(overhead["trial_metrics"].as_array().unwrap().len(), 5);
     assert!(!artifacts.join("gpumemprof_cpu/.overhead_trials").exists());
     assert!(
@@ -109,15 +139,20 @@ fn a_tiny_run_writes_a_report_that_matches_the_schema_and_its_summaries() {
         lines[0],
         format!("Operability report written to: {}", out.display())
     );
-    assert_eq!(lines.len(), 1 + 14 + 1, "{stdout}");
+    assert_eq!(lines.len(), 1 + 14 + 2, "{stdout}");
     assert!(lines[1..15].iter().all(|l| l.ends_with("[PASS]")));
     assert_eq!(lines[15], "Overall status: PASS");
+    assert_eq!(lines[16], "Fleet verdict: pass");
 
     let md = std::fs::read_to_string(&md).unwrap();
     assert!(md.starts_with("## fleetgate v0.4 report: PASS"));
     assert_eq!(md.matches("| pass |").count(), 14);
     let junit = std::fs::read_to_string(&junit).unwrap();
     assert!(junit.contains("tests=\"15\" failures=\"0\""), "{junit}");
+    assert!(
+        junit.contains(&format!("classname=\"{runtime}\" name=\"rollover_count\"")),
+        "{junit}"
+    );
 }
 
 fn write(dir: &Path, name: &str, body: &str) -> PathBuf {
@@ -290,13 +325,19 @@ fn a_failed_gate_is_exit_4_with_check_and_names_the_next_knob() {
     );
     let failure = stdout
         .lines()
-        .find(|l| l.starts_with("- gpumemprof_cpu.history_dropped_events: 0 > -1; collector=healthy, collector_failures=0, rollover_count="))
+        .find(|l| {
+            l.starts_with("- ")
+                && l.contains("/gpumemprof_cpu.history_dropped_events: 0 > -1; collector=healthy, collector_failures=0, rollover_count=")
+        })
         .unwrap_or_else(|| panic!("{stdout}"));
     assert!(
         failure.ends_with("; next knob: max_history"),
         "the knob already changed (sampling interval) is skipped: {failure}"
     );
-    assert!(stdout.ends_with("Overall status: FAIL\n"));
+    assert!(
+        stdout.ends_with("Overall status: FAIL\nFleet verdict: fail\n"),
+        "{stdout}"
+    );
     // Without --check the verdict does not change the exit code.
     args.retain(|a| *a != "--check");
     assert_eq!(fleetgate(&args).status.code(), Some(0));
@@ -348,7 +389,7 @@ fn leak_checks(bytes_per_sample: usize) -> (bool, bool) {
         ),
     ]);
     let (baseline, tolerances) = shipped();
-    let checks = tolerances.check(&baseline, &metrics);
+    let checks = tolerances.check(&baseline, &metrics, &gate::no_classes);
     (
         checks["gpumemprof_cpu.rss_growth_per_24h_equiv"].passed,
         checks["gpumemprof_cpu.max_rss_delta_bytes"].passed,
@@ -386,7 +427,8 @@ fn delayed_overhead_passes(delay: Duration) -> bool {
         block.metrics.runtime_overhead_pct,
     )]);
     let (baseline, tolerances) = shipped();
-    tolerances.check(&baseline, &metrics)["gpumemprof_cpu.runtime_overhead_pct"].passed
+    tolerances.check(&baseline, &metrics, &gate::no_classes)["gpumemprof_cpu.runtime_overhead_pct"]
+        .passed
 }
 
 #[test]

@@ -1,0 +1,192 @@
+//! The CLI's side of the run API: submit a run to a coordinator and follow its events until the
+//! report, and the embedded default — a coordinator and one local agent started in this
+//! process tree, reached over the same gRPC path.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use fleetgate_agent::daemon::{self, AgentConfig};
+use fleetgate_agent::worker::WorkerCommand;
+use fleetgate_common::report::Report;
+use fleetgate_proto::v1 as pb;
+use pb::run_service_client::RunServiceClient;
+use tokio_util::sync::CancellationToken;
+use tonic::Code;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::plan::{RunError, RunSpec};
+use crate::registry::CoordinatorSettings;
+use crate::service;
+
+/// Extra time past the run's deadline before the client gives up on a silent coordinator.
+const REPORT_GRACE: Duration = Duration::from_secs(60);
+
+async fn connect(url: &str) -> Result<Channel, RunError> {
+    let unreachable =
+        |e: String| RunError::Unreachable(format!("cannot reach the coordinator at {url}: {e}"));
+    Endpoint::from_shared(url.to_owned())
+        .map_err(|e| unreachable(e.to_string()))?
+        .connect_timeout(Duration::from_secs(5))
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(20))
+        .keep_alive_while_idle(true)
+        .connect()
+        .await
+        .map_err(|e| {
+            unreachable(format!(
+                "{e} ({})",
+                std::error::Error::source(&e)
+                    .map(ToString::to_string)
+                    .unwrap_or_default()
+            ))
+        })
+}
+
+fn status_error(url: &str, status: &tonic::Status) -> RunError {
+    match status.code() {
+        Code::InvalidArgument => RunError::InvalidInput(status.message().to_owned()),
+        Code::FailedPrecondition => RunError::Inconclusive(status.message().to_owned()),
+        Code::Unavailable | Code::Cancelled | Code::Unknown => RunError::Unreachable(format!(
+            "lost the coordinator at {url} before the report: {}",
+            status.message()
+        )),
+        _ => RunError::Internal(format!("coordinator at {url}: {}", status.message())),
+    }
+}
+
+/// Submits `spec` to the coordinator at `url` and follows the run: `on_event` sees every
+/// event; the report ends it. A coordinator that cannot be reached, or that goes away before
+/// the report, is [`RunError::Unreachable`] — never a hang.
+pub async fn submit(
+    url: &str,
+    spec: &RunSpec,
+    on_event: &mut dyn FnMut(&pb::RunEvent),
+) -> Result<Report, RunError> {
+    let mut client = RunServiceClient::new(connect(url).await?)
+        .max_decoding_message_size(service::MAX_MESSAGE_BYTES);
+    let mut stream = client
+        .submit_run(pb::SubmitRunRequest::from(spec))
+        .await
+        .map_err(|s| status_error(url, &s))?
+        .into_inner();
+    // Until the run is accepted its deadline is unknown: wait at most the request's own.
+    let mut give_up = tokio::time::Instant::now()
+        + spec.deadline.unwrap_or(Duration::from_secs(3 * 60 * 60))
+        + REPORT_GRACE;
+    loop {
+        let message = tokio::time::timeout_at(give_up, stream.message())
+            .await
+            .map_err(|_| {
+                RunError::Unreachable(format!(
+                    "the coordinator at {url} sent no report by the run's deadline"
+                ))
+            })?;
+        let event = match message {
+            Ok(Some(event)) => event,
+            Ok(None) => {
+                return Err(RunError::Unreachable(format!(
+                    "the coordinator at {url} closed the run before its report"
+                )));
+            }
+            Err(status) => return Err(status_error(url, &status)),
+        };
+        on_event(&event);
+        match event.body {
+            Some(pb::run_event::Body::Accepted(accepted)) => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                let left = Duration::from_millis(accepted.deadline_unix_ms.saturating_sub(now));
+                give_up = tokio::time::Instant::now() + left + REPORT_GRACE;
+            }
+            Some(pb::run_event::Body::ReportJson(json)) => {
+                return serde_json::from_str(&json).map_err(|e| {
+                    RunError::Internal(format!("unreadable report from the coordinator: {e}"))
+                });
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Lists the agents a coordinator knows.
+pub async fn list_agents(url: &str) -> Result<Vec<pb::AgentSummary>, RunError> {
+    let mut client = RunServiceClient::new(connect(url).await?);
+    client
+        .list_agents(pb::ListAgentsRequest {})
+        .await
+        .map(|r| r.into_inner().agents)
+        .map_err(|s| status_error(url, &s))
+}
+
+/// What the embedded default needs to start its local agent.
+#[derive(Debug, Clone)]
+pub struct EmbeddedAgent {
+    /// Agent id (the host name).
+    pub agent_id: String,
+    /// Where its jobs write artifacts.
+    pub artifact_root: PathBuf,
+    /// Where it keeps unacknowledged events.
+    pub state_dir: PathBuf,
+    /// How it starts workers.
+    pub worker: WorkerCommand,
+}
+
+/// The embedded default: starts a coordinator on a loopback port and one local agent, waits
+/// for the agent to register, runs `spec` through them over gRPC, and stops both.
+pub async fn run_embedded(
+    spec: &RunSpec,
+    agent: EmbeddedAgent,
+    on_event: &mut dyn FnMut(&pb::RunEvent),
+) -> Result<Report, RunError> {
+    let shutdown = CancellationToken::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| RunError::Internal(format!("cannot listen on 127.0.0.1: {e}")))?;
+    let settings = CoordinatorSettings {
+        heartbeat_interval: Duration::from_millis(500),
+        ..CoordinatorSettings::default()
+    };
+    let coordinator = service::serve(listener, settings, shutdown.clone())
+        .map_err(|e| RunError::Internal(format!("cannot start the embedded coordinator: {e}")))?;
+    let url = coordinator.url();
+    let mut config = AgentConfig::new(
+        url.clone(),
+        agent.agent_id.clone(),
+        agent.state_dir,
+        agent.worker,
+    );
+    config.artifact_root = agent.artifact_root;
+    config.reconnect_min = Duration::from_millis(20);
+    let agent_token = shutdown.child_token();
+    let agent_task = tokio::spawn(daemon::run(config, agent_token.clone()));
+    let result = async {
+        // The local agent registers within moments; wait for it, not for a fixed time.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let agents = list_agents(&url).await?;
+            if agents
+                .iter()
+                .any(|a| a.agent_id == agent.agent_id && a.state == "connected")
+            {
+                break;
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(RunError::Internal(
+                    "the local agent did not register within 30 s".into(),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        submit(&url, spec, on_event).await
+    }
+    .await;
+    agent_token.cancel();
+    match agent_task.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "Local agent ended with an error."),
+        Err(e) => tracing::warn!(error = %e, "Local agent task failed."),
+    }
+    coordinator.shutdown().await;
+    result
+}

@@ -1,0 +1,214 @@
+//! Aggregation: the jobs' runtime sections, keyed `<agent>/<runtime>`, become one gated v0.4
+//! report for the whole fleet, with the agents' sections, the per-class summary and the
+//! verdict.
+
+use std::collections::BTreeMap;
+
+use fleetgate_common::fleet::{
+    AgentSection, AgentStatus, HostFacts, JobStatus, JobSummary, Verdict, class_summaries,
+};
+use fleetgate_common::report::{
+    BaselineSnapshot, REPORT_VERSION, Report, RuntimeSection, RuntimeStatus, failure_diagnostics,
+    flatten_metrics, format_utc,
+};
+
+use crate::plan::{Gate, RunPlan};
+
+/// An agent of the run, as the coordinator knew it.
+#[derive(Debug, Clone)]
+pub struct AgentRecord {
+    /// Agent id.
+    pub agent_id: String,
+    /// Host facts.
+    pub facts: HostFacts,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Hardware class.
+    pub hardware_class: String,
+}
+
+/// One job's outcome.
+#[derive(Debug, Clone)]
+pub struct JobRecord {
+    /// Agent that ran it.
+    pub agent_id: String,
+    /// Runtime name.
+    pub runtime: String,
+    /// Summary (status, phase, progress, timings).
+    pub summary: JobSummary,
+    /// Its report section, when it completed.
+    pub section: Option<RuntimeSection>,
+}
+
+fn agent_status(jobs: &[&JobRecord]) -> AgentStatus {
+    let has = |s: JobStatus| jobs.iter().any(|j| j.summary.status == s);
+    if has(JobStatus::Lost) {
+        AgentStatus::Lost
+    } else if has(JobStatus::TimedOut) || has(JobStatus::Running) {
+        AgentStatus::TimedOut
+    } else if has(JobStatus::Failed) || has(JobStatus::Cancelled) {
+        AgentStatus::Failed
+    } else {
+        AgentStatus::Completed
+    }
+}
+
+/// Builds the gated fleet report.
+pub fn build_report(
+    plan: &RunPlan,
+    agents: &[AgentRecord],
+    jobs: &[JobRecord],
+    unix_seconds: u64,
+) -> Report {
+    let class_of_map: BTreeMap<&str, &str> = agents
+        .iter()
+        .map(|a| (a.agent_id.as_str(), a.hardware_class.as_str()))
+        .collect();
+    let class_of = |agent: &str| class_of_map.get(agent).map(|c| (*c).to_owned());
+
+    let mut runtimes = BTreeMap::new();
+    let mut agent_sections = BTreeMap::new();
+    let mut agent_lines = Vec::new();
+    let mut inconclusive = false;
+    for agent in agents {
+        let mine: Vec<&JobRecord> = jobs
+            .iter()
+            .filter(|j| j.agent_id == agent.agent_id)
+            .collect();
+        for job in &mine {
+            if let Some(section) = &job.section {
+                if section.status == RuntimeStatus::Unavailable {
+                    inconclusive = true;
+                }
+                runtimes.insert(
+                    format!("{}/{}", agent.agent_id, job.runtime),
+                    section.clone(),
+                );
+            }
+            let s = &job.summary;
+            let what = match s.status {
+                JobStatus::Completed => continue,
+                JobStatus::Lost => "lost",
+                JobStatus::TimedOut | JobStatus::Running => "timed out",
+                JobStatus::Failed => "failed",
+                JobStatus::Cancelled => "cancelled",
+            };
+            inconclusive = true;
+            agent_lines.push(format!(
+                "{}: {what} during {} {} at {}/{} (job {}, {} events){}; next knob: none (the agent must finish its job; see its logs)",
+                agent.agent_id,
+                job.runtime,
+                s.phase,
+                s.done,
+                s.total,
+                s.job_id,
+                s.events,
+                s.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
+            ));
+        }
+        agent_sections.insert(
+            agent.agent_id.clone(),
+            AgentSection {
+                hardware_class: agent.hardware_class.clone(),
+                labels: agent.labels.clone(),
+                facts: agent.facts.clone(),
+                status: agent_status(&mine),
+                jobs: mine
+                    .iter()
+                    .map(|j| (j.runtime.clone(), j.summary.clone()))
+                    .collect(),
+            },
+        );
+    }
+    let metrics = flatten_metrics(&runtimes);
+    let hardware_classes = class_summaries(&agent_sections, &metrics);
+    let mut report = Report {
+        version: REPORT_VERSION.to_owned(),
+        timestamp_utc: format_utc(unix_seconds),
+        profile: plan.config.profile.name().to_owned(),
+        mode: plan.config.mode.name().to_owned(),
+        gate_mode: plan.spec.gate_mode.name().to_owned(),
+        config: plan.config.clone(),
+        runtimes,
+        metrics,
+        budgets: None,
+        budget_checks: None,
+        baseline: None,
+        tolerances: None,
+        regression_checks: None,
+        failure_diagnostics: Vec::new(),
+        passed: false,
+        verdict: Verdict::Inconclusive,
+        agents: agent_sections,
+        hardware_classes,
+    };
+    match &plan.gate {
+        Gate::Budget(budgets) => {
+            report.budget_checks = Some(budgets.check(&report.metrics, &class_of));
+            report.budgets = Some(budgets.budgets.clone());
+        }
+        Gate::Regression(baseline, tolerances) => {
+            report.regression_checks = Some(tolerances.check(baseline, &report.metrics, &class_of));
+            report.baseline = Some(BaselineSnapshot {
+                version: baseline.version.clone(),
+                config: baseline.config.clone(),
+                metrics: baseline.metrics.clone(),
+            });
+            report.tolerances = Some(tolerances.tolerances.clone());
+        }
+    }
+    let mut diagnostics = agent_lines;
+    diagnostics.extend(failure_diagnostics(
+        &report.runtimes,
+        report.budget_checks.as_ref(),
+        report.regression_checks.as_ref(),
+        &report.config.knobs,
+    ));
+    report.failure_diagnostics = diagnostics;
+    let checks_pass = report
+        .budget_checks
+        .iter()
+        .flat_map(|c| c.values().map(|c| c.passed))
+        .chain(
+            report
+                .regression_checks
+                .iter()
+                .flat_map(|c| c.values().map(|c| c.passed)),
+        )
+        .all(|p| p);
+    report.passed = checks_pass && report.failure_diagnostics.is_empty() && !agents.is_empty();
+    report.verdict = if inconclusive || agents.is_empty() {
+        Verdict::Inconclusive
+    } else if report.passed {
+        Verdict::Pass
+    } else {
+        Verdict::Fail
+    };
+    report
+}
+
+/// A regression baseline file recorded from `report`: its comparable config and its metrics
+/// with the agent prefix removed (a single-agent run gives the seed's plain keys).
+pub fn baseline_document(report: &Report, host: &str) -> serde_json::Value {
+    let metrics: BTreeMap<String, f64> = report
+        .metrics
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.split_once('/')
+                    .map_or(k.as_str(), |(_, rest)| rest)
+                    .to_owned(),
+                *v,
+            )
+        })
+        .collect();
+    serde_json::json!({
+        "version": REPORT_VERSION,
+        "description": format!(
+            "Recorded by `fleetgate run --write-baseline` at {} on host {host} (profile {}, mode {}).",
+            report.timestamp_utc, report.profile, report.mode
+        ),
+        "config": report.config.comparable(),
+        "metrics": metrics,
+    })
+}

@@ -1,0 +1,345 @@
+//! A run: what the CLI asks for ([`RunSpec`]), and its validated form ([`RunPlan`]) with the
+//! report's config block and the loaded gate. Validation happens twice — in the CLI, before
+//! anything is sent, and in the coordinator, before any job is dispatched — and never after a
+//! job has run.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use fleetgate_agent::job;
+use fleetgate_agent::runtime::RuntimeKind;
+use fleetgate_common::config::{
+    GateMode, Knobs, Mode, Profile, RetentionValidationLimits, RunConfig,
+};
+use fleetgate_common::convert;
+use fleetgate_common::gate::{self, Baseline, Budgets, ClassOf, Tolerances};
+use fleetgate_common::report::expected_metric_keys;
+use fleetgate_proto::v1 as pb;
+
+/// Default budget file (budget gate).
+pub const DEFAULT_BUDGETS: &str = "docs/benchmarks/v0.4_operating_budget.json";
+/// Default baseline file (regression gate, `pr` profile only).
+pub const DEFAULT_BASELINE: &str = "docs/benchmarks/v0.4_baseline.json";
+/// Default tolerance file (regression gate, `pr` profile only).
+pub const DEFAULT_TOLERANCES: &str = "docs/benchmarks/v0.4_tolerances.json";
+
+/// Why a run did not produce a report.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// A gate asset, knob or selection is unusable (exit 5).
+    #[error("{0}")]
+    InvalidInput(String),
+    /// The request itself is wrong (exit 2).
+    #[error("{0}")]
+    Usage(String),
+    /// Ctrl+C (exit 130).
+    #[error("interrupted")]
+    Interrupted,
+    /// The coordinator could not be reached, or went away before the report (exit 7).
+    #[error("{0}")]
+    Unreachable(String),
+    /// The run cannot qualify the fleet it asked for (too few matching agents: exit 6).
+    #[error("{0}")]
+    Inconclusive(String),
+    /// Anything else: an unwritable artifact root or output (exit 1).
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// A gate asset as submitted: its name (the file path) and its JSON text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Asset {
+    /// File path, for messages and the report.
+    pub name: String,
+    /// Its bytes.
+    pub bytes: Vec<u8>,
+}
+
+impl Asset {
+    /// Reads a file; a file that cannot be read is invalid input naming the file.
+    pub fn read(path: &std::path::Path, what: &str) -> Result<Self, RunError> {
+        let name = path.display().to_string();
+        std::fs::read(path)
+            .map(|bytes| Asset {
+                name: name.clone(),
+                bytes,
+            })
+            .map_err(|e| RunError::InvalidInput(format!("{name}: {what} cannot be read: {e}")))
+    }
+}
+
+/// Which agents a run selects. Every constraint given must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Selection {
+    /// Agent ids (empty: any).
+    pub agent_ids: Vec<String>,
+    /// Labels the agent must carry.
+    pub labels: BTreeMap<String, String>,
+    /// Hardware class the agent must be in.
+    pub hardware_class: Option<String>,
+    /// Fewest agents the run accepts.
+    pub min_agents: u32,
+}
+
+/// A run as the CLI asks for it.
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    /// Soak profile.
+    pub profile: Profile,
+    /// Scenarios.
+    pub mode: Mode,
+    /// Gate.
+    pub gate_mode: GateMode,
+    /// Workload steps.
+    pub iterations: u32,
+    /// KiB per workload step.
+    pub allocation_kb: u32,
+    /// Runtime names, in run order.
+    pub runtimes: Vec<String>,
+    /// Agent selection.
+    pub selection: Selection,
+    /// Whole-run deadline (None: the coordinator's default for the profile).
+    pub deadline: Option<Duration>,
+    /// Tuning knobs.
+    pub knobs: Knobs,
+    /// RAM-backed root for overhead trial files on the agents' hosts.
+    pub overhead_scratch_root: Option<String>,
+    /// Budget file (budget gate).
+    pub budgets: Option<Asset>,
+    /// Baseline file (regression gate).
+    pub baseline: Option<Asset>,
+    /// Tolerance file (regression gate).
+    pub tolerances: Option<Asset>,
+}
+
+/// The loaded gate.
+#[derive(Debug, Clone)]
+pub enum Gate {
+    /// Absolute maxima.
+    Budget(Budgets),
+    /// Baseline plus tolerances.
+    Regression(Baseline, Tolerances),
+}
+
+/// A validated run.
+#[derive(Debug, Clone)]
+pub struct RunPlan {
+    /// The request.
+    pub spec: RunSpec,
+    /// The report's config block.
+    pub config: RunConfig,
+    /// The gate.
+    pub gate: Gate,
+}
+
+/// Validates everything that does not depend on which agents run: runtimes, knobs, the gate
+/// assets, and (regression) the baseline's config.
+pub fn plan(spec: RunSpec) -> Result<RunPlan, RunError> {
+    if spec.runtimes.is_empty() {
+        return Err(RunError::Usage(
+            "--runtimes must name at least one runtime".into(),
+        ));
+    }
+    let mut kinds = Vec::new();
+    for name in &spec.runtimes {
+        let kind = RuntimeKind::parse(name).map_err(RunError::Usage)?;
+        if !kinds.contains(&kind) {
+            kinds.push(kind);
+        }
+    }
+    for (runtime, knobs) in &spec.knobs {
+        let Some(kind) = RuntimeKind::from_name(runtime) else {
+            return Err(RunError::InvalidInput(format!(
+                "knobs: unknown runtime '{runtime}'"
+            )));
+        };
+        job::tracker_config(kind, knobs)
+            .map_err(|m| RunError::InvalidInput(format!("knobs: {m}")))?;
+    }
+    let runtimes = kinds
+        .iter()
+        .map(|&kind| {
+            let knobs = spec.knobs.get(kind.name()).copied().unwrap_or_default();
+            (
+                kind.name().to_owned(),
+                job::runtime_plan(kind, &knobs, spec.profile, spec.iterations),
+            )
+        })
+        .collect();
+    let mut config = RunConfig {
+        profile: spec.profile,
+        mode: spec.mode,
+        iterations: spec.iterations,
+        allocation_kb: spec.allocation_kb,
+        profile_equivalent_hours: spec.profile.hours(),
+        runtimes,
+        retention_validation: RetentionValidationLimits::default(),
+        knobs: spec
+            .knobs
+            .iter()
+            .filter(|(name, k)| {
+                kinds.iter().any(|kind| kind.name() == name.as_str()) && !k.is_empty()
+            })
+            .map(|(name, k)| (name.clone(), *k))
+            .collect(),
+        overhead_scratch_root: spec.overhead_scratch_root.clone(),
+        budgets_path: None,
+        baseline_path: None,
+        tolerances_path: None,
+    };
+    let invalid = |e: gate::AssetError| RunError::InvalidInput(e.to_string());
+    let missing = |what: &str| {
+        RunError::InvalidInput(format!("the {what} file is required for this gate mode"))
+    };
+    let gate = match spec.gate_mode {
+        GateMode::Budget => {
+            let asset = spec.budgets.as_ref().ok_or_else(|| missing("budget"))?;
+            let budgets = gate::parse_budgets(&asset.name, Some(&asset.bytes)).map_err(invalid)?;
+            config.budgets_path = Some(asset.name.clone());
+            Gate::Budget(budgets)
+        }
+        GateMode::Regression => {
+            let b = spec.baseline.as_ref().ok_or_else(|| missing("baseline"))?;
+            let t = spec
+                .tolerances
+                .as_ref()
+                .ok_or_else(|| missing("tolerance"))?;
+            let baseline = gate::parse_baseline(&b.name, Some(&b.bytes)).map_err(invalid)?;
+            let tolerances = gate::parse_tolerances(&t.name, Some(&t.bytes)).map_err(invalid)?;
+            baseline
+                .require(&[], &config.comparable(), &gate::no_classes)
+                .map_err(invalid)?;
+            config.baseline_path = Some(b.name.clone());
+            config.tolerances_path = Some(t.name.clone());
+            Gate::Regression(baseline, tolerances)
+        }
+    };
+    Ok(RunPlan { spec, config, gate })
+}
+
+impl RunPlan {
+    /// The metric keys the run will produce on `agents`.
+    pub fn expected_metrics(&self, agents: &[String]) -> Vec<String> {
+        let plain = expected_metric_keys(
+            self.config.runtimes.keys().map(String::as_str),
+            self.config.mode,
+        );
+        if agents.is_empty() {
+            return plain;
+        }
+        agents
+            .iter()
+            .flat_map(|agent| plain.iter().map(move |k| format!("{agent}/{k}")))
+            .collect()
+    }
+
+    /// Fails unless every metric the run will produce on `agents` resolves to a threshold
+    /// (and, for the regression gate, a baseline value).
+    pub fn require_coverage(
+        &self,
+        agents: &[String],
+        class_of: ClassOf<'_>,
+    ) -> Result<(), RunError> {
+        let expected = self.expected_metrics(agents);
+        let invalid = |e: gate::AssetError| RunError::InvalidInput(e.to_string());
+        match &self.gate {
+            Gate::Budget(b) => b.require(&expected, class_of).map_err(invalid),
+            Gate::Regression(baseline, tolerances) => {
+                baseline
+                    .require(&expected, &self.config.comparable(), class_of)
+                    .map_err(invalid)?;
+                tolerances.require(&expected, class_of).map_err(invalid)
+            }
+        }
+    }
+}
+
+fn asset_to_pb(asset: Option<&Asset>) -> (String, String) {
+    asset.map_or_else(Default::default, |a| {
+        (
+            String::from_utf8_lossy(&a.bytes).into_owned(),
+            a.name.clone(),
+        )
+    })
+}
+
+impl From<&RunSpec> for pb::SubmitRunRequest {
+    fn from(s: &RunSpec) -> Self {
+        let (budgets_json, budgets_path) = asset_to_pb(s.budgets.as_ref());
+        let (baseline_json, baseline_path) = asset_to_pb(s.baseline.as_ref());
+        let (tolerances_json, tolerances_path) = asset_to_pb(s.tolerances.as_ref());
+        pb::SubmitRunRequest {
+            profile: convert::profile_to_pb(s.profile),
+            mode: convert::mode_to_pb(s.mode),
+            gate_mode: convert::gate_mode_to_pb(s.gate_mode),
+            iterations: s.iterations,
+            allocation_kb: s.allocation_kb,
+            runtimes: s.runtimes.clone(),
+            agent_ids: s.selection.agent_ids.clone(),
+            labels: s.selection.labels.clone().into_iter().collect(),
+            hardware_class: s.selection.hardware_class.clone().unwrap_or_default(),
+            min_agents: s.selection.min_agents,
+            deadline_ms: s
+                .deadline
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            budgets_json,
+            baseline_json,
+            tolerances_json,
+            knobs_json: if s.knobs.is_empty() {
+                String::new()
+            } else {
+                serde_json::to_string(&s.knobs).unwrap_or_default()
+            },
+            overhead_scratch_root: s.overhead_scratch_root.clone().unwrap_or_default(),
+            budgets_path,
+            baseline_path,
+            tolerances_path,
+        }
+    }
+}
+
+fn asset_from_pb(json: String, path: String, default_name: &str) -> Option<Asset> {
+    (!json.is_empty()).then(|| Asset {
+        name: if path.is_empty() {
+            default_name.to_owned()
+        } else {
+            path
+        },
+        bytes: json.into_bytes(),
+    })
+}
+
+impl TryFrom<pb::SubmitRunRequest> for RunSpec {
+    type Error = RunError;
+
+    fn try_from(r: pb::SubmitRunRequest) -> Result<Self, RunError> {
+        let bad = |e: convert::ConvertError| RunError::InvalidInput(e.to_string());
+        let knobs: Knobs = if r.knobs_json.is_empty() {
+            Knobs::new()
+        } else {
+            serde_json::from_str(&r.knobs_json)
+                .map_err(|e| RunError::InvalidInput(format!("knobs_json: {e}")))?
+        };
+        Ok(RunSpec {
+            profile: convert::profile_from_pb(r.profile).map_err(bad)?,
+            mode: convert::mode_from_pb(r.mode).map_err(bad)?,
+            gate_mode: convert::gate_mode_from_pb(r.gate_mode).map_err(bad)?,
+            iterations: r.iterations,
+            allocation_kb: r.allocation_kb,
+            runtimes: r.runtimes,
+            selection: Selection {
+                agent_ids: r.agent_ids,
+                labels: r.labels.into_iter().collect(),
+                hardware_class: (!r.hardware_class.is_empty()).then_some(r.hardware_class),
+                min_agents: r.min_agents,
+            },
+            deadline: (r.deadline_ms > 0).then(|| Duration::from_millis(r.deadline_ms)),
+            knobs,
+            overhead_scratch_root: (!r.overhead_scratch_root.is_empty())
+                .then_some(r.overhead_scratch_root),
+            budgets: asset_from_pb(r.budgets_json, r.budgets_path, "budgets"),
+            baseline: asset_from_pb(r.baseline_json, r.baseline_path, "baseline"),
+            tolerances: asset_from_pb(r.tolerances_json, r.tolerances_path, "tolerances"),
+        })
+    }
+}

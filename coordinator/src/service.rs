@@ -1,0 +1,197 @@
+//! The coordinator's gRPC services (agents' streams and the run API for the CLI) and the
+//! server around them. Handlers only translate between the wire and registry commands.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use fleetgate_proto::v1 as pb;
+use pb::agent_service_server::{AgentService, AgentServiceServer};
+use pb::run_service_server::{RunService, RunServiceServer};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::plan::{RunError, RunSpec};
+use crate::registry::{self, Command, CoordinatorSettings, RegistryHandle};
+
+/// Largest message accepted (a runtime section or a gate asset is far smaller).
+pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
+/// The agents' side.
+#[derive(Debug, Clone)]
+pub struct AgentSvc {
+    registry: RegistryHandle,
+}
+
+#[tonic::async_trait]
+impl AgentService for AgentSvc {
+    type SessionStream = ReceiverStream<Result<pb::CoordinatorMessage, Status>>;
+
+    #[tracing::instrument(skip_all)]
+    async fn session(
+        &self,
+        request: Request<Streaming<pb::AgentMessage>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        let mut inbound = request.into_inner();
+        let hello = match tokio::time::timeout(Duration::from_secs(10), inbound.message()).await {
+            Ok(Ok(Some(pb::AgentMessage {
+                body: Some(pb::agent_message::Body::Hello(hello)),
+            }))) => hello,
+            Ok(Err(status)) => return Err(status),
+            _ => return Err(Status::invalid_argument("the first message must be Hello")),
+        };
+        let agent_id = hello.agent_id.clone();
+        let (tx, rx) = mpsc::channel(1_024);
+        let conn = self
+            .registry
+            .ask(|reply| Command::Connect {
+                hello,
+                outbound: tx,
+                reply,
+            })
+            .await??;
+        let registry = self.registry.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(message)) = inbound.message().await {
+                let forwarded = registry
+                    .send(Command::FromAgent {
+                        agent_id: agent_id.clone(),
+                        conn,
+                        message,
+                    })
+                    .await;
+                if forwarded.is_err() {
+                    return;
+                }
+            }
+            registry
+                .send(Command::Disconnected { agent_id, conn })
+                .await
+                .ok();
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+/// The CLI's side.
+#[derive(Debug, Clone)]
+pub struct RunSvc {
+    registry: RegistryHandle,
+}
+
+#[tonic::async_trait]
+impl RunService for RunSvc {
+    type SubmitRunStream = ReceiverStream<Result<pb::RunEvent, Status>>;
+
+    #[tracing::instrument(skip_all)]
+    async fn submit_run(
+        &self,
+        request: Request<pb::SubmitRunRequest>,
+    ) -> Result<Response<Self::SubmitRunStream>, Status> {
+        let spec = RunSpec::try_from(request.into_inner()).map_err(|e| match e {
+            RunError::InvalidInput(m) | RunError::Usage(m) => Status::invalid_argument(m),
+            other => Status::internal(other.to_string()),
+        })?;
+        let (tx, rx) = mpsc::channel(1_024);
+        self.registry
+            .ask(|reply| Command::Submit {
+                spec: Box::new(spec),
+                events: tx,
+                reply,
+            })
+            .await??;
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn list_agents(
+        &self,
+        _request: Request<pb::ListAgentsRequest>,
+    ) -> Result<Response<pb::ListAgentsResponse>, Status> {
+        let agents = self
+            .registry
+            .ask(|reply| Command::ListAgents { reply })
+            .await?;
+        Ok(Response::new(pb::ListAgentsResponse { agents }))
+    }
+
+    async fn get_report(
+        &self,
+        request: Request<pb::GetReportRequest>,
+    ) -> Result<Response<pb::GetReportResponse>, Status> {
+        let run_id = request.into_inner().run_id;
+        let report = self
+            .registry
+            .ask(|reply| Command::GetReport {
+                run_id: run_id.clone(),
+                reply,
+            })
+            .await?;
+        match report {
+            Some(report_json) => Ok(Response::new(pb::GetReportResponse { report_json })),
+            None => Err(Status::not_found(format!(
+                "no finished run {run_id} on this coordinator"
+            ))),
+        }
+    }
+}
+
+/// A running coordinator.
+#[derive(Debug)]
+pub struct Coordinator {
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl Coordinator {
+    /// Stops accepting connections, closes streams, and waits for the server to end.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        match self.task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "Coordinator server ended with an error."),
+            Err(e) => tracing::warn!(error = %e, "Coordinator server task failed."),
+        }
+    }
+
+    /// `http://<addr>`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+/// Serves the coordinator on `listener` until `shutdown` is cancelled (or
+/// [`Coordinator::shutdown`] is called).
+pub fn serve(
+    listener: TcpListener,
+    settings: CoordinatorSettings,
+    shutdown: CancellationToken,
+) -> std::io::Result<Coordinator> {
+    let addr = listener.local_addr()?;
+    let registry = registry::spawn(settings, shutdown.child_token());
+    let agents = AgentServiceServer::new(AgentSvc {
+        registry: registry.clone(),
+    })
+    .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let runs =
+        RunServiceServer::new(RunSvc { registry }).max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let token = shutdown.clone();
+    let task = tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(10)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+            .add_service(agents)
+            .add_service(runs)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), token.cancelled_owned())
+            .await
+    });
+    tracing::info!(addr = %addr, "Coordinator listening.");
+    Ok(Coordinator {
+        addr,
+        shutdown,
+        task,
+    })
+}
