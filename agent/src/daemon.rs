@@ -72,6 +72,102 @@ impl AgentConfig {
     }
 }
 
+/// The agent daemon's command line (shared by `fleetgate-agent run` and `fleetgate agent`).
+#[derive(Debug, Clone, clap::Args)]
+#[deny(missing_docs)]
+pub struct DaemonArgs {
+    /// Coordinator URL.
+    #[arg(
+        long,
+        env = "FLEETGATE_COORDINATOR",
+        default_value = "http://127.0.0.1:7400"
+    )]
+    pub coordinator: String,
+    /// Agent id, unique in the fleet [default: this host's name].
+    #[arg(long, env = "FLEETGATE_AGENT_ID")]
+    pub agent_id: Option<String>,
+    /// A label, KEY=VALUE (repeatable, or comma-separated in the environment variable).
+    #[arg(
+        long = "label",
+        value_name = "KEY=VALUE",
+        env = "FLEETGATE_AGENT_LABELS",
+        value_delimiter = ','
+    )]
+    pub labels: Vec<String>,
+    /// Hardware class [default: derived from the host's GPUs or CPU].
+    #[arg(long, env = "FLEETGATE_HARDWARE_CLASS")]
+    pub hardware_class: Option<String>,
+    /// Where jobs write their artifacts.
+    #[arg(
+        long,
+        env = "FLEETGATE_ARTIFACT_ROOT",
+        default_value = "/var/lib/fleetgate/artifacts"
+    )]
+    pub artifact_root: PathBuf,
+    /// Where unacknowledged job events are kept.
+    #[arg(
+        long,
+        env = "FLEETGATE_STATE_DIR",
+        default_value = "/var/lib/fleetgate/state"
+    )]
+    pub state_dir: PathBuf,
+    /// Longest reconnect delay, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    pub reconnect_max_ms: u64,
+}
+
+impl DaemonArgs {
+    /// The agent configuration, with workers started by `worker`.
+    pub fn into_config(self, worker: WorkerCommand) -> anyhow::Result<AgentConfig> {
+        let mut labels = BTreeMap::new();
+        for label in &self.labels {
+            let (k, v) = label
+                .split_once('=')
+                .ok_or_else(|| anyhow::anyhow!("--label {label}: expected KEY=VALUE"))?;
+            labels.insert(k.to_owned(), v.to_owned());
+        }
+        let agent_id = self.agent_id.unwrap_or_else(crate::runtime::host_name);
+        anyhow::ensure!(
+            is_safe_id(&agent_id),
+            "--agent-id {agent_id}: use letters, digits, '-', '_' or '.' (at most 128)"
+        );
+        let mut config = AgentConfig::new(self.coordinator, agent_id, self.state_dir, worker);
+        config.labels = labels;
+        config.hardware_class = self.hardware_class;
+        config.artifact_root = self.artifact_root;
+        config.reconnect_max = Duration::from_millis(self.reconnect_max_ms.max(100));
+        Ok(config)
+    }
+}
+
+/// Runs the agent on its own async runtime until SIGINT or SIGTERM.
+pub fn run_until_signal(config: AgentConfig) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        let token = shutdown.clone();
+        tokio::spawn(async move {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                () = async {
+                    match term.as_mut() {
+                        Some(t) => { t.recv().await; }
+                        None => std::future::pending().await,
+                    }
+                } => {}
+            }
+            tracing::info!("Agent shutting down.");
+            token.cancel();
+        });
+        run(config, shutdown).await
+    })
+}
+
 /// Whether a remote id is safe to use in a file name.
 pub fn is_safe_id(id: &str) -> bool {
     !id.is_empty()

@@ -1,23 +1,20 @@
 //! `fleetgate-agent`: runs monitoring-runtime jobs on this host.
 
-use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use fleetgate_agent::runtime::RuntimeKind;
 use std::sync::atomic::AtomicBool;
 
-use fleetgate_agent::daemon::{self, AgentConfig};
+use fleetgate_agent::daemon::{self, DaemonArgs};
 use fleetgate_agent::job;
 use fleetgate_agent::scenario::{self, Hooks, Phase, Progress, SoakSpec};
 use fleetgate_agent::worker::WorkerCommand;
 use fleetgate_common::config::{Profile, RetentionValidationLimits, RuntimeKnobs};
 use fleetgate_common::{exit, telemetry};
-use tokio_util::sync::CancellationToken;
 
 /// fleetgate agent: native memory-monitoring runtimes and the jobs that qualify them.
 #[derive(Debug, Parser)]
@@ -32,55 +29,12 @@ struct Args {
 #[deny(missing_docs)]
 enum Command {
     /// Run the agent daemon: dial the coordinator, register this host, run assigned jobs.
-    Run(RunArgs),
+    Run(DaemonArgs),
     /// Run one accelerated soak of one runtime on this host and print its result as JSON.
     Soak(SoakArgs),
     /// Run one job in this process (started by the agent; reads the job on stdin).
     #[command(hide = true)]
     Worker,
-}
-
-#[derive(Debug, clap::Args)]
-#[deny(missing_docs)]
-struct RunArgs {
-    /// Coordinator URL.
-    #[arg(
-        long,
-        env = "FLEETGATE_COORDINATOR",
-        default_value = "http://127.0.0.1:7400"
-    )]
-    coordinator: String,
-    /// Agent id, unique in the fleet [default: this host's name].
-    #[arg(long, env = "FLEETGATE_AGENT_ID")]
-    agent_id: Option<String>,
-    /// A label, KEY=VALUE (repeatable).
-    #[arg(
-        long = "label",
-        value_name = "KEY=VALUE",
-        env = "FLEETGATE_AGENT_LABELS",
-        value_delimiter = ','
-    )]
-    labels: Vec<String>,
-    /// Hardware class [default: derived from the host's GPUs or CPU].
-    #[arg(long, env = "FLEETGATE_HARDWARE_CLASS")]
-    hardware_class: Option<String>,
-    /// Where jobs write their artifacts.
-    #[arg(
-        long,
-        env = "FLEETGATE_ARTIFACT_ROOT",
-        default_value = "/var/lib/fleetgate/artifacts"
-    )]
-    artifact_root: PathBuf,
-    /// Where unacknowledged job events are kept.
-    #[arg(
-        long,
-        env = "FLEETGATE_STATE_DIR",
-        default_value = "/var/lib/fleetgate/state"
-    )]
-    state_dir: PathBuf,
-    /// Longest reconnect delay, in milliseconds.
-    #[arg(long, default_value_t = 10_000)]
-    reconnect_max_ms: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -146,49 +100,13 @@ fn run(args: Args) -> anyhow::Result<()> {
     }
 }
 
-fn run_daemon(args: RunArgs) -> anyhow::Result<()> {
-    let mut labels = BTreeMap::new();
-    for label in &args.labels {
-        let (k, v) = label
-            .split_once('=')
-            .ok_or_else(|| anyhow::anyhow!("--label {label}: expected KEY=VALUE"))?;
-        labels.insert(k.to_owned(), v.to_owned());
-    }
-    let agent_id = args
-        .agent_id
-        .unwrap_or_else(fleetgate_agent::runtime::host_name);
-    anyhow::ensure!(
-        daemon::is_safe_id(&agent_id),
-        "--agent-id {agent_id}: use letters, digits, '-', '_' or '.' (at most 128)"
-    );
+fn run_daemon(args: DaemonArgs) -> anyhow::Result<()> {
     let program = std::env::current_exe().context("cannot find this program to start workers")?;
-    let worker = WorkerCommand {
+    let config = args.into_config(WorkerCommand {
         program,
         args: vec!["worker".into()],
-    };
-    let mut config = AgentConfig::new(args.coordinator, agent_id, args.state_dir, worker);
-    config.labels = labels;
-    config.hardware_class = args.hardware_class;
-    config.artifact_root = args.artifact_root;
-    config.reconnect_max = Duration::from_millis(args.reconnect_max_ms.max(100));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let shutdown = CancellationToken::new();
-        let token = shutdown.clone();
-        tokio::spawn(async move {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                () = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
-            }
-            tracing::info!("Agent shutting down.");
-            token.cancel();
-        });
-        daemon::run(config, shutdown).await
-    })
+    })?;
+    daemon::run_until_signal(config)
 }
 
 #[expect(

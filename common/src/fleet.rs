@@ -176,8 +176,10 @@ pub struct JobSummary {
     pub done: u64,
     /// Units in that phase.
     pub total: u64,
-    /// Events received.
+    /// Events received (each once: resent duplicates are not counted).
     pub events: u64,
+    /// RSS checkpoints received from the soak.
+    pub checkpoints: u64,
     /// Seconds from dispatch to the end.
     pub wall_seconds: f64,
     /// Why it did not complete.

@@ -60,7 +60,7 @@ fn status_error(url: &str, status: &tonic::Status) -> RunError {
 pub async fn submit(
     url: &str,
     spec: &RunSpec,
-    on_event: &mut dyn FnMut(&pb::RunEvent),
+    on_event: &mut (dyn FnMut(&pb::RunEvent) + Send),
 ) -> Result<Report, RunError> {
     let mut client = RunServiceClient::new(connect(url).await?)
         .max_decoding_message_size(service::MAX_MESSAGE_BYTES);
@@ -137,7 +137,7 @@ pub struct EmbeddedAgent {
 pub async fn run_embedded(
     spec: &RunSpec,
     agent: EmbeddedAgent,
-    on_event: &mut dyn FnMut(&pb::RunEvent),
+    on_event: &mut (dyn FnMut(&pb::RunEvent) + Send),
 ) -> Result<Report, RunError> {
     let shutdown = CancellationToken::new();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

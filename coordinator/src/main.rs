@@ -43,6 +43,8 @@ enum Command {
     Serve(ServeArgs),
     /// List the agents a coordinator knows, with their facts and runtimes.
     Agents(AgentsArgs),
+    /// Run an agent daemon from this binary (the same agent as `fleetgate-agent run`).
+    Agent(fleetgate_agent::daemon::DaemonArgs),
     /// Run one job in this process (used by the embedded agent; reads the job on stdin).
     #[command(hide = true)]
     Worker,
@@ -166,6 +168,25 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Command::Agent(daemon_args) = args.command {
+        telemetry::init(telemetry::LogFormat::Text, "info");
+        let started = std::env::current_exe()
+            .map_err(anyhow::Error::from)
+            .and_then(|program| {
+                daemon_args.into_config(WorkerCommand {
+                    program,
+                    args: vec!["worker".into()],
+                })
+            })
+            .and_then(fleetgate_agent::daemon::run_until_signal);
+        return match started {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = format!("{e:#}"), "Agent failed.");
+                ExitCode::from(exit::ERROR as u8)
+            }
+        };
+    }
     let level = if matches!(args.command, Command::Serve(_)) {
         "info"
     } else {
@@ -188,7 +209,7 @@ fn main() -> ExitCode {
             Command::Run(run) => run_command(*run).await,
             Command::Serve(serve) => serve_command(serve).await,
             Command::Agents(agents) => agents_command(agents).await,
-            Command::Worker => exit::ERROR,
+            Command::Agent(_) | Command::Worker => exit::ERROR,
         }
     });
     ExitCode::from(u8::try_from(code).unwrap_or(1))

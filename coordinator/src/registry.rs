@@ -171,6 +171,7 @@ struct JobEntry {
     total: u64,
     last_sequence: u64,
     events: u64,
+    checkpoints: u64,
     dispatched: Instant,
     finished: Option<Instant>,
     section: Option<RuntimeSection>,
@@ -472,7 +473,8 @@ impl Registry {
         ack(sequence);
         let run_id = job.request.run_id.clone();
         match update {
-            JobUpdate::Started { .. } | JobUpdate::Checkpoint { .. } => {}
+            JobUpdate::Started { .. } => {}
+            JobUpdate::Checkpoint { .. } => job.checkpoints += 1,
             JobUpdate::Progress { phase, done, total } => {
                 job.phase.clone_from(&phase);
                 job.done = done;
@@ -601,6 +603,7 @@ impl Registry {
                         total: 0,
                         last_sequence: 0,
                         events: 0,
+                        checkpoints: 0,
                         dispatched: Instant::now(),
                         finished: None,
                         section: None,
@@ -731,6 +734,7 @@ impl Registry {
                     done: j.done,
                     total: j.total,
                     events: j.events,
+                    checkpoints: j.checkpoints,
                     wall_seconds: j
                         .finished
                         .unwrap_or_else(Instant::now)
