@@ -1,0 +1,277 @@
+//! Coordinator load benchmark: a `fleetgate serve` process against N simulated agents on
+//! loopback, each on its own gRPC connection, each streaming job progress events at a fixed
+//! rate and then its job's report. Prints the coordinator's CPU use, peak RSS, the events it
+//! ingested per second, and the time from the last job result to the report reaching the
+//! client. Not a test: nothing here asserts a figure.
+//!
+//! ```text
+//! cargo bench -p fleetgate-coordinator --bench fleet_load -- [--agents 100,1000]
+//!     [--rate 10] [--seconds 10]
+//! ```
+
+#![expect(clippy::print_stdout, reason = "a benchmark prints its figures")]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use fleetgate_common::config::{GateMode, Mode, Profile};
+use fleetgate_common::convert;
+use fleetgate_common::fleet::JobUpdate;
+use fleetgate_common::report::RuntimeSection;
+use fleetgate_coordinator::client;
+use fleetgate_coordinator::plan::{Asset, RunSpec, Selection};
+use fleetgate_proto::v1 as pb;
+use pb::agent_service_client::AgentServiceClient;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+struct Options {
+    agents: Vec<usize>,
+    rate: u64,
+    seconds: u64,
+}
+
+fn options() -> Options {
+    let mut o = Options {
+        agents: vec![100, 1_000],
+        rate: 10,
+        seconds: 10,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--agents" => {
+                o.agents = args
+                    .next()
+                    .map(|v| v.split(',').filter_map(|s| s.parse().ok()).collect())
+                    .unwrap_or_default();
+            }
+            "--rate" => o.rate = args.next().and_then(|v| v.parse().ok()).unwrap_or(10),
+            "--seconds" => o.seconds = args.next().and_then(|v| v.parse().ok()).unwrap_or(10),
+            _ => {}
+        }
+    }
+    o
+}
+
+/// utime + stime of a process, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // After the command name: state is field 0, utime 11, stime 12.
+    (ticks(11) + ticks(12)) / rustix::param::clock_ticks_per_second() as f64
+}
+
+/// Peak RSS (VmHWM) of a process, in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// A real runtime section (from a small real soak) that every simulated agent reports.
+fn sample_section() -> RuntimeSection {
+    let dir = std::env::temp_dir().join(format!("fleetgate-load-{}", std::process::id()));
+    let job = fleetgate_agent::worker::WorkerJob {
+        runtime: "gpumemprof_cpu".into(),
+        profile: Profile::Pr,
+        mode: Mode::Soak,
+        iterations: 1,
+        allocation_kb: 1,
+        artifact_root: dir.clone(),
+        scratch_root: None,
+        knobs: fleetgate_common::config::RuntimeKnobs {
+            sampling_interval_seconds: Some(60.0),
+            ..Default::default()
+        },
+    };
+    let event = fleetgate_agent::worker::run_job_events(&job, &std::sync::atomic::AtomicBool::new(false), &|_| {});
+    std::fs::remove_dir_all(&dir).ok();
+    match event {
+        JobUpdate::Report { section } => *section,
+        other => panic!("sample soak failed: {other:?}"),
+    }
+}
+
+/// One simulated agent: registers, then for its job streams `rate` progress events a second
+/// for `seconds`, then the report. Returns when its stream ends.
+async fn simulated_agent(
+    url: String,
+    id: String,
+    rate: u64,
+    seconds: u64,
+    section: Arc<RuntimeSection>,
+    sent: Arc<AtomicU64>,
+    last_result: Arc<std::sync::Mutex<Option<Instant>>>,
+) {
+    let Ok(mut client) = AgentServiceClient::connect(url).await else { return };
+    let (tx, rx) = mpsc::channel(1_024);
+    let hello = pb::Hello {
+        agent_id: id.clone(),
+        agent_version: "load".into(),
+        protocol_version: 1,
+        facts: Some(pb::HostFacts {
+            hostname: id.clone(),
+            cpu_model: "Simulated CPU".into(),
+            cpu_cores: 8,
+            memory_total_bytes: 32 << 30,
+            ..Default::default()
+        }),
+        runtimes: vec![pb::RuntimeAvailability {
+            runtime: "gpumemprof_cpu".into(),
+            available: true,
+            unavailable_reason: String::new(),
+        }],
+        ..Default::default()
+    };
+    tx.send(pb::AgentMessage {
+        body: Some(pb::agent_message::Body::Hello(hello)),
+    })
+    .await
+    .ok();
+    let Ok(response) = client.session(ReceiverStream::new(rx)).await else { return };
+    let mut inbound = response.into_inner();
+    while let Ok(Some(message)) = inbound.message().await {
+        let Some(pb::coordinator_message::Body::AssignJob(assign)) = message.body else { continue };
+        let Some(job) = assign.job else { continue };
+        let tx = tx.clone();
+        let (section, sent, last_result) = (Arc::clone(&section), Arc::clone(&sent), Arc::clone(&last_result));
+        tokio::spawn(async move {
+            let total = rate * seconds;
+            let mut ticker = tokio::time::interval(Duration::from_micros(1_000_000 / rate.max(1)));
+            for (i, sequence) in (1..=total).enumerate() {
+                ticker.tick().await;
+                let update = JobUpdate::Progress {
+                    phase: "soak".into(),
+                    done: i as u64 + 1,
+                    total,
+                };
+                let event = convert::job_event_to_pb(&job.job_id, sequence, &update);
+                if tx.send(pb::AgentMessage { body: Some(pb::agent_message::Body::JobEvent(event)) }).await.is_err() {
+                    return;
+                }
+                sent.fetch_add(1, Ordering::Relaxed);
+            }
+            let report = JobUpdate::Report {
+                section: Box::new((*section).clone()),
+            };
+            let event = convert::job_event_to_pb(&job.job_id, total + 1, &report);
+            tx.send(pb::AgentMessage { body: Some(pb::agent_message::Body::JobEvent(event)) }).await.ok();
+            sent.fetch_add(1, Ordering::Relaxed);
+            *last_result.lock().unwrap() = Some(Instant::now());
+        });
+    }
+}
+
+async fn run(n: usize, rate: u64, seconds: u64, section: Arc<RuntimeSection>) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_fleetgate"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--heartbeat-ms", "5000"])
+        .env("FLEETGATE_LOG", "error")
+        .spawn()
+        .expect("start fleetgate serve");
+    let pid = server.id();
+    let url = format!("http://127.0.0.1:{port}");
+    while client::list_agents(&url).await.is_err() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let idle_rss = peak_rss(pid);
+    let sent = Arc::new(AtomicU64::new(0));
+    let last_result = Arc::new(std::sync::Mutex::new(None));
+    for i in 0..n {
+        tokio::spawn(simulated_agent(
+            url.clone(),
+            format!("sim-{i:04}"),
+            rate,
+            seconds,
+            Arc::clone(&section),
+            Arc::clone(&sent),
+            Arc::clone(&last_result),
+        ));
+    }
+    loop {
+        let agents = client::list_agents(&url).await.unwrap_or_default();
+        if agents.iter().filter(|a| a.state == "connected").count() >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let budgets = serde_json::json!({
+        "version": "v0.4",
+        "budgets": fleetgate_common::report::SOAK_METRICS.iter()
+            .map(|m| (format!("gpumemprof_cpu.{m}"), serde_json::json!(1e18)))
+            .collect::<serde_json::Map<String, serde_json::Value>>(),
+    });
+    let spec = RunSpec {
+        profile: Profile::Pr,
+        mode: Mode::Soak,
+        gate_mode: GateMode::Budget,
+        iterations: 1,
+        allocation_kb: 1,
+        runtimes: vec!["gpumemprof_cpu".into()],
+        selection: Selection {
+            min_agents: u32::try_from(n).unwrap_or(u32::MAX),
+            ..Selection::default()
+        },
+        deadline: Some(Duration::from_secs(seconds * 4 + 60)),
+        knobs: [(
+            "gpumemprof_cpu".to_owned(),
+            fleetgate_common::config::RuntimeKnobs {
+                sampling_interval_seconds: Some(60.0),
+                ..Default::default()
+            },
+        )]
+        .into(),
+        overhead_scratch_root: None,
+        budgets: Some(Asset {
+            name: "load-budgets.json".into(),
+            bytes: budgets.to_string().into_bytes(),
+        }),
+        baseline: None,
+        tolerances: None,
+    };
+    let cpu_before = cpu_seconds(pid);
+    let started = Instant::now();
+    let report = client::submit(&url, &spec, &mut |_| {}).await;
+    let report_at = Instant::now();
+    let wall = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(pid) - cpu_before;
+    let events = sent.load(Ordering::Relaxed);
+    let last = last_result.lock().unwrap().unwrap_or(report_at);
+    match report {
+        Ok(report) => println!(
+            "agents {n:>5}: {events} events in {wall:.2} s = {:.0} events/s ingested; coordinator CPU {cpu:.2} s = {:.3} cores; peak RSS {:.1} MiB (idle {:.1} MiB); last result → report {:.0} ms; report agents {}",
+            events as f64 / wall,
+            cpu / wall,
+            peak_rss(pid) as f64 / (1 << 20) as f64,
+            idle_rss as f64 / (1 << 20) as f64,
+            report_at.saturating_duration_since(last).as_secs_f64() * 1_000.0,
+            report.agents.len(),
+        ),
+        Err(e) => println!("agents {n:>5}: run failed: {e}"),
+    }
+    server.kill().ok();
+    server.wait().ok();
+}
+
+fn main() {
+    let o = options();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let section = Arc::new(sample_section());
+    println!(
+        "== coordinator load: simulated agents on loopback, {} progress events/s each for {} s, then a report ==",
+        o.rate, o.seconds
+    );
+    for n in o.agents {
+        runtime.block_on(run(n, o.rate, o.seconds, Arc::clone(&section)));
+    }
+}
