@@ -58,8 +58,16 @@ fn options() -> Options {
 /// utime + stime of a process, in seconds.
 fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     // After the command name: state is field 0, utime 11, stime 12.
     (ticks(11) + ticks(12)) / rustix::param::clock_ticks_per_second() as f64
 }
@@ -90,7 +98,11 @@ fn sample_section() -> RuntimeSection {
             ..Default::default()
         },
     };
-    let event = fleetgate_agent::worker::run_job_events(&job, &std::sync::atomic::AtomicBool::new(false), &|_| {});
+    let event = fleetgate_agent::worker::run_job_events(
+        &job,
+        &std::sync::atomic::AtomicBool::new(false),
+        &|_| {},
+    );
     std::fs::remove_dir_all(&dir).ok();
     match event {
         JobUpdate::Report { section } => *section,
@@ -109,7 +121,9 @@ async fn simulated_agent(
     sent: Arc<AtomicU64>,
     last_result: Arc<std::sync::Mutex<Option<Instant>>>,
 ) {
-    let Ok(mut client) = AgentServiceClient::connect(url).await else { return };
+    let Ok(mut client) = AgentServiceClient::connect(url).await else {
+        return;
+    };
     let (tx, rx) = mpsc::channel(1_024);
     let hello = pb::Hello {
         agent_id: id.clone(),
@@ -134,13 +148,21 @@ async fn simulated_agent(
     })
     .await
     .ok();
-    let Ok(response) = client.session(ReceiverStream::new(rx)).await else { return };
+    let Ok(response) = client.session(ReceiverStream::new(rx)).await else {
+        return;
+    };
     let mut inbound = response.into_inner();
     while let Ok(Some(message)) = inbound.message().await {
-        let Some(pb::coordinator_message::Body::AssignJob(assign)) = message.body else { continue };
+        let Some(pb::coordinator_message::Body::AssignJob(assign)) = message.body else {
+            continue;
+        };
         let Some(job) = assign.job else { continue };
         let tx = tx.clone();
-        let (section, sent, last_result) = (Arc::clone(&section), Arc::clone(&sent), Arc::clone(&last_result));
+        let (section, sent, last_result) = (
+            Arc::clone(&section),
+            Arc::clone(&sent),
+            Arc::clone(&last_result),
+        );
         tokio::spawn(async move {
             let total = rate * seconds;
             let mut ticker = tokio::time::interval(Duration::from_micros(1_000_000 / rate.max(1)));
@@ -152,7 +174,13 @@ async fn simulated_agent(
                     total,
                 };
                 let event = convert::job_event_to_pb(&job.job_id, sequence, &update);
-                if tx.send(pb::AgentMessage { body: Some(pb::agent_message::Body::JobEvent(event)) }).await.is_err() {
+                if tx
+                    .send(pb::AgentMessage {
+                        body: Some(pb::agent_message::Body::JobEvent(event)),
+                    })
+                    .await
+                    .is_err()
+                {
                     return;
                 }
                 sent.fetch_add(1, Ordering::Relaxed);
@@ -161,7 +189,11 @@ async fn simulated_agent(
                 section: Box::new((*section).clone()),
             };
             let event = convert::job_event_to_pb(&job.job_id, total + 1, &report);
-            tx.send(pb::AgentMessage { body: Some(pb::agent_message::Body::JobEvent(event)) }).await.ok();
+            tx.send(pb::AgentMessage {
+                body: Some(pb::agent_message::Body::JobEvent(event)),
+            })
+            .await
+            .ok();
             sent.fetch_add(1, Ordering::Relaxed);
             *last_result.lock().unwrap() = Some(Instant::now());
         });
@@ -169,9 +201,19 @@ async fn simulated_agent(
 }
 
 async fn run(n: usize, rate: u64, seconds: u64, section: Arc<RuntimeSection>) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_fleetgate"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--heartbeat-ms", "5000"])
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--heartbeat-ms",
+            "5000",
+        ])
         .env("FLEETGATE_LOG", "error")
         .spawn()
         .expect("start fleetgate serve");

@@ -648,6 +648,22 @@ impl Registry {
                 agent.conn = None;
             }
         }
+        // A run whose client went away is cancelled: nobody is left to gate on it.
+        let abandoned: Vec<String> = self
+            .runs
+            .iter()
+            .filter(|(_, r)| r.report.is_none() && r.events.is_closed())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for run_id in abandoned {
+            tracing::warn!(run_id = %run_id, "The client that submitted the run went away; cancelling it.");
+            self.end_unfinished(
+                &run_id,
+                now,
+                Some("the client that submitted the run went away"),
+            );
+            self.maybe_finish(&run_id);
+        }
         let due: Vec<String> = self
             .runs
             .iter()
@@ -655,43 +671,49 @@ impl Registry {
             .map(|(id, _)| id.clone())
             .collect();
         for run_id in due {
-            let job_ids = self
-                .runs
-                .get(&run_id)
-                .map(|r| r.jobs.clone())
-                .unwrap_or_default();
-            for job_id in job_ids {
-                let Some(job) = self.jobs.get_mut(&job_id) else {
-                    continue;
-                };
-                if job.terminal() {
-                    continue;
-                }
-                let agent = self.agents.get(&job.agent_id);
-                let lost = agent.is_none_or(|a| a.state == AgentState::Lost || a.conn.is_none());
-                job.status = if lost {
-                    JobStatus::Lost
-                } else {
-                    JobStatus::TimedOut
-                };
-                job.reason = Some(if lost {
-                    "the agent was lost and did not come back before the run's deadline".into()
-                } else {
-                    "the run's deadline passed".into()
-                });
-                job.finished = Some(now);
-                if let Some((_, outbound)) = agent.and_then(|a| a.conn.as_ref()) {
-                    outbound
-                        .try_send(coordinator_message(
-                            pb::coordinator_message::Body::CancelJob(pb::CancelJob {
-                                job_id: job_id.clone(),
-                                reason: "the run's deadline passed".into(),
-                            }),
-                        ))
-                        .ok();
-                }
-            }
+            self.end_unfinished(&run_id, now, None);
             self.maybe_finish(&run_id);
+        }
+    }
+
+    /// Ends every unfinished job of a run: cancelled with `cancel_reason`, else lost (agent
+    /// gone) or timed out (deadline); the agents still connected are told to stop them.
+    fn end_unfinished(&mut self, run_id: &str, now: Instant, cancel_reason: Option<&str>) {
+        let job_ids = self
+            .runs
+            .get(run_id)
+            .map(|r| r.jobs.clone())
+            .unwrap_or_default();
+        for job_id in job_ids {
+            let Some(job) = self.jobs.get_mut(&job_id) else {
+                continue;
+            };
+            if job.terminal() {
+                continue;
+            }
+            let agent = self.agents.get(&job.agent_id);
+            let lost = agent.is_none_or(|a| a.state == AgentState::Lost || a.conn.is_none());
+            let (status, reason) = match cancel_reason {
+                Some(reason) => (JobStatus::Cancelled, reason.to_owned()),
+                None if lost => (
+                    JobStatus::Lost,
+                    "the agent was lost and did not come back before the run's deadline".to_owned(),
+                ),
+                None => (JobStatus::TimedOut, "the run's deadline passed".to_owned()),
+            };
+            job.status = status;
+            job.reason = Some(reason.clone());
+            job.finished = Some(now);
+            if let Some((_, outbound)) = agent.and_then(|a| a.conn.as_ref()) {
+                outbound
+                    .try_send(coordinator_message(
+                        pb::coordinator_message::Body::CancelJob(pb::CancelJob {
+                            job_id: job_id.clone(),
+                            reason,
+                        }),
+                    ))
+                    .ok();
+            }
         }
     }
 

@@ -451,3 +451,54 @@ async fn an_unreachable_coordinator_is_a_clear_error() {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_whose_client_goes_away_is_cancelled_on_its_agents() {
+    let work = tempfile::tempdir().unwrap();
+    let coordinator = coordinator().await;
+    let url = coordinator.url();
+    let _agent = AgentProcess::start(&url, "c1", work.path(), &[]);
+    wait_for_agents(&url, &["c1"]).await;
+    let (task, events) = submit(url.clone(), spec(0.05, Duration::from_secs(90)));
+    wait_for_soak(&events, "c1").await;
+    let run_id = events.lock().unwrap()[0].run_id.clone();
+    task.abort();
+    let mut runs = pb::run_service_client::RunServiceClient::connect(url.clone())
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let report: Report = loop {
+        match runs
+            .get_report(pb::GetReportRequest {
+                run_id: run_id.clone(),
+            })
+            .await
+        {
+            Ok(r) => break serde_json::from_str(&r.into_inner().report_json).unwrap(),
+            Err(status) => assert_eq!(status.code(), tonic::Code::NotFound),
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the abandoned run never ended"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(report.verdict, Verdict::Inconclusive);
+    let job = &report.agents["c1"].jobs["gpumemprof_cpu"];
+    assert_eq!(job.status, JobStatus::Cancelled);
+    assert_eq!(
+        job.reason.as_deref(),
+        Some("the client that submitted the run went away")
+    );
+    // The agent stopped the job and takes the next run.
+    let next = client::submit(&url, &spec(60.0, Duration::from_secs(60)), &mut |_| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        next.verdict,
+        Verdict::Pass,
+        "{:#?}",
+        next.failure_diagnostics
+    );
+    coordinator.shutdown().await;
+}
