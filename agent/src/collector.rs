@@ -23,6 +23,9 @@ pub enum CollectError {
         /// The error (part of the message, so not chained as a source).
         error: std::io::Error,
     },
+    /// The runtime cannot run on this host (its library or device is missing).
+    #[error("{0}")]
+    Unavailable(String),
     /// The source answered with something that is not a reading.
     #[error("{source_name}: {message}")]
     Malformed {
@@ -47,12 +50,25 @@ pub struct CollectorInfo {
 }
 
 /// A source of memory readings for one runtime.
-pub trait Collector {
+pub trait Collector: std::fmt::Debug {
     /// Static description.
     fn info(&self) -> CollectorInfo;
     /// One reading. Must be cheap: it sits on the sampling thread's critical path.
     fn read(&mut self) -> Result<Reading, CollectError>;
 }
+
+impl<C: Collector + ?Sized> Collector for Box<C> {
+    fn info(&self) -> CollectorInfo {
+        (**self).info()
+    }
+
+    fn read(&mut self) -> Result<Reading, CollectError> {
+        (**self).read()
+    }
+}
+
+/// A runtime's collector, whichever it is.
+pub type AnyCollector = Box<dyn Collector + Send>;
 
 const STATM: &str = "/proc/self/statm";
 

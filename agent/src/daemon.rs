@@ -299,8 +299,21 @@ struct Agent {
 
 /// Runs the agent until `shutdown` is cancelled.
 pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let facts = tokio::task::spawn_blocking(crate::facts::host_facts).await?;
-    let runtimes = tokio::task::spawn_blocking(crate::facts::runtime_availability).await?;
+    let mut facts = tokio::task::spawn_blocking(crate::facts::host_facts).await?;
+    // A probe worker loads what the runtimes need (libtensorflow included), so this process
+    // never pays for it; if the probe cannot run, the in-process checks stand in.
+    let runtimes = match crate::worker::probe_with_worker(&config.worker).await {
+        Ok(probe) => {
+            facts.tensorflow_available = probe.tensorflow_available;
+            facts.tensorflow_unavailable_reason = probe.tensorflow_unavailable_reason;
+            probe.runtimes
+        }
+        Err(reason) => {
+            tracing::warn!(reason = %reason, "Runtime probe failed; reporting in-process checks.");
+            facts.tensorflow_unavailable_reason = Some(format!("not probed: {reason}"));
+            tokio::task::spawn_blocking(crate::facts::runtime_availability).await?
+        }
+    };
     let hardware_class = config
         .hardware_class
         .clone()

@@ -14,9 +14,7 @@ pub fn host_facts() -> HostFacts {
             "this build has no NVML collector; GPUs are not probed".to_owned(),
         ),
         tensorflow_available: false,
-        tensorflow_unavailable_reason: Some(
-            "this build has no TensorFlow runtime; libtensorflow is not probed".to_owned(),
-        ),
+        tensorflow_unavailable_reason: Some("not probed yet".to_owned()),
         ..HostFacts::default()
     };
     match sysinfo::System::new() {
@@ -36,21 +34,25 @@ pub fn host_facts() -> HostFacts {
     facts
 }
 
-/// Whether each runtime can run here, and why not.
+/// Whether each runtime can run here, and why not, checked in this process. TensorFlow
+/// runtimes are only checked for the library's presence here (loading it costs ~300 MB of
+/// RSS); agents run [`crate::worker::probe_with_worker`] for the full check.
 pub fn runtime_availability() -> Vec<RuntimeAvailability> {
     RuntimeKind::ALL
         .iter()
-        .map(|kind| match kind.open_collector() {
-            Ok(_) => RuntimeAvailability {
+        .map(|&kind| {
+            let result = if kind.uses_tensorflow() {
+                crate::tensorflow::library_present().map(|_| ())
+            } else {
+                kind.open_collector(1)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            };
+            RuntimeAvailability {
                 runtime: kind.name().to_owned(),
-                available: true,
-                reason: None,
-            },
-            Err(err) => RuntimeAvailability {
-                runtime: kind.name().to_owned(),
-                available: false,
-                reason: Some(err.to_string()),
-            },
+                available: result.is_ok(),
+                reason: result.err(),
+            }
         })
         .collect()
 }

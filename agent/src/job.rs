@@ -101,7 +101,7 @@ pub fn runtime_plan(
 /// artifact directory that cannot be written, or an interruption, is an error.
 pub fn run_job(spec: &JobSpec, hooks: &mut Hooks<'_>) -> Result<RuntimeSection, ScenarioError> {
     let kind = spec.runtime;
-    if let Err(reason) = kind.open_collector() {
+    if let Err(reason) = kind.open_collector(spec.allocation_kb) {
         return Ok(RuntimeSection::unavailable(reason.to_string()));
     }
     let tracker = tracker_config(kind, &spec.knobs).map_err(|message| {
@@ -122,7 +122,7 @@ pub fn run_job(spec: &JobSpec, hooks: &mut Hooks<'_>) -> Result<RuntimeSection, 
         };
         Some(scenario::run_overhead(
             &overhead,
-            || kind.open_collector(),
+            || kind.open_collector(spec.allocation_kb),
             hooks,
         )?)
     } else {
@@ -136,7 +136,11 @@ pub fn run_job(spec: &JobSpec, hooks: &mut Hooks<'_>) -> Result<RuntimeSection, 
             artifact_dir: runtime_dir.join("soak"),
             retention: spec.retention,
         };
-        Some(scenario::run_soak(&soak, || kind.open_collector(), hooks)?)
+        Some(scenario::run_soak(
+            &soak,
+            || kind.open_collector(spec.allocation_kb),
+            hooks,
+        )?)
     } else {
         None
     };

@@ -17,5 +17,6 @@ pub mod record;
 pub mod runtime;
 pub mod scenario;
 pub mod sink;
+pub mod tensorflow;
 pub mod worker;
 pub mod workload;

@@ -34,7 +34,11 @@ enum Command {
     Soak(SoakArgs),
     /// Run one job in this process (started by the agent; reads the job on stdin).
     #[command(hide = true)]
-    Worker,
+    Worker {
+        /// Only probe which runtimes can run here, and print that as JSON.
+        #[arg(long)]
+        probe: bool,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -96,7 +100,8 @@ fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
         Command::Run(run) => run_daemon(run),
         Command::Soak(soak) => run_soak(soak),
-        Command::Worker => fleetgate_agent::worker::run_worker_process(),
+        Command::Worker { probe: false } => fleetgate_agent::worker::run_worker_process(),
+        Command::Worker { probe: true } => fleetgate_agent::worker::run_probe_process(),
     }
 }
 
@@ -143,7 +148,7 @@ fn run_soak(args: SoakArgs) -> anyhow::Result<()> {
     let mut hooks = Hooks::new(&mut progress, &cancel);
     hooks.progress_every = args.progress_every;
     let kind = args.runtime;
-    let result = scenario::run_soak(&spec, || kind.open_collector(), &mut hooks)
+    let result = scenario::run_soak(&spec, || kind.open_collector(512), &mut hooks)
         .with_context(|| format!("{} soak", kind.name()))?;
     let mut json = serde_json::to_vec_pretty(&result)?;
     json.push(b'\n');

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::collector::{CollectError, Collector, RssCollector};
+use crate::collector::{AnyCollector, CollectError, Collector, RssCollector};
 use crate::health::{CollectorHealth, HealthStatus, Transition};
 use crate::history::{BoundedHistory, DEFAULT_HISTORY_LIMIT};
 use crate::record::{
@@ -28,16 +28,26 @@ use crate::sink::{
 pub enum RuntimeKind {
     /// `gpumemprof track`'s CPU fallback: process RSS at 0.1 s.
     GpumemprofCpu,
+    /// `tfmemprof track --device /CPU:0`: RSS and TensorFlow's CPU allocator at 1.0 s.
+    TfmemprofCpu,
+    /// `tfmemprof track --device /GPU:0`: RSS and TensorFlow's GPU allocator at 1.0 s.
+    TfmemprofGpu,
 }
 
 impl RuntimeKind {
     /// Every runtime, in report order.
-    pub const ALL: [RuntimeKind; 1] = [RuntimeKind::GpumemprofCpu];
+    pub const ALL: [RuntimeKind; 3] = [
+        RuntimeKind::GpumemprofCpu,
+        RuntimeKind::TfmemprofCpu,
+        RuntimeKind::TfmemprofGpu,
+    ];
 
     /// The runtime's name in reports and on the command line.
     pub fn name(self) -> &'static str {
         match self {
             RuntimeKind::GpumemprofCpu => "gpumemprof_cpu",
+            RuntimeKind::TfmemprofCpu => "tfmemprof_cpu",
+            RuntimeKind::TfmemprofGpu => "tfmemprof_gpu",
         }
     }
 
@@ -58,6 +68,7 @@ impl RuntimeKind {
     pub fn default_interval(self) -> Duration {
         match self {
             RuntimeKind::GpumemprofCpu => Duration::from_millis(100),
+            RuntimeKind::TfmemprofCpu | RuntimeKind::TfmemprofGpu => Duration::from_secs(1),
         }
     }
 
@@ -65,22 +76,45 @@ impl RuntimeKind {
     pub fn session_source(self) -> &'static str {
         match self {
             RuntimeKind::GpumemprofCpu => "fleetgate.gpumemprof_cpu",
+            RuntimeKind::TfmemprofCpu => "fleetgate.tfmemprof_cpu",
+            RuntimeKind::TfmemprofGpu => "fleetgate.tfmemprof_gpu",
         }
+    }
+
+    /// Whether the runtime needs libtensorflow.
+    pub fn uses_tensorflow(self) -> bool {
+        matches!(self, RuntimeKind::TfmemprofCpu | RuntimeKind::TfmemprofGpu)
     }
 
     /// Whether the runtime keeps a window of sample values. The gpumemprof trackers keep only
     /// events (so their dropped-sample counter stays 0, as in the reference); the TensorFlow
     /// tracker keeps both.
     fn keeps_sample_history(self) -> bool {
-        match self {
-            RuntimeKind::GpumemprofCpu => false,
-        }
+        self.uses_tensorflow()
     }
 
-    /// Opens the runtime's collector on this host.
-    pub fn open_collector(self) -> Result<RssCollector, CollectError> {
+    /// Opens the runtime's collector on this host (TensorFlow runtimes load libtensorflow and
+    /// warm up a graph of about `allocation_kb` KiB); a runtime that cannot run here is
+    /// [`CollectError::Unavailable`] with the reason.
+    pub fn open_collector(self, allocation_kb: u32) -> Result<AnyCollector, CollectError> {
         match self {
-            RuntimeKind::GpumemprofCpu => RssCollector::open(),
+            RuntimeKind::GpumemprofCpu => Ok(Box::new(RssCollector::open()?)),
+            RuntimeKind::TfmemprofCpu => Ok(Box::new(crate::tensorflow::TfCollector::open(
+                "/CPU:0",
+                allocation_kb,
+            )?)),
+            RuntimeKind::TfmemprofGpu => {
+                let gpus = crate::tensorflow::list_gpus().map_err(CollectError::Unavailable)?;
+                if gpus.is_empty() {
+                    return Err(CollectError::Unavailable(
+                        "the loaded TensorFlow lists no GPU on this host".into(),
+                    ));
+                }
+                Ok(Box::new(crate::tensorflow::TfCollector::open(
+                    "/GPU:0",
+                    allocation_kb,
+                )?))
+            }
         }
     }
 }

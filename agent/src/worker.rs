@@ -136,6 +136,80 @@ pub fn run_job_events(
     }
 }
 
+/// What a probe worker finds: the runtimes that can run here (TensorFlow loaded for real).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Probe {
+    /// Per runtime.
+    pub runtimes: Vec<fleetgate_common::fleet::RuntimeAvailability>,
+    /// Whether libtensorflow loaded.
+    pub tensorflow_available: bool,
+    /// Why not.
+    pub tensorflow_unavailable_reason: Option<String>,
+}
+
+/// The probe worker's main: loads what the runtimes need and prints one [`Probe`] as JSON.
+pub fn run_probe_process() -> anyhow::Result<()> {
+    let loaded = crate::tensorflow::load();
+    let runtimes = RuntimeKind::ALL
+        .iter()
+        .map(|&kind| {
+            let result = kind
+                .open_collector(64)
+                .map(|_| ())
+                .map_err(|e| e.to_string());
+            fleetgate_common::fleet::RuntimeAvailability {
+                runtime: kind.name().to_owned(),
+                available: result.is_ok(),
+                reason: result.err(),
+            }
+        })
+        .collect();
+    let probe = Probe {
+        runtimes,
+        tensorflow_available: loaded.is_ok(),
+        tensorflow_unavailable_reason: loaded.err(),
+    };
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer(&mut out, &probe)?;
+    out.write_all(b"\n")?;
+    Ok(())
+}
+
+/// Runs a probe worker (`<worker> probe`) and returns what it found, or why it could not.
+pub async fn probe_with_worker(command: &WorkerCommand) -> Result<Probe, String> {
+    let mut cmd = tokio::process::Command::new(&command.program);
+    cmd.args(&command.args)
+        .arg("--probe")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    worker_env(&mut cmd);
+    let output = tokio::time::timeout(Duration::from_secs(120), cmd.output())
+        .await
+        .map_err(|_| "the probe worker did not answer within 120 s".to_owned())?
+        .map_err(|e| {
+            format!(
+                "cannot start the probe worker {}: {e}",
+                command.program.display()
+            )
+        })?;
+    serde_json::from_slice(&output.stdout).map_err(|e| {
+        format!(
+            "the probe worker answered nothing usable ({}): {e}",
+            output.status
+        )
+    })
+}
+
+/// The environment every worker gets: where libtensorflow is, and quiet TensorFlow logs.
+fn worker_env(cmd: &mut tokio::process::Command) {
+    cmd.env("TENSORFLOW_DIR", crate::tensorflow::tensorflow_dir());
+    if std::env::var_os("TF_CPP_MIN_LOG_LEVEL").is_none() {
+        cmd.env("TF_CPP_MIN_LOG_LEVEL", "2");
+    }
+}
+
 /// Sets `cancel` when the parent process goes away (the worker is reparented), so an agent
 /// killed with SIGKILL does not leave its job running.
 fn watch_parent(cancel: Arc<AtomicBool>) {
@@ -210,14 +284,14 @@ async fn supervise(
         phase: phase.to_owned(),
         reason,
     };
-    let mut child = match tokio::process::Command::new(&command.program)
-        .args(&command.args)
+    let mut cmd = tokio::process::Command::new(&command.program);
+    cmd.args(&command.args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-    {
+        .kill_on_drop(true);
+    worker_env(&mut cmd);
+    let mut child = match cmd.spawn() {
         Ok(child) => child,
         Err(e) => {
             return failed(

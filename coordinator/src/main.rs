@@ -47,7 +47,11 @@ enum Command {
     Agent(fleetgate_agent::daemon::DaemonArgs),
     /// Run one job in this process (used by the embedded agent; reads the job on stdin).
     #[command(hide = true)]
-    Worker,
+    Worker {
+        /// Only probe which runtimes can run here, and print that as JSON.
+        #[arg(long)]
+        probe: bool,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -157,10 +161,15 @@ struct AgentsArgs {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    if matches!(args.command, Command::Worker) {
+    if let Command::Worker { probe } = args.command {
         // A worker's stdout carries its events; its logs go to stderr like everyone's.
         telemetry::init(telemetry::LogFormat::Text, "warn");
-        return match fleetgate_agent::worker::run_worker_process() {
+        let result = if probe {
+            fleetgate_agent::worker::run_probe_process()
+        } else {
+            fleetgate_agent::worker::run_worker_process()
+        };
+        return match result {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!(error = format!("{e:#}"), "Worker failed.");
@@ -209,7 +218,7 @@ fn main() -> ExitCode {
             Command::Run(run) => run_command(*run).await,
             Command::Serve(serve) => serve_command(serve).await,
             Command::Agents(agents) => agents_command(agents).await,
-            Command::Agent(_) | Command::Worker => exit::ERROR,
+            Command::Agent(_) | Command::Worker { .. } => exit::ERROR,
         }
     });
     ExitCode::from(u8::try_from(code).unwrap_or(1))

@@ -377,7 +377,7 @@ fn leak_checks(bytes_per_sample: usize) -> (bool, bool) {
     };
     let mut hooks = Hooks::new(&mut progress, &cancel);
     hooks.after_soak_sample = Some(&mut leak);
-    let soak = scenario::run_soak(&spec, || kind.open_collector(), &mut hooks).unwrap();
+    let soak = scenario::run_soak(&spec, || kind.open_collector(512), &mut hooks).unwrap();
     let metrics = std::collections::BTreeMap::from([
         (
             "gpumemprof_cpu.rss_growth_per_24h_equiv".to_owned(),
@@ -421,7 +421,7 @@ fn delayed_overhead_passes(delay: Duration) -> bool {
     let mut progress = |_: Progress| {};
     let mut hooks = Hooks::new(&mut progress, &cancel);
     hooks.tracked_sample_delay = delay;
-    let block = scenario::run_overhead(&spec, || kind.open_collector(), &mut hooks).unwrap();
+    let block = scenario::run_overhead(&spec, || kind.open_collector(512), &mut hooks).unwrap();
     let metrics = std::collections::BTreeMap::from([(
         "gpumemprof_cpu.runtime_overhead_pct".to_owned(),
         block.metrics.runtime_overhead_pct,
