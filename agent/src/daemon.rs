@@ -538,6 +538,7 @@ impl Agent {
             mode: job.mode,
             iterations: job.iterations,
             allocation_kb: job.allocation_kb,
+            workload: job.workload,
             // Jobs run one at a time and each scenario resets its directory, so one tree per
             // runtime keeps the disk bounded on a long-lived agent.
             artifact_root: self.config.artifact_root.clone(),

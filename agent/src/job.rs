@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use fleetgate_common::config::{
-    Mode, Profile, RetentionValidationLimits, RuntimeKnobs, RuntimePlan, overhead_sample_count,
-    soak_sample_count,
+    Mode, Profile, RetentionValidationLimits, RuntimeKnobs, RuntimePlan, WorkloadKind,
+    overhead_sample_count, soak_sample_count,
 };
 use fleetgate_common::report::{RuntimeSection, RuntimeStatus};
 
@@ -29,6 +29,8 @@ pub struct JobSpec {
     pub iterations: u32,
     /// KiB per workload step.
     pub allocation_kb: u32,
+    /// Overhead workload (the TensorFlow workload applies to the TensorFlow runtimes only).
+    pub workload: WorkloadKind,
     /// Root of the artifacts; this job writes under `<root>/<runtime>`.
     pub artifact_root: PathBuf,
     /// RAM-backed root for overhead trial files, if any.
@@ -115,6 +117,16 @@ pub fn run_job(spec: &JobSpec, hooks: &mut Hooks<'_>) -> Result<RuntimeSection, 
             workload: Workload {
                 iterations: spec.iterations,
                 allocation_kb: spec.allocation_kb,
+            },
+            workload_kind: if kind.uses_tensorflow() {
+                spec.workload
+            } else {
+                WorkloadKind::Reference
+            },
+            tensorflow_device: if kind == RuntimeKind::TfmemprofGpu {
+                "/GPU:0"
+            } else {
+                "/CPU:0"
             },
             runtime_dir: runtime_dir.clone(),
             scratch_dir: spec.scratch_root.as_ref().map(|s| s.join(kind.name())),

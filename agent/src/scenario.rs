@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use fleetgate_common::config::{RetentionValidationLimits, checkpoint_indices};
+use fleetgate_common::config::{RetentionValidationLimits, WorkloadKind, checkpoint_indices};
 use fleetgate_common::report::{
     OverheadBlock, OverheadMetrics, OverheadScenarios, RetentionChecks, RetentionValidationBlock,
     ScenarioSummary, SoakBlock,
@@ -15,7 +15,7 @@ use fleetgate_common::report::{
 use crate::collector::{CollectError, Collector, RssCollector};
 use crate::runtime::{Tracker, TrackerConfig, TrackerError, TrackerReport};
 use crate::sink::{MANIFEST_FILE, SinkConfig};
-use crate::workload::Workload;
+use crate::workload::{PreparedWorkload, Workload};
 
 /// Trials of the overhead scenario.
 pub const OVERHEAD_TRIALS: u32 = 5;
@@ -39,6 +39,9 @@ pub enum ScenarioError {
     /// The collector or an RSS checkpoint could not be read.
     #[error(transparent)]
     Collect(#[from] CollectError),
+    /// The workload could not be prepared or failed.
+    #[error("workload: {0}")]
+    Workload(String),
     /// The run was interrupted (Ctrl+C or a cancelled job).
     #[error("interrupted")]
     Interrupted,
@@ -233,8 +236,12 @@ fn overhead_metrics(unprofiled: &ScenarioSummary, tracked: &ScenarioSummary) -> 
 pub struct OverheadSpec {
     /// The tracker (its sink directory is set per trial).
     pub tracker: TrackerConfig,
-    /// The workload.
+    /// The workload's size.
     pub workload: Workload,
+    /// Which workload.
+    pub workload_kind: WorkloadKind,
+    /// TensorFlow device of the TensorFlow workload (`/CPU:0`, `/GPU:0`).
+    pub tensorflow_device: &'static str,
     /// `<artifact root>/<runtime>`: the promoted trial lands in `<this>/overhead`.
     pub runtime_dir: PathBuf,
     /// `<scratch root>/<runtime>`, when trial files go to a RAM-backed scratch root.
@@ -276,7 +283,7 @@ fn run_trials<C: Collector>(
     let total = u64::from(OVERHEAD_TRIALS) * 2;
     for trial in 1..=OVERHEAD_TRIALS {
         let dir = trial_root.join(format!("trial_{trial}"));
-        let unprofiled = run_unprofiled(&spec.workload, &dir.join("unprofiled"), hooks)?;
+        let unprofiled = run_unprofiled(spec, &dir.join("unprofiled"), hooks)?;
         (hooks.progress)(Progress {
             phase: Phase::Overhead,
             done: u64::from(trial) * 2 - 1,
@@ -349,16 +356,24 @@ fn copy_dir(from: &Path, to: &Path) -> Result<(), ScenarioError> {
     Ok(())
 }
 
+fn prepare(spec: &OverheadSpec) -> Result<PreparedWorkload, ScenarioError> {
+    PreparedWorkload::prepare(spec.workload_kind, spec.workload, spec.tensorflow_device)
+        .map_err(ScenarioError::Workload)
+}
+
 fn run_unprofiled(
-    workload: &Workload,
+    spec: &OverheadSpec,
     dir: &Path,
     hooks: &Hooks<'_>,
 ) -> Result<ScenarioSummary, ScenarioError> {
     reset_dir(dir)?;
     hooks.check_cancel()?;
+    let workload = prepare(spec)?;
     let cpu = process_cpu_seconds();
     let start = Instant::now();
-    let checksum = workload.run(|_| {});
+    let checksum = workload
+        .run(|_| false, |_| {})
+        .map_err(ScenarioError::Workload)?;
     let wall_seconds = start.elapsed().as_secs_f64();
     let cpu_seconds = process_cpu_seconds() - cpu;
     let mut summary = ScenarioSummary {
@@ -394,7 +409,8 @@ fn run_tracked<C: Collector>(
     }
     let interval = config.sampling_interval;
     let samples = spec.samples.max(1);
-    let steps = u64::from(spec.workload.iterations.max(1));
+    let workload = prepare(spec)?;
+    let steps = workload.steps();
     // Sample k is due after step min(N − 1, floor(k × N / S)).
     let due =
         |k: u64| ((u128::from(k) * u128::from(steps) / u128::from(samples)) as u64).min(steps - 1);
@@ -403,7 +419,12 @@ fn run_tracked<C: Collector>(
     let mut next = 0u64;
     let cpu = process_cpu_seconds();
     let start = Instant::now();
-    let checksum = spec.workload.run(|step| {
+    // A TensorFlow step is traced when a sample is due after it.
+    let traced = |step: u64| {
+        let first_due = (u128::from(step) * u128::from(samples)).div_ceil(u128::from(steps));
+        first_due < u128::from(samples) && due(first_due as u64) == step
+    };
+    let checksum = workload.run(traced, |step| {
         while next < samples && due(next) == step {
             tracker.emit_sample(next, equivalent_time(interval, next));
             if !delay.is_zero() {
@@ -413,6 +434,7 @@ fn run_tracked<C: Collector>(
         }
     });
     let wall_seconds = start.elapsed().as_secs_f64();
+    let checksum = checksum.map_err(ScenarioError::Workload)?;
     let cpu_seconds = process_cpu_seconds() - cpu;
     while next < samples {
         tracker.emit_sample(next, equivalent_time(interval, next));

@@ -12,7 +12,7 @@
 //! the folder `deploy/tensorflow/fetch-libtensorflow.sh` installs into.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 use prost::Message;
 use tensorflow::{
@@ -55,6 +55,18 @@ pub fn library_present() -> Result<PathBuf, String> {
 }
 
 static LOADED: OnceLock<Result<(), String>> = OnceLock::new();
+
+/// The statistics of the last traced step of any TensorFlow work in this process: what the
+/// collector reports (the allocator is process-wide, so any traced step sees all of it).
+static LATEST: Mutex<StepMemory> = Mutex::new(StepMemory {
+    bytes_in_use: 0,
+    peak_bytes: 0,
+    live_bytes: 0,
+});
+
+fn latest() -> StepMemory {
+    *LATEST.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// Loads libtensorflow once per process. The library is taken from `TENSORFLOW_DIR`, which
 /// must point at the folder found by [`library_present`] (workers get it from their agent).
@@ -156,7 +168,6 @@ pub struct TfWork {
     step: Operation,
     device: String,
     device_memory_bytes: Option<u64>,
-    latest: Arc<Mutex<StepMemory>>,
 }
 
 impl std::fmt::Debug for TfWork {
@@ -239,7 +250,6 @@ impl TfWork {
             step,
             device: wanted,
             device_memory_bytes,
-            latest: Arc::new(Mutex::new(StepMemory::default())),
         };
         work.run_step(true)?;
         Ok(work)
@@ -256,7 +266,7 @@ impl TfWork {
         self.session.run(&mut args).map_err(tf_err("step"))?;
         if traced {
             let memory = step_memory(args.get_metadata().unwrap_or_default(), &self.device)?;
-            *self.latest.lock().unwrap_or_else(PoisonError::into_inner) = memory;
+            *LATEST.lock().unwrap_or_else(PoisonError::into_inner) = memory;
         }
         Ok(())
     }
@@ -265,19 +275,14 @@ impl TfWork {
     pub fn device_memory_bytes(&self) -> Option<u64> {
         self.device_memory_bytes
     }
-
-    /// The statistics of the last traced step.
-    pub fn latest(&self) -> StepMemory {
-        *self.latest.lock().unwrap_or_else(PoisonError::into_inner)
-    }
 }
 
 /// The `tfmemprof` collector: process RSS plus TensorFlow's allocator statistics from the last
-/// traced step of the process's TensorFlow work.
+/// traced step of the process's TensorFlow work (its own warm-up step, then the workload's).
 #[derive(Debug)]
 pub struct TfCollector {
     rss: RssCollector,
-    work: Arc<TfWork>,
+    work: TfWork,
     device_id: i64,
 }
 
@@ -296,14 +301,9 @@ impl TfCollector {
         };
         Ok(TfCollector {
             rss: RssCollector::open()?,
-            work: Arc::new(work),
+            work,
             device_id,
         })
-    }
-
-    /// The TensorFlow work, for a workload that runs its steps.
-    pub fn work(&self) -> Arc<TfWork> {
-        Arc::clone(&self.work)
     }
 }
 
@@ -319,7 +319,7 @@ impl Collector for TfCollector {
 
     fn read(&mut self) -> Result<Reading, CollectError> {
         let rss = self.rss.rss_bytes()?;
-        let tf = self.work.latest();
+        let tf = latest();
         Ok(Reading {
             allocated_bytes: tf.bytes_in_use,
             reserved_bytes: tf.peak_bytes,

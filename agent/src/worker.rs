@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use fleetgate_common::config::{Mode, Profile, RetentionValidationLimits, RuntimeKnobs};
+use fleetgate_common::config::{
+    Mode, Profile, RetentionValidationLimits, RuntimeKnobs, WorkloadKind,
+};
 use fleetgate_common::fleet::JobUpdate;
 use fleetgate_common::report::RuntimeSection;
 use serde::{Deserialize, Serialize};
@@ -35,6 +37,9 @@ pub struct WorkerJob {
     pub iterations: u32,
     /// KiB per step.
     pub allocation_kb: u32,
+    /// Overhead workload.
+    #[serde(default)]
+    pub workload: WorkloadKind,
     /// Root of the artifacts (the job writes under `<root>/<runtime>`).
     pub artifact_root: PathBuf,
     /// RAM-backed root for overhead trial files.
@@ -89,6 +94,7 @@ pub fn run_job_events(
         mode: job.mode,
         iterations: job.iterations,
         allocation_kb: job.allocation_kb,
+        workload: job.workload,
         artifact_root: job.artifact_root.clone(),
         scratch_root: job.scratch_root.clone(),
         knobs: job.knobs,
@@ -398,6 +404,7 @@ mod tests {
             mode: Mode::Soak,
             iterations: 1,
             allocation_kb: 1,
+            workload: WorkloadKind::Reference,
             artifact_root: PathBuf::from("/nonexistent"),
             scratch_root: None,
             knobs: RuntimeKnobs::default(),

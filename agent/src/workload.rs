@@ -1,11 +1,22 @@
-//! The reference workload: deterministic allocation churn.
+//! The workloads of the overhead scenario.
 //!
-//! Each step allocates a zeroed buffer of `allocation_kb` KiB, writes a marker
+//! The reference workload (every runtime's default) is deterministic allocation churn. Each
+//! step allocates a zeroed buffer of `allocation_kb` KiB, writes a marker
 //! `(step × 17) mod 251` into the first byte of every 4 KiB page, adds each marker to a
 //! checksum, then XORs the checksum with the buffer length. The buffer goes through
 //! `black_box`, so the optimizer can neither skip the allocation nor the page writes.
 
+//!
+//! The TensorFlow workload (the TensorFlow runtimes, when asked for) runs `iterations` steps of
+//! a real graph on the runtime's device: `sum(x · x)` for a square float matrix of about
+//! `allocation_kb` KiB. A tracked run traces the step after which a sample is due, so the
+//! collector reports the allocator statistics of the work it monitors.
+
 use std::hint::black_box;
+
+use fleetgate_common::config::WorkloadKind;
+
+use crate::tensorflow::TfWork;
 
 const PAGE: usize = 4096;
 
@@ -16,6 +27,64 @@ pub struct Workload {
     pub iterations: u32,
     /// KiB per step (at least 1).
     pub allocation_kb: u32,
+}
+
+/// A workload ready to run (its set-up, such as building a TensorFlow graph, done outside the
+/// timed region).
+#[derive(Debug)]
+pub enum PreparedWorkload {
+    /// Allocation churn.
+    Reference(Workload),
+    /// TensorFlow graph steps.
+    Tensorflow {
+        /// Steps.
+        iterations: u32,
+        /// The graph and its session.
+        work: TfWork,
+    },
+}
+
+impl PreparedWorkload {
+    /// Prepares `kind` on TensorFlow `device` (ignored by the reference workload).
+    pub fn prepare(kind: WorkloadKind, size: Workload, device: &str) -> Result<Self, String> {
+        match kind {
+            WorkloadKind::Reference => Ok(PreparedWorkload::Reference(size)),
+            WorkloadKind::Tensorflow => Ok(PreparedWorkload::Tensorflow {
+                iterations: size.iterations,
+                work: TfWork::open(device, size.allocation_kb)?,
+            }),
+        }
+    }
+
+    /// Steps it runs.
+    pub fn steps(&self) -> u64 {
+        match self {
+            PreparedWorkload::Reference(w) => u64::from(w.iterations.max(1)),
+            PreparedWorkload::Tensorflow { iterations, .. } => u64::from((*iterations).max(1)),
+        }
+    }
+
+    /// Runs every step, tracing the TensorFlow steps for which `traced(step)` holds, and
+    /// calling `after_step(step)` after each; returns the checksum (the reference workload's,
+    /// or the number of TensorFlow steps run).
+    pub fn run(
+        &self,
+        traced: impl Fn(u64) -> bool,
+        after_step: impl FnMut(u64),
+    ) -> Result<u64, String> {
+        match self {
+            PreparedWorkload::Reference(w) => Ok(w.run(after_step)),
+            PreparedWorkload::Tensorflow { work, .. } => {
+                let mut after_step = after_step;
+                let steps = self.steps();
+                for step in 0..steps {
+                    work.run_step(traced(step))?;
+                    after_step(step);
+                }
+                Ok(steps)
+            }
+        }
+    }
 }
 
 impl Workload {

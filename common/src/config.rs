@@ -73,6 +73,28 @@ impl Mode {
     }
 }
 
+/// The workload the overhead scenario runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkloadKind {
+    /// Deterministic allocation churn (every runtime; keeps the seed's budgets comparable).
+    #[default]
+    Reference,
+    /// TensorFlow graph steps on the runtime's device (the TensorFlow runtimes; the others
+    /// keep the reference workload).
+    Tensorflow,
+}
+
+impl WorkloadKind {
+    /// The workload's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            WorkloadKind::Reference => "reference",
+            WorkloadKind::Tensorflow => "tensorflow",
+        }
+    }
+}
+
 /// How the metrics are gated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -378,6 +400,9 @@ pub struct ComparableConfig {
     pub iterations: u32,
     /// KiB allocated per step.
     pub allocation_kb: u32,
+    /// Overhead workload.
+    #[serde(default)]
+    pub workload: WorkloadKind,
     /// Soak hours.
     pub profile_equivalent_hours: f64,
     /// Runtimes, by name.
@@ -409,6 +434,8 @@ pub struct RunConfig {
     pub iterations: u32,
     /// KiB allocated per step.
     pub allocation_kb: u32,
+    /// Overhead workload.
+    pub workload: WorkloadKind,
     /// Soak hours.
     pub profile_equivalent_hours: f64,
     /// Runtimes, by name.
@@ -438,6 +465,7 @@ impl RunConfig {
             mode: self.mode,
             iterations: self.iterations,
             allocation_kb: self.allocation_kb,
+            workload: self.workload,
             profile_equivalent_hours: self.profile_equivalent_hours,
             runtimes: self.runtimes.clone(),
             retention_validation: self.retention_validation,

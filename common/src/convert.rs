@@ -4,7 +4,7 @@
 
 use fleetgate_proto::v1 as pb;
 
-use crate::config::{GateMode, Mode, Profile, RuntimeKnobs};
+use crate::config::{GateMode, Mode, Profile, RuntimeKnobs, WorkloadKind};
 use crate::fleet::{GpuFacts, HostFacts, JobUpdate, RuntimeAvailability};
 use crate::report::RuntimeSection;
 
@@ -186,6 +186,8 @@ pub struct JobRequest {
     pub iterations: u32,
     /// KiB per step.
     pub allocation_kb: u32,
+    /// Overhead workload.
+    pub workload: WorkloadKind,
     /// Deadline, milliseconds since the Unix epoch.
     pub deadline_unix_ms: u64,
     /// Tuning knobs of the runtime.
@@ -211,7 +213,20 @@ impl From<&JobRequest> for pb::JobSpec {
                 serde_json::to_string(&j.knobs).unwrap_or_default()
             },
             overhead_scratch_root: j.overhead_scratch_root.clone().unwrap_or_default(),
+            workload: j.workload.name().to_owned(),
         }
+    }
+}
+
+/// Workload from its wire name (empty: the reference workload).
+pub fn workload_from_pb(name: &str) -> Result<WorkloadKind, ConvertError> {
+    match name {
+        "" | "reference" => Ok(WorkloadKind::Reference),
+        "tensorflow" => Ok(WorkloadKind::Tensorflow),
+        other => Err(err(
+            "workload",
+            format!("must be reference or tensorflow, got {other:?}"),
+        )),
     }
 }
 
@@ -238,6 +253,7 @@ impl TryFrom<pb::JobSpec> for JobRequest {
             mode: mode_from_pb(j.mode)?,
             iterations: j.iterations,
             allocation_kb: j.allocation_kb,
+            workload: workload_from_pb(&j.workload)?,
             deadline_unix_ms: j.deadline_unix_ms,
             knobs,
             overhead_scratch_root: non_empty(j.overhead_scratch_root),
@@ -342,6 +358,7 @@ mod tests {
             mode: Mode::Soak,
             iterations: 10,
             allocation_kb: 4,
+            workload: WorkloadKind::Tensorflow,
             deadline_unix_ms: 123,
             knobs: RuntimeKnobs {
                 max_history: Some(7),

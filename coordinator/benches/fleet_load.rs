@@ -91,6 +91,7 @@ fn sample_section() -> RuntimeSection {
         mode: Mode::Soak,
         iterations: 1,
         allocation_kb: 1,
+        workload: fleetgate_common::config::WorkloadKind::Reference,
         artifact_root: dir.clone(),
         scratch_root: None,
         knobs: fleetgate_common::config::RuntimeKnobs {
@@ -255,6 +256,7 @@ async fn run(n: usize, rate: u64, seconds: u64, section: Arc<RuntimeSection>) {
         gate_mode: GateMode::Budget,
         iterations: 1,
         allocation_kb: 1,
+        workload: fleetgate_common::config::WorkloadKind::Reference,
         runtimes: vec!["gpumemprof_cpu".into()],
         selection: Selection {
             min_agents: u32::try_from(n).unwrap_or(u32::MAX),

@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand};
 use fleetgate_agent::runtime::RuntimeKind;
 use fleetgate_agent::worker::WorkerCommand;
 use fleetgate_common::config::{
-    GateMode, Knobs, Mode, Profile, apply_knob_assignment, parse_knobs_file,
+    GateMode, Knobs, Mode, Profile, WorkloadKind, apply_knob_assignment, parse_knobs_file,
 };
 use fleetgate_common::fleet::Verdict;
 use fleetgate_common::report::Report;
@@ -76,6 +76,10 @@ struct RunArgs {
     /// KiB allocated per workload step.
     #[arg(long, default_value_t = 512)]
     allocation_kb: u32,
+    /// Overhead workload: the reference allocation churn, or (for the TensorFlow runtimes)
+    /// TensorFlow graph steps on the runtime's device.
+    #[arg(long, value_enum, default_value = "reference")]
+    workload: WorkloadKind,
     /// Budget file (budget gate) [default: docs/benchmarks/v0.4_operating_budget.json].
     #[arg(long)]
     budgets: Option<PathBuf>,
@@ -306,6 +310,7 @@ fn run_spec(args: &RunArgs) -> Result<RunSpec, RunError> {
         gate_mode: args.gate_mode,
         iterations: args.iterations,
         allocation_kb: args.allocation_kb,
+        workload: args.workload,
         runtimes: args.runtimes.clone(),
         selection: Selection {
             agent_ids: args.agents.clone(),

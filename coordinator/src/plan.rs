@@ -9,7 +9,7 @@ use std::time::Duration;
 use fleetgate_agent::job;
 use fleetgate_agent::runtime::RuntimeKind;
 use fleetgate_common::config::{
-    GateMode, Knobs, Mode, Profile, RetentionValidationLimits, RunConfig,
+    GateMode, Knobs, Mode, Profile, RetentionValidationLimits, RunConfig, WorkloadKind,
 };
 use fleetgate_common::convert;
 use fleetgate_common::gate::{self, Baseline, Budgets, ClassOf, Tolerances};
@@ -94,6 +94,8 @@ pub struct RunSpec {
     pub iterations: u32,
     /// KiB per workload step.
     pub allocation_kb: u32,
+    /// Overhead workload (the TensorFlow workload applies to the TensorFlow runtimes).
+    pub workload: WorkloadKind,
     /// Runtime names, in run order.
     pub runtimes: Vec<String>,
     /// Agent selection.
@@ -147,6 +149,11 @@ pub fn plan(spec: RunSpec) -> Result<RunPlan, RunError> {
             kinds.push(kind);
         }
     }
+    if spec.workload == WorkloadKind::Tensorflow && !kinds.iter().any(|k| k.uses_tensorflow()) {
+        return Err(RunError::Usage(
+            "--workload tensorflow needs a TensorFlow runtime (tfmemprof_cpu, tfmemprof_gpu) in --runtimes".into(),
+        ));
+    }
     for (runtime, knobs) in &spec.knobs {
         let Some(kind) = RuntimeKind::from_name(runtime) else {
             return Err(RunError::InvalidInput(format!(
@@ -171,6 +178,7 @@ pub fn plan(spec: RunSpec) -> Result<RunPlan, RunError> {
         mode: spec.mode,
         iterations: spec.iterations,
         allocation_kb: spec.allocation_kb,
+        workload: spec.workload,
         profile_equivalent_hours: spec.profile.hours(),
         runtimes,
         retention_validation: RetentionValidationLimits::default(),
@@ -291,6 +299,7 @@ impl From<&RunSpec> for pb::SubmitRunRequest {
                 serde_json::to_string(&s.knobs).unwrap_or_default()
             },
             overhead_scratch_root: s.overhead_scratch_root.clone().unwrap_or_default(),
+            workload: s.workload.name().to_owned(),
             budgets_path,
             baseline_path,
             tolerances_path,
@@ -326,6 +335,7 @@ impl TryFrom<pb::SubmitRunRequest> for RunSpec {
             gate_mode: convert::gate_mode_from_pb(r.gate_mode).map_err(bad)?,
             iterations: r.iterations,
             allocation_kb: r.allocation_kb,
+            workload: convert::workload_from_pb(&r.workload).map_err(bad)?,
             runtimes: r.runtimes,
             selection: Selection {
                 agent_ids: r.agent_ids,

@@ -578,6 +578,7 @@ impl Registry {
                     mode: plan.config.mode,
                     iterations: plan.config.iterations,
                     allocation_kb: plan.config.allocation_kb,
+                    workload: plan.config.workload,
                     deadline_unix_ms,
                     knobs: plan.config.knobs.get(runtime).copied().unwrap_or_default(),
                     overhead_scratch_root: plan.config.overhead_scratch_root.clone(),

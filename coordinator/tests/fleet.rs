@@ -116,6 +116,7 @@ fn spec(interval_seconds: f64, deadline: Duration) -> RunSpec {
         gate_mode: GateMode::Budget,
         iterations: 50,
         allocation_kb: 64,
+        workload: fleetgate_common::config::WorkloadKind::Reference,
         runtimes: vec!["gpumemprof_cpu".into()],
         selection: Selection::default(),
         deadline: Some(deadline),

@@ -413,6 +413,8 @@ fn delayed_overhead_passes(delay: Duration) -> bool {
             iterations: 500,
             allocation_kb: 512,
         },
+        workload_kind: fleetgate_common::config::WorkloadKind::Reference,
+        tensorflow_device: "/CPU:0",
         runtime_dir: work.path().join("gpumemprof_cpu"),
         scratch_dir: None,
         samples: 500,

@@ -61,6 +61,8 @@ fn overhead_trials_live_in_the_scratch_root_and_only_the_pick_survives() {
             iterations: 40,
             allocation_kb: 64,
         },
+        workload_kind: fleetgate_common::config::WorkloadKind::Reference,
+        tensorflow_device: "/CPU:0",
         runtime_dir: runtime_dir.clone(),
         scratch_dir: Some(scratch.join("gpumemprof_cpu")),
         samples: 40,

@@ -16,6 +16,7 @@ fn config() -> ComparableConfig {
         mode: Mode::All,
         iterations: 5_000,
         allocation_kb: 512,
+        workload: crate::config::WorkloadKind::Reference,
         profile_equivalent_hours: 6.0,
         runtimes: BTreeMap::from([(
             "gpumemprof_cpu".to_owned(),
