@@ -101,8 +101,12 @@ struct RunArgs {
     /// Exit 4 when the gate fails and 6 when the verdict is inconclusive.
     #[arg(long)]
     check: bool,
-    /// Comma-separated runtimes to run.
-    #[arg(long, value_delimiter = ',', default_value = "gpumemprof_cpu")]
+    /// Comma-separated runtimes to run (also tfmemprof_gpu, on hosts whose TensorFlow sees a GPU).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "gpumemprof_cpu,tfmemprof_cpu"
+    )]
     runtimes: Vec<String>,
     /// Comma-separated agent ids to run on (default: every connected agent).
     #[arg(long, value_delimiter = ',')]

@@ -131,8 +131,22 @@ fn invalid_tracker_config_is_refused() {
 
 #[test]
 fn an_outage_counts_two_transitions_and_takes_no_sample_while_backing_off() {
+    outage(RuntimeKind::GpumemprofCpu);
+}
+
+#[test]
+fn the_tensorflow_tracker_has_the_same_outage_semantics_and_keeps_its_sample_window() {
+    let s = outage(RuntimeKind::TfmemprofCpu);
+    // Only the samples actually taken are in the window; none were taken while backing off.
+    assert_eq!(s.history_retained_samples, 70);
+    assert_eq!(s.history_dropped_samples, 0);
+}
+
+/// Runs 100 samples at 0.1 s equivalent time through an outage of two failed reads.
+fn outage(kind: RuntimeKind) -> TrackerStatistics {
     let dir = tempfile::tempdir().unwrap();
-    let config = TrackerConfig::new(RuntimeKind::GpumemprofCpu, Some(dir.path().into()));
+    let mut config = TrackerConfig::new(kind, Some(dir.path().into()));
+    config.sampling_interval = Duration::from_millis(100);
     // Read 0 is the start event's; reads 11 and 12 (samples 10 and 20) fail.
     let collector = FlakyCollector {
         reads: 0,
@@ -180,4 +194,5 @@ fn an_outage_counts_two_transitions_and_takes_no_sample_while_backing_off() {
         records[12]["metadata"]["collector_previous_failure_count"],
         2
     );
+    report.statistics
 }
