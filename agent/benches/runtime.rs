@@ -137,7 +137,7 @@ fn per_sample_cost(samples: u64, dir: &Path) {
     let config = TrackerConfig::new(RuntimeKind::GpumemprofCpu, Some(sink_dir.clone()));
     let interval = config.sampling_interval;
     let collector = RuntimeKind::GpumemprofCpu
-        .open_collector(512)
+        .open_collector(512, 0)
         .expect("collector");
     let mut tracker = Tracker::start(collector, config).expect("tracker");
     let mut ns = Vec::with_capacity(samples as usize);
@@ -183,7 +183,7 @@ fn soak_throughput(samples: u64, repeat: usize, dir: &Path) -> SoakFigures {
         let mut progress = |_: Progress| {};
         let result = scenario::run_soak(
             &spec,
-            || kind.open_collector(512),
+            || kind.open_collector(512, 0),
             &mut Hooks::new(&mut progress, &cancel),
         )
         .expect("soak");

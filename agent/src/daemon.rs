@@ -534,6 +534,7 @@ impl Agent {
         let deadline = tokio::time::Instant::now() + remaining;
         let worker_job = WorkerJob {
             runtime: job.runtime.clone(),
+            device: job.device,
             profile: job.profile,
             mode: job.mode,
             iterations: job.iterations,

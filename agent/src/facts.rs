@@ -10,9 +10,7 @@ pub fn host_facts() -> HostFacts {
         hostname: sysinfo::System::host_name().unwrap_or_else(|_| crate::runtime::host_name()),
         os: sysinfo::System::long_os_version().unwrap_or_else(|_| std::env::consts::OS.to_owned()),
         kernel: sysinfo::System::kernel_version().unwrap_or_default(),
-        gpu_unavailable_reason: Some(
-            "this build has no NVML collector; GPUs are not probed".to_owned(),
-        ),
+        gpu_unavailable_reason: None,
         tensorflow_available: false,
         tensorflow_unavailable_reason: Some("not probed yet".to_owned()),
         ..HostFacts::default()
@@ -31,6 +29,10 @@ pub fn host_facts() -> HostFacts {
         }
         Err(err) => tracing::warn!(error = %err, "Host facts unavailable from sysinfo."),
     }
+    match crate::nvml::gpu_facts() {
+        Ok(gpus) => facts.gpus = gpus,
+        Err(reason) => facts.gpu_unavailable_reason = Some(reason),
+    }
     facts
 }
 
@@ -44,7 +46,7 @@ pub fn runtime_availability() -> Vec<RuntimeAvailability> {
             let result = if kind.uses_tensorflow() {
                 crate::tensorflow::library_present().map(|_| ())
             } else {
-                kind.open_collector(1)
+                kind.open_collector(1, 0)
                     .map(|_| ())
                     .map_err(|e| e.to_string())
             };

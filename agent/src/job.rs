@@ -21,6 +21,8 @@ use crate::workload::Workload;
 pub struct JobSpec {
     /// The runtime.
     pub runtime: RuntimeKind,
+    /// The GPU, for the per-GPU runtimes.
+    pub device: Option<u32>,
     /// Soak profile.
     pub profile: Profile,
     /// Scenarios.
@@ -103,14 +105,18 @@ pub fn runtime_plan(
 /// artifact directory that cannot be written, or an interruption, is an error.
 pub fn run_job(spec: &JobSpec, hooks: &mut Hooks<'_>) -> Result<RuntimeSection, ScenarioError> {
     let kind = spec.runtime;
-    if let Err(reason) = kind.open_collector(spec.allocation_kb) {
+    if let Err(reason) = kind.open_collector(spec.allocation_kb, spec.device.unwrap_or(0)) {
         return Ok(RuntimeSection::unavailable(reason.to_string()));
     }
     let tracker = tracker_config(kind, &spec.knobs).map_err(|message| {
         ScenarioError::Tracker(crate::runtime::TrackerError::InvalidConfig(message))
     })?;
     let plan = runtime_plan(kind, &spec.knobs, spec.profile, spec.iterations);
-    let runtime_dir = spec.artifact_root.join(kind.name());
+    // Per-GPU jobs of one host get a directory each.
+    let runtime_dir = match spec.device {
+        Some(gpu) => spec.artifact_root.join(format!("{}@{gpu}", kind.name())),
+        None => spec.artifact_root.join(kind.name()),
+    };
     let overhead = if spec.mode.runs_overhead() {
         let overhead = OverheadSpec {
             tracker: tracker.clone(),
@@ -129,12 +135,15 @@ pub fn run_job(spec: &JobSpec, hooks: &mut Hooks<'_>) -> Result<RuntimeSection, 
                 "/CPU:0"
             },
             runtime_dir: runtime_dir.clone(),
-            scratch_dir: spec.scratch_root.as_ref().map(|s| s.join(kind.name())),
+            scratch_dir: spec
+                .scratch_root
+                .as_ref()
+                .map(|s| s.join(runtime_dir.file_name().unwrap_or_default())),
             samples: plan.overhead_sample_count,
         };
         Some(scenario::run_overhead(
             &overhead,
-            || kind.open_collector(spec.allocation_kb),
+            || kind.open_collector(spec.allocation_kb, spec.device.unwrap_or(0)),
             hooks,
         )?)
     } else {
@@ -150,7 +159,7 @@ pub fn run_job(spec: &JobSpec, hooks: &mut Hooks<'_>) -> Result<RuntimeSection, 
         };
         Some(scenario::run_soak(
             &soak,
-            || kind.open_collector(spec.allocation_kb),
+            || kind.open_collector(spec.allocation_kb, spec.device.unwrap_or(0)),
             hooks,
         )?)
     } else {

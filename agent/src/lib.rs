@@ -13,6 +13,7 @@ pub mod facts;
 pub mod health;
 pub mod history;
 pub mod job;
+pub mod nvml;
 pub mod record;
 pub mod runtime;
 pub mod scenario;

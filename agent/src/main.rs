@@ -148,7 +148,7 @@ fn run_soak(args: SoakArgs) -> anyhow::Result<()> {
     let mut hooks = Hooks::new(&mut progress, &cancel);
     hooks.progress_every = args.progress_every;
     let kind = args.runtime;
-    let result = scenario::run_soak(&spec, || kind.open_collector(512), &mut hooks)
+    let result = scenario::run_soak(&spec, || kind.open_collector(512, 0), &mut hooks)
         .with_context(|| format!("{} soak", kind.name()))?;
     let mut json = serde_json::to_vec_pretty(&result)?;
     json.push(b'\n');

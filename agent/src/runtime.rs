@@ -28,6 +28,8 @@ use crate::sink::{
 pub enum RuntimeKind {
     /// `gpumemprof track`'s CPU fallback: process RSS at 0.1 s.
     GpumemprofCpu,
+    /// `gpumemprof track` on a GPU: one GPU's memory through NVML at 0.1 s.
+    GpumemprofCuda,
     /// `tfmemprof track --device /CPU:0`: RSS and TensorFlow's CPU allocator at 1.0 s.
     TfmemprofCpu,
     /// `tfmemprof track --device /GPU:0`: RSS and TensorFlow's GPU allocator at 1.0 s.
@@ -36,8 +38,9 @@ pub enum RuntimeKind {
 
 impl RuntimeKind {
     /// Every runtime, in report order.
-    pub const ALL: [RuntimeKind; 3] = [
+    pub const ALL: [RuntimeKind; 4] = [
         RuntimeKind::GpumemprofCpu,
+        RuntimeKind::GpumemprofCuda,
         RuntimeKind::TfmemprofCpu,
         RuntimeKind::TfmemprofGpu,
     ];
@@ -46,6 +49,7 @@ impl RuntimeKind {
     pub fn name(self) -> &'static str {
         match self {
             RuntimeKind::GpumemprofCpu => "gpumemprof_cpu",
+            RuntimeKind::GpumemprofCuda => "gpumemprof_cuda",
             RuntimeKind::TfmemprofCpu => "tfmemprof_cpu",
             RuntimeKind::TfmemprofGpu => "tfmemprof_gpu",
         }
@@ -67,7 +71,7 @@ impl RuntimeKind {
     /// Default sampling interval.
     pub fn default_interval(self) -> Duration {
         match self {
-            RuntimeKind::GpumemprofCpu => Duration::from_millis(100),
+            RuntimeKind::GpumemprofCpu | RuntimeKind::GpumemprofCuda => Duration::from_millis(100),
             RuntimeKind::TfmemprofCpu | RuntimeKind::TfmemprofGpu => Duration::from_secs(1),
         }
     }
@@ -76,6 +80,7 @@ impl RuntimeKind {
     pub fn session_source(self) -> &'static str {
         match self {
             RuntimeKind::GpumemprofCpu => "fleetgate.gpumemprof_cpu",
+            RuntimeKind::GpumemprofCuda => "fleetgate.gpumemprof_cuda",
             RuntimeKind::TfmemprofCpu => "fleetgate.tfmemprof_cpu",
             RuntimeKind::TfmemprofGpu => "fleetgate.tfmemprof_gpu",
         }
@@ -86,6 +91,11 @@ impl RuntimeKind {
         matches!(self, RuntimeKind::TfmemprofCpu | RuntimeKind::TfmemprofGpu)
     }
 
+    /// Whether the runtime runs one job per GPU of the host.
+    pub fn per_gpu(self) -> bool {
+        self == RuntimeKind::GpumemprofCuda
+    }
+
     /// Whether the runtime keeps a window of sample values. The gpumemprof trackers keep only
     /// events (so their dropped-sample counter stays 0, as in the reference); the TensorFlow
     /// tracker keeps both.
@@ -93,12 +103,17 @@ impl RuntimeKind {
         self.uses_tensorflow()
     }
 
-    /// Opens the runtime's collector on this host (TensorFlow runtimes load libtensorflow and
-    /// warm up a graph of about `allocation_kb` KiB); a runtime that cannot run here is
-    /// [`CollectError::Unavailable`] with the reason.
-    pub fn open_collector(self, allocation_kb: u32) -> Result<AnyCollector, CollectError> {
+    /// Opens the runtime's collector on this host, on GPU `device` for the per-GPU runtimes
+    /// (TensorFlow runtimes load libtensorflow and warm up a graph of about `allocation_kb`
+    /// KiB); a runtime that cannot run here is [`CollectError::Unavailable`] with the reason.
+    pub fn open_collector(
+        self,
+        allocation_kb: u32,
+        device: u32,
+    ) -> Result<AnyCollector, CollectError> {
         match self {
             RuntimeKind::GpumemprofCpu => Ok(Box::new(RssCollector::open()?)),
+            RuntimeKind::GpumemprofCuda => Ok(Box::new(crate::nvml::NvmlCollector::open(device)?)),
             RuntimeKind::TfmemprofCpu => Ok(Box::new(crate::tensorflow::TfCollector::open(
                 "/CPU:0",
                 allocation_kb,

@@ -29,6 +29,9 @@ use crate::scenario::{Hooks, Progress, ScenarioError};
 pub struct WorkerJob {
     /// Runtime name.
     pub runtime: String,
+    /// The GPU, for the per-GPU runtimes.
+    #[serde(default)]
+    pub device: Option<u32>,
     /// Soak profile.
     pub profile: Profile,
     /// Scenarios.
@@ -90,6 +93,7 @@ pub fn run_job_events(
     };
     let spec = JobSpec {
         runtime: kind,
+        device: job.device,
         profile: job.profile,
         mode: job.mode,
         iterations: job.iterations,
@@ -160,7 +164,7 @@ pub fn run_probe_process() -> anyhow::Result<()> {
         .iter()
         .map(|&kind| {
             let result = kind
-                .open_collector(64)
+                .open_collector(64, 0)
                 .map(|_| ())
                 .map_err(|e| e.to_string());
             fleetgate_common::fleet::RuntimeAvailability {
@@ -400,6 +404,7 @@ mod tests {
     fn an_unknown_runtime_is_reported_unavailable() {
         let job = WorkerJob {
             runtime: "nope".into(),
+            device: None,
             profile: Profile::Pr,
             mode: Mode::Soak,
             iterations: 1,

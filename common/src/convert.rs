@@ -178,6 +178,8 @@ pub struct JobRequest {
     pub run_id: String,
     /// Runtime name.
     pub runtime: String,
+    /// The GPU, for the per-GPU runtimes.
+    pub device: Option<u32>,
     /// Profile.
     pub profile: Profile,
     /// Mode.
@@ -214,6 +216,7 @@ impl From<&JobRequest> for pb::JobSpec {
             },
             overhead_scratch_root: j.overhead_scratch_root.clone().unwrap_or_default(),
             workload: j.workload.name().to_owned(),
+            device_index: j.device,
         }
     }
 }
@@ -249,6 +252,7 @@ impl TryFrom<pb::JobSpec> for JobRequest {
             job_id: j.job_id,
             run_id: j.run_id,
             runtime: j.runtime,
+            device: j.device_index,
             profile: profile_from_pb(j.profile)?,
             mode: mode_from_pb(j.mode)?,
             iterations: j.iterations,
@@ -354,6 +358,7 @@ mod tests {
             job_id: "j1".into(),
             run_id: "r1".into(),
             runtime: "gpumemprof_cpu".into(),
+            device: Some(1),
             profile: Profile::Nightly,
             mode: Mode::Soak,
             iterations: 10,

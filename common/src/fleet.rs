@@ -120,14 +120,31 @@ pub fn threshold_candidates(
 ) -> Vec<String> {
     match metric_key.split_once('/') {
         Some((agent, rest)) => {
+            // A per-GPU instance (`<runtime>@<gpu>.<metric>`) also takes its runtime's keys.
+            let base = strip_instance(rest);
             let mut keys = vec![metric_key.to_owned()];
-            if let Some(class) = class_of(agent) {
-                keys.push(format!("{class}/{rest}"));
+            if base != rest {
+                keys.push(format!("{agent}/{base}"));
             }
-            keys.push(rest.to_owned());
+            if let Some(class) = class_of(agent) {
+                keys.push(format!("{class}/{base}"));
+            }
+            keys.push(base);
             keys
         }
-        None => vec![metric_key.to_owned()],
+        None => vec![strip_instance(metric_key)],
+    }
+}
+
+/// `<runtime>@<gpu>.<metric>` → `<runtime>.<metric>`, `<runtime>@<gpu>` → `<runtime>`
+/// (anything else unchanged).
+pub fn strip_instance(key: &str) -> String {
+    match key.split_once('@') {
+        Some((runtime, after)) => match after.split_once('.') {
+            Some((_, metric)) => format!("{runtime}.{metric}"),
+            None => runtime.to_owned(),
+        },
+        None => key.to_owned(),
     }
 }
 
@@ -318,7 +335,7 @@ pub fn class_summaries(
             continue;
         };
         values
-            .entry((section.hardware_class.clone(), rest.to_owned()))
+            .entry((section.hardware_class.clone(), strip_instance(rest)))
             .or_default()
             .push(value);
     }
@@ -391,6 +408,10 @@ mod tests {
         );
         assert_eq!(threshold_candidates("a2/rt.m", class), ["a2/rt.m", "rt.m"]);
         assert_eq!(threshold_candidates("rt.m", class), ["rt.m"]);
+        assert_eq!(
+            threshold_candidates("a1/cuda@1.m", class),
+            ["a1/cuda@1.m", "a1/cuda.m", "cpu-x-2c/cuda.m", "cuda.m"]
+        );
     }
 
     #[test]

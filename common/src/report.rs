@@ -560,7 +560,8 @@ pub fn failure_diagnostics(
     knobs: &crate::config::Knobs,
 ) -> Vec<String> {
     // Runtime names may carry an agent (`<agent>/<runtime>`); knobs are per runtime.
-    let plain = |name: &str| name.rsplit_once('/').map_or(name, |(_, rt)| rt).to_owned();
+    let plain =
+        |name: &str| crate::fleet::strip_instance(name.rsplit_once('/').map_or(name, |(_, rt)| rt));
     let mut lines = Vec::new();
     for (name, section) in runtimes {
         let knobs = knobs.get(&plain(name));

@@ -87,6 +87,7 @@ fn sample_section() -> RuntimeSection {
     let dir = std::env::temp_dir().join(format!("fleetgate-load-{}", std::process::id()));
     let job = fleetgate_agent::worker::WorkerJob {
         runtime: "gpumemprof_cpu".into(),
+        device: None,
         profile: Profile::Pr,
         mode: Mode::Soak,
         iterations: 1,

@@ -164,6 +164,8 @@ struct AgentEntry {
 #[derive(Debug)]
 struct JobEntry {
     request: JobRequest,
+    /// How the job appears in the report: the runtime, or `<runtime>@<gpu>`.
+    label: String,
     agent_id: String,
     status: JobStatus,
     phase: String,
@@ -485,7 +487,7 @@ impl Registry {
                             run_id: run_id.clone(),
                             body: Some(pb::run_event::Body::Progress(pb::AgentProgress {
                                 agent_id: agent_id.to_owned(),
-                                runtime: job.request.runtime.clone(),
+                                runtime: job.label.clone(),
                                 phase,
                                 done,
                                 total,
@@ -568,50 +570,70 @@ impl Registry {
             unix_ms() + u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX / 2);
         let mut job_ids = Vec::new();
         for agent_id in &selected {
-            for (n, runtime) in plan.config.runtimes.keys().enumerate() {
-                let job_id = format!("{run_id}-{}-{n}", job_ids.len());
-                let request = JobRequest {
-                    job_id: job_id.clone(),
-                    run_id: run_id.clone(),
-                    runtime: runtime.clone(),
-                    profile: plan.config.profile,
-                    mode: plan.config.mode,
-                    iterations: plan.config.iterations,
-                    allocation_kb: plan.config.allocation_kb,
-                    workload: plan.config.workload,
-                    deadline_unix_ms,
-                    knobs: plan.config.knobs.get(runtime).copied().unwrap_or_default(),
-                    overhead_scratch_root: plan.config.overhead_scratch_root.clone(),
+            let gpus = self
+                .agents
+                .get(agent_id)
+                .map_or(0, |a| a.facts.gpus.len() as u32);
+            for runtime in plan.config.runtimes.keys() {
+                // Per-GPU runtimes get one job per GPU of the agent (`<runtime>@<gpu>`); on
+                // an agent without GPUs, one job that reports the runtime unavailable.
+                let per_gpu = fleetgate_agent::runtime::RuntimeKind::from_name(runtime)
+                    .is_some_and(|k| k.per_gpu());
+                let instances: Vec<(String, Option<u32>)> = if per_gpu && gpus > 0 {
+                    (0..gpus)
+                        .map(|g| (format!("{runtime}@{g}"), Some(g)))
+                        .collect()
+                } else {
+                    vec![(runtime.clone(), None)]
                 };
-                if let Some((_, outbound)) = self.agents.get(agent_id).and_then(|a| a.conn.as_ref())
-                {
-                    outbound
-                        .try_send(coordinator_message(
-                            pb::coordinator_message::Body::AssignJob(pb::AssignJob {
-                                job: Some(pb::JobSpec::from(&request)),
-                            }),
-                        ))
-                        .ok();
+                for (label, device) in instances {
+                    let job_id = format!("{run_id}-{}", job_ids.len());
+                    let request = JobRequest {
+                        job_id: job_id.clone(),
+                        run_id: run_id.clone(),
+                        runtime: runtime.clone(),
+                        device,
+                        profile: plan.config.profile,
+                        mode: plan.config.mode,
+                        iterations: plan.config.iterations,
+                        allocation_kb: plan.config.allocation_kb,
+                        workload: plan.config.workload,
+                        deadline_unix_ms,
+                        knobs: plan.config.knobs.get(runtime).copied().unwrap_or_default(),
+                        overhead_scratch_root: plan.config.overhead_scratch_root.clone(),
+                    };
+                    if let Some((_, outbound)) =
+                        self.agents.get(agent_id).and_then(|a| a.conn.as_ref())
+                    {
+                        outbound
+                            .try_send(coordinator_message(
+                                pb::coordinator_message::Body::AssignJob(pb::AssignJob {
+                                    job: Some(pb::JobSpec::from(&request)),
+                                }),
+                            ))
+                            .ok();
+                    }
+                    self.jobs.insert(
+                        job_id.clone(),
+                        JobEntry {
+                            request,
+                            label,
+                            agent_id: agent_id.clone(),
+                            status: JobStatus::Running,
+                            phase: "starting".into(),
+                            done: 0,
+                            total: 0,
+                            last_sequence: 0,
+                            events: 0,
+                            checkpoints: 0,
+                            dispatched: Instant::now(),
+                            finished: None,
+                            section: None,
+                            reason: None,
+                        },
+                    );
+                    job_ids.push(job_id);
                 }
-                self.jobs.insert(
-                    job_id.clone(),
-                    JobEntry {
-                        request,
-                        agent_id: agent_id.clone(),
-                        status: JobStatus::Running,
-                        phase: "starting".into(),
-                        done: 0,
-                        total: 0,
-                        last_sequence: 0,
-                        events: 0,
-                        checkpoints: 0,
-                        dispatched: Instant::now(),
-                        finished: None,
-                        section: None,
-                        reason: None,
-                    },
-                );
-                job_ids.push(job_id);
             }
         }
         events
@@ -749,7 +771,7 @@ impl Registry {
             .filter_map(|id| self.jobs.get(id).map(|j| (id, j)))
             .map(|(id, j)| JobRecord {
                 agent_id: j.agent_id.clone(),
-                runtime: j.request.runtime.clone(),
+                runtime: j.label.clone(),
                 summary: JobSummary {
                     job_id: id.clone(),
                     status: j.status,

@@ -45,7 +45,7 @@ fn delayed_overhead_passes(delay: Duration) -> bool {
     let mut progress = |_: Progress| {};
     let mut hooks = Hooks::new(&mut progress, &cancel);
     hooks.tracked_sample_delay = delay;
-    let block = scenario::run_overhead(&spec, || kind.open_collector(512), &mut hooks).unwrap();
+    let block = scenario::run_overhead(&spec, || kind.open_collector(512, 0), &mut hooks).unwrap();
     let metrics = std::collections::BTreeMap::from([(
         "gpumemprof_cpu.runtime_overhead_pct".to_owned(),
         block.metrics.runtime_overhead_pct,

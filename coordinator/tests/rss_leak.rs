@@ -49,7 +49,7 @@ fn leak_checks(bytes_per_sample: usize) -> (bool, bool) {
     };
     let mut hooks = Hooks::new(&mut progress, &cancel);
     hooks.after_soak_sample = Some(&mut leak);
-    let soak = scenario::run_soak(&spec, || kind.open_collector(512), &mut hooks).unwrap();
+    let soak = scenario::run_soak(&spec, || kind.open_collector(512, 0), &mut hooks).unwrap();
     let metrics = std::collections::BTreeMap::from([
         (
             "gpumemprof_cpu.rss_growth_per_24h_equiv".to_owned(),

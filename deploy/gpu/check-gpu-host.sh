@@ -45,7 +45,7 @@ target/release/fleetgate worker --probe | tee "$out/probe.json"
 log "running the GPU runtimes (pr profile, soak at a 10 s interval to keep it short)"
 set +e
 /usr/bin/time -v target/release/fleetgate run --profile pr --mode all \
-    --runtimes gpumemprof_cpu,tfmemprof_cpu,tfmemprof_gpu \
+    --runtimes gpumemprof_cpu,gpumemprof_cuda,tfmemprof_cpu,tfmemprof_gpu \
     --workload tensorflow --iterations 2000 \
     --set tfmemprof_gpu.sampling_interval_seconds=10 \
     --output "$out/report.json" --markdown "$out/summary.md" --junit "$out/junit.xml" \

@@ -72,7 +72,7 @@ fn overhead_trials_live_in_the_scratch_root_and_only_the_pick_survives() {
     let mut progress = |p: Progress| seen.push(p.done);
     let block = run_overhead(
         &spec,
-        || RuntimeKind::GpumemprofCpu.open_collector(512),
+        || RuntimeKind::GpumemprofCpu.open_collector(512, 0),
         &mut quiet_hooks(&mut progress, &cancel),
     )
     .unwrap();
@@ -129,7 +129,7 @@ fn soak_with_retention_validation_reports_the_reference_counters() {
     let mut progress = |_: Progress| {};
     let block = run_soak(
         &spec,
-        || RuntimeKind::GpumemprofCpu.open_collector(512),
+        || RuntimeKind::GpumemprofCpu.open_collector(512, 0),
         &mut quiet_hooks(&mut progress, &cancel),
     )
     .unwrap();
@@ -172,7 +172,7 @@ fn a_cancelled_soak_stops_and_closes_its_session_as_interrupted() {
     hooks.progress_every = 10_000;
     let err = run_soak(
         &spec,
-        || RuntimeKind::GpumemprofCpu.open_collector(512),
+        || RuntimeKind::GpumemprofCpu.open_collector(512, 0),
         &mut hooks,
     )
     .unwrap_err();
