@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo bench -p fleetgate-agent --bench runtime -- [--repeat N] [--samples 216000,864000]
-//!     [--scratch DIR] [--reference]
+//!     [--scratch DIR] [--reference] [--runtime gpumemprof_cpu|gpumemprof_cuda|tfmemprof_cpu]
 //! ```
 //!
 //! Sections: the cost of each way to read RSS; the per-sample cost of `gpumemprof_cpu` in its
@@ -32,6 +32,7 @@ struct Options {
     samples: Vec<u64>,
     scratch: Option<PathBuf>,
     reference: bool,
+    runtime: RuntimeKind,
 }
 
 fn options() -> Options {
@@ -40,6 +41,7 @@ fn options() -> Options {
         samples: vec![216_000, 864_000],
         scratch: None,
         reference: false,
+        runtime: RuntimeKind::GpumemprofCpu,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -53,6 +55,12 @@ fn options() -> Options {
             }
             "--scratch" => o.scratch = args.next().map(PathBuf::from),
             "--reference" => o.reference = true,
+            "--runtime" => {
+                o.runtime = args
+                    .next()
+                    .and_then(|v| RuntimeKind::from_name(&v))
+                    .unwrap_or(RuntimeKind::GpumemprofCpu);
+            }
             _ => {} // cargo passes --bench
         }
     }
@@ -130,8 +138,8 @@ fn rss_read_costs() {
     println!("sysinfo refresh of this process (memory):   {ns:>8} ns");
 }
 
-fn per_sample_cost(samples: u64, dir: &Path) {
-    println!("== gpumemprof_cpu per-sample cost, tracked default mode, {samples} samples ==");
+fn per_sample_cost(kind: RuntimeKind, samples: u64, dir: &Path) {
+    println!("== {} per-sample cost, tracked default mode, {samples} samples ==", kind.name());
     let sink_dir = dir.join("per-sample");
     std::fs::remove_dir_all(&sink_dir).ok();
     let config = TrackerConfig::new(RuntimeKind::GpumemprofCpu, Some(sink_dir.clone()));
@@ -164,14 +172,13 @@ struct SoakFigures {
     samples_per_second: f64,
 }
 
-fn soak_throughput(samples: u64, repeat: usize, dir: &Path) -> SoakFigures {
-    println!("== gpumemprof_cpu soak, {samples} samples, {repeat} runs ==");
+fn soak_throughput(kind: RuntimeKind, samples: u64, repeat: usize, dir: &Path) -> SoakFigures {
+    println!("== {} soak, {samples} samples, {repeat} runs ==", kind.name());
     let mut wall = Vec::new();
     let mut rate = Vec::new();
     let mut cpu = Vec::new();
     let mut rss_delta = Vec::new();
     for run in 0..repeat {
-        let kind = RuntimeKind::GpumemprofCpu;
         let spec = SoakSpec {
             tracker: TrackerConfig::new(kind, Some(PathBuf::new())),
             samples,
@@ -283,10 +290,10 @@ fn main() {
     std::fs::create_dir_all(&dir).expect("bench directory");
     println!("bench directory: {}", dir.display());
     rss_read_costs();
-    per_sample_cost(216_000, &dir);
+    per_sample_cost(o.runtime, 216_000, &dir);
     let mut first = None;
     for &samples in &o.samples {
-        let figures = soak_throughput(samples, o.repeat, &dir);
+        let figures = soak_throughput(o.runtime, samples, o.repeat, &dir);
         first.get_or_insert((samples, figures));
     }
     if o.reference {
