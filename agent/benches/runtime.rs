@@ -139,7 +139,10 @@ fn rss_read_costs() {
 }
 
 fn per_sample_cost(kind: RuntimeKind, samples: u64, dir: &Path) {
-    println!("== {} per-sample cost, tracked default mode, {samples} samples ==", kind.name());
+    println!(
+        "== {} per-sample cost, tracked default mode, {samples} samples ==",
+        kind.name()
+    );
     let sink_dir = dir.join("per-sample");
     std::fs::remove_dir_all(&sink_dir).ok();
     let config = TrackerConfig::new(RuntimeKind::GpumemprofCpu, Some(sink_dir.clone()));
@@ -173,7 +176,10 @@ struct SoakFigures {
 }
 
 fn soak_throughput(kind: RuntimeKind, samples: u64, repeat: usize, dir: &Path) -> SoakFigures {
-    println!("== {} soak, {samples} samples, {repeat} runs ==", kind.name());
+    println!(
+        "== {} soak, {samples} samples, {repeat} runs ==",
+        kind.name()
+    );
     let mut wall = Vec::new();
     let mut rate = Vec::new();
     let mut cpu = Vec::new();

@@ -150,17 +150,7 @@ pub fn run_until_signal(config: AgentConfig) -> anyhow::Result<()> {
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
         tokio::spawn(async move {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                () = async {
-                    match term.as_mut() {
-                        Some(t) => { t.recv().await; }
-                        None => std::future::pending().await,
-                    }
-                } => {}
-            }
+            fleetgate_common::shutdown::signal().await;
             tracing::info!("Agent shutting down.");
             token.cancel();
         });
@@ -366,7 +356,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => {
-                    agent.stop_jobs("agent shutting down");
+                    agent.stop_jobs("agent shutting down").await;
                     return Ok(());
                 }
                 () = &mut sleep => break,
@@ -376,7 +366,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
             }
         }
     }
-    agent.stop_jobs("agent shutting down");
+    agent.stop_jobs("agent shutting down").await;
     Ok(())
 }
 
@@ -607,9 +597,26 @@ impl Agent {
         }
     }
 
-    fn stop_jobs(&mut self, reason: &str) {
-        if let Some((_, handle)) = &mut self.running {
-            handle.kill(reason.to_owned());
+    /// Stops the running job and waits (at most 10 s) for its worker to close its telemetry
+    /// session and end, so its last events are kept in the outbox.
+    async fn stop_jobs(&mut self, reason: &str) {
+        self.queue.clear();
+        let Some((job_id, handle)) = &mut self.running else {
+            return;
+        };
+        handle.kill(reason.to_owned());
+        let job_id = job_id.clone();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while self.running.is_some() {
+            match tokio::time::timeout_at(deadline, self.updates_rx.recv()).await {
+                Ok(Some((id, update))) => {
+                    self.record(&id, update);
+                }
+                _ => {
+                    tracing::warn!(job_id = %job_id, "Worker did not stop within 10 s.");
+                    return;
+                }
+            }
         }
     }
 }

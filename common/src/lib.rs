@@ -1,6 +1,6 @@
 //! What the fleetgate agent and coordinator share: the run configuration and tuning knobs,
 //! the v0.4 report model with its metrics and failure diagnostics, the gate assets and gates,
-//! the documented exit codes, and the process-wide tracing set-up.
+//! the documented exit codes, shutdown signals, and the process-wide tracing set-up.
 
 pub mod config;
 pub mod convert;
@@ -8,4 +8,5 @@ pub mod exit;
 pub mod fleet;
 pub mod gate;
 pub mod report;
+pub mod shutdown;
 pub mod telemetry;

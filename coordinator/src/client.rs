@@ -134,10 +134,13 @@ pub struct EmbeddedAgent {
 
 /// The embedded default: starts a coordinator on a loopback port and one local agent, waits
 /// for the agent to register, runs `spec` through them over gRPC, and stops both.
+/// Cancelling `interrupt` stops the local agent gracefully — its worker closes its telemetry
+/// session as `interrupted` — and ends the run with [`RunError::Interrupted`].
 pub async fn run_embedded(
     spec: &RunSpec,
     agent: EmbeddedAgent,
     on_event: &mut (dyn FnMut(&pb::RunEvent) + Send),
+    interrupt: &CancellationToken,
 ) -> Result<Report, RunError> {
     let shutdown = CancellationToken::new();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -179,8 +182,11 @@ pub async fn run_embedded(
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         submit(&url, spec, on_event).await
-    }
-    .await;
+    };
+    let result = tokio::select! {
+        result = result => result,
+        () = interrupt.cancelled() => Err(RunError::Interrupted),
+    };
     agent_token.cancel();
     match agent_task.await {
         Ok(Ok(())) => {}

@@ -5,8 +5,6 @@ use std::io::{IsTerminal, Write as _};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
@@ -407,7 +405,14 @@ async fn run(args: RunArgs) -> Result<i32, RunError> {
     {
         probe_writable(path)?;
     }
-    let interrupted = Arc::new(AtomicBool::new(false));
+    // Ctrl+C or SIGTERM: the embedded agent stops its worker gracefully (the telemetry session
+    // is closed as interrupted); see `client::run_embedded`.
+    let interrupt = tokio_util::sync::CancellationToken::new();
+    let on_signal = interrupt.clone();
+    tokio::spawn(async move {
+        fleetgate_common::shutdown::signal().await;
+        on_signal.cancel();
+    });
     let mut display = ProgressDisplay::new(std::io::stderr().is_terminal());
     let mut on_event = |event: &pb::RunEvent| display.update(event);
     let run = async {
@@ -426,29 +431,15 @@ async fn run(args: RunArgs) -> Result<i32, RunError> {
                         args: vec!["worker".into()],
                     },
                 };
-                client::run_embedded(&spec, agent, &mut on_event).await
+                client::run_embedded(&spec, agent, &mut on_event, &interrupt).await
             }
-        }
-    };
-    let interrupt = {
-        let flag = Arc::clone(&interrupted);
-        async move {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                () = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
-            }
-            flag.store(true, Ordering::Relaxed);
         }
     };
     let report = tokio::select! {
         report = run => report,
-        // Dropping the run stops the embedded agent, which stops its worker (closing its
-        // telemetry session as interrupted); a remote run is left to its coordinator.
-        () = interrupt => Err(RunError::Interrupted),
+        // A remote run's stream is dropped: its coordinator cancels the run on the agents.
+        () = interrupt.cancelled(), if args.coordinator.is_some() => Err(RunError::Interrupted),
     };
-    display.finish();
     let report = report?;
     finish(&args, &report)
 }
@@ -503,17 +494,7 @@ async fn serve_command(args: ServeArgs) -> i32 {
             return exit::ERROR;
         }
     };
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("Error: cannot install a SIGTERM handler: {e}");
-            return exit::ERROR;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+    fleetgate_common::shutdown::signal().await;
     tracing::info!("Coordinator shutting down.");
     coordinator.shutdown().await;
     exit::OK
@@ -653,6 +634,4 @@ impl ProgressDisplay {
             }
         }
     }
-
-    fn finish(&mut self) {}
 }
