@@ -249,9 +249,9 @@ async fn an_agent_killed_mid_soak_makes_the_run_inconclusive_by_its_deadline() {
         AgentProcess::start(&url, "b2", work.path(), &[]),
     ];
     wait_for_agents(&url, &["victim", "b1", "b2"]).await;
-    // 0.05 s → 432,000 samples: long enough to be killed in the middle.
+    // 0.1 s → 216,000 samples: about a second, long enough to be killed in the middle.
     let started = tokio::time::Instant::now();
-    let (task, events) = submit(url.clone(), spec(0.05, Duration::from_secs(45)));
+    let (task, events) = submit(url.clone(), spec(0.1, Duration::from_secs(25)));
     wait_for_soak(&events, "victim").await;
     victim.kill();
     let report = tokio::time::timeout(Duration::from_secs(120), task)
@@ -260,7 +260,7 @@ async fn an_agent_killed_mid_soak_makes_the_run_inconclusive_by_its_deadline() {
         .unwrap()
         .unwrap();
     assert!(
-        started.elapsed() < Duration::from_secs(60),
+        started.elapsed() < Duration::from_secs(40),
         "the run outlived its deadline"
     );
     assert_eq!(report.verdict, Verdict::Inconclusive);
