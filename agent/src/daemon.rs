@@ -158,6 +158,39 @@ pub fn run_until_signal(config: AgentConfig) -> anyhow::Result<()> {
     })
 }
 
+/// File under the state directory whose modification time is the agent's last contact with
+/// its coordinator (for container health checks: `fleetgate-agent health`).
+pub const LAST_CONTACT_FILE: &str = "last-contact";
+
+fn touch_last_contact(state_dir: &Path) {
+    let path = state_dir.join(LAST_CONTACT_FILE);
+    if let Err(e) = std::fs::write(&path, crate::sink::unix_now_ns().to_string()) {
+        tracing::debug!(path = %path.display(), error = %e, "Cannot record the last contact.");
+    }
+}
+
+/// Whether the agent whose state is in `state_dir` heard from its coordinator within `max_age`.
+pub fn check_health(state_dir: &Path, max_age: Duration) -> Result<(), String> {
+    let path = state_dir.join(LAST_CONTACT_FILE);
+    let modified = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .map_err(|e| {
+            format!(
+                "no contact with a coordinator recorded ({}: {e})",
+                path.display()
+            )
+        })?;
+    let age = modified.elapsed().unwrap_or_default();
+    if age <= max_age {
+        Ok(())
+    } else {
+        Err(format!(
+            "last contact with the coordinator {} s ago",
+            age.as_secs()
+        ))
+    }
+}
+
 /// Whether a remote id is safe to use in a file name.
 pub fn is_safe_id(id: &str) -> bool {
     !id.is_empty()
@@ -438,6 +471,7 @@ impl Agent {
         };
         let heartbeat = Duration::from_millis(u64::from(welcome.heartbeat_interval_ms.max(50)));
         tracing::info!(agent_id = %self.config.agent_id, heartbeat_ms = heartbeat.as_millis() as u64, "Registered with the coordinator.");
+        touch_last_contact(&self.config.state_dir);
         for (job_id, sequence) in &welcome.acked_through {
             self.ack(job_id, *sequence);
         }
@@ -462,6 +496,7 @@ impl Agent {
                     if send(&tx, pb::agent_message::Body::Heartbeat(beat)).await.is_err() {
                         return Ok(SessionEnd::Disconnected("stream closed".into()));
                     }
+                    touch_last_contact(&self.config.state_dir);
                 }
                 message = inbound.message() => match message {
                     Ok(Some(message)) => self.handle(message),

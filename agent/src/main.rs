@@ -32,6 +32,19 @@ enum Command {
     Run(DaemonArgs),
     /// Run one accelerated soak of one runtime on this host and print its result as JSON.
     Soak(SoakArgs),
+    /// Exit 0 if the agent heard from its coordinator recently (a container health check).
+    Health {
+        /// The agent's state directory.
+        #[arg(
+            long,
+            env = "FLEETGATE_STATE_DIR",
+            default_value = "/var/lib/fleetgate/state"
+        )]
+        state_dir: PathBuf,
+        /// Longest silence accepted, in seconds.
+        #[arg(long, default_value_t = 30)]
+        max_age_seconds: u64,
+    },
     /// Run one job in this process (started by the agent; reads the job on stdin).
     #[command(hide = true)]
     Worker {
@@ -100,6 +113,11 @@ fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
         Command::Run(run) => run_daemon(run),
         Command::Soak(soak) => run_soak(soak),
+        Command::Health {
+            state_dir,
+            max_age_seconds,
+        } => daemon::check_health(&state_dir, std::time::Duration::from_secs(max_age_seconds))
+            .map_err(anyhow::Error::msg),
         Command::Worker { probe: false } => fleetgate_agent::worker::run_worker_process(),
         Command::Worker { probe: true } => fleetgate_agent::worker::run_probe_process(),
     }
