@@ -112,16 +112,22 @@ fn the_gpu_daemonset_selects_gpu_nodes_and_asks_for_their_gpus() {
 #[test]
 fn the_configmap_carries_the_shipped_budget_and_the_cronjob_uses_it() {
     let cm = &documents("assets-configmap.yaml")[0];
-    let budget: serde_json::Value =
-        serde_json::from_str(cm["data"]["v0.4_operating_budget.json"].as_str().unwrap()).unwrap();
-    let shipped: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(deploy().join("../docs/benchmarks/v0.4_operating_budget.json")).unwrap(),
-    )
-    .unwrap();
-    assert_eq!(
-        budget, shipped,
-        "deploy/k8s/assets-configmap.yaml is out of step with docs/benchmarks"
-    );
+    for name in [
+        "v0.4_operating_budget.json",
+        "v0.4_baseline.json",
+        "v0.4_tolerances.json",
+    ] {
+        let carried: serde_json::Value =
+            serde_json::from_str(cm["data"][name].as_str().unwrap()).unwrap();
+        let shipped: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(deploy().join("../docs/benchmarks").join(name)).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            carried, shipped,
+            "deploy/k8s/assets-configmap.yaml: {name} is out of step with docs/benchmarks"
+        );
+    }
     let cron = &documents("nightly-cronjob.yaml")[0];
     let args: Vec<&str> = get(
         cron,
