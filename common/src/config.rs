@@ -316,8 +316,7 @@ pub fn parse_knobs_file(
         key: key.to_owned(),
         message,
     };
-    let value: serde_json::Value =
-        serde_json::from_slice(text).map_err(|e| err("(file)", format!("not valid JSON: {e}")))?;
+    let value = crate::input::parse_json(text).map_err(|e| err("(file)", e))?;
     let object = value
         .as_object()
         .ok_or_else(|| err("(file)", "must be a JSON object of runtimes".into()))?;

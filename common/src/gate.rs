@@ -85,18 +85,17 @@ fn read_object(file: &str, bytes: Option<&[u8]>, kind: Kind) -> Result<Object, A
         file: file.to_owned(),
         message,
     };
+    let read;
     let bytes = match bytes {
-        Some(bytes) => bytes.to_vec(),
+        Some(bytes) => bytes,
         None => {
-            std::fs::read(file).map_err(|e| err(format!("{} cannot be read: {e}", kind.label())))?
+            read = crate::input::read_file(std::path::Path::new(file))
+                .map_err(|e| err(format!("{} cannot be read: {e}", kind.label())))?;
+            &read
         }
     };
-    let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
-        err(format!(
-            "{} cannot be read: invalid JSON: {e}",
-            kind.label()
-        ))
-    })?;
+    let value = crate::input::parse_json(bytes)
+        .map_err(|e| err(format!("{} cannot be read: {e}", kind.label())))?;
     let serde_json::Value::Object(object) = value else {
         return Err(err(format!("{} must be a JSON object", kind.label())));
     };
@@ -137,6 +136,12 @@ fn numeric_map(
     }
     map.iter()
         .map(|(metric, v)| match v.as_f64() {
+            // A negative maximum or allowed increase can never be met; measured baselines
+            // may be negative (an overhead within noise of zero).
+            Some(x) if x < 0.0 && kind != Kind::Baseline => Err(err(format!(
+                "{} key '{key}.{metric}' must not be negative: {v}",
+                kind.label()
+            ))),
             Some(x) if x.is_finite() => Ok((metric.clone(), x)),
             _ => Err(err(format!(
                 "{} key '{key}.{metric}' is not a number: {v}",

@@ -7,6 +7,7 @@ pub mod convert;
 pub mod exit;
 pub mod fleet;
 pub mod gate;
+pub mod input;
 pub mod report;
 pub mod shutdown;
 pub mod telemetry;

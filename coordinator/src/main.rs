@@ -253,7 +253,7 @@ fn read_knobs(args: &RunArgs) -> Result<Knobs, RunError> {
     let known: Vec<&str> = RuntimeKind::ALL.iter().map(|k| k.name()).collect();
     let mut knobs = match &args.knobs {
         Some(path) => {
-            let text = std::fs::read(path).map_err(|e| {
+            let text = fleetgate_common::input::read_file(path).map_err(|e| {
                 RunError::InvalidInput(format!("{}: cannot be read: {e}", path.display()))
             })?;
             parse_knobs_file(&path.display().to_string(), &text, &known)

@@ -59,7 +59,7 @@ impl Asset {
     /// Reads a file; a file that cannot be read is invalid input naming the file.
     pub fn read(path: &std::path::Path, what: &str) -> Result<Self, RunError> {
         let name = path.display().to_string();
-        std::fs::read(path)
+        fleetgate_common::input::read_file(path)
             .map(|bytes| Asset {
                 name: name.clone(),
                 bytes,

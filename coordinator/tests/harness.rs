@@ -302,7 +302,8 @@ fn a_failed_gate_is_exit_4_with_check_and_names_the_next_knob() {
     )
     .unwrap();
     let mut budgets = budgets;
-    budgets["budgets"]["gpumemprof_cpu.history_dropped_events"] = serde_json::json!(-1);
+    // Every soak leaves telemetry behind.
+    budgets["budgets"]["gpumemprof_cpu.final_retained_bytes"] = serde_json::json!(1);
     let path = write(work.path(), "tight.json", &budgets.to_string());
     let out = work.path().join("r.json");
     let artifacts = work.path().join("a");
@@ -327,19 +328,23 @@ fn a_failed_gate_is_exit_4_with_check_and_names_the_next_knob() {
     let stdout = text(&result.stdout);
     assert_eq!(result.status.code(), Some(4), "{stdout}");
     assert!(
-        stdout.contains("gpumemprof_cpu.history_dropped_events: value=0 max=-1 [FAIL]"),
+        stdout.lines().any(
+            |l| l.contains("gpumemprof_cpu.final_retained_bytes: value=")
+                && l.ends_with(" max=1 [FAIL]")
+        ),
         "{stdout}"
     );
     let failure = stdout
         .lines()
         .find(|l| {
             l.starts_with("- ")
-                && l.contains("/gpumemprof_cpu.history_dropped_events: 0 > -1; collector=healthy, collector_failures=0, rollover_count=")
+                && l.contains("/gpumemprof_cpu.final_retained_bytes: ")
+                && l.contains(" > 1; collector=healthy, collector_failures=0, rollover_count=")
         })
         .unwrap_or_else(|| panic!("{stdout}"));
     assert!(
-        failure.ends_with("; next knob: max_history"),
-        "the knob already changed (sampling interval) is skipped: {failure}"
+        failure.ends_with("; next knob: rollover_max_bytes"),
+        "{failure}"
     );
     assert!(
         stdout.ends_with("Overall status: FAIL\nFleet verdict: fail\n"),
@@ -510,5 +515,165 @@ fn without_libtensorflow_the_runtime_is_unavailable_and_the_verdict_inconclusive
     assert!(
         stdout.ends_with("Fleet verdict: inconclusive\n"),
         "{stdout}"
+    );
+}
+
+/// Runs with `extra` and checks exit 5, exactly `line` on stderr, and that nothing ran.
+fn assert_refused_with(extra: &[&str], line: &str) {
+    let work = tempfile::tempdir().unwrap();
+    let artifacts = work.path().join("artifacts");
+    let mut args = vec!["run", "--artifact-root", artifacts.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let result = fleetgate(&args);
+    assert_eq!(result.status.code(), Some(5), "{args:?}");
+    assert_eq!(text(&result.stderr), format!("{line}\n"), "{args:?}");
+    assert!(!artifacts.exists(), "something ran: {args:?}");
+}
+
+#[test]
+fn hostile_asset_and_knob_files_are_refused_with_one_exact_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let path = |name: &str| d.join(name).to_str().unwrap().to_owned();
+    let budget = |metrics: &str| format!(r#"{{"version": "v0.4", "budgets": {{{metrics}}}}}"#);
+
+    let huge = path("huge.json");
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
+    assert_refused_with(
+        &["--budgets", &huge],
+        &format!(
+            "Error: {huge}: Budget file cannot be read: larger than the 4 MiB limit for input files"
+        ),
+    );
+    let deep = write(
+        d,
+        "deep.json",
+        &format!("{}{}", "[".repeat(5000), "]".repeat(5000)),
+    );
+    let deep = deep.to_str().unwrap();
+    assert_refused_with(
+        &["--budgets", deep],
+        &format!(
+            "Error: {deep}: Budget file cannot be read: nested deeper than 32 levels at line 1 column 33"
+        ),
+    );
+    let latin1 = path("latin1.json");
+    std::fs::write(
+        &latin1,
+        b"{\"version\": \"v0.4\", \"budgets\": {\"caf\xe9\": 1}}",
+    )
+    .unwrap();
+    assert_refused_with(
+        &["--budgets", &latin1],
+        &format!(
+            "Error: {latin1}: Budget file cannot be read: not UTF-8 (invalid byte at line 1 column 37)"
+        ),
+    );
+    let nan = write(
+        d,
+        "nan.json",
+        &budget(r#""gpumemprof_cpu.rollover_count": NaN"#),
+    );
+    let nan = nan.to_str().unwrap();
+    assert_refused_with(
+        &["--budgets", nan],
+        &format!(
+            "Error: {nan}: Budget file cannot be read: NaN is not a JSON number (line 1 column 66)"
+        ),
+    );
+    let negative = write(
+        d,
+        "neg.json",
+        &budget(r#""gpumemprof_cpu.rollover_count": -3"#),
+    );
+    let negative = negative.to_str().unwrap();
+    assert_refused_with(
+        &["--budgets", negative],
+        &format!(
+            "Error: {negative}: Budget file key 'budgets.gpumemprof_cpu.rollover_count' must not be negative: -3"
+        ),
+    );
+    let twice = write(
+        d,
+        "twice.json",
+        &budget(r#""gpumemprof_cpu.rollover_count": 9, "gpumemprof_cpu.rollover_count": 1"#),
+    );
+    let twice = twice.to_str().unwrap();
+    assert_refused_with(
+        &["--budgets", twice],
+        &format!(
+            "Error: {twice}: Budget file cannot be read: invalid JSON: key 'gpumemprof_cpu.rollover_count' appears twice at line 1 column 99"
+        ),
+    );
+
+    // Regression assets: an Infinity in the baseline, a negative allowed increase.
+    let tolerances = repo().join("docs/benchmarks/v0.4_tolerances.json");
+    let tolerances = tolerances.to_str().unwrap();
+    let inf = write(
+        d,
+        "inf.json",
+        r#"{"version": "v0.4", "config": {}, "metrics": {"a.b": -Infinity}}"#,
+    );
+    let inf = inf.to_str().unwrap();
+    assert_refused_with(
+        &[
+            "--gate-mode",
+            "regression",
+            "--baseline",
+            inf,
+            "--tolerances",
+            tolerances,
+        ],
+        &format!(
+            "Error: {inf}: Baseline file cannot be read: Infinity is not a JSON number (line 1 column 55)"
+        ),
+    );
+    let baseline = repo().join("docs/benchmarks/v0.4_baseline.json");
+    let baseline = baseline.to_str().unwrap();
+    let neg_tol = write(
+        d,
+        "negtol.json",
+        r#"{"version": "v0.4", "tolerances": {"gpumemprof_cpu.rollover_count": -0.5}}"#,
+    );
+    let neg_tol = neg_tol.to_str().unwrap();
+    assert_refused_with(
+        &[
+            "--gate-mode",
+            "regression",
+            "--baseline",
+            baseline,
+            "--tolerances",
+            neg_tol,
+        ],
+        &format!(
+            "Error: {neg_tol}: Tolerance file key 'tolerances.gpumemprof_cpu.rollover_count' must not be negative: -0.5"
+        ),
+    );
+
+    // Knob files.
+    let knobs = write(
+        d,
+        "knobs.json",
+        r#"{"gpumemprof_cpu": {"max_history": 100, "max_history": 1}}"#,
+    );
+    let knobs = knobs.to_str().unwrap();
+    assert_refused_with(
+        &["--knobs", knobs],
+        &format!(
+            "Error: {knobs}: (file): invalid JSON: key 'max_history' appears twice at line 1 column 53"
+        ),
+    );
+    let knobs = write(
+        d,
+        "negknobs.json",
+        r#"{"gpumemprof_cpu": {"max_history": -5}}"#,
+    );
+    let knobs = knobs.to_str().unwrap();
+    assert_refused_with(
+        &["--knobs", knobs],
+        &format!("Error: {knobs}: gpumemprof_cpu.max_history: must be an integer >= 1, got '-5'"),
     );
 }

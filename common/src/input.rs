@@ -1,0 +1,270 @@
+//! Reading operator-supplied JSON files (budgets, baselines, tolerances, knobs) defensively.
+//!
+//! These files come from a repository or a ConfigMap that anyone with commit rights can change,
+//! so a file is refused, with a message that says why, when it is larger than
+//! [`MAX_INPUT_BYTES`], is not UTF-8, nests deeper than [`MAX_DEPTH`], spells `NaN` or
+//! `Infinity` (which JSON does not have), or repeats a key in one object (JSON parsers differ
+//! on which copy wins, so a repeated key is always a mistake or a trick). The messages name
+//! the place (line and column, or the key) but not the file: callers prefix it.
+
+use std::io::Read;
+use std::path::Path;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Value};
+
+/// The largest input file accepted. The shipped assets are a few KiB.
+pub const MAX_INPUT_BYTES: u64 = 4 << 20;
+/// The deepest nesting of objects and arrays accepted. The shipped assets nest 4 deep.
+pub const MAX_DEPTH: usize = 32;
+
+/// Reads at most [`MAX_INPUT_BYTES`] of `path`; a larger file is refused without reading it
+/// all. The error is a phrase to follow "cannot be read: ".
+pub fn read_file(path: &Path) -> Result<Vec<u8>, String> {
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut bytes = Vec::new();
+    file.take(MAX_INPUT_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    check_size(bytes.len())?;
+    Ok(bytes)
+}
+
+fn check_size(len: usize) -> Result<(), String> {
+    if len as u64 > MAX_INPUT_BYTES {
+        return Err(format!(
+            "larger than the {} MiB limit for input files",
+            MAX_INPUT_BYTES >> 20
+        ));
+    }
+    Ok(())
+}
+
+/// Parses `bytes` as one JSON value under the rules in the module documentation. The error is
+/// a phrase to follow "cannot be read: ".
+pub fn parse_json(bytes: &[u8]) -> Result<Value, String> {
+    check_size(bytes.len())?;
+    if let Err(e) = std::str::from_utf8(bytes) {
+        let (line, column) = position(bytes, e.valid_up_to());
+        return Err(format!(
+            "not UTF-8 (invalid byte at line {line} column {column})"
+        ));
+    }
+    scan(bytes)?;
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = Strict::deserialize(&mut de)
+        .and_then(|v| de.end().map(|()| v))
+        .map_err(|e| format!("invalid JSON: {e}"))?;
+    Ok(value.0)
+}
+
+/// 1-based line and column of byte `offset`.
+fn position(bytes: &[u8], offset: usize) -> (usize, usize) {
+    let before = &bytes[..offset.min(bytes.len())];
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let column = offset
+        - before
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1)
+        + 1;
+    (line, column)
+}
+
+/// One pass over the text outside strings: nesting depth and the non-JSON number spellings.
+fn scan(bytes: &[u8]) -> Result<(), String> {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for (i, &b) in bytes.iter().enumerate() {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    let (line, column) = position(bytes, i);
+                    return Err(format!(
+                        "nested deeper than {MAX_DEPTH} levels at line {line} column {column}"
+                    ));
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            b'N' | b'I' => {
+                let (line, column) = position(bytes, i);
+                let word = if b == b'N' { "NaN" } else { "Infinity" };
+                if bytes[i..].starts_with(word.as_bytes()) {
+                    return Err(format!(
+                        "{word} is not a JSON number (line {line} column {column})"
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// A JSON value whose objects were checked for repeated keys while parsing.
+struct Strict(Value);
+
+impl<'de> Deserialize<'de> for Strict {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(StrictVisitor).map(Strict)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+        serde_json::Number::from_f64(v)
+            .map(Value::Number)
+            .ok_or_else(|| E::custom("number out of range"))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(Strict(v)) = seq.next_element()? {
+            items.push(v);
+        }
+        Ok(Value::Array(items))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if object.contains_key(&key) {
+                return Err(de::Error::custom(format!("key '{key}' appears twice")));
+            }
+            let Strict(v) = map.next_value()?;
+            object.insert(key, v);
+        }
+        Ok(Value::Object(object))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plain_document_parses_to_the_same_value_as_serde_json() {
+        let text = br#"{"version": "v0.4", "a": [1, -2, 3.5, true, null, "x\"y"], "b": {"c": {}}}"#;
+        assert_eq!(
+            parse_json(text).unwrap(),
+            serde_json::from_slice::<Value>(text).unwrap()
+        );
+    }
+
+    #[test]
+    fn hostile_documents_are_refused_with_the_place_named() {
+        let cases: [(&[u8], &str); 7] = [
+            (
+                br#"{"a": 1, "b": {"c": 2, "c": 3}}"#,
+                "invalid JSON: key 'c' appears twice at line 1 column 26",
+            ),
+            (
+                b"{\"a\": NaN}",
+                "NaN is not a JSON number (line 1 column 7)",
+            ),
+            (
+                b"{\"a\":\n -Infinity}",
+                "Infinity is not a JSON number (line 2 column 3)",
+            ),
+            (
+                b"{\"a\": \"\xff\"}",
+                "not UTF-8 (invalid byte at line 1 column 8)",
+            ),
+            (
+                b"{\"a\": 1e999}",
+                "invalid JSON: number out of range at line 1 column 11",
+            ),
+            (
+                b"{\"a\": 1} x",
+                "invalid JSON: trailing characters at line 1 column 10",
+            ),
+            (
+                b"",
+                "invalid JSON: EOF while parsing a value at line 1 column 0",
+            ),
+        ];
+        for (text, want) in cases {
+            assert_eq!(
+                parse_json(text).unwrap_err(),
+                want,
+                "{}",
+                String::from_utf8_lossy(text)
+            );
+        }
+    }
+
+    #[test]
+    fn nan_inside_a_string_is_just_text() {
+        let v = parse_json(br#"{"NaN": "Infinity", "n": "\\"}"#).unwrap();
+        assert_eq!(v["NaN"], "Infinity");
+    }
+
+    #[test]
+    fn nesting_is_limited() {
+        let ok = format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
+        assert!(parse_json(ok.as_bytes()).is_ok());
+        let deep = format!("{}{}", "[".repeat(MAX_DEPTH + 1), "]".repeat(MAX_DEPTH + 1));
+        assert_eq!(
+            parse_json(deep.as_bytes()).unwrap_err(),
+            format!("nested deeper than {MAX_DEPTH} levels at line 1 column 33")
+        );
+        // A million brackets are refused by the scan, long before any recursion.
+        let bomb = "[".repeat(1 << 20);
+        assert!(
+            parse_json(bomb.as_bytes())
+                .unwrap_err()
+                .starts_with("nested deeper")
+        );
+    }
+
+    #[test]
+    fn a_file_over_the_limit_is_refused_without_reading_it_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("huge.json");
+        let file = std::fs::File::create(&path).unwrap();
+        // Sparse: 1 GiB on paper, nothing on disk.
+        file.set_len(1 << 30).unwrap();
+        assert_eq!(
+            read_file(&path).unwrap_err(),
+            "larger than the 4 MiB limit for input files"
+        );
+        std::fs::write(&path, b"{}").unwrap();
+        assert_eq!(read_file(&path).unwrap(), b"{}");
+    }
+}
