@@ -19,6 +19,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::worker::{self, WorkerCommand, WorkerHandle, WorkerJob};
+use fleetgate_common::auth::Token;
 
 /// Protocol version this agent speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -46,6 +47,8 @@ pub struct AgentConfig {
     pub reconnect_max: Duration,
     /// Connection timeout.
     pub connect_timeout: Duration,
+    /// The join token presented to the coordinator.
+    pub token: Option<Token>,
 }
 
 impl AgentConfig {
@@ -68,6 +71,7 @@ impl AgentConfig {
             reconnect_min: Duration::from_millis(200),
             reconnect_max: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
+            token: None,
         }
     }
 }
@@ -114,6 +118,10 @@ pub struct DaemonArgs {
     /// Longest reconnect delay, in milliseconds.
     #[arg(long, default_value_t = 10_000)]
     pub reconnect_max_ms: u64,
+    /// File holding the coordinator's agent join token [default: the FLEETGATE_AGENT_TOKEN
+    /// environment variable, else no token].
+    #[arg(long, env = "FLEETGATE_AGENT_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
 }
 
 impl DaemonArgs {
@@ -136,6 +144,8 @@ impl DaemonArgs {
         config.hardware_class = self.hardware_class;
         config.artifact_root = self.artifact_root;
         config.reconnect_max = Duration::from_millis(self.reconnect_max_ms.max(100));
+        config.token = Token::load(self.token_file.as_deref(), "FLEETGATE_AGENT_TOKEN")
+            .map_err(anyhow::Error::msg)?;
         Ok(config)
     }
 }
@@ -305,6 +315,29 @@ impl Outbox {
 enum SessionEnd {
     Shutdown,
     Disconnected(String),
+    /// The coordinator refused this agent's token: retrying cannot help.
+    Unauthenticated(String),
+}
+
+/// Adds `authorization: Bearer <token>` to every request when a token is set (the agent's
+/// join token, or a client's token for the run API).
+#[derive(Debug, Clone)]
+pub struct BearerToken(pub Option<Token>);
+
+impl tonic::service::Interceptor for BearerToken {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(token) = &self.0 {
+            let value = token
+                .bearer()
+                .parse()
+                .map_err(|_| tonic::Status::internal("the token is not a valid header value"))?;
+            request.metadata_mut().insert("authorization", value);
+        }
+        Ok(request)
+    }
 }
 
 struct Agent {
@@ -374,6 +407,13 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
     loop {
         match agent.session(&shutdown).await {
             Ok(SessionEnd::Shutdown) => break,
+            Ok(SessionEnd::Unauthenticated(why)) => {
+                agent.stop_jobs("agent refused by the coordinator").await;
+                anyhow::bail!(
+                    "the coordinator at {} refused this agent: {why} (set --token-file or FLEETGATE_AGENT_TOKEN)",
+                    agent.config.coordinator
+                );
+            }
             Ok(SessionEnd::Disconnected(why)) => {
                 tracing::warn!(reason = %why, "Disconnected from the coordinator; reconnecting.");
                 backoff = agent.config.reconnect_min;
@@ -454,14 +494,17 @@ impl Agent {
             () = shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
             c = endpoint.connect() => c.map_err(|e| format!("connect: {e}"))?,
         };
-        let mut client = AgentServiceClient::new(channel);
+        let mut client =
+            AgentServiceClient::with_interceptor(channel, BearerToken(self.config.token.clone()));
         let (tx, rx) = mpsc::channel::<pb::AgentMessage>(1_024);
         tx.send(self.hello()).await.map_err(|e| e.to_string())?;
-        let mut inbound = client
-            .session(ReceiverStream::new(rx))
-            .await
-            .map_err(|s| format!("session refused: {}", s.message()))?
-            .into_inner();
+        let mut inbound = match client.session(ReceiverStream::new(rx)).await {
+            Ok(response) => response.into_inner(),
+            Err(s) if s.code() == tonic::Code::Unauthenticated => {
+                return Ok(SessionEnd::Unauthenticated(s.message().to_owned()));
+            }
+            Err(s) => return Err(format!("session refused: {}", s.message())),
+        };
         let welcome = match tokio::time::timeout(Duration::from_secs(10), inbound.message()).await {
             Ok(Ok(Some(pb::CoordinatorMessage {
                 body: Some(pb::coordinator_message::Body::Welcome(w)),

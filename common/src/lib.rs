@@ -2,6 +2,7 @@
 //! the v0.4 report model with its metrics and failure diagnostics, the gate assets and gates,
 //! the documented exit codes, shutdown signals, and the process-wide tracing set-up.
 
+pub mod auth;
 pub mod config;
 pub mod convert;
 pub mod exit;

@@ -221,7 +221,7 @@ async fn run(n: usize, rate: u64, seconds: u64, section: Arc<RuntimeSection>) {
         .expect("start fleetgate serve");
     let pid = server.id();
     let url = format!("http://127.0.0.1:{port}");
-    while client::list_agents(&url).await.is_err() {
+    while client::list_agents(&url, None).await.is_err() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let idle_rss = peak_rss(pid);
@@ -239,7 +239,7 @@ async fn run(n: usize, rate: u64, seconds: u64, section: Arc<RuntimeSection>) {
         ));
     }
     loop {
-        let agents = client::list_agents(&url).await.unwrap_or_default();
+        let agents = client::list_agents(&url, None).await.unwrap_or_default();
         if agents.iter().filter(|a| a.state == "connected").count() >= n {
             break;
         }
@@ -282,7 +282,7 @@ async fn run(n: usize, rate: u64, seconds: u64, section: Arc<RuntimeSection>) {
     };
     let cpu_before = cpu_seconds(pid);
     let started = Instant::now();
-    let report = client::submit(&url, &spec, &mut |_| {}).await;
+    let report = client::submit(&url, None, &spec, &mut |_| {}).await;
     let report_at = Instant::now();
     let wall = started.elapsed().as_secs_f64();
     let cpu = cpu_seconds(pid) - cpu_before;

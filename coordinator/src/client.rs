@@ -5,13 +5,15 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use fleetgate_agent::daemon::{self, AgentConfig};
+use fleetgate_agent::daemon::{self, AgentConfig, BearerToken};
 use fleetgate_agent::worker::WorkerCommand;
+use fleetgate_common::auth::Token;
 use fleetgate_common::report::Report;
 use fleetgate_proto::v1 as pb;
 use pb::run_service_client::RunServiceClient;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::plan::{RunError, RunSpec};
@@ -42,8 +44,22 @@ async fn connect(url: &str) -> Result<Channel, RunError> {
         })
 }
 
+async fn run_client(
+    url: &str,
+    token: Option<&Token>,
+) -> Result<RunServiceClient<InterceptedService<Channel, BearerToken>>, RunError> {
+    Ok(RunServiceClient::with_interceptor(
+        connect(url).await?,
+        BearerToken(token.cloned()),
+    ))
+}
+
 fn status_error(url: &str, status: &tonic::Status) -> RunError {
     match status.code() {
+        Code::Unauthenticated => RunError::Usage(format!(
+            "the coordinator at {url} refused this client: {} (set --token-file or FLEETGATE_CLIENT_TOKEN)",
+            status.message()
+        )),
         Code::InvalidArgument => RunError::InvalidInput(status.message().to_owned()),
         Code::FailedPrecondition => RunError::Inconclusive(status.message().to_owned()),
         Code::Unavailable | Code::Cancelled | Code::Unknown => RunError::Unreachable(format!(
@@ -59,10 +75,12 @@ fn status_error(url: &str, status: &tonic::Status) -> RunError {
 /// the report, is [`RunError::Unreachable`] — never a hang.
 pub async fn submit(
     url: &str,
+    token: Option<&Token>,
     spec: &RunSpec,
     on_event: &mut (dyn FnMut(&pb::RunEvent) + Send),
 ) -> Result<Report, RunError> {
-    let mut client = RunServiceClient::new(connect(url).await?)
+    let mut client = run_client(url, token)
+        .await?
         .max_decoding_message_size(service::MAX_MESSAGE_BYTES);
     let mut stream = client
         .submit_run(pb::SubmitRunRequest::from(spec))
@@ -110,8 +128,11 @@ pub async fn submit(
 }
 
 /// Lists the agents a coordinator knows.
-pub async fn list_agents(url: &str) -> Result<Vec<pb::AgentSummary>, RunError> {
-    let mut client = RunServiceClient::new(connect(url).await?);
+pub async fn list_agents(
+    url: &str,
+    token: Option<&Token>,
+) -> Result<Vec<pb::AgentSummary>, RunError> {
+    let mut client = run_client(url, token).await?;
     client
         .list_agents(pb::ListAgentsRequest {})
         .await
@@ -167,7 +188,7 @@ pub async fn run_embedded(
         // The local agent registers within moments; wait for it, not for a fixed time.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
-            let agents = list_agents(&url).await?;
+            let agents = list_agents(&url, None).await?;
             if agents
                 .iter()
                 .any(|a| a.agent_id == agent.agent_id && a.state == "connected")
@@ -181,7 +202,7 @@ pub async fn run_embedded(
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        submit(&url, spec, on_event).await
+        submit(&url, None, spec, on_event).await
     };
     let result = tokio::select! {
         result = result => result,

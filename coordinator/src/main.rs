@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use fleetgate_agent::runtime::RuntimeKind;
 use fleetgate_agent::worker::WorkerCommand;
+use fleetgate_common::auth::Token;
 use fleetgate_common::config::{
     GateMode, Knobs, Mode, Profile, WorkloadKind, apply_knob_assignment, parse_knobs_file,
 };
@@ -59,6 +60,10 @@ struct RunArgs {
     /// a local agent run the jobs on this host.
     #[arg(long, env = "FLEETGATE_COORDINATOR")]
     coordinator: Option<String>,
+    /// File holding the coordinator's client token [default: the FLEETGATE_CLIENT_TOKEN
+    /// environment variable, else no token].
+    #[arg(long, env = "FLEETGATE_CLIENT_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
     /// Soak profile: pr = 6 h-equivalent, nightly = 24 h-equivalent.
     #[arg(long, value_enum, default_value = "pr")]
     profile: Profile,
@@ -148,6 +153,14 @@ struct ServeArgs {
     /// Heartbeat interval told to agents, in milliseconds (an agent silent for 3× is lost).
     #[arg(long, default_value_t = 2_000)]
     heartbeat_ms: u64,
+    /// File holding the token agents must present [default: the FLEETGATE_AGENT_TOKEN
+    /// environment variable, else none: any agent that reaches the port may join].
+    #[arg(long, env = "FLEETGATE_AGENT_TOKEN_FILE")]
+    agent_token_file: Option<PathBuf>,
+    /// File holding the token clients must present to submit runs or list agents [default:
+    /// the FLEETGATE_CLIENT_TOKEN environment variable, else none].
+    #[arg(long, env = "FLEETGATE_CLIENT_TOKEN_FILE")]
+    client_token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -160,6 +173,10 @@ struct AgentsArgs {
         default_value = "http://127.0.0.1:7400"
     )]
     coordinator: String,
+    /// File holding the coordinator's client token [default: the FLEETGATE_CLIENT_TOKEN
+    /// environment variable, else no token].
+    #[arg(long, env = "FLEETGATE_CLIENT_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -235,16 +252,8 @@ async fn run_command(args: RunArgs) -> i32 {
     match run(args).await {
         Ok(code) => code,
         Err(err) => {
-            let code = match err {
-                RunError::InvalidInput(_) => exit::INVALID_INPUT,
-                RunError::Usage(_) => exit::USAGE,
-                RunError::Interrupted => exit::INTERRUPTED,
-                RunError::Unreachable(_) => exit::COORDINATOR_UNREACHABLE,
-                RunError::Inconclusive(_) => exit::INCONCLUSIVE,
-                RunError::Internal(_) => exit::ERROR,
-            };
             eprintln!("Error: {err}");
-            code
+            err.exit_code()
         }
     }
 }
@@ -405,6 +414,8 @@ async fn run(args: RunArgs) -> Result<i32, RunError> {
     {
         probe_writable(path)?;
     }
+    let token = Token::load(args.token_file.as_deref(), "FLEETGATE_CLIENT_TOKEN")
+        .map_err(RunError::Usage)?;
     // Ctrl+C or SIGTERM: the embedded agent stops its worker gracefully (the telemetry session
     // is closed as interrupted); see `client::run_embedded`.
     let interrupt = tokio_util::sync::CancellationToken::new();
@@ -417,7 +428,7 @@ async fn run(args: RunArgs) -> Result<i32, RunError> {
     let mut on_event = |event: &pb::RunEvent| display.update(event);
     let run = async {
         match &args.coordinator {
-            Some(url) => client::submit(url, &spec, &mut on_event).await,
+            Some(url) => client::submit(url, token.as_ref(), &spec, &mut on_event).await,
             None => {
                 let program = std::env::current_exe().map_err(|e| {
                     RunError::Internal(format!("cannot find this program to start workers: {e}"))
@@ -475,6 +486,24 @@ fn finish(args: &RunArgs, report: &Report) -> Result<i32, RunError> {
 
 #[expect(clippy::print_stderr, reason = "errors go to stderr")]
 async fn serve_command(args: ServeArgs) -> i32 {
+    let tokens =
+        Token::load(args.agent_token_file.as_deref(), "FLEETGATE_AGENT_TOKEN").and_then(|agent| {
+            Token::load(args.client_token_file.as_deref(), "FLEETGATE_CLIENT_TOKEN")
+                .map(|client| (agent, client))
+        });
+    let (agent_token, client_token) = match tokens {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            return exit::USAGE;
+        }
+    };
+    if agent_token.is_none() {
+        tracing::warn!(listen = %args.listen, "No agent token: any process that reaches this port can join as an agent (set --agent-token-file or FLEETGATE_AGENT_TOKEN).");
+    }
+    if client_token.is_none() {
+        tracing::warn!(listen = %args.listen, "No client token: any process that reaches this port can submit runs (set --client-token-file or FLEETGATE_CLIENT_TOKEN).");
+    }
     let listener = match tokio::net::TcpListener::bind(args.listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -485,6 +514,8 @@ async fn serve_command(args: ServeArgs) -> i32 {
     let shutdown = tokio_util::sync::CancellationToken::new();
     let settings = CoordinatorSettings {
         heartbeat_interval: Duration::from_millis(args.heartbeat_ms.max(50)),
+        agent_token,
+        client_token,
         ..CoordinatorSettings::default()
     };
     let coordinator = match service::serve(listener, settings, shutdown.clone()) {
@@ -506,11 +537,18 @@ async fn serve_command(args: ServeArgs) -> i32 {
     reason = "the agent list is the command's output"
 )]
 async fn agents_command(args: AgentsArgs) -> i32 {
-    let agents = match client::list_agents(&args.coordinator).await {
+    let token = match Token::load(args.token_file.as_deref(), "FLEETGATE_CLIENT_TOKEN") {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            return exit::USAGE;
+        }
+    };
+    let agents = match client::list_agents(&args.coordinator, token.as_ref()).await {
         Ok(a) => a,
         Err(e) => {
             eprintln!("Error: {e}");
-            return exit::COORDINATOR_UNREACHABLE;
+            return e.exit_code();
         }
     };
     if args.json {

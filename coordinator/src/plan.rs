@@ -46,6 +46,21 @@ pub enum RunError {
     Internal(String),
 }
 
+impl RunError {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> i32 {
+        use fleetgate_common::exit;
+        match self {
+            RunError::InvalidInput(_) => exit::INVALID_INPUT,
+            RunError::Usage(_) => exit::USAGE,
+            RunError::Interrupted => exit::INTERRUPTED,
+            RunError::Unreachable(_) => exit::COORDINATOR_UNREACHABLE,
+            RunError::Inconclusive(_) => exit::INCONCLUSIVE,
+            RunError::Internal(_) => exit::ERROR,
+        }
+    }
+}
+
 /// A gate asset as submitted: its name (the file path) and its JSON text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Asset {

@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use fleetgate_common::auth::Token;
 use fleetgate_common::convert::{self, JobRequest};
 use fleetgate_common::fleet::{
     HostFacts, JobStatus, JobSummary, JobUpdate, RuntimeAvailability, derive_hardware_class,
@@ -34,6 +35,10 @@ pub struct CoordinatorSettings {
     pub pr_deadline: Duration,
     /// Default whole-run deadline of a `nightly` run.
     pub nightly_deadline: Duration,
+    /// The token agents must present (none: any agent may join).
+    pub agent_token: Option<Token>,
+    /// The token clients must present to submit runs or read the fleet (none: anyone may).
+    pub client_token: Option<Token>,
 }
 
 impl Default for CoordinatorSettings {
@@ -43,6 +48,8 @@ impl Default for CoordinatorSettings {
             sweep_interval: Duration::from_millis(250),
             pr_deadline: Duration::from_secs(30 * 60),
             nightly_deadline: Duration::from_secs(2 * 60 * 60),
+            agent_token: None,
+            client_token: None,
         }
     }
 }

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use fleetgate_common::auth::Token;
 use fleetgate_proto::v1 as pb;
 use pb::agent_service_server::{AgentService, AgentServiceServer};
 use pb::run_service_server::{RunService, RunServiceServer};
@@ -11,6 +12,8 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tokio_util::sync::CancellationToken;
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::plan::{RunError, RunSpec};
@@ -137,6 +140,43 @@ impl RunService for RunSvc {
     }
 }
 
+/// Refuses requests without the expected bearer token (when one is configured).
+#[derive(Debug, Clone)]
+struct TokenCheck {
+    token: Option<Token>,
+    who: &'static str,
+}
+
+impl TokenCheck {
+    fn new(token: Option<Token>, who: &'static str) -> Self {
+        TokenCheck { token, who }
+    }
+}
+
+impl Interceptor for TokenCheck {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        let Some(token) = &self.token else {
+            return Ok(request);
+        };
+        let header = request
+            .metadata()
+            .get("authorization")
+            .map(|v| v.as_bytes());
+        if token.accepts(header) {
+            Ok(request)
+        } else {
+            let peer = request
+                .remote_addr()
+                .map_or_else(|| "unknown".to_owned(), |a| a.to_string());
+            tracing::warn!(peer = %peer, who = self.who, "Request with a missing or wrong token refused.");
+            Err(Status::unauthenticated(format!(
+                "missing or wrong {} token",
+                self.who
+            )))
+        }
+    }
+}
+
 /// A running coordinator.
 #[derive(Debug)]
 pub struct Coordinator {
@@ -171,13 +211,20 @@ pub fn serve(
     shutdown: CancellationToken,
 ) -> std::io::Result<Coordinator> {
     let addr = listener.local_addr()?;
+    let agent_check = TokenCheck::new(settings.agent_token.clone(), "agent");
+    let client_check = TokenCheck::new(settings.client_token.clone(), "client");
     let registry = registry::spawn(settings, shutdown.child_token());
-    let agents = AgentServiceServer::new(AgentSvc {
-        registry: registry.clone(),
-    })
-    .max_decoding_message_size(MAX_MESSAGE_BYTES);
-    let runs =
-        RunServiceServer::new(RunSvc { registry }).max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let agents = InterceptedService::new(
+        AgentServiceServer::new(AgentSvc {
+            registry: registry.clone(),
+        })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        agent_check,
+    );
+    let runs = InterceptedService::new(
+        RunServiceServer::new(RunSvc { registry }).max_decoding_message_size(MAX_MESSAGE_BYTES),
+        client_check,
+    );
     let token = shutdown.clone();
     let task = tokio::spawn(async move {
         tonic::transport::Server::builder()

@@ -83,7 +83,7 @@ impl Drop for AgentProcess {
 async fn wait_for_agents(url: &str, ids: &[&str]) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        if let Ok(agents) = client::list_agents(url).await {
+        if let Ok(agents) = client::list_agents(url, None).await {
             let connected: Vec<&str> = agents
                 .iter()
                 .filter(|a| a.state == "connected")
@@ -142,7 +142,10 @@ fn submit(url: String, spec: RunSpec) -> (JoinHandle<Result<Report, RunError>>, 
     let events = Arc::new(Mutex::new(Vec::new()));
     let seen = Arc::clone(&events);
     let task = tokio::spawn(async move {
-        client::submit(&url, &spec, &mut |e| seen.lock().unwrap().push(e.clone())).await
+        client::submit(&url, None, &spec, &mut |e| {
+            seen.lock().unwrap().push(e.clone())
+        })
+        .await
     });
     (task, events)
 }
@@ -181,7 +184,7 @@ async fn three_agents_make_one_fleet_report() {
     run.selection.min_agents = 3;
     let report = tokio::time::timeout(
         Duration::from_secs(180),
-        client::submit(&url, &run, &mut |_| {}),
+        client::submit(&url, None, &run, &mut |_| {}),
     )
     .await
     .expect("no report in time")
@@ -226,13 +229,15 @@ async fn three_agents_make_one_fleet_report() {
     // Selection by label leaves a3 out.
     let mut east = spec(60.0, Duration::from_secs(120));
     east.selection.labels = BTreeMap::from([("zone".to_owned(), "east".to_owned())]);
-    let report = client::submit(&url, &east, &mut |_| {}).await.unwrap();
+    let report = client::submit(&url, None, &east, &mut |_| {})
+        .await
+        .unwrap();
     assert_eq!(report.agents.keys().collect::<Vec<_>>(), ["a1", "a2"]);
     // Too few matching agents: refused before anything runs.
     let mut many = spec(60.0, Duration::from_secs(120));
     many.selection.min_agents = 4;
     assert!(matches!(
-        client::submit(&url, &many, &mut |_| {}).await,
+        client::submit(&url, None, &many, &mut |_| {}).await,
         Err(RunError::Inconclusive(_))
     ));
     coordinator.shutdown().await;
@@ -358,7 +363,7 @@ async fn a_dropped_connection_that_comes_back_delivers_everything_once() {
     // Longer than the heartbeat expiry (3 × 200 ms): the coordinator marks the agent lost.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let agents = client::list_agents(&url).await.unwrap();
+        let agents = client::list_agents(&url, None).await.unwrap();
         if agents
             .iter()
             .any(|a| a.agent_id == "flaky" && a.state == "lost")
@@ -423,7 +428,12 @@ async fn a_coordinator_restart_fails_the_client_clearly_and_agents_come_back() {
     wait_for_agents(&url, &["steady"]).await;
     let report = tokio::time::timeout(
         Duration::from_secs(120),
-        client::submit(&url, &spec(60.0, Duration::from_secs(60)), &mut |_| {}),
+        client::submit(
+            &url,
+            None,
+            &spec(60.0, Duration::from_secs(60)),
+            &mut |_| {},
+        ),
     )
     .await
     .expect("no report in time")
@@ -442,7 +452,14 @@ async fn an_unreachable_coordinator_is_a_clear_error() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     drop(listener);
-    match client::submit(&url, &spec(60.0, Duration::from_secs(10)), &mut |_| {}).await {
+    match client::submit(
+        &url,
+        None,
+        &spec(60.0, Duration::from_secs(10)),
+        &mut |_| {},
+    )
+    .await
+    {
         Err(RunError::Unreachable(message)) => {
             assert!(
                 message.starts_with(&format!("cannot reach the coordinator at {url}")),
@@ -492,9 +509,14 @@ async fn a_run_whose_client_goes_away_is_cancelled_on_its_agents() {
         Some("the client that submitted the run went away")
     );
     // The agent stopped the job and takes the next run.
-    let next = client::submit(&url, &spec(60.0, Duration::from_secs(60)), &mut |_| {})
-        .await
-        .unwrap();
+    let next = client::submit(
+        &url,
+        None,
+        &spec(60.0, Duration::from_secs(60)),
+        &mut |_| {},
+    )
+    .await
+    .unwrap();
     assert_eq!(
         next.verdict,
         Verdict::Pass,

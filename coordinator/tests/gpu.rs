@@ -274,7 +274,7 @@ fn an_agent_reports_its_two_simulated_gpus_to_the_coordinator() {
             .unwrap();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         let summary = loop {
-            let agents = fleetgate_coordinator::client::list_agents(&url)
+            let agents = fleetgate_coordinator::client::list_agents(&url, None)
                 .await
                 .unwrap_or_default();
             if let Some(a) = agents.into_iter().find(|a| a.agent_id == "gpu-box") {

@@ -1,0 +1,135 @@
+//! Shared-secret tokens: the agent join token and the client token for submitting runs.
+//!
+//! A token is read from a file (preferred: a mounted secret) or an environment variable,
+//! travels as `authorization: Bearer <token>` on every RPC, and is compared in constant time.
+//! It is never logged: [`Token`]'s `Debug` prints a placeholder.
+
+use std::path::Path;
+
+/// The shortest token accepted (a token from `openssl rand -hex 32` is 64 characters).
+pub const MIN_TOKEN_LEN: usize = 16;
+/// The longest token accepted.
+pub const MAX_TOKEN_LEN: usize = 1024;
+
+/// A shared secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(String);
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
+}
+
+impl Token {
+    /// Checks `text` (already trimmed) as a token; the error never contains the text.
+    pub fn new(text: &str) -> Result<Self, String> {
+        if text.len() < MIN_TOKEN_LEN || text.len() > MAX_TOKEN_LEN {
+            return Err(format!(
+                "must be {MIN_TOKEN_LEN} to {MAX_TOKEN_LEN} characters (it is {})",
+                text.len()
+            ));
+        }
+        if !text.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err("must be printable ASCII without spaces".to_owned());
+        }
+        Ok(Token(text.to_owned()))
+    }
+
+    /// The token from `file` if given, else from the environment variable `env` if set and
+    /// not empty, else none. Errors name the file or variable, never the token.
+    pub fn load(file: Option<&Path>, env: &str) -> Result<Option<Self>, String> {
+        if let Some(path) = file {
+            let bytes = crate::input::read_file(path)
+                .map_err(|e| format!("{}: token file cannot be read: {e}", path.display()))?;
+            let text = std::str::from_utf8(&bytes)
+                .map_err(|_| format!("{}: token file is not UTF-8", path.display()))?;
+            return Token::new(text.trim())
+                .map(Some)
+                .map_err(|e| format!("{}: token {e}", path.display()));
+        }
+        match std::env::var(env) {
+            Ok(text) if !text.trim().is_empty() => Token::new(text.trim())
+                .map(Some)
+                .map_err(|e| format!("{env}: token {e}")),
+            _ => Ok(None),
+        }
+    }
+
+    /// The `authorization` header value carrying this token.
+    pub fn bearer(&self) -> String {
+        format!("Bearer {}", self.0)
+    }
+
+    /// Whether `header` (an `authorization` value) carries this token. The comparison takes
+    /// the same time wherever the first difference is.
+    pub fn accepts(&self, header: Option<&[u8]>) -> bool {
+        let Some(presented) = header.and_then(|h| h.strip_prefix(b"Bearer ")) else {
+            return false;
+        };
+        let expected = self.0.as_bytes();
+        let mut diff = u8::from(presented.len() != expected.len());
+        for (i, &e) in expected.iter().enumerate() {
+            diff |= e ^ presented.get(i).copied().unwrap_or(!e);
+        }
+        std::hint::black_box(diff) == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_exact_bearer_token_is_accepted() {
+        let token = Token::new("0123456789abcdef").unwrap();
+        assert!(token.accepts(Some(b"Bearer 0123456789abcdef")));
+        for wrong in [
+            &b"Bearer 0123456789abcdeF"[..],
+            b"Bearer 0123456789abcde",
+            b"Bearer 0123456789abcdef0",
+            b"bearer 0123456789abcdef",
+            b"0123456789abcdef",
+            b"Bearer ",
+        ] {
+            assert!(
+                !token.accepts(Some(wrong)),
+                "{}",
+                String::from_utf8_lossy(wrong)
+            );
+        }
+        assert!(!token.accepts(None));
+    }
+
+    #[test]
+    fn weak_tokens_are_refused_and_never_echoed() {
+        let short = Token::new("hunter2").unwrap_err();
+        assert_eq!(short, "must be 16 to 1024 characters (it is 7)");
+        let spaced = Token::new("correct horse battery").unwrap_err();
+        assert!(!spaced.contains("horse"), "{spaced}");
+        assert_eq!(
+            format!("{:?}", Token::new("0123456789abcdef").unwrap()),
+            "Token(<redacted>)"
+        );
+    }
+
+    #[test]
+    fn a_token_file_is_trimmed_and_named_in_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.token");
+        std::fs::write(&path, "0123456789abcdef\n").unwrap();
+        let token = Token::load(Some(&path), "FLEETGATE_TEST_UNSET_TOKEN")
+            .unwrap()
+            .unwrap();
+        assert!(token.accepts(Some(b"Bearer 0123456789abcdef")));
+        std::fs::write(&path, "short\n").unwrap();
+        assert_eq!(
+            Token::load(Some(&path), "FLEETGATE_TEST_UNSET_TOKEN").unwrap_err(),
+            format!(
+                "{}: token must be 16 to 1024 characters (it is 5)",
+                path.display()
+            )
+        );
+        assert_eq!(Token::load(None, "FLEETGATE_TEST_UNSET_TOKEN"), Ok(None));
+    }
+}
