@@ -61,7 +61,9 @@ fn status_error(url: &str, status: &tonic::Status) -> RunError {
             status.message()
         )),
         Code::InvalidArgument => RunError::InvalidInput(status.message().to_owned()),
-        Code::FailedPrecondition => RunError::Inconclusive(status.message().to_owned()),
+        Code::FailedPrecondition | Code::ResourceExhausted => {
+            RunError::Inconclusive(status.message().to_owned())
+        }
         Code::Unavailable | Code::Cancelled | Code::Unknown => RunError::Unreachable(format!(
             "lost the coordinator at {url} before the report: {}",
             status.message()

@@ -161,6 +161,16 @@ struct ServeArgs {
     /// the FLEETGATE_CLIENT_TOKEN environment variable, else none].
     #[arg(long, env = "FLEETGATE_CLIENT_TOKEN_FILE")]
     client_token_file: Option<PathBuf>,
+    /// Most agent ids this coordinator keeps; a new agent beyond it is refused.
+    #[arg(long, default_value_t = 1_000)]
+    max_agents: usize,
+    /// Most runs in progress at once; a submission beyond it is refused (exit 6).
+    #[arg(long, default_value_t = 8)]
+    max_runs: usize,
+    /// Sustained messages per second one agent may send (ten seconds' worth in a burst); an
+    /// agent over it has its session closed and reconnects.
+    #[arg(long, default_value_t = 1_000)]
+    agent_messages_per_second: u32,
 }
 
 #[derive(Debug, clap::Args)]
@@ -516,6 +526,9 @@ async fn serve_command(args: ServeArgs) -> i32 {
         heartbeat_interval: Duration::from_millis(args.heartbeat_ms.max(50)),
         agent_token,
         client_token,
+        max_agents: args.max_agents.max(1),
+        max_runs: args.max_runs.max(1),
+        agent_messages_per_second: args.agent_messages_per_second.max(1),
         ..CoordinatorSettings::default()
     };
     let coordinator = match service::serve(listener, settings, shutdown.clone()) {

@@ -39,6 +39,13 @@ pub struct CoordinatorSettings {
     pub agent_token: Option<Token>,
     /// The token clients must present to submit runs or read the fleet (none: anyone may).
     pub client_token: Option<Token>,
+    /// Most agent ids the coordinator keeps; a new id beyond it is refused.
+    pub max_agents: usize,
+    /// Most runs in progress at once; a submission beyond it is refused.
+    pub max_runs: usize,
+    /// Sustained messages per second one agent session may send (bursts of ten seconds' worth
+    /// pass); a session over it is closed.
+    pub agent_messages_per_second: u32,
 }
 
 impl Default for CoordinatorSettings {
@@ -50,6 +57,9 @@ impl Default for CoordinatorSettings {
             nightly_deadline: Duration::from_secs(2 * 60 * 60),
             agent_token: None,
             client_token: None,
+            max_agents: 1_000,
+            max_runs: 8,
+            agent_messages_per_second: 1_000,
         }
     }
 }
@@ -314,6 +324,13 @@ impl Registry {
                 "agent_id must be 1-128 characters of letters, digits, '-', '_' or '.'",
             ));
         }
+        if !self.agents.contains_key(&agent_id) && self.agents.len() >= self.settings.max_agents {
+            tracing::warn!(agent_id = %agent_id, "Agent refused: the coordinator is at its agent limit.");
+            return Err(Status::resource_exhausted(format!(
+                "this coordinator already knows {} agents, its limit (--max-agents)",
+                self.agents.len()
+            )));
+        }
         let facts = HostFacts::from(hello.facts.unwrap_or_default());
         let hardware_class = if hello.hardware_class.is_empty() {
             derive_hardware_class(&facts)
@@ -522,6 +539,12 @@ impl Registry {
 
     fn submit(&mut self, spec: RunSpec, events: RunEvents) -> Result<String, Status> {
         let plan = plan::plan(spec).map_err(run_status)?;
+        let in_progress = self.runs.values().filter(|r| r.report.is_none()).count();
+        if in_progress >= self.settings.max_runs {
+            return Err(Status::resource_exhausted(format!(
+                "{in_progress} runs are in progress, this coordinator's limit (--max-runs); submit again when one ends"
+            )));
+        }
         let selection = &plan.spec.selection;
         for id in &selection.agent_ids {
             match self.agents.get(id) {

@@ -26,6 +26,42 @@ pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 #[derive(Debug, Clone)]
 pub struct AgentSvc {
     registry: RegistryHandle,
+    messages_per_second: u32,
+}
+
+/// A token bucket: `rate` per second sustained, ten seconds' worth in a burst (an agent that
+/// reconnects resends its unacknowledged events at once).
+#[derive(Debug)]
+struct RateLimit {
+    rate: f64,
+    capacity: f64,
+    tokens: f64,
+    last: tokio::time::Instant,
+}
+
+impl RateLimit {
+    fn new(rate: u32) -> Self {
+        let rate = f64::from(rate.max(1));
+        RateLimit {
+            rate,
+            capacity: rate * 10.0,
+            tokens: rate * 10.0,
+            last: tokio::time::Instant::now(),
+        }
+    }
+
+    fn admit(&mut self) -> bool {
+        let now = tokio::time::Instant::now();
+        let elapsed = now.duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.capacity);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 #[tonic::async_trait]
@@ -47,6 +83,7 @@ impl AgentService for AgentSvc {
         };
         let agent_id = hello.agent_id.clone();
         let (tx, rx) = mpsc::channel(1_024);
+        let over_limit = tx.clone();
         let conn = self
             .registry
             .ask(|reply| Command::Connect {
@@ -56,8 +93,21 @@ impl AgentService for AgentSvc {
             })
             .await??;
         let registry = self.registry.clone();
+        let mut limit = RateLimit::new(self.messages_per_second);
+        let rate = self.messages_per_second;
         tokio::spawn(async move {
             while let Ok(Some(message)) = inbound.message().await {
+                if !limit.admit() {
+                    // Checked before the registry sees the message, so a flood never reaches
+                    // the queue the other agents share.
+                    tracing::warn!(agent_id = %agent_id, rate, "Agent over its message rate; session closed.");
+                    over_limit
+                        .try_send(Err(Status::resource_exhausted(format!(
+                            "agent {agent_id} sent more than {rate} messages per second; reconnect and resend from the acknowledged point"
+                        ))))
+                        .ok();
+                    break;
+                }
                 let forwarded = registry
                     .send(Command::FromAgent {
                         agent_id: agent_id.clone(),
@@ -213,10 +263,12 @@ pub fn serve(
     let addr = listener.local_addr()?;
     let agent_check = TokenCheck::new(settings.agent_token.clone(), "agent");
     let client_check = TokenCheck::new(settings.client_token.clone(), "client");
+    let messages_per_second = settings.agent_messages_per_second;
     let registry = registry::spawn(settings, shutdown.child_token());
     let agents = InterceptedService::new(
         AgentServiceServer::new(AgentSvc {
             registry: registry.clone(),
+            messages_per_second,
         })
         .max_decoding_message_size(MAX_MESSAGE_BYTES),
         agent_check,

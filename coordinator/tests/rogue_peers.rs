@@ -1,17 +1,29 @@
-//! Tokens over real gRPC on loopback: a coordinator that requires an agent token and a client
-//! token, honest `fleetgate agent` processes that present the agent token, a rogue agent that
-//! does not, and `fleetgate run` / `fleetgate agents` as CI would call them.
+//! Rogue peers over real gRPC on loopback: a coordinator that requires an agent token and a
+//! client token and has small limits; honest `fleetgate agent` processes; a rogue agent process
+//! with the wrong token; a hand-driven rogue session (events for jobs it was not given,
+//! repeated and skipped sequence numbers, a flood); one agent too many; a run too many; and
+//! `fleetgate run` / `fleetgate agents` as CI would call them. The honest fleet's run completes
+//! with a report of the honest agents only.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
+use fleetgate_agent::daemon::BearerToken;
 use fleetgate_common::auth::Token;
+use fleetgate_common::config::{GateMode, Knobs, Mode, Profile, WorkloadKind};
 use fleetgate_coordinator::client;
+use fleetgate_coordinator::plan::{Asset, RunError, RunSpec, Selection};
 use fleetgate_coordinator::registry::CoordinatorSettings;
 use fleetgate_coordinator::service;
+use fleetgate_proto::v1 as pb;
+use pb::agent_message::Body;
+use pb::agent_service_client::AgentServiceClient;
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
+use tonic::Code;
 
 const AGENT_TOKEN: &str = "agent-token-0123456789abcdef";
 const CLIENT_TOKEN: &str = "client-token-fedcba9876543210";
@@ -99,13 +111,108 @@ fn run_args(url: &str, out: &Path, artifacts: &Path, token_file: Option<&Path>) 
     args
 }
 
+/// Opens an agent session by hand as `id`; returns its sender and, after the welcome, its
+/// inbound stream — or the status that refused it.
+async fn raw_session(
+    url: &str,
+    id: &str,
+) -> Result<
+    (
+        mpsc::Sender<pb::AgentMessage>,
+        tonic::Streaming<pb::CoordinatorMessage>,
+    ),
+    tonic::Status,
+> {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = AgentServiceClient::with_interceptor(
+        channel,
+        BearerToken(Some(Token::new(AGENT_TOKEN).unwrap())),
+    );
+    let (tx, rx) = mpsc::channel(64);
+    let hello = pb::Hello {
+        agent_id: id.to_owned(),
+        protocol_version: 1,
+        ..pb::Hello::default()
+    };
+    tx.send(pb::AgentMessage {
+        body: Some(Body::Hello(hello)),
+    })
+    .await
+    .unwrap();
+    let mut inbound = client.session(ReceiverStream::new(rx)).await?.into_inner();
+    let first = inbound.message().await?;
+    assert!(
+        matches!(
+            first.and_then(|m| m.body),
+            Some(pb::coordinator_message::Body::Welcome(_))
+        ),
+        "no welcome for {id}"
+    );
+    Ok((tx, inbound))
+}
+
+fn job_event(job_id: &str, sequence: u64) -> pb::AgentMessage {
+    pb::AgentMessage {
+        body: Some(Body::JobEvent(pb::JobEvent {
+            job_id: job_id.to_owned(),
+            sequence,
+            body: Some(pb::job_event::Body::Started(pb::JobStarted {
+                worker_pid: 1,
+            })),
+        })),
+    }
+}
+
+/// A tiny soak-only budget run of gpumemprof_cpu on three agents.
+fn tiny_spec() -> RunSpec {
+    let mut knobs = Knobs::new();
+    fleetgate_common::config::apply_knob_assignment(
+        &mut knobs,
+        "gpumemprof_cpu.sampling_interval_seconds=60",
+        &["gpumemprof_cpu"],
+    )
+    .unwrap();
+    RunSpec {
+        profile: Profile::Pr,
+        mode: Mode::Soak,
+        gate_mode: GateMode::Budget,
+        iterations: 50,
+        allocation_kb: 64,
+        workload: WorkloadKind::Reference,
+        runtimes: vec!["gpumemprof_cpu".into()],
+        selection: Selection {
+            min_agents: 3,
+            ..Selection::default()
+        },
+        deadline: Some(Duration::from_secs(120)),
+        knobs,
+        overhead_scratch_root: None,
+        budgets: Some(
+            Asset::read(
+                &repo().join("docs/benchmarks/v0.4_operating_budget.json"),
+                "Budget file",
+            )
+            .unwrap(),
+        ),
+        baseline: None,
+        tolerances: None,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn only_token_holders_join_or_submit_and_the_honest_fleet_completes() {
+async fn rogue_peers_are_refused_or_contained_and_the_honest_fleet_completes() {
     let settings = CoordinatorSettings {
         heartbeat_interval: Duration::from_millis(200),
         sweep_interval: Duration::from_millis(50),
         agent_token: Some(Token::new(AGENT_TOKEN).unwrap()),
         client_token: Some(Token::new(CLIENT_TOKEN).unwrap()),
+        max_agents: 4,
+        max_runs: 1,
+        agent_messages_per_second: 100,
         ..CoordinatorSettings::default()
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -167,6 +274,79 @@ async fn only_token_holders_join_or_submit_and_the_honest_fleet_completes() {
         format!(
             "Error: the coordinator at {url} refused this client: missing or wrong client token (set --token-file or FLEETGATE_CLIENT_TOKEN)\n"
         )
+    );
+
+    // A token holder misbehaving: events for jobs it was never given, with repeated and
+    // skipped sequence numbers, are ignored; then a flood closes its session with a status
+    // before the flood reaches the registry.
+    let (rogue_tx, mut rogue_in) = raw_session(&url, "flooder").await.unwrap();
+    for sequence in [1, 1, 7, 3] {
+        rogue_tx.send(job_event("run-0-0", sequence)).await.unwrap();
+    }
+    let flood = tokio::spawn(async move {
+        let heartbeat = pb::AgentMessage {
+            body: Some(Body::Heartbeat(pb::Heartbeat::default())),
+        };
+        for _ in 0..100_000 {
+            if rogue_tx.send(heartbeat.clone()).await.is_err() {
+                break;
+            }
+        }
+    });
+    let closed = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match rogue_in.message().await {
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("the flooder's session ended without a status"),
+                Err(status) => break status,
+            }
+        }
+    })
+    .await
+    .expect("the flood was not stopped");
+    assert_eq!(closed.code(), Code::ResourceExhausted, "{closed:?}");
+    assert_eq!(
+        closed.message(),
+        "agent flooder sent more than 100 messages per second; reconnect and resend from the acknowledged point"
+    );
+    flood.abort();
+
+    // The fifth agent id is one too many.
+    let refused = raw_session(&url, "extra").await.map(|_| ()).unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    assert_eq!(
+        refused.message(),
+        "this coordinator already knows 4 agents, its limit (--max-agents)"
+    );
+
+    // One run at a time: a second submission while the first is in progress is refused.
+    let (accepted_tx, accepted_rx) = tokio::sync::oneshot::channel();
+    let task_url = url.clone();
+    let first = tokio::spawn(async move {
+        let mut accepted_tx = Some(accepted_tx);
+        let token = Token::new(CLIENT_TOKEN).unwrap();
+        let spec = tiny_spec();
+        client::submit(&task_url, Some(&token), &spec, &mut |e| {
+            if matches!(e.body, Some(pb::run_event::Body::Accepted(_))) {
+                if let Some(tx) = accepted_tx.take() {
+                    tx.send(()).ok();
+                }
+            }
+        })
+        .await
+    });
+    accepted_rx.await.unwrap();
+    match client::submit(&url, Some(&client_token), &tiny_spec(), &mut |_| {}).await {
+        Err(RunError::Inconclusive(m)) => assert_eq!(
+            m,
+            "1 runs are in progress, this coordinator's limit (--max-runs); submit again when one ends"
+        ),
+        other => panic!("{other:?}"),
+    }
+    let report = first.await.unwrap().unwrap();
+    assert_eq!(
+        report.agents.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["a1", "a2", "a3"]
     );
 
     // A run without the token is refused before anything is dispatched; with it, the three
