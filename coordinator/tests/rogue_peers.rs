@@ -327,10 +327,10 @@ async fn rogue_peers_are_refused_or_contained_and_the_honest_fleet_completes() {
         let token = Token::new(CLIENT_TOKEN).unwrap();
         let spec = tiny_spec();
         client::submit(&task_url, Some(&token), &spec, &mut |e| {
-            if matches!(e.body, Some(pb::run_event::Body::Accepted(_))) {
-                if let Some(tx) = accepted_tx.take() {
-                    tx.send(()).ok();
-                }
+            if matches!(e.body, Some(pb::run_event::Body::Accepted(_)))
+                && let Some(tx) = accepted_tx.take()
+            {
+                tx.send(()).ok();
             }
         })
         .await
