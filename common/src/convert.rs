@@ -335,8 +335,10 @@ pub fn job_update_from_pb(event: pb::JobEvent) -> Result<JobUpdate, ConvertError
             rss_bytes: c.rss_bytes,
         },
         Body::Report(r) => {
-            let section: RuntimeSection = serde_json::from_str(&r.section_json)
-                .map_err(|e| err("report.section_json", e.to_string()))?;
+            // From the network: the same defensive reading as an operator's file.
+            let section: RuntimeSection = crate::input::parse_json(r.section_json.as_bytes())
+                .and_then(|v| serde_json::from_value(v).map_err(|e| e.to_string()))
+                .map_err(|e| err("report.section_json", e))?;
             JobUpdate::Report {
                 section: Box::new(section),
             }

@@ -83,7 +83,9 @@ impl AgentService for AgentSvc {
         };
         let agent_id = hello.agent_id.clone();
         let (tx, rx) = mpsc::channel(1_024);
-        let over_limit = tx.clone();
+        // Weak: the outbound stream must end when the registry drops the connection (that is
+        // how an agent behind a dead connection learns to reconnect), not when this task does.
+        let over_limit = tx.downgrade();
         let conn = self
             .registry
             .ask(|reply| Command::Connect {
@@ -101,11 +103,13 @@ impl AgentService for AgentSvc {
                     // Checked before the registry sees the message, so a flood never reaches
                     // the queue the other agents share.
                     tracing::warn!(agent_id = %agent_id, rate, "Agent over its message rate; session closed.");
-                    over_limit
-                        .try_send(Err(Status::resource_exhausted(format!(
-                            "agent {agent_id} sent more than {rate} messages per second; reconnect and resend from the acknowledged point"
-                        ))))
-                        .ok();
+                    if let Some(outbound) = over_limit.upgrade() {
+                        outbound
+                            .try_send(Err(Status::resource_exhausted(format!(
+                                "agent {agent_id} sent more than {rate} messages per second; reconnect and resend from the acknowledged point"
+                            ))))
+                            .ok();
+                    }
                     break;
                 }
                 let forwarded = registry
