@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::worker::{self, WorkerCommand, WorkerHandle, WorkerJob};
 use fleetgate_common::auth::Token;
+use fleetgate_common::tls::{ClientTlsFiles, CoordinatorLink};
 
 /// Protocol version this agent speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -27,8 +28,8 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// Agent configuration.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
-    /// Coordinator URL (`http://host:port`).
-    pub coordinator: String,
+    /// How to reach the coordinator.
+    pub coordinator: CoordinatorLink,
     /// This agent's id (unique in the fleet; defaults to the host name).
     pub agent_id: String,
     /// Operator labels.
@@ -54,14 +55,14 @@ pub struct AgentConfig {
 impl AgentConfig {
     /// Defaults for an agent of `coordinator` named `agent_id`, with its state under `state_dir`.
     pub fn new(
-        coordinator: impl Into<String>,
+        coordinator: CoordinatorLink,
         agent_id: impl Into<String>,
         state_dir: impl Into<PathBuf>,
         worker: WorkerCommand,
     ) -> Self {
         let state_dir = state_dir.into();
         AgentConfig {
-            coordinator: coordinator.into(),
+            coordinator,
             agent_id: agent_id.into(),
             labels: BTreeMap::new(),
             hardware_class: None,
@@ -80,13 +81,28 @@ impl AgentConfig {
 #[derive(Debug, Clone, clap::Args)]
 #[deny(missing_docs)]
 pub struct DaemonArgs {
-    /// Coordinator URL.
+    /// Coordinator URL: https://HOST:PORT, or http://HOST:PORT with --plaintext.
     #[arg(
         long,
         env = "FLEETGATE_COORDINATOR",
-        default_value = "http://127.0.0.1:7400"
+        default_value = "https://127.0.0.1:7400"
     )]
     pub coordinator: String,
+    /// CA certificate (PEM) that signed the coordinator's certificate [default: the system's
+    /// trusted roots].
+    #[arg(long, env = "FLEETGATE_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// This agent's client certificate (PEM), naming its agent id, for a coordinator that
+    /// requires agent certificates (--agent-ca).
+    #[arg(long, env = "FLEETGATE_AGENT_CERT_FILE", requires = "key_file")]
+    pub cert_file: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, env = "FLEETGATE_AGENT_KEY_FILE", requires = "cert_file")]
+    pub key_file: Option<PathBuf>,
+    /// Talk to an http:// coordinator without TLS: the token and every result cross the
+    /// network unencrypted.
+    #[arg(long, env = "FLEETGATE_PLAINTEXT")]
+    pub plaintext: bool,
     /// Agent id, unique in the fleet [default: this host's name].
     #[arg(long, env = "FLEETGATE_AGENT_ID")]
     pub agent_id: Option<String>,
@@ -139,7 +155,14 @@ impl DaemonArgs {
             is_safe_id(&agent_id),
             "--agent-id {agent_id}: use letters, digits, '-', '_' or '.' (at most 128)"
         );
-        let mut config = AgentConfig::new(self.coordinator, agent_id, self.state_dir, worker);
+        let files = ClientTlsFiles {
+            ca: self.ca_file,
+            cert: self.cert_file,
+            key: self.key_file,
+        };
+        let link = CoordinatorLink::new("--coordinator", &self.coordinator, &files, self.plaintext)
+            .map_err(anyhow::Error::msg)?;
+        let mut config = AgentConfig::new(link, agent_id, self.state_dir, worker);
         config.labels = labels;
         config.hardware_class = self.hardware_class;
         config.artifact_root = self.artifact_root;
@@ -315,8 +338,8 @@ impl Outbox {
 enum SessionEnd {
     Shutdown,
     Disconnected(String),
-    /// The coordinator refused this agent's token: retrying cannot help.
-    Unauthenticated(String),
+    /// The coordinator refused this agent's token or certificate: retrying cannot help.
+    Refused(String),
 }
 
 /// Adds `authorization: Bearer <token>` to every request when a token is set (the agent's
@@ -399,27 +422,34 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
     };
     tracing::info!(
         agent_id = %agent.config.agent_id,
-        coordinator = %agent.config.coordinator,
+        coordinator = %agent.config.coordinator.url,
         hardware_class = %agent.hardware_class,
         "Agent starting."
     );
     let mut backoff = agent.config.reconnect_min;
+    let mut last_failure: Option<String> = None;
     loop {
         match agent.session(&shutdown).await {
             Ok(SessionEnd::Shutdown) => break,
-            Ok(SessionEnd::Unauthenticated(why)) => {
+            Ok(SessionEnd::Refused(why)) => {
                 agent.stop_jobs("agent refused by the coordinator").await;
                 anyhow::bail!(
-                    "the coordinator at {} refused this agent: {why} (set --token-file or FLEETGATE_AGENT_TOKEN)",
-                    agent.config.coordinator
+                    "the coordinator at {} refused this agent: {why}",
+                    agent.config.coordinator.url
                 );
             }
             Ok(SessionEnd::Disconnected(why)) => {
                 tracing::warn!(reason = %why, "Disconnected from the coordinator; reconnecting.");
                 backoff = agent.config.reconnect_min;
+                last_failure = None;
             }
             Err(why) => {
-                tracing::debug!(reason = %why, "Coordinator not reachable.");
+                // Said once per distinct reason (a TLS mismatch is worth seeing; the same
+                // refused connection every few seconds is not).
+                if last_failure.as_deref() != Some(why.as_str()) {
+                    tracing::warn!(reason = %why, "Coordinator not reachable; retrying.");
+                }
+                last_failure = Some(why);
             }
         }
         let delay = jittered(backoff);
@@ -486,13 +516,15 @@ impl Agent {
     }
 
     async fn session(&mut self, shutdown: &CancellationToken) -> Result<SessionEnd, String> {
-        let endpoint = tonic::transport::Endpoint::from_shared(self.config.coordinator.clone())
-            .map_err(|e| format!("bad coordinator URL {}: {e}", self.config.coordinator))?
+        let endpoint = self
+            .config
+            .coordinator
+            .endpoint()?
             .connect_timeout(self.config.connect_timeout)
             .tcp_nodelay(true);
         let channel = tokio::select! {
             () = shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
-            c = endpoint.connect() => c.map_err(|e| format!("connect: {e}"))?,
+            c = endpoint.connect() => c.map_err(|e| format!("connect: {}", fleetgate_common::tls::error_chain(&e)))?,
         };
         let mut client =
             AgentServiceClient::with_interceptor(channel, BearerToken(self.config.token.clone()));
@@ -501,7 +533,16 @@ impl Agent {
         let mut inbound = match client.session(ReceiverStream::new(rx)).await {
             Ok(response) => response.into_inner(),
             Err(s) if s.code() == tonic::Code::Unauthenticated => {
-                return Ok(SessionEnd::Unauthenticated(s.message().to_owned()));
+                return Ok(SessionEnd::Refused(format!(
+                    "{} (set --token-file or FLEETGATE_AGENT_TOKEN)",
+                    s.message()
+                )));
+            }
+            Err(s) if s.code() == tonic::Code::PermissionDenied => {
+                return Ok(SessionEnd::Refused(format!(
+                    "{} (give --cert-file and --key-file for a certificate naming this agent id)",
+                    s.message()
+                )));
             }
             Err(s) => return Err(format!("session refused: {}", s.message())),
         };

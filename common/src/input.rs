@@ -22,12 +22,28 @@ pub const MAX_DEPTH: usize = 32;
 /// Reads at most [`MAX_INPUT_BYTES`] of `path`; a larger file is refused without reading it
 /// all. The error is a phrase to follow "cannot be read: ".
 pub fn read_file(path: &Path) -> Result<Vec<u8>, String> {
+    let bytes = read_capped(path, MAX_INPUT_BYTES)?;
+    check_size(bytes.len())?;
+    Ok(bytes)
+}
+
+/// Reads at most `max` bytes of `path`; a larger file is refused without reading it all. The
+/// error is one phrase.
+pub fn read_file_limited(path: &Path, max: u64) -> Result<Vec<u8>, String> {
+    let bytes = read_capped(path, max)?;
+    if bytes.len() as u64 > max {
+        return Err(format!("larger than the {} KiB limit", max >> 10));
+    }
+    Ok(bytes)
+}
+
+/// The first `max + 1` bytes of `path` (one more than allowed tells a file over the limit).
+fn read_capped(path: &Path, max: u64) -> Result<Vec<u8>, String> {
     let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
     let mut bytes = Vec::new();
-    file.take(MAX_INPUT_BYTES + 1)
+    file.take(max + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| e.to_string())?;
-    check_size(bytes.len())?;
     Ok(bytes)
 }
 

@@ -12,3 +12,4 @@ pub mod input;
 pub mod report;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tls;

@@ -215,13 +215,16 @@ async fn run(n: usize, rate: u64, seconds: u64, section: Arc<RuntimeSection>) {
             &format!("127.0.0.1:{port}"),
             "--heartbeat-ms",
             "5000",
+            // Plaintext: the figures are the coordinator's own cost, without TLS on top.
+            "--plaintext",
         ])
         .env("FLEETGATE_LOG", "error")
         .spawn()
         .expect("start fleetgate serve");
     let pid = server.id();
     let url = format!("http://127.0.0.1:{port}");
-    while client::list_agents(&url, None).await.is_err() {
+    let link = fleetgate_common::tls::CoordinatorLink::plaintext(url.clone());
+    while client::list_agents(&link, None).await.is_err() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let idle_rss = peak_rss(pid);
@@ -239,7 +242,7 @@ async fn run(n: usize, rate: u64, seconds: u64, section: Arc<RuntimeSection>) {
         ));
     }
     loop {
-        let agents = client::list_agents(&url, None).await.unwrap_or_default();
+        let agents = client::list_agents(&link, None).await.unwrap_or_default();
         if agents.iter().filter(|a| a.state == "connected").count() >= n {
             break;
         }
@@ -282,7 +285,7 @@ async fn run(n: usize, rate: u64, seconds: u64, section: Arc<RuntimeSection>) {
     };
     let cpu_before = cpu_seconds(pid);
     let started = Instant::now();
-    let report = client::submit(&url, None, &spec, &mut |_| {}).await;
+    let report = client::submit(&link, None, &spec, &mut |_| {}).await;
     let report_at = Instant::now();
     let wall = started.elapsed().as_secs_f64();
     let cpu = cpu_seconds(pid) - cpu_before;

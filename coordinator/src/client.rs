@@ -14,7 +14,8 @@ use pb::run_service_client::RunServiceClient;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use fleetgate_common::tls::{self, CertUse, CoordinatorLink, LabCa, ServerTls};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 use crate::plan::{RunError, RunSpec};
 use crate::registry::CoordinatorSettings;
@@ -23,33 +24,30 @@ use crate::service;
 /// Extra time past the run's deadline before the client gives up on a silent coordinator.
 const REPORT_GRACE: Duration = Duration::from_secs(60);
 
-async fn connect(url: &str) -> Result<Channel, RunError> {
+/// How long a unary call (listing agents) may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+async fn connect(link: &CoordinatorLink) -> Result<Channel, RunError> {
+    let url = &link.url;
     let unreachable =
         |e: String| RunError::Unreachable(format!("cannot reach the coordinator at {url}: {e}"));
-    Endpoint::from_shared(url.to_owned())
-        .map_err(|e| unreachable(e.to_string()))?
+    link.endpoint()
+        .map_err(RunError::Usage)?
         .connect_timeout(Duration::from_secs(5))
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(20))
         .keep_alive_while_idle(true)
         .connect()
         .await
-        .map_err(|e| {
-            unreachable(format!(
-                "{e} ({})",
-                std::error::Error::source(&e)
-                    .map(ToString::to_string)
-                    .unwrap_or_default()
-            ))
-        })
+        .map_err(|e| unreachable(tls::error_chain(&e)))
 }
 
 async fn run_client(
-    url: &str,
+    link: &CoordinatorLink,
     token: Option<&Token>,
 ) -> Result<RunServiceClient<InterceptedService<Channel, BearerToken>>, RunError> {
     Ok(RunServiceClient::with_interceptor(
-        connect(url).await?,
+        connect(link).await?,
         BearerToken(token.cloned()),
     ))
 }
@@ -76,12 +74,13 @@ fn status_error(url: &str, status: &tonic::Status) -> RunError {
 /// event; the report ends it. A coordinator that cannot be reached, or that goes away before
 /// the report, is [`RunError::Unreachable`] — never a hang.
 pub async fn submit(
-    url: &str,
+    link: &CoordinatorLink,
     token: Option<&Token>,
     spec: &RunSpec,
     on_event: &mut (dyn FnMut(&pb::RunEvent) + Send),
 ) -> Result<Report, RunError> {
-    let mut client = run_client(url, token)
+    let url = link.url.as_str();
+    let mut client = run_client(link, token)
         .await?
         .max_decoding_message_size(service::MAX_MESSAGE_BYTES);
     let mut stream = client
@@ -131,15 +130,17 @@ pub async fn submit(
 
 /// Lists the agents a coordinator knows.
 pub async fn list_agents(
-    url: &str,
+    link: &CoordinatorLink,
     token: Option<&Token>,
 ) -> Result<Vec<pb::AgentSummary>, RunError> {
-    let mut client = run_client(url, token).await?;
+    let mut client = run_client(link, token).await?;
+    let mut request = tonic::Request::new(pb::ListAgentsRequest {});
+    request.set_timeout(CALL_TIMEOUT);
     client
-        .list_agents(pb::ListAgentsRequest {})
+        .list_agents(request)
         .await
         .map(|r| r.into_inner().agents)
-        .map_err(|s| status_error(url, &s))
+        .map_err(|s| status_error(&link.url, &s))
 }
 
 /// What the embedded default needs to start its local agent.
@@ -169,15 +170,20 @@ pub async fn run_embedded(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| RunError::Internal(format!("cannot listen on 127.0.0.1: {e}")))?;
+    // TLS even on loopback, with certificates made for this run only: the embedded default
+    // takes the same path as a fleet, mutual TLS and the agent-id check included.
+    let certs = EmbeddedCerts::generate(&agent.agent_id)?;
     let settings = CoordinatorSettings {
         heartbeat_interval: Duration::from_millis(500),
+        tls: Some(certs.server),
         ..CoordinatorSettings::default()
     };
     let coordinator = service::serve(listener, settings, shutdown.clone())
         .map_err(|e| RunError::Internal(format!("cannot start the embedded coordinator: {e}")))?;
-    let url = coordinator.url();
+    let link = CoordinatorLink::with_tls(coordinator.url(), certs.agent);
+    let client_link = CoordinatorLink::with_tls(coordinator.url(), certs.client);
     let mut config = AgentConfig::new(
-        url.clone(),
+        link,
         agent.agent_id.clone(),
         agent.state_dir,
         agent.worker,
@@ -190,7 +196,7 @@ pub async fn run_embedded(
         // The local agent registers within moments; wait for it, not for a fixed time.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
-            let agents = list_agents(&url, None).await?;
+            let agents = list_agents(&client_link, None).await?;
             if agents
                 .iter()
                 .any(|a| a.agent_id == agent.agent_id && a.state == "connected")
@@ -204,7 +210,7 @@ pub async fn run_embedded(
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        submit(&url, None, spec, on_event).await
+        submit(&client_link, None, spec, on_event).await
     };
     let result = tokio::select! {
         result = result => result,
@@ -218,4 +224,37 @@ pub async fn run_embedded(
     }
     coordinator.shutdown().await;
     result
+}
+
+/// Certificates for one embedded run: a CA that lives in memory for the run, the loopback
+/// server's identity, the local agent's client identity, and the CLI's trust in the CA.
+struct EmbeddedCerts {
+    server: ServerTls,
+    agent: ClientTlsConfig,
+    client: ClientTlsConfig,
+}
+
+impl EmbeddedCerts {
+    fn generate(agent_id: &str) -> Result<Self, RunError> {
+        let internal = |e: String| RunError::Internal(format!("embedded TLS: {e}"));
+        let ca = LabCa::generate().map_err(internal)?;
+        let server = ca
+            .issue(&["127.0.0.1".to_owned()], CertUse::Server)
+            .map_err(internal)?;
+        let agent = ca
+            .issue(&[agent_id.to_owned()], CertUse::Agent)
+            .map_err(internal)?;
+        let trust = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&ca.cert_pem));
+        Ok(EmbeddedCerts {
+            server: ServerTls::from_pem(
+                server.cert_pem.as_bytes(),
+                server.key_pem.as_bytes(),
+                Some(ca.cert_pem.as_bytes()),
+            ),
+            agent: trust
+                .clone()
+                .identity(Identity::from_pem(&agent.cert_pem, &agent.key_pem)),
+            client: trust,
+        })
+    }
 }

@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 use fleetgate_agent::runtime::RuntimeKind;
 use fleetgate_agent::worker::WorkerCommand;
 use fleetgate_common::auth::Token;
+use fleetgate_common::tls::{CertUse, ClientTlsFiles, CoordinatorLink, LabCa, ServerTls};
 use fleetgate_common::config::{
     GateMode, Knobs, Mode, Profile, WorkloadKind, apply_knob_assignment, parse_knobs_file,
 };
@@ -42,6 +43,9 @@ enum Command {
     Serve(ServeArgs),
     /// List the agents a coordinator knows, with their facts and runtimes.
     Agents(AgentsArgs),
+    /// Make a throwaway certificate authority for a lab, the coordinator's server certificate
+    /// and one client certificate per agent (PEM files; keys readable by the owner only).
+    Certs(CertsArgs),
     /// Run an agent daemon from this binary (the same agent as `fleetgate-agent run`).
     Agent(fleetgate_agent::daemon::DaemonArgs),
     /// Run one job in this process (used by the embedded agent; reads the job on stdin).
@@ -56,14 +60,12 @@ enum Command {
 #[derive(Debug, clap::Args)]
 #[deny(missing_docs)]
 struct RunArgs {
-    /// Coordinator URL (e.g. http://coordinator:7400); without it, an embedded coordinator and
-    /// a local agent run the jobs on this host.
+    /// Coordinator URL (e.g. https://coordinator:7400); without it, an embedded coordinator
+    /// and a local agent run the jobs on this host, over TLS on loopback.
     #[arg(long, env = "FLEETGATE_COORDINATOR")]
     coordinator: Option<String>,
-    /// File holding the coordinator's client token [default: the FLEETGATE_CLIENT_TOKEN
-    /// environment variable, else no token].
-    #[arg(long, env = "FLEETGATE_CLIENT_TOKEN_FILE")]
-    token_file: Option<PathBuf>,
+    #[command(flatten)]
+    client: ClientArgs,
     /// Soak profile: pr = 6 h-equivalent, nightly = 24 h-equivalent.
     #[arg(long, value_enum, default_value = "pr")]
     profile: Profile,
@@ -171,22 +173,86 @@ struct ServeArgs {
     /// agent over it has its session closed and reconnects.
     #[arg(long, default_value_t = 1_000)]
     agent_messages_per_second: u32,
+    /// Largest message accepted from an agent or a client, in MiB; a larger one ends its
+    /// stream with OUT_OF_RANGE.
+    #[arg(long, default_value_t = 16)]
+    max_message_mib: usize,
+    /// This coordinator's certificate chain (PEM) for TLS (see `fleetgate certs`).
+    #[arg(long, env = "FLEETGATE_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, env = "FLEETGATE_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// CA certificate (PEM) that signs agent certificates: every agent must then present a
+    /// client certificate naming its agent id (mutual TLS).
+    #[arg(long, env = "FLEETGATE_AGENT_CA", requires = "tls_cert")]
+    agent_ca: Option<PathBuf>,
+    /// Serve without TLS: tokens and results cross the network unencrypted.
+    #[arg(long, env = "FLEETGATE_PLAINTEXT", conflicts_with_all = ["tls_cert", "tls_key", "agent_ca"])]
+    plaintext: bool,
+}
+
+/// How the CLI reaches and authenticates to a coordinator.
+#[derive(Debug, clap::Args)]
+#[deny(missing_docs)]
+struct ClientArgs {
+    /// File holding the coordinator's client token [default: the FLEETGATE_CLIENT_TOKEN
+    /// environment variable, else no token].
+    #[arg(long, env = "FLEETGATE_CLIENT_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// CA certificate (PEM) that signed the coordinator's certificate [default: the system's
+    /// trusted roots].
+    #[arg(long, env = "FLEETGATE_CA_FILE")]
+    ca_file: Option<PathBuf>,
+    /// Talk to an http:// coordinator without TLS: the token and the report cross the network
+    /// unencrypted.
+    #[arg(long, env = "FLEETGATE_PLAINTEXT")]
+    plaintext: bool,
+}
+
+impl ClientArgs {
+    fn token(&self) -> Result<Option<Token>, RunError> {
+        Token::load(self.token_file.as_deref(), "FLEETGATE_CLIENT_TOKEN").map_err(RunError::Usage)
+    }
+
+    fn link(&self, url: &str) -> Result<CoordinatorLink, RunError> {
+        let files = ClientTlsFiles {
+            ca: self.ca_file.clone(),
+            ..ClientTlsFiles::default()
+        };
+        CoordinatorLink::new("--coordinator", url, &files, self.plaintext).map_err(RunError::Usage)
+    }
+}
+
+#[derive(Debug, clap::Args)]
+#[deny(missing_docs)]
+struct CertsArgs {
+    /// Directory to write into (created if missing). A CA already there (ca.pem, ca.key) is
+    /// reused, so certificates added later chain to the same CA.
+    #[arg(long, default_value = "fleetgate-certs")]
+    out: PathBuf,
+    /// Host name or IP address agents and clients use to reach the coordinator (repeatable)
+    /// [default: localhost and 127.0.0.1; the server certificate is then only made when none
+    /// exists].
+    #[arg(long = "coordinator-name", value_name = "NAME", value_delimiter = ',')]
+    coordinator_names: Vec<String>,
+    /// Agent id to make a client certificate for (repeatable).
+    #[arg(long = "agent", value_name = "AGENT_ID", value_delimiter = ',')]
+    agents: Vec<String>,
 }
 
 #[derive(Debug, clap::Args)]
 #[deny(missing_docs)]
 struct AgentsArgs {
-    /// Coordinator URL.
+    /// Coordinator URL: https://HOST:PORT, or http://HOST:PORT with --plaintext.
     #[arg(
         long,
         env = "FLEETGATE_COORDINATOR",
-        default_value = "http://127.0.0.1:7400"
+        default_value = "https://127.0.0.1:7400"
     )]
     coordinator: String,
-    /// File holding the coordinator's client token [default: the FLEETGATE_CLIENT_TOKEN
-    /// environment variable, else no token].
-    #[arg(long, env = "FLEETGATE_CLIENT_TOKEN_FILE")]
-    token_file: Option<PathBuf>,
+    #[command(flatten)]
+    client: ClientArgs,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -251,6 +317,7 @@ fn main() -> ExitCode {
             Command::Run(run) => run_command(*run).await,
             Command::Serve(serve) => serve_command(serve).await,
             Command::Agents(agents) => agents_command(agents).await,
+            Command::Certs(certs) => certs_command(&certs),
             Command::Agent(_) | Command::Worker { .. } => exit::ERROR,
         }
     });
@@ -424,8 +491,17 @@ async fn run(args: RunArgs) -> Result<i32, RunError> {
     {
         probe_writable(path)?;
     }
-    let token = Token::load(args.token_file.as_deref(), "FLEETGATE_CLIENT_TOKEN")
-        .map_err(RunError::Usage)?;
+    let token = args.client.token()?;
+    let link = match &args.coordinator {
+        Some(url) => Some(args.client.link(url)?),
+        None if args.client.plaintext || args.client.ca_file.is_some() => {
+            return Err(RunError::Usage(
+                "--plaintext and --ca-file need --coordinator (the embedded default always uses TLS)"
+                    .into(),
+            ));
+        }
+        None => None,
+    };
     // Ctrl+C or SIGTERM: the embedded agent stops its worker gracefully (the telemetry session
     // is closed as interrupted); see `client::run_embedded`.
     let interrupt = tokio_util::sync::CancellationToken::new();
@@ -437,8 +513,8 @@ async fn run(args: RunArgs) -> Result<i32, RunError> {
     let mut display = ProgressDisplay::new(std::io::stderr().is_terminal());
     let mut on_event = |event: &pb::RunEvent| display.update(event);
     let run = async {
-        match &args.coordinator {
-            Some(url) => client::submit(url, token.as_ref(), &spec, &mut on_event).await,
+        match &link {
+            Some(link) => client::submit(link, token.as_ref(), &spec, &mut on_event).await,
             None => {
                 let program = std::env::current_exe().map_err(|e| {
                     RunError::Internal(format!("cannot find this program to start workers: {e}"))
@@ -508,6 +584,28 @@ async fn serve_command(args: ServeArgs) -> i32 {
             return exit::USAGE;
         }
     };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => match ServerTls::load(cert, key, args.agent_ca.as_deref()) {
+            Ok(tls) => Some(tls),
+            Err(e) => {
+                eprintln!("Error: {e}");
+                return exit::USAGE;
+            }
+        },
+        _ if args.plaintext => {
+            tracing::warn!(listen = %args.listen, "Serving without TLS (--plaintext): tokens and results cross the network unencrypted.");
+            None
+        }
+        _ => {
+            eprintln!(
+                "Error: serve needs --tls-cert and --tls-key (a lab set: `fleetgate certs`), or --plaintext to serve without TLS"
+            );
+            return exit::USAGE;
+        }
+    };
+    if tls.as_ref().is_some_and(|t| !t.agent_certs_required) {
+        tracing::info!(listen = %args.listen, "No --agent-ca: agents are not bound to their ids by certificates; any agent-token holder can use any agent id.");
+    }
     if agent_token.is_none() {
         tracing::warn!(listen = %args.listen, "No agent token: any process that reaches this port can join as an agent (set --agent-token-file or FLEETGATE_AGENT_TOKEN).");
     }
@@ -529,6 +627,8 @@ async fn serve_command(args: ServeArgs) -> i32 {
         max_agents: args.max_agents.max(1),
         max_runs: args.max_runs.max(1),
         agent_messages_per_second: args.agent_messages_per_second.max(1),
+        max_message_bytes: args.max_message_mib.clamp(1, 1024) << 20,
+        tls,
         ..CoordinatorSettings::default()
     };
     let coordinator = match service::serve(listener, settings, shutdown.clone()) {
@@ -550,14 +650,18 @@ async fn serve_command(args: ServeArgs) -> i32 {
     reason = "the agent list is the command's output"
 )]
 async fn agents_command(args: AgentsArgs) -> i32 {
-    let token = match Token::load(args.token_file.as_deref(), "FLEETGATE_CLIENT_TOKEN") {
-        Ok(t) => t,
+    let connection = args
+        .client
+        .token()
+        .and_then(|token| Ok((token, args.client.link(&args.coordinator)?)));
+    let (token, link) = match connection {
+        Ok(c) => c,
         Err(e) => {
             eprintln!("Error: {e}");
-            return exit::USAGE;
+            return e.exit_code();
         }
     };
-    let agents = match client::list_agents(&args.coordinator, token.as_ref()).await {
+    let agents = match client::list_agents(&link, token.as_ref()).await {
         Ok(a) => a,
         Err(e) => {
             eprintln!("Error: {e}");
@@ -618,6 +722,85 @@ async fn agents_command(args: AgentsArgs) -> i32 {
 }
 
 /// Progress on stderr: a live bar per agent on a terminal, a plain line per tenth otherwise.
+/// Writes the lab CA (reused when present), the coordinator's certificate and the agents'.
+#[expect(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "the files written are the command's output"
+)]
+fn certs_command(args: &CertsArgs) -> i32 {
+    match write_certs(args) {
+        Ok(written) => {
+            for path in written {
+                println!("{}", path.display());
+            }
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("Error: {e}");
+            exit::USAGE
+        }
+    }
+}
+
+fn write_certs(args: &CertsArgs) -> Result<Vec<PathBuf>, String> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    for id in &args.agents {
+        if !fleetgate_agent::daemon::is_safe_id(id) {
+            return Err(format!(
+                "--agent {id}: use letters, digits, '-', '_' or '.' (at most 128)"
+            ));
+        }
+    }
+    let dir = &args.out;
+    std::fs::create_dir_all(dir).map_err(|e| format!("--out {}: {e}", dir.display()))?;
+    let mut written = Vec::new();
+    let mut write = |name: &str, text: &str, secret: bool| -> Result<(), String> {
+        let path = dir.join(name);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(if secret { 0o600 } else { 0o644 })
+            .open(&path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        file.write_all(text.as_bytes())
+            .and_then(|()| file.sync_all())
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        written.push(path);
+        Ok(())
+    };
+    let (ca_cert, ca_key) = (dir.join("ca.pem"), dir.join("ca.key"));
+    let ca = if ca_cert.exists() && ca_key.exists() {
+        let read = |p: &Path| {
+            std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))
+        };
+        LabCa::load(read(&ca_cert)?, read(&ca_key)?).map_err(|e| format!("{}: {e}", ca_key.display()))?
+    } else {
+        let ca = LabCa::generate()?;
+        write("ca.key", &ca.key_pem, true)?;
+        write("ca.pem", &ca.cert_pem, false)?;
+        ca
+    };
+    let names = if args.coordinator_names.is_empty() {
+        (!dir.join("coordinator.pem").exists())
+            .then(|| vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+    } else {
+        Some(args.coordinator_names.clone())
+    };
+    if let Some(names) = names {
+        let cert = ca.issue(&names, CertUse::Server)?;
+        write("coordinator.key", &cert.key_pem, true)?;
+        write("coordinator.pem", &cert.cert_pem, false)?;
+    }
+    for id in &args.agents {
+        let cert = ca.issue(std::slice::from_ref(id), CertUse::Agent)?;
+        write(&format!("agent-{id}.key"), &cert.key_pem, true)?;
+        write(&format!("agent-{id}.pem"), &cert.cert_pem, false)?;
+    }
+    Ok(written)
+}
+
 struct ProgressDisplay {
     terminal: bool,
     rows: BTreeMap<String, String>,

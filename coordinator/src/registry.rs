@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use fleetgate_common::auth::Token;
+use fleetgate_common::tls::ServerTls;
 use fleetgate_common::convert::{self, JobRequest};
 use fleetgate_common::fleet::{
     HostFacts, JobStatus, JobSummary, JobUpdate, RuntimeAvailability, derive_hardware_class,
@@ -46,6 +47,10 @@ pub struct CoordinatorSettings {
     /// Sustained messages per second one agent session may send (bursts of ten seconds' worth
     /// pass); a session over it is closed.
     pub agent_messages_per_second: u32,
+    /// Largest message accepted from an agent or a client; a larger one ends its stream.
+    pub max_message_bytes: usize,
+    /// TLS for every connection (none: plaintext, only on the operator's explicit request).
+    pub tls: Option<ServerTls>,
 }
 
 impl Default for CoordinatorSettings {
@@ -60,6 +65,8 @@ impl Default for CoordinatorSettings {
             max_agents: 1_000,
             max_runs: 8,
             agent_messages_per_second: 1_000,
+            max_message_bytes: 16 * 1024 * 1024,
+            tls: None,
         }
     }
 }

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use fleetgate_common::auth::Token;
+use fleetgate_common::tls;
 use fleetgate_proto::v1 as pb;
 use pb::agent_service_server::{AgentService, AgentServiceServer};
 use pb::run_service_server::{RunService, RunServiceServer};
@@ -19,14 +20,18 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::plan::{RunError, RunSpec};
 use crate::registry::{self, Command, CoordinatorSettings, RegistryHandle};
 
-/// Largest message accepted (a runtime section or a gate asset is far smaller).
+/// Largest message the CLI accepts from a coordinator (a report is far smaller).
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Longest time a request may take to be answered (a streaming call: to open its stream).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The agents' side.
 #[derive(Debug, Clone)]
 pub struct AgentSvc {
     registry: RegistryHandle,
     messages_per_second: u32,
+    agent_certs_required: bool,
 }
 
 /// A token bucket: `rate` per second sustained, ten seconds' worth in a burst (an agent that
@@ -73,6 +78,7 @@ impl AgentService for AgentSvc {
         &self,
         request: Request<Streaming<pb::AgentMessage>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
+        let peer_certs = request.peer_certs();
         let mut inbound = request.into_inner();
         let hello = match tokio::time::timeout(Duration::from_secs(10), inbound.message()).await {
             Ok(Ok(Some(pb::AgentMessage {
@@ -82,6 +88,18 @@ impl AgentService for AgentSvc {
             _ => return Err(Status::invalid_argument("the first message must be Hello")),
         };
         let agent_id = hello.agent_id.clone();
+        // With an agent CA, an agent id is only usable by the holder of a certificate naming
+        // it, so a token holder cannot take over another agent's id or jobs.
+        if self.agent_certs_required
+            && !peer_certs
+                .as_deref()
+                .is_some_and(|certs| tls::certificate_names_agent(certs, &agent_id))
+        {
+            tracing::warn!(agent_id = %agent_id, "Agent refused: no client certificate naming its id.");
+            return Err(Status::permission_denied(format!(
+                "agent id {agent_id} is not named by this connection's client certificate (this coordinator requires one per agent: --agent-ca)"
+            )));
+        }
         let (tx, rx) = mpsc::channel(1_024);
         // Weak: the outbound stream must end when the registry drops the connection (that is
         // how an agent behind a dead connection learns to reconnect), not when this task does.
@@ -236,6 +254,7 @@ impl Interceptor for TokenCheck {
 pub struct Coordinator {
     /// The address it listens on.
     pub addr: SocketAddr,
+    tls: bool,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
 }
@@ -251,9 +270,10 @@ impl Coordinator {
         }
     }
 
-    /// `http://<addr>`.
+    /// `https://<addr>`, or `http://<addr>` without TLS.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 }
 
@@ -268,24 +288,36 @@ pub fn serve(
     let agent_check = TokenCheck::new(settings.agent_token.clone(), "agent");
     let client_check = TokenCheck::new(settings.client_token.clone(), "client");
     let messages_per_second = settings.agent_messages_per_second;
+    let max_message = settings.max_message_bytes;
+    let tls = settings.tls.clone();
     let registry = registry::spawn(settings, shutdown.child_token());
     let agents = InterceptedService::new(
         AgentServiceServer::new(AgentSvc {
             registry: registry.clone(),
             messages_per_second,
+            agent_certs_required: tls.as_ref().is_some_and(|t| t.agent_certs_required),
         })
-        .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        .max_decoding_message_size(max_message),
         agent_check,
     );
     let runs = InterceptedService::new(
-        RunServiceServer::new(RunSvc { registry }).max_decoding_message_size(MAX_MESSAGE_BYTES),
+        RunServiceServer::new(RunSvc { registry }).max_decoding_message_size(max_message),
         client_check,
     );
+    let mut server = tonic::transport::Server::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .max_concurrent_streams(64)
+        .http2_max_header_list_size(16 * 1024)
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)));
+    if let Some(tls) = &tls {
+        server = server
+            .tls_config(tls.config.clone())
+            .map_err(|e| std::io::Error::other(format!("TLS settings: {e}")))?;
+    }
     let token = shutdown.clone();
     let task = tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .http2_keepalive_interval(Some(Duration::from_secs(10)))
-            .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        server
             .add_service(agents)
             .add_service(runs)
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), token.cancelled_owned())
@@ -294,6 +326,7 @@ pub fn serve(
     tracing::info!(addr = %addr, "Coordinator listening.");
     Ok(Coordinator {
         addr,
+        tls: tls.is_some(),
         shutdown,
         task,
     })

@@ -11,6 +11,7 @@ use std::time::Duration;
 use fleetgate_common::config::{GateMode, Knobs, Mode, Profile};
 use fleetgate_common::fleet::{AgentStatus, JobStatus, Verdict};
 use fleetgate_common::report::Report;
+use fleetgate_common::tls::CoordinatorLink;
 use fleetgate_coordinator::client;
 use fleetgate_coordinator::plan::{Asset, RunError, RunSpec, Selection};
 use fleetgate_coordinator::registry::CoordinatorSettings;
@@ -35,6 +36,12 @@ async fn coordinator_on(listener: TcpListener) -> Coordinator {
     service::serve(listener, settings, CancellationToken::new()).unwrap()
 }
 
+/// These tests are about dispatch and faults, so they run in plaintext (asked for explicitly);
+/// TLS is exercised by the rogue-peer test and the embedded default.
+fn link(url: &str) -> CoordinatorLink {
+    CoordinatorLink::plaintext(url.to_owned())
+}
+
 async fn coordinator() -> Coordinator {
     coordinator_on(TcpListener::bind("127.0.0.1:0").await.unwrap()).await
 }
@@ -55,6 +62,7 @@ impl AgentProcess {
                 id,
                 "--reconnect-max-ms",
                 "300",
+                "--plaintext",
             ])
             .arg("--artifact-root")
             .arg(dir.join(id).join("artifacts"))
@@ -83,7 +91,7 @@ impl Drop for AgentProcess {
 async fn wait_for_agents(url: &str, ids: &[&str]) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        if let Ok(agents) = client::list_agents(url, None).await {
+        if let Ok(agents) = client::list_agents(&link(&url), None).await {
             let connected: Vec<&str> = agents
                 .iter()
                 .filter(|a| a.state == "connected")
@@ -142,7 +150,7 @@ fn submit(url: String, spec: RunSpec) -> (JoinHandle<Result<Report, RunError>>, 
     let events = Arc::new(Mutex::new(Vec::new()));
     let seen = Arc::clone(&events);
     let task = tokio::spawn(async move {
-        client::submit(&url, None, &spec, &mut |e| {
+        client::submit(&link(&url), None, &spec, &mut |e| {
             seen.lock().unwrap().push(e.clone())
         })
         .await
@@ -184,7 +192,7 @@ async fn three_agents_make_one_fleet_report() {
     run.selection.min_agents = 3;
     let report = tokio::time::timeout(
         Duration::from_secs(180),
-        client::submit(&url, None, &run, &mut |_| {}),
+        client::submit(&link(&url), None, &run, &mut |_| {}),
     )
     .await
     .expect("no report in time")
@@ -229,7 +237,7 @@ async fn three_agents_make_one_fleet_report() {
     // Selection by label leaves a3 out.
     let mut east = spec(60.0, Duration::from_secs(120));
     east.selection.labels = BTreeMap::from([("zone".to_owned(), "east".to_owned())]);
-    let report = client::submit(&url, None, &east, &mut |_| {})
+    let report = client::submit(&link(&url), None, &east, &mut |_| {})
         .await
         .unwrap();
     assert_eq!(report.agents.keys().collect::<Vec<_>>(), ["a1", "a2"]);
@@ -237,7 +245,7 @@ async fn three_agents_make_one_fleet_report() {
     let mut many = spec(60.0, Duration::from_secs(120));
     many.selection.min_agents = 4;
     assert!(matches!(
-        client::submit(&url, None, &many, &mut |_| {}).await,
+        client::submit(&link(&url), None, &many, &mut |_| {}).await,
         Err(RunError::Inconclusive(_))
     ));
     coordinator.shutdown().await;
@@ -363,7 +371,7 @@ async fn a_dropped_connection_that_comes_back_delivers_everything_once() {
     // Longer than the heartbeat expiry (3 × 200 ms): the coordinator marks the agent lost.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let agents = client::list_agents(&url, None).await.unwrap();
+        let agents = client::list_agents(&link(&url), None).await.unwrap();
         if agents
             .iter()
             .any(|a| a.agent_id == "flaky" && a.state == "lost")
@@ -429,7 +437,7 @@ async fn a_coordinator_restart_fails_the_client_clearly_and_agents_come_back() {
     let report = tokio::time::timeout(
         Duration::from_secs(120),
         client::submit(
-            &url,
+            &link(&url),
             None,
             &spec(60.0, Duration::from_secs(60)),
             &mut |_| {},
@@ -453,7 +461,7 @@ async fn an_unreachable_coordinator_is_a_clear_error() {
     let url = format!("http://{}", listener.local_addr().unwrap());
     drop(listener);
     match client::submit(
-        &url,
+        &link(&url),
         None,
         &spec(60.0, Duration::from_secs(10)),
         &mut |_| {},
@@ -510,7 +518,7 @@ async fn a_run_whose_client_goes_away_is_cancelled_on_its_agents() {
     );
     // The agent stopped the job and takes the next run.
     let next = client::submit(
-        &url,
+        &link(&url),
         None,
         &spec(60.0, Duration::from_secs(60)),
         &mut |_| {},

@@ -261,7 +261,7 @@ fn an_agent_reports_its_two_simulated_gpus_to_the_coordinator() {
         .unwrap();
         let url = coordinator.url();
         let mut agent = Command::new(env!("CARGO_BIN_EXE_fleetgate"))
-            .args(["agent", "--coordinator", &url, "--agent-id", "gpu-box"])
+            .args(["agent", "--plaintext", "--coordinator", &url, "--agent-id", "gpu-box"])
             .arg("--artifact-root")
             .arg(work.path().join("a"))
             .arg("--state-dir")
@@ -274,7 +274,10 @@ fn an_agent_reports_its_two_simulated_gpus_to_the_coordinator() {
             .unwrap();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         let summary = loop {
-            let agents = fleetgate_coordinator::client::list_agents(&url, None)
+            let agents = fleetgate_coordinator::client::list_agents(
+                &fleetgate_common::tls::CoordinatorLink::plaintext(url.clone()),
+                None,
+            )
                 .await
                 .unwrap_or_default();
             if let Some(a) = agents.into_iter().find(|a| a.agent_id == "gpu-box") {

@@ -1,9 +1,11 @@
-//! Rogue peers over real gRPC on loopback: a coordinator that requires an agent token and a
-//! client token and has small limits; honest `fleetgate agent` processes; a rogue agent process
-//! with the wrong token; a hand-driven rogue session (events for jobs it was not given,
-//! repeated and skipped sequence numbers, a flood); one agent too many; a run too many; and
-//! `fleetgate run` / `fleetgate agents` as CI would call them. The honest fleet's run completes
-//! with a report of the honest agents only.
+//! Rogue peers over real gRPC with mutual TLS on loopback: certificates from `fleetgate certs`;
+//! a coordinator that requires agent certificates, an agent token and a client token, with
+//! small limits; honest `fleetgate agent` processes; a rogue agent process with the wrong
+//! token; an impostor holding the token and another agent's certificate; hand-driven rogue
+//! sessions (events for jobs it was not given, repeated and skipped sequence numbers, an
+//! oversized message, a flood); one agent too many; a run too many; clients that do not trust
+//! the coordinator's CA or try plaintext; and `fleetgate run` / `fleetgate agents` as CI would
+//! call them. The honest fleet's run completes with a report of the honest agents only.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -11,6 +13,7 @@ use std::time::Duration;
 
 use fleetgate_agent::daemon::BearerToken;
 use fleetgate_common::auth::Token;
+use fleetgate_common::tls::{CoordinatorLink, ServerTls};
 use fleetgate_common::config::{GateMode, Knobs, Mode, Profile, WorkloadKind};
 use fleetgate_coordinator::client;
 use fleetgate_coordinator::plan::{Asset, RunError, RunSpec, Selection};
@@ -24,6 +27,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
+use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
 const AGENT_TOKEN: &str = "agent-token-0123456789abcdef";
 const CLIENT_TOKEN: &str = "client-token-fedcba9876543210";
@@ -46,10 +50,49 @@ impl Drop for AgentProcess {
     }
 }
 
-fn agent(url: &str, id: &str, dir: &Path, token: Option<&str>) -> AgentProcess {
+/// The lab certificates made by `fleetgate certs` for this test.
+struct Certs(PathBuf);
+
+impl Certs {
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+
+    fn read(&self, name: &str) -> String {
+        std::fs::read_to_string(self.path(name)).unwrap()
+    }
+
+    /// TLS settings trusting the lab CA, with `cert_of`'s client certificate if given.
+    fn client_tls(&self, cert_of: Option<&str>) -> ClientTlsConfig {
+        let config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(self.read("ca.pem")));
+        match cert_of {
+            Some(id) => config.identity(Identity::from_pem(
+                self.read(&format!("agent-{id}.pem")),
+                self.read(&format!("agent-{id}.key")),
+            )),
+            None => config,
+        }
+    }
+}
+
+/// `fleetgate agent` as `id`, presenting `cert_of`'s certificate (usually its own).
+fn agent(
+    url: &str,
+    id: &str,
+    cert_of: &str,
+    certs: &Certs,
+    dir: &Path,
+    token: Option<&str>,
+) -> AgentProcess {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_fleetgate"));
     cmd.arg("agent")
         .args(["--coordinator", url, "--agent-id", id])
+        .arg("--ca-file")
+        .arg(certs.path("ca.pem"))
+        .arg("--cert-file")
+        .arg(certs.path(&format!("agent-{cert_of}.pem")))
+        .arg("--key-file")
+        .arg(certs.path(&format!("agent-{cert_of}.key")))
         .args(["--reconnect-max-ms", "300"])
         .arg("--artifact-root")
         .arg(dir.join(id).join("artifacts"))
@@ -63,6 +106,18 @@ fn agent(url: &str, id: &str, dir: &Path, token: Option<&str>) -> AgentProcess {
         cmd.env("FLEETGATE_AGENT_TOKEN", token);
     }
     AgentProcess(cmd.spawn().unwrap())
+}
+
+/// Waits for an agent process that is expected to stop; its exit status and stderr.
+async fn exit_of(mut agent: AgentProcess) -> (std::process::ExitStatus, String) {
+    tokio::task::spawn_blocking(move || {
+        let status = agent.0.wait().unwrap();
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(agent.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+        (status, stderr)
+    })
+    .await
+    .unwrap()
 }
 
 /// `fleetgate <args>` from the repository root, off the async runtime.
@@ -80,7 +135,13 @@ async fn fleetgate(args: Vec<String>) -> Output {
     .unwrap()
 }
 
-fn run_args(url: &str, out: &Path, artifacts: &Path, token_file: Option<&Path>) -> Vec<String> {
+fn run_args(
+    url: &str,
+    ca: &Path,
+    out: &Path,
+    artifacts: &Path,
+    token_file: Option<&Path>,
+) -> Vec<String> {
     let mut args: Vec<String> = [
         "run",
         "--coordinator",
@@ -102,6 +163,8 @@ fn run_args(url: &str, out: &Path, artifacts: &Path, token_file: Option<&Path>) 
     .map(ToString::to_string)
     .collect();
     args.push(out.display().to_string());
+    args.push("--ca-file".into());
+    args.push(ca.display().to_string());
     args.push("--artifact-root".into());
     args.push(artifacts.display().to_string());
     if let Some(file) = token_file {
@@ -115,6 +178,7 @@ fn run_args(url: &str, out: &Path, artifacts: &Path, token_file: Option<&Path>) 
 /// inbound stream — or the status that refused it.
 async fn raw_session(
     url: &str,
+    tls: ClientTlsConfig,
     id: &str,
 ) -> Result<
     (
@@ -124,6 +188,8 @@ async fn raw_session(
     tonic::Status,
 > {
     let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
+        .unwrap()
+        .tls_config(tls)
         .unwrap()
         .connect()
         .await
@@ -205,35 +271,47 @@ fn tiny_spec() -> RunSpec {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rogue_peers_are_refused_or_contained_and_the_honest_fleet_completes() {
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+    let made = fleetgate(vec![
+        "certs".into(),
+        "--out".into(),
+        dir.join("certs").display().to_string(),
+        "--agent".into(),
+        "a1,a2,a3,rogue,flooder,bulky,extra".into(),
+    ])
+    .await;
+    assert_eq!(made.status.code(), Some(0), "{}", text(&made.stderr));
+    let certs = Certs(dir.join("certs"));
     let settings = CoordinatorSettings {
         heartbeat_interval: Duration::from_millis(200),
         sweep_interval: Duration::from_millis(50),
         agent_token: Some(Token::new(AGENT_TOKEN).unwrap()),
         client_token: Some(Token::new(CLIENT_TOKEN).unwrap()),
-        max_agents: 4,
+        max_agents: 5,
         max_runs: 1,
         agent_messages_per_second: 100,
+        max_message_bytes: 1 << 20,
+        tls: Some(
+            ServerTls::load(
+                &certs.path("coordinator.pem"),
+                &certs.path("coordinator.key"),
+                Some(&certs.path("ca.pem")),
+            )
+            .unwrap(),
+        ),
         ..CoordinatorSettings::default()
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let coordinator = service::serve(listener, settings, CancellationToken::new()).unwrap();
     let url = coordinator.url();
-    let work = tempfile::tempdir().unwrap();
-    let dir = work.path();
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    let link = CoordinatorLink::with_tls(url.clone(), certs.client_tls(None));
     let client_token = Token::new(CLIENT_TOKEN).unwrap();
 
     // A rogue agent with the client's token (a wrong one) is refused and stops, saying why
     // without echoing what it sent.
-    let mut rogue = agent(&url, "rogue", dir, Some(CLIENT_TOKEN));
-    let status = tokio::task::spawn_blocking(move || {
-        let status = rogue.0.wait().unwrap();
-        let mut stderr = String::new();
-        std::io::Read::read_to_string(rogue.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
-        (status, stderr)
-    })
-    .await
-    .unwrap();
-    let (status, stderr) = status;
+    let (status, stderr) = exit_of(agent(&url, "rogue", "rogue", &certs, dir, Some(CLIENT_TOKEN))).await;
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains(&format!(
@@ -243,13 +321,24 @@ async fn rogue_peers_are_refused_or_contained_and_the_honest_fleet_completes() {
     );
     assert!(!stderr.contains(CLIENT_TOKEN), "token echoed: {stderr}");
 
+    // An impostor with the join token and a1's certificate cannot register as a2 (nor take
+    // over a2's jobs later): the certificate names the only id it may use.
+    let (status, stderr) = exit_of(agent(&url, "a2", "a1", &certs, dir, Some(AGENT_TOKEN))).await;
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "the coordinator at {url} refused this agent: agent id a2 is not named by this connection's client certificate (this coordinator requires one per agent: --agent-ca)"
+        )),
+        "{stderr}"
+    );
+
     let _honest: Vec<AgentProcess> = ["a1", "a2", "a3"]
         .iter()
-        .map(|id| agent(&url, id, dir, Some(AGENT_TOKEN)))
+        .map(|id| agent(&url, id, id, &certs, dir, Some(AGENT_TOKEN)))
         .collect();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let agents = loop {
-        let agents = client::list_agents(&url, Some(&client_token))
+        let agents = client::list_agents(&link, Some(&client_token))
             .await
             .unwrap();
         if agents.iter().filter(|a| a.state == "connected").count() == 3 {
@@ -266,8 +355,32 @@ async fn rogue_peers_are_refused_or_contained_and_the_honest_fleet_completes() {
         "the rogue agent was never registered"
     );
 
-    // Listing without the client token is refused.
-    let listed = fleetgate(vec!["agents".into(), "--coordinator".into(), url.clone()]).await;
+    // A client that does not trust the coordinator's CA, or that tries plaintext, gets
+    // nowhere; listing without the client token is refused.
+    let untrusting = fleetgate(vec!["agents".into(), "--coordinator".into(), url.clone()]).await;
+    assert_eq!(untrusting.status.code(), Some(7), "{}", text(&untrusting.stderr));
+    assert!(
+        text(&untrusting.stderr).contains("invalid peer certificate: UnknownIssuer"),
+        "{}",
+        text(&untrusting.stderr)
+    );
+    let plain_url = url.replace("https://", "http://");
+    let plaintext = fleetgate(vec![
+        "agents".into(),
+        "--plaintext".into(),
+        "--coordinator".into(),
+        plain_url,
+    ])
+    .await;
+    assert_eq!(plaintext.status.code(), Some(7), "{}", text(&plaintext.stderr));
+    let listed = fleetgate(vec![
+        "agents".into(),
+        "--ca-file".into(),
+        certs.path("ca.pem").display().to_string(),
+        "--coordinator".into(),
+        url.clone(),
+    ])
+    .await;
     assert_eq!(listed.status.code(), Some(2), "{}", text(&listed.stderr));
     assert_eq!(
         text(&listed.stderr),
@@ -279,7 +392,9 @@ async fn rogue_peers_are_refused_or_contained_and_the_honest_fleet_completes() {
     // A token holder misbehaving: events for jobs it was never given, with repeated and
     // skipped sequence numbers, are ignored; then a flood closes its session with a status
     // before the flood reaches the registry.
-    let (rogue_tx, mut rogue_in) = raw_session(&url, "flooder").await.unwrap();
+    let (rogue_tx, mut rogue_in) = raw_session(&url, certs.client_tls(Some("flooder")), "flooder")
+        .await
+        .unwrap();
     for sequence in [1, 1, 7, 3] {
         rogue_tx.send(job_event("run-0-0", sequence)).await.unwrap();
     }
@@ -311,22 +426,52 @@ async fn rogue_peers_are_refused_or_contained_and_the_honest_fleet_completes() {
     );
     flood.abort();
 
-    // The fifth agent id is one too many.
-    let refused = raw_session(&url, "extra").await.map(|_| ()).unwrap_err();
+    // A message over the size limit ends the sender's stream with OUT_OF_RANGE.
+    let (bulky_tx, mut bulky_in) = raw_session(&url, certs.client_tls(Some("bulky")), "bulky")
+        .await
+        .unwrap();
+    let oversized = pb::AgentMessage {
+        body: Some(Body::JobEvent(pb::JobEvent {
+            job_id: "run-0-0".into(),
+            sequence: 1,
+            body: Some(pb::job_event::Body::Report(pb::RuntimeReport {
+                section_json: "x".repeat(2 << 20),
+            })),
+        })),
+    };
+    bulky_tx.send(oversized).await.unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match bulky_in.message().await {
+                Ok(Some(_)) => {}
+                other => break other,
+            }
+        }
+    })
+    .await
+    .expect("the oversized message did not end the stream");
+    assert!(!matches!(ended, Ok(Some(_))), "{ended:?}");
+    drop(bulky_tx);
+
+    // The sixth agent id is one too many.
+    let refused = raw_session(&url, certs.client_tls(Some("extra")), "extra")
+        .await
+        .map(|_| ())
+        .unwrap_err();
     assert_eq!(refused.code(), Code::ResourceExhausted);
     assert_eq!(
         refused.message(),
-        "this coordinator already knows 4 agents, its limit (--max-agents)"
+        "this coordinator already knows 5 agents, its limit (--max-agents)"
     );
 
     // One run at a time: a second submission while the first is in progress is refused.
     let (accepted_tx, accepted_rx) = tokio::sync::oneshot::channel();
-    let task_url = url.clone();
+    let task_link = link.clone();
     let first = tokio::spawn(async move {
         let mut accepted_tx = Some(accepted_tx);
         let token = Token::new(CLIENT_TOKEN).unwrap();
         let spec = tiny_spec();
-        client::submit(&task_url, Some(&token), &spec, &mut |e| {
+        client::submit(&task_link, Some(&token), &spec, &mut |e| {
             if matches!(e.body, Some(pb::run_event::Body::Accepted(_)))
                 && let Some(tx) = accepted_tx.take()
             {
@@ -336,7 +481,7 @@ async fn rogue_peers_are_refused_or_contained_and_the_honest_fleet_completes() {
         .await
     });
     accepted_rx.await.unwrap();
-    match client::submit(&url, Some(&client_token), &tiny_spec(), &mut |_| {}).await {
+    match client::submit(&link, Some(&client_token), &tiny_spec(), &mut |_| {}).await {
         Err(RunError::Inconclusive(m)) => assert_eq!(
             m,
             "1 runs are in progress, this coordinator's limit (--max-runs); submit again when one ends"
@@ -353,7 +498,8 @@ async fn rogue_peers_are_refused_or_contained_and_the_honest_fleet_completes() {
     // honest agents complete it.
     let out = dir.join("report.json");
     let artifacts = dir.join("client-artifacts");
-    let refused = fleetgate(run_args(&url, &out, &artifacts, None)).await;
+    let ca = certs.path("ca.pem");
+    let refused = fleetgate(run_args(&url, &ca, &out, &artifacts, None)).await;
     assert_eq!(refused.status.code(), Some(2), "{}", text(&refused.stderr));
     assert!(
         text(&refused.stderr).contains("refused this client: missing or wrong client token"),
@@ -364,7 +510,7 @@ async fn rogue_peers_are_refused_or_contained_and_the_honest_fleet_completes() {
 
     let token_file = dir.join("client.token");
     std::fs::write(&token_file, format!("{CLIENT_TOKEN}\n")).unwrap();
-    let accepted = fleetgate(run_args(&url, &out, &artifacts, Some(&token_file))).await;
+    let accepted = fleetgate(run_args(&url, &ca, &out, &artifacts, Some(&token_file))).await;
     assert_eq!(
         accepted.status.code(),
         Some(0),

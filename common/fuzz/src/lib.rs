@@ -1,0 +1,224 @@
+//! Checks shared by the fuzz targets in `fuzz_targets/`.
+
+use serde_json::Value;
+
+/// The runtime names the `fleetgate` binary gives the knobs parser.
+pub const KNOWN_RUNTIMES: [&str; 4] = [
+    "gpumemprof_cpu",
+    "gpumemprof_cuda",
+    "tfmemprof_cpu",
+    "tfmemprof_gpu",
+];
+
+/// Panics unless `message`, a refusal from `parser`, is one non-empty line: refusals are
+/// printed as one line on stderr and in the report, so a line break in one (from a key or a
+/// value of the input) would let a hostile file forge output lines.
+pub fn assert_one_line(parser: &str, message: &str) {
+    assert!(!message.is_empty(), "{parser}: empty refusal");
+    assert!(
+        !message.contains(['\n', '\r']),
+        "{parser}: refusal spans more than one line: {message:?}"
+    );
+}
+
+/// Nesting depth as the defensive reader counts it: a scalar is 0, `[]` and `{}` are 1.
+pub fn depth(value: &Value) -> usize {
+    match value {
+        Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+        Value::Object(map) => 1 + map.values().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// Whether every number in `value` is a finite `f64`.
+pub fn numbers_are_finite(value: &Value) -> bool {
+    match value {
+        Value::Number(n) => n.as_f64().is_some_and(f64::is_finite),
+        Value::Array(items) => items.iter().all(numbers_are_finite),
+        Value::Object(map) => map.values().all(numbers_are_finite),
+        _ => true,
+    }
+}
+
+/// The agent messages of `seeds/agent_message/`: one of each kind an agent sends, built with
+/// the same conversions the agent uses. `cargo test --manifest-path common/fuzz/Cargo.toml`
+/// checks the committed files against them; with `FLEETGATE_WRITE_SEEDS=1` it rewrites them.
+#[cfg(test)]
+mod seeds {
+    use fleetgate_common::convert::job_event_to_pb;
+    use fleetgate_common::fleet::JobUpdate;
+    use fleetgate_common::report::RuntimeSection;
+    use fleetgate_proto::v1 as pb;
+    use prost::Message;
+
+    const SECTION_OK: &str = include_str!("../seeds/json_input/section_ok.json");
+
+    fn message(body: pb::agent_message::Body) -> Vec<u8> {
+        pb::AgentMessage { body: Some(body) }.encode_to_vec()
+    }
+
+    fn event(sequence: u64, update: &JobUpdate) -> Vec<u8> {
+        message(pb::agent_message::Body::JobEvent(job_event_to_pb(
+            "run-7-gpumemprof_cpu-agent-a",
+            sequence,
+            update,
+        )))
+    }
+
+    fn runtime(name: &str, reason: Option<&str>) -> pb::RuntimeAvailability {
+        pb::RuntimeAvailability {
+            runtime: name.into(),
+            available: reason.is_none(),
+            unavailable_reason: reason.unwrap_or_default().into(),
+        }
+    }
+
+    fn agent_messages() -> Vec<(&'static str, Vec<u8>)> {
+        let section: RuntimeSection = serde_json::from_str(SECTION_OK).expect("section_ok.json");
+        let cpu_hello = pb::Hello {
+            agent_id: "agent-a".into(),
+            agent_version: "0.1.0".into(),
+            protocol_version: 1,
+            facts: Some(pb::HostFacts {
+                hostname: "build-17".into(),
+                os: "Ubuntu 24.04".into(),
+                kernel: "6.8.0-45-generic".into(),
+                cpu_model: "AMD EPYC 7763 64-Core Processor".into(),
+                cpu_cores: 16,
+                memory_total_bytes: 64 << 30,
+                gpus: Vec::new(),
+                gpu_unavailable_reason: "NVML not found".into(),
+                tensorflow_available: true,
+                tensorflow_unavailable_reason: String::new(),
+            }),
+            runtimes: vec![
+                runtime("gpumemprof_cpu", None),
+                runtime("gpumemprof_cuda", Some("NVML not found")),
+                runtime("tfmemprof_cpu", None),
+                runtime("tfmemprof_gpu", Some("no GPU")),
+            ],
+            labels: [("zone".to_owned(), "east".to_owned())].into(),
+            hardware_class: String::new(),
+            jobs: vec![pb::JobResume {
+                job_id: "run-6-gpumemprof_cpu-agent-a".into(),
+                last_sequence: 12,
+                running: false,
+            }],
+        };
+        let gpu = |index: u32| pb::GpuFacts {
+            index,
+            name: "NVIDIA H100 80GB HBM3".into(),
+            uuid: format!("GPU-0000000{index}-1111-2222-3333-444444444444"),
+            pci_bus_id: format!("00000000:0{index}:00.0"),
+            memory_total_bytes: 81_559_379_968,
+            driver_version: "550.90.07".into(),
+            cuda_driver_version: "12.4".into(),
+        };
+        let gpu_hello = pb::Hello {
+            agent_id: "gpu-host-3".into(),
+            agent_version: "0.1.0".into(),
+            protocol_version: 1,
+            facts: Some(pb::HostFacts {
+                hostname: "gpu-host-3".into(),
+                os: "Ubuntu 22.04".into(),
+                kernel: "5.15.0".into(),
+                cpu_model: "Intel(R) Xeon(R) Platinum 8480+".into(),
+                cpu_cores: 224,
+                memory_total_bytes: 2 << 40,
+                gpus: vec![gpu(0), gpu(1)],
+                gpu_unavailable_reason: String::new(),
+                tensorflow_available: false,
+                tensorflow_unavailable_reason: "libtensorflow not found".into(),
+            }),
+            runtimes: vec![runtime("gpumemprof_cuda", None)],
+            labels: Default::default(),
+            hardware_class: "nvidia-h100-80gb-x2".into(),
+            jobs: Vec::new(),
+        };
+        vec![
+            ("hello_cpu.bin", message(pb::agent_message::Body::Hello(cpu_hello))),
+            ("hello_gpu.bin", message(pb::agent_message::Body::Hello(gpu_hello))),
+            (
+                "heartbeat.bin",
+                message(pb::agent_message::Body::Heartbeat(pb::Heartbeat {
+                    sent_unix_ms: 1_767_225_600_000,
+                    running_job_ids: vec!["run-7-gpumemprof_cpu-agent-a".into()],
+                })),
+            ),
+            ("event_started.bin", event(1, &JobUpdate::Started { pid: 4242 })),
+            (
+                "event_progress.bin",
+                event(
+                    2,
+                    &JobUpdate::Progress {
+                        phase: "soak".into(),
+                        done: 1_000,
+                        total: 216_000,
+                    },
+                ),
+            ),
+            (
+                "event_checkpoint.bin",
+                event(
+                    3,
+                    &JobUpdate::Checkpoint {
+                        sample_index: 4_319,
+                        rss_bytes: 12_582_912,
+                    },
+                ),
+            ),
+            (
+                "event_report.bin",
+                event(
+                    4,
+                    &JobUpdate::Report {
+                        section: Box::new(section),
+                    },
+                ),
+            ),
+            (
+                "event_report_unavailable.bin",
+                event(
+                    2,
+                    &JobUpdate::Report {
+                        section: Box::new(RuntimeSection::unavailable("NVML not found")),
+                    },
+                ),
+            ),
+            (
+                "event_failed.bin",
+                event(
+                    5,
+                    &JobUpdate::Failed {
+                        phase: "retention_validation".into(),
+                        reason: "worker exited with status 9".into(),
+                    },
+                ),
+            ),
+        ]
+    }
+
+    #[test]
+    fn committed_agent_message_seeds_are_current() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds/agent_message");
+        let write = std::env::var_os("FLEETGATE_WRITE_SEEDS").is_some();
+        for (name, bytes) in agent_messages() {
+            let decoded = pb::AgentMessage::decode(bytes.as_slice()).expect(name);
+            if let Some(pb::agent_message::Body::JobEvent(event)) = decoded.body {
+                fleetgate_common::convert::job_update_from_pb(event).expect(name);
+            }
+            let path = dir.join(name);
+            if write {
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::write(&path, &bytes).unwrap();
+            } else {
+                let committed = std::fs::read(&path).unwrap_or_default();
+                assert!(
+                    committed == bytes,
+                    "{} is out of date: rerun with FLEETGATE_WRITE_SEEDS=1",
+                    path.display()
+                );
+            }
+        }
+    }
+}
