@@ -50,6 +50,10 @@ pub struct AgentConfig {
     pub connect_timeout: Duration,
     /// The join token presented to the coordinator.
     pub token: Option<Token>,
+    /// Directories a job may name as its overhead scratch root (the coordinator's choice is
+    /// remote input: a root outside these is refused, so a job cannot write or clear
+    /// directories the operator did not allow).
+    pub scratch_roots: Vec<PathBuf>,
 }
 
 impl AgentConfig {
@@ -73,6 +77,7 @@ impl AgentConfig {
             reconnect_max: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
             token: None,
+            scratch_roots: Vec::new(),
         }
     }
 }
@@ -103,6 +108,16 @@ pub struct DaemonArgs {
     /// network unencrypted.
     #[arg(long, env = "FLEETGATE_PLAINTEXT")]
     pub plaintext: bool,
+    /// A directory (or a parent of directories) that runs may use as their overhead scratch
+    /// root, e.g. /dev/shm/fleetgate (repeatable; comma-separated in the environment variable)
+    /// [default: none, so a run's --overhead-scratch-root is refused on this agent].
+    #[arg(
+        long = "allow-scratch-root",
+        value_name = "DIR",
+        env = "FLEETGATE_AGENT_SCRATCH_ROOTS",
+        value_delimiter = ','
+    )]
+    pub scratch_roots: Vec<PathBuf>,
     /// Agent id, unique in the fleet [default: this host's name].
     #[arg(long, env = "FLEETGATE_AGENT_ID")]
     pub agent_id: Option<String>,
@@ -167,6 +182,14 @@ impl DaemonArgs {
         config.hardware_class = self.hardware_class;
         config.artifact_root = self.artifact_root;
         config.reconnect_max = Duration::from_millis(self.reconnect_max_ms.max(100));
+        for root in &self.scratch_roots {
+            anyhow::ensure!(
+                is_plain_absolute(root),
+                "--allow-scratch-root {}: use an absolute path without '.' or '..'",
+                root.display()
+            );
+        }
+        config.scratch_roots = self.scratch_roots;
         config.token = Token::load(self.token_file.as_deref(), "FLEETGATE_AGENT_TOKEN")
             .map_err(anyhow::Error::msg)?;
         Ok(config)
@@ -189,6 +212,21 @@ pub fn run_until_signal(config: AgentConfig) -> anyhow::Result<()> {
         });
         run(config, shutdown).await
     })
+}
+
+/// Whether `path` is absolute and has no `.` or `..` components.
+fn is_plain_absolute(path: &Path) -> bool {
+    use std::path::Component;
+    path.is_absolute()
+        && path
+            .components()
+            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
+}
+
+/// Whether a job may use `root` as its scratch root: a plain absolute path equal to or under
+/// one of `allowed`.
+fn scratch_root_allowed(allowed: &[PathBuf], root: &Path) -> bool {
+    is_plain_absolute(root) && allowed.iter().any(|a| root.starts_with(a))
 }
 
 /// File under the state directory whose modification time is the agent's last contact with
@@ -638,6 +676,16 @@ impl Agent {
         let Some(job) = self.queue.pop_front() else {
             return;
         };
+        if let Some(root) = &job.overhead_scratch_root
+            && !scratch_root_allowed(&self.config.scratch_roots, Path::new(root))
+        {
+            let reason = format!(
+                "overhead scratch root {root} is not allowed on this agent (start it with --allow-scratch-root {root})"
+            );
+            tracing::warn!(job_id = %job.job_id, "{reason}");
+            self.fail_queued(job.job_id, reason);
+            return self.start_next();
+        }
         let now_ms = crate::sink::unix_now_ns() / 1_000_000;
         let remaining = Duration::from_millis(job.deadline_unix_ms.saturating_sub(now_ms));
         let deadline = tokio::time::Instant::now() + remaining;
@@ -706,14 +754,18 @@ impl Agent {
         }
         if let Some(pos) = self.queue.iter().position(|j| j.job_id == job_id) {
             self.queue.remove(pos);
-            self.record(
-                job_id,
-                JobUpdate::Failed {
-                    phase: "starting".into(),
-                    reason: format!("cancelled: {reason}"),
-                },
-            );
+            self.fail_queued(job_id.to_owned(), format!("cancelled: {reason}"));
         }
+    }
+
+    /// Ends a job that never started: the failure goes the way of every worker update, so it
+    /// is numbered, kept and sent at once.
+    fn fail_queued(&self, job_id: String, reason: String) {
+        let failed = JobUpdate::Failed {
+            phase: "starting".into(),
+            reason,
+        };
+        self.updates_tx.send((job_id, failed)).ok();
     }
 
     /// Stops the running job and waits (at most 10 s) for its worker to close its telemetry
@@ -760,6 +812,32 @@ mod tests {
         assert!(!is_safe_id("a/b"));
         assert!(!is_safe_id(".hidden"));
         assert!(!is_safe_id(""));
+    }
+
+    #[test]
+    fn a_scratch_root_must_lie_under_an_allowed_one_without_dot_dot() {
+        let allowed = [PathBuf::from("/dev/shm/fleetgate")];
+        assert!(scratch_root_allowed(
+            &allowed,
+            Path::new("/dev/shm/fleetgate")
+        ));
+        assert!(scratch_root_allowed(
+            &allowed,
+            Path::new("/dev/shm/fleetgate/run-1")
+        ));
+        assert!(!scratch_root_allowed(
+            &allowed,
+            Path::new("/dev/shm/fleetgate/../../etc")
+        ));
+        assert!(!scratch_root_allowed(
+            &allowed,
+            Path::new("/dev/shm/fleetgate-other")
+        ));
+        assert!(!scratch_root_allowed(
+            &allowed,
+            Path::new("dev/shm/fleetgate")
+        ));
+        assert!(!scratch_root_allowed(&[], Path::new("/tmp")));
     }
 
     #[test]

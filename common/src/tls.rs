@@ -84,9 +84,7 @@ impl ServerTls {
     pub fn load(cert: &Path, key: &Path, agent_ca: Option<&Path>) -> Result<Self, String> {
         let cert = read_certs("--tls-cert", cert)?;
         let key = read_key("--tls-key", key)?;
-        let ca = agent_ca
-            .map(|p| read_certs("--agent-ca", p))
-            .transpose()?;
+        let ca = agent_ca.map(|p| read_certs("--agent-ca", p)).transpose()?;
         Ok(ServerTls::from_pem(&cert, &key, ca.as_deref()))
     }
 }
@@ -160,7 +158,9 @@ impl CoordinatorLink {
             }
             let mut config = ClientTlsConfig::new();
             config = match &files.ca {
-                Some(ca) => config.ca_certificate(Certificate::from_pem(read_certs("--ca-file", ca)?)),
+                Some(ca) => {
+                    config.ca_certificate(Certificate::from_pem(read_certs("--ca-file", ca)?))
+                }
                 None => config.with_native_roots(),
             };
             match (&files.cert, &files.key) {
@@ -189,7 +189,10 @@ impl CoordinatorLink {
                     "{flag} {url}: --ca-file, --cert-file and --key-file need an https:// URL"
                 ));
             }
-            tracing::warn!(url, "Talking to the coordinator in plaintext (--plaintext): tokens and results cross the network unencrypted.");
+            tracing::warn!(
+                url,
+                "Talking to the coordinator in plaintext (--plaintext): tokens and results cross the network unencrypted."
+            );
             return Ok(CoordinatorLink {
                 url: url.to_owned(),
                 tls: None,
@@ -307,7 +310,9 @@ impl LabCa {
         let mut params = CertificateParams::new(names.to_vec())
             .map_err(|e| format!("cannot name a certificate {names:?}: {e}"))?;
         if let Some(first) = names.first() {
-            params.distinguished_name.push(DnType::CommonName, first.as_str());
+            params
+                .distinguished_name
+                .push(DnType::CommonName, first.as_str());
         }
         params.use_authority_key_identifier_extension = true;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
@@ -336,8 +341,14 @@ mod tests {
         let ca = LabCa::generate().unwrap();
         let issued = ca.issue(&["agent-1".to_owned()], CertUse::Agent).unwrap();
         let der = CertificateDer::from_pem_slice(issued.cert_pem.as_bytes()).unwrap();
-        assert!(certificate_names_agent(std::slice::from_ref(&der), "agent-1"));
-        assert!(!certificate_names_agent(std::slice::from_ref(&der), "agent-2"));
+        assert!(certificate_names_agent(
+            std::slice::from_ref(&der),
+            "agent-1"
+        ));
+        assert!(!certificate_names_agent(
+            std::slice::from_ref(&der),
+            "agent-2"
+        ));
         assert!(!certificate_names_agent(&[], "agent-1"));
     }
 

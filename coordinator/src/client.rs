@@ -9,12 +9,12 @@ use fleetgate_agent::daemon::{self, AgentConfig, BearerToken};
 use fleetgate_agent::worker::WorkerCommand;
 use fleetgate_common::auth::Token;
 use fleetgate_common::report::Report;
+use fleetgate_common::tls::{self, CertUse, CoordinatorLink, LabCa, ServerTls};
 use fleetgate_proto::v1 as pb;
 use pb::run_service_client::RunServiceClient;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tonic::service::interceptor::InterceptedService;
-use fleetgate_common::tls::{self, CertUse, CoordinatorLink, LabCa, ServerTls};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 use crate::plan::{RunError, RunSpec};
@@ -182,13 +182,14 @@ pub async fn run_embedded(
         .map_err(|e| RunError::Internal(format!("cannot start the embedded coordinator: {e}")))?;
     let link = CoordinatorLink::with_tls(coordinator.url(), certs.agent);
     let client_link = CoordinatorLink::with_tls(coordinator.url(), certs.client);
-    let mut config = AgentConfig::new(
-        link,
-        agent.agent_id.clone(),
-        agent.state_dir,
-        agent.worker,
-    );
+    let mut config = AgentConfig::new(link, agent.agent_id.clone(), agent.state_dir, agent.worker);
     config.artifact_root = agent.artifact_root;
+    // The local agent runs what this command line asked for, scratch root included.
+    config.scratch_roots = spec
+        .overhead_scratch_root
+        .iter()
+        .map(PathBuf::from)
+        .collect();
     config.reconnect_min = Duration::from_millis(20);
     let agent_token = shutdown.child_token();
     let agent_task = tokio::spawn(daemon::run(config, agent_token.clone()));

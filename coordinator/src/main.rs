@@ -11,12 +11,12 @@ use clap::{Parser, Subcommand};
 use fleetgate_agent::runtime::RuntimeKind;
 use fleetgate_agent::worker::WorkerCommand;
 use fleetgate_common::auth::Token;
-use fleetgate_common::tls::{CertUse, ClientTlsFiles, CoordinatorLink, LabCa, ServerTls};
 use fleetgate_common::config::{
     GateMode, Knobs, Mode, Profile, WorkloadKind, apply_knob_assignment, parse_knobs_file,
 };
 use fleetgate_common::fleet::Verdict;
 use fleetgate_common::report::Report;
+use fleetgate_common::tls::{CertUse, ClientTlsFiles, CoordinatorLink, LabCa, ServerTls};
 use fleetgate_common::{exit, telemetry};
 use fleetgate_coordinator::client::{self, EmbeddedAgent};
 use fleetgate_coordinator::plan::{self, Asset, RunError, RunSpec, Selection};
@@ -772,10 +772,10 @@ fn write_certs(args: &CertsArgs) -> Result<Vec<PathBuf>, String> {
     };
     let (ca_cert, ca_key) = (dir.join("ca.pem"), dir.join("ca.key"));
     let ca = if ca_cert.exists() && ca_key.exists() {
-        let read = |p: &Path| {
-            std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))
-        };
-        LabCa::load(read(&ca_cert)?, read(&ca_key)?).map_err(|e| format!("{}: {e}", ca_key.display()))?
+        let read =
+            |p: &Path| std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()));
+        LabCa::load(read(&ca_cert)?, read(&ca_key)?)
+            .map_err(|e| format!("{}: {e}", ca_key.display()))?
     } else {
         let ca = LabCa::generate()?;
         write("ca.key", &ca.key_pem, true)?;

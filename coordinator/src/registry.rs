@@ -7,12 +7,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use fleetgate_common::auth::Token;
-use fleetgate_common::tls::ServerTls;
 use fleetgate_common::convert::{self, JobRequest};
 use fleetgate_common::fleet::{
     HostFacts, JobStatus, JobSummary, JobUpdate, RuntimeAvailability, derive_hardware_class,
 };
 use fleetgate_common::report::RuntimeSection;
+use fleetgate_common::tls::ServerTls;
 use fleetgate_proto::v1 as pb;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;

@@ -172,3 +172,100 @@ fn the_compose_fleet_has_a_coordinator_and_three_distinct_agents() {
         "agent-3 derives its class"
     );
 }
+
+/// The value of environment variable `name` in a Kubernetes container spec.
+fn env_value<'a>(container: &'a Value, name: &str) -> Option<&'a str> {
+    get(container, "env")
+        .as_sequence()?
+        .iter()
+        .find(|e| e["name"] == name)
+        .and_then(|e| e["value"].as_str())
+}
+
+/// Whether `path` lies under one of the container's volume mounts.
+fn mounted(container: &Value, path: &str) -> bool {
+    get(container, "volumeMounts")
+        .as_sequence()
+        .is_some_and(|mounts| {
+            mounts.iter().any(|m| {
+                m["mountPath"]
+                    .as_str()
+                    .is_some_and(|dir| path.starts_with(&format!("{dir}/")))
+            })
+        })
+}
+
+#[test]
+fn every_kubernetes_connection_is_tls_with_tokens_from_mounted_secrets() {
+    let coordinator = &documents("coordinator.yaml")[0];
+    let server = get(coordinator, "spec.template.spec.containers.0");
+    for var in [
+        "FLEETGATE_TLS_CERT",
+        "FLEETGATE_TLS_KEY",
+        "FLEETGATE_AGENT_TOKEN_FILE",
+        "FLEETGATE_CLIENT_TOKEN_FILE",
+    ] {
+        let path = env_value(server, var).unwrap_or_else(|| panic!("coordinator: no {var}"));
+        assert!(
+            mounted(server, path),
+            "coordinator: {var}={path} is not mounted"
+        );
+    }
+    for file in ["agent-daemonset.yaml", "agent-gpu-daemonset.yaml"] {
+        let docs = documents(file);
+        let agent = get(&docs[0], "spec.template.spec.containers.0");
+        assert!(
+            env_value(agent, "FLEETGATE_COORDINATOR").is_some_and(|u| u.starts_with("https://")),
+            "{file}"
+        );
+        for var in ["FLEETGATE_CA_FILE", "FLEETGATE_AGENT_TOKEN_FILE"] {
+            let path = env_value(agent, var).unwrap_or_else(|| panic!("{file}: no {var}"));
+            assert!(mounted(agent, path), "{file}: {var}={path} is not mounted");
+        }
+    }
+    let cron = &documents("nightly-cronjob.yaml")[0];
+    let run = get(cron, "spec.jobTemplate.spec.template.spec.containers.0");
+    let args: Vec<&str> = get(run, "args")
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert!(args.iter().any(|a| a.starts_with("--coordinator=https://")));
+    for flag in ["--ca-file=", "--token-file="] {
+        let path = args
+            .iter()
+            .find_map(|a| a.strip_prefix(flag))
+            .unwrap_or_else(|| panic!("cronjob: no {flag}"));
+        assert!(mounted(run, path), "cronjob: {flag}{path} is not mounted");
+    }
+}
+
+#[test]
+fn the_compose_fleet_uses_mutual_tls_and_each_agent_presents_its_own_certificate() {
+    let text = std::fs::read_to_string(deploy().join("compose/compose.yaml")).unwrap();
+    let mut compose: Value = serde_yaml::from_str(&text).unwrap();
+    compose.apply_merge().unwrap();
+    let server = &compose["services"]["coordinator"]["environment"];
+    for var in [
+        "FLEETGATE_TLS_CERT",
+        "FLEETGATE_TLS_KEY",
+        "FLEETGATE_AGENT_CA",
+    ] {
+        assert!(server[var].as_str().is_some(), "coordinator: no {var}");
+    }
+    for id in ["agent-1", "agent-2", "agent-3"] {
+        let env = &compose["services"][id]["environment"];
+        assert!(
+            env["FLEETGATE_COORDINATOR"]
+                .as_str()
+                .is_some_and(|u| u.starts_with("https://")),
+            "{id}"
+        );
+        assert_eq!(
+            env["FLEETGATE_AGENT_CERT_FILE"].as_str(),
+            Some(format!("/run/fleetgate/agent-{id}.pem").as_str()),
+            "{id}"
+        );
+    }
+}

@@ -91,7 +91,7 @@ impl Drop for AgentProcess {
 async fn wait_for_agents(url: &str, ids: &[&str]) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        if let Ok(agents) = client::list_agents(&link(&url), None).await {
+        if let Ok(agents) = client::list_agents(&link(url), None).await {
             let connected: Vec<&str> = agents
                 .iter()
                 .filter(|a| a.state == "connected")
@@ -530,6 +530,61 @@ async fn a_run_whose_client_goes_away_is_cancelled_on_its_agents() {
         Verdict::Pass,
         "{:#?}",
         next.failure_diagnostics
+    );
+    coordinator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scratch_root_the_agent_does_not_allow_fails_the_job_and_nothing_is_touched() {
+    let work = tempfile::tempdir().unwrap();
+    let coordinator = coordinator().await;
+    let url = coordinator.url();
+    let allowed = work.path().join("shm");
+    let allow = allowed.display().to_string();
+    let _agent = AgentProcess::start(
+        &url,
+        "careful",
+        work.path(),
+        &["--allow-scratch-root", &allow],
+    );
+    wait_for_agents(&url, &["careful"]).await;
+    // A coordinator's scratch root is remote input: one outside the agent's allowed roots, or
+    // one that climbs out of it, fails the job before anything is written or cleared.
+    let victim = work.path().join("victim");
+    std::fs::create_dir_all(victim.join("gpumemprof_cpu")).unwrap();
+    std::fs::write(victim.join("gpumemprof_cpu").join("keep.txt"), "data").unwrap();
+    for root in [victim.display().to_string(), format!("{allow}/../victim")] {
+        let mut asked = spec(60.0, Duration::from_secs(60));
+        asked.overhead_scratch_root = Some(root.clone());
+        let report = client::submit(&link(&url), None, &asked, &mut |_| {})
+            .await
+            .unwrap();
+        let job = &report.agents["careful"].jobs["gpumemprof_cpu"];
+        assert_eq!(job.status, JobStatus::Failed, "{root}: {job:?}");
+        assert_eq!(
+            job.reason.as_deref(),
+            Some(
+                format!(
+                    "overhead scratch root {root} is not allowed on this agent (start it with --allow-scratch-root {root})"
+                )
+                .as_str()
+            ),
+            "{root}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(victim.join("gpumemprof_cpu").join("keep.txt")).unwrap(),
+        "data"
+    );
+    // Under the allowed root, the same run proceeds.
+    let mut asked = spec(60.0, Duration::from_secs(60));
+    asked.overhead_scratch_root = Some(format!("{allow}/run-1"));
+    let report = client::submit(&link(&url), None, &asked, &mut |_| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        report.agents["careful"].jobs["gpumemprof_cpu"].status,
+        JobStatus::Completed
     );
     coordinator.shutdown().await;
 }

@@ -261,7 +261,14 @@ fn an_agent_reports_its_two_simulated_gpus_to_the_coordinator() {
         .unwrap();
         let url = coordinator.url();
         let mut agent = Command::new(env!("CARGO_BIN_EXE_fleetgate"))
-            .args(["agent", "--plaintext", "--coordinator", &url, "--agent-id", "gpu-box"])
+            .args([
+                "agent",
+                "--plaintext",
+                "--coordinator",
+                &url,
+                "--agent-id",
+                "gpu-box",
+            ])
             .arg("--artifact-root")
             .arg(work.path().join("a"))
             .arg("--state-dir")
@@ -278,8 +285,8 @@ fn an_agent_reports_its_two_simulated_gpus_to_the_coordinator() {
                 &fleetgate_common::tls::CoordinatorLink::plaintext(url.clone()),
                 None,
             )
-                .await
-                .unwrap_or_default();
+            .await
+            .unwrap_or_default();
             if let Some(a) = agents.into_iter().find(|a| a.agent_id == "gpu-box") {
                 break a;
             }

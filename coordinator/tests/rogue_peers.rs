@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use fleetgate_agent::daemon::BearerToken;
 use fleetgate_common::auth::Token;
-use fleetgate_common::tls::{CoordinatorLink, ServerTls};
 use fleetgate_common::config::{GateMode, Knobs, Mode, Profile, WorkloadKind};
+use fleetgate_common::tls::{CoordinatorLink, ServerTls};
 use fleetgate_coordinator::client;
 use fleetgate_coordinator::plan::{Asset, RunError, RunSpec, Selection};
 use fleetgate_coordinator::registry::CoordinatorSettings;
@@ -64,7 +64,8 @@ impl Certs {
 
     /// TLS settings trusting the lab CA, with `cert_of`'s client certificate if given.
     fn client_tls(&self, cert_of: Option<&str>) -> ClientTlsConfig {
-        let config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(self.read("ca.pem")));
+        let config =
+            ClientTlsConfig::new().ca_certificate(Certificate::from_pem(self.read("ca.pem")));
         match cert_of {
             Some(id) => config.identity(Identity::from_pem(
                 self.read(&format!("agent-{id}.pem")),
@@ -311,7 +312,15 @@ async fn rogue_peers_are_refused_or_contained_and_the_honest_fleet_completes() {
 
     // A rogue agent with the client's token (a wrong one) is refused and stops, saying why
     // without echoing what it sent.
-    let (status, stderr) = exit_of(agent(&url, "rogue", "rogue", &certs, dir, Some(CLIENT_TOKEN))).await;
+    let (status, stderr) = exit_of(agent(
+        &url,
+        "rogue",
+        "rogue",
+        &certs,
+        dir,
+        Some(CLIENT_TOKEN),
+    ))
+    .await;
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains(&format!(
@@ -358,7 +367,12 @@ async fn rogue_peers_are_refused_or_contained_and_the_honest_fleet_completes() {
     // A client that does not trust the coordinator's CA, or that tries plaintext, gets
     // nowhere; listing without the client token is refused.
     let untrusting = fleetgate(vec!["agents".into(), "--coordinator".into(), url.clone()]).await;
-    assert_eq!(untrusting.status.code(), Some(7), "{}", text(&untrusting.stderr));
+    assert_eq!(
+        untrusting.status.code(),
+        Some(7),
+        "{}",
+        text(&untrusting.stderr)
+    );
     assert!(
         text(&untrusting.stderr).contains("invalid peer certificate: UnknownIssuer"),
         "{}",
@@ -372,7 +386,12 @@ async fn rogue_peers_are_refused_or_contained_and_the_honest_fleet_completes() {
         plain_url,
     ])
     .await;
-    assert_eq!(plaintext.status.code(), Some(7), "{}", text(&plaintext.stderr));
+    assert_eq!(
+        plaintext.status.code(),
+        Some(7),
+        "{}",
+        text(&plaintext.stderr)
+    );
     let listed = fleetgate(vec![
         "agents".into(),
         "--ca-file".into(),

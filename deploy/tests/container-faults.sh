@@ -14,10 +14,16 @@ cd "$root"
 project="fgfaults$$"
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 export FLEETGATE_PORT="$port" FLEETGATE_TAG="${FLEETGATE_TAG:-dev}"
-url="http://127.0.0.1:$port"
+url="https://127.0.0.1:$port"
 compose=(docker-compose -p "$project" -f deploy/compose/compose.yaml)
 fleetgate="$root/target/release/fleetgate"
 work="$(mktemp -d)"
+# Mutual TLS and tokens as in production: a lab CA and tokens made for this run; the host-side
+# CLI trusts the CA and presents the client token through the environment.
+secrets="$work/secrets"
+export FLEETGATE_SECRETS="$secrets" FLEETGATE_CA_FILE="$secrets/ca.pem" FLEETGATE_CLIENT_TOKEN_FILE="$secrets/client.token"
+agent_secrets=(-v "$secrets:/run/fleetgate:ro" -e FLEETGATE_COORDINATOR=https://coordinator:7400
+    -e FLEETGATE_CA_FILE=/run/fleetgate/ca.pem -e FLEETGATE_AGENT_TOKEN_FILE=/run/fleetgate/agent.token)
 pass=0
 fail=0
 
@@ -63,6 +69,9 @@ report() { python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print($2
 log "building the images"
 deploy/images/build-images.sh >/dev/null || { echo "FAIL images"; echo "container-faults: 0 passed, 1 failed"; exit 1; }
 docker images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep "^fleetgate/.*:$FLEETGATE_TAG " | sed 's/^/figure image size: /'
+
+FLEETGATE_BIN="$fleetgate" deploy/compose/make-secrets.sh "$secrets" >/dev/null ||
+    { echo "FAIL secrets"; echo "container-faults: 0 passed, 1 failed"; exit 1; }
 
 log "starting the compose fleet"
 start=$SECONDS
@@ -143,8 +152,8 @@ result $? "coordinator restarted mid-run: exit 7 with a clear error, agents reco
 
 # 5. An agent whose artifact volume is read-only: the job fails clearly, the agent stays up.
 mkdir -p "$work/ro"
-docker run -d --name "$project-ro" --network "$net" \
-    -e FLEETGATE_COORDINATOR=http://coordinator:7400 -e FLEETGATE_AGENT_ID=agent-ro \
+docker run -d --name "$project-ro" --network "$net" "${agent_secrets[@]}" -e FLEETGATE_AGENT_ID=agent-ro \
+    -e FLEETGATE_AGENT_CERT_FILE=/run/fleetgate/agent-agent-ro.pem -e FLEETGATE_AGENT_KEY_FILE=/run/fleetgate/agent-agent-ro.key \
     -v "$work/ro:/var/lib/fleetgate/artifacts:ro" "fleetgate/agent:$FLEETGATE_TAG" >/dev/null
 wait_connected agent-ro 60
 timeout 120 "$fleetgate" run --coordinator "$url" --agents agent-ro --runtimes gpumemprof_cpu --mode soak \
@@ -156,6 +165,19 @@ wait_connected agent-ro 10
 still=$?
 [[ "$rc" == 6 && "$summary" == "failed True" && "$still" == 0 ]]
 result $? "read-only artifact volume: the job fails with the reason, the agent stays up" "exit $rc $summary up=$still"
+
+# 6. An impostor container with the join token and agent-1's certificate, claiming another id:
+#    refused, it stops and says why; agent-1 itself stays connected.
+out="$(timeout 60 docker run --rm --network "$net" "${agent_secrets[@]}" -e FLEETGATE_AGENT_ID=agent-9 \
+    -e FLEETGATE_AGENT_CERT_FILE=/run/fleetgate/agent-agent-1.pem -e FLEETGATE_AGENT_KEY_FILE=/run/fleetgate/agent-agent-1.key \
+    "fleetgate/agent:$FLEETGATE_TAG" 2>&1)"
+rc=$?
+grep -q "agent id agent-9 is not named by this connection's client certificate" <<<"$out"
+said=$?
+wait_connected agent-1 10
+still=$?
+[[ "$rc" == 1 && "$said" == 0 && "$still" == 0 ]]
+result $? "impostor with another agent's certificate: refused with the reason, the real agent unaffected" "exit $rc said=$said up=$still"
 
 echo "container-faults: $pass passed, $fail failed"
 [[ "$fail" == 0 ]]
