@@ -60,7 +60,10 @@ pub fn tracker_config(kind: RuntimeKind, knobs: &RuntimeKnobs) -> Result<Tracker
         sink.flush_every_events = usize::try_from(n).unwrap_or(usize::MAX);
     }
     if let Some(s) = knobs.flush_every_seconds {
-        sink.flush_every = Duration::from_secs_f64(s);
+        sink.flush_every = Duration::from_secs_f64(s.clamp(
+            fleetgate_common::config::MIN_SECONDS_KNOB,
+            fleetgate_common::config::MAX_SECONDS_KNOB,
+        ));
     }
     if let Some(n) = knobs.rollover_max_bytes {
         sink.rollover_max_bytes = n;

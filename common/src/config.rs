@@ -263,8 +263,10 @@ impl RuntimeKnobs {
         };
         let secs = |v: &str| -> Result<f64, String> {
             match v.trim().parse::<f64>() {
-                Ok(x) if x.is_finite() && x > 0.0 => Ok(x),
-                _ => Err(format!("must be a number of seconds > 0, got '{v}'")),
+                Ok(x) if seconds_in_range(x) => Ok(x),
+                _ => Err(format!(
+                    "must be a number of seconds from {MIN_SECONDS_KNOB} to {MAX_SECONDS_KNOB}, got '{v}'"
+                )),
             }
         };
         match name {
@@ -283,15 +285,60 @@ impl RuntimeKnobs {
         Ok(())
     }
 
-    /// Sampling interval, if set.
+    /// Sampling interval, if set (clamped to the accepted range, so it never panics).
     pub fn sampling_interval(&self) -> Option<Duration> {
-        self.sampling_interval_seconds.map(Duration::from_secs_f64)
+        self.sampling_interval_seconds
+            .map(|s| Duration::from_secs_f64(s.clamp(MIN_SECONDS_KNOB, MAX_SECONDS_KNOB)))
     }
+
+    /// Checks knobs that arrived already parsed (over the wire) by the rules of [`Self::set`];
+    /// the error names the knob.
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, seconds) in [
+            ("sampling_interval_seconds", self.sampling_interval_seconds),
+            ("flush_every_seconds", self.flush_every_seconds),
+        ] {
+            if let Some(x) = seconds
+                && !seconds_in_range(x)
+            {
+                return Err(format!(
+                    "{name}: must be a number of seconds from {MIN_SECONDS_KNOB} to {MAX_SECONDS_KNOB}, got {x}"
+                ));
+            }
+        }
+        for (name, count) in [
+            ("flush_every_events", self.flush_every_events),
+            ("rollover_max_bytes", self.rollover_max_bytes),
+            ("rollover_max_events", self.rollover_max_events),
+            ("retention_max_files", self.retention_max_files),
+            ("retention_max_total_bytes", self.retention_max_total_bytes),
+            ("max_history", self.max_history),
+        ] {
+            if count == Some(0) {
+                return Err(format!("{name}: must be an integer >= 1, got 0"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Shortest seconds knob accepted (1 µs: anything shorter is no interval at all).
+pub const MIN_SECONDS_KNOB: f64 = 1e-6;
+/// Longest seconds knob accepted (one day, the longest profile).
+pub const MAX_SECONDS_KNOB: f64 = 86_400.0;
+
+fn seconds_in_range(x: f64) -> bool {
+    x.is_finite() && (MIN_SECONDS_KNOB..=MAX_SECONDS_KNOB).contains(&x)
 }
 
 /// A tuning-knob input could not be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{origin}: {key}: {message}")]
+#[error(
+    "{}: {}: {}",
+    crate::input::one_line(.origin),
+    crate::input::one_line(.key),
+    crate::input::one_line(.message)
+)]
 pub struct KnobError {
     /// The knobs file, or `--set`.
     pub origin: String,
@@ -559,5 +606,34 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.origin, "--set");
         assert!(apply_knob_assignment(&mut knobs, "gpumemprof_cpu", &KNOWN).is_err());
+    }
+
+    #[test]
+    fn seconds_knobs_must_become_real_durations_and_errors_stay_one_line() {
+        let mut k = RuntimeKnobs::default();
+        for bad in ["1e30", "1e-10", "inf", "0"] {
+            assert_eq!(
+                k.set("sampling_interval_seconds", bad).unwrap_err(),
+                format!("must be a number of seconds from 0.000001 to 86400, got '{bad}'")
+            );
+        }
+        let wire = RuntimeKnobs {
+            flush_every_seconds: Some(1e30),
+            ..RuntimeKnobs::default()
+        };
+        assert_eq!(
+            wire.validate().unwrap_err(),
+            "flush_every_seconds: must be a number of seconds from 0.000001 to 86400, got 1000000000000000000000000000000"
+        );
+        let e = parse_knobs_file(
+            "k.json",
+            br#"{"gpumemprof_cpu": {"x\ny": 1}}"#,
+            &["gpumemprof_cpu"],
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "k.json: gpumemprof_cpu.x\\ny: unknown knob (known: sampling_interval_seconds, flush_every_events, flush_every_seconds, rollover_max_bytes, rollover_max_events, retention_max_files, retention_max_total_bytes, max_history)"
+        );
     }
 }

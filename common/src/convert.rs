@@ -10,7 +10,7 @@ use crate::report::RuntimeSection;
 
 /// A wire message could not be turned into a domain value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {message}")]
+#[error("{field}: {}", crate::input::one_line(.message))]
 pub struct ConvertError {
     /// The field.
     pub field: &'static str,
@@ -248,6 +248,7 @@ impl TryFrom<pb::JobSpec> for JobRequest {
         } else {
             serde_json::from_str(&j.knobs_json).map_err(|e| err("knobs_json", e.to_string()))?
         };
+        knobs.validate().map_err(|m| err("knobs_json", m))?;
         Ok(JobRequest {
             job_id: j.job_id,
             run_id: j.run_id,

@@ -13,7 +13,7 @@ use crate::report::{BudgetCheck, REPORT_VERSION, RegressionCheck};
 
 /// A gate asset cannot be used. Displays as one line: `<file>: <what is wrong>`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{file}: {message}")]
+#[error("{}: {}", crate::input::one_line(.file), crate::input::one_line(.message))]
 pub struct AssetError {
     /// The file.
     pub file: String,

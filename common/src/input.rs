@@ -19,6 +19,24 @@ pub const MAX_INPUT_BYTES: u64 = 4 << 20;
 /// The deepest nesting of objects and arrays accepted. The shipped assets nest 4 deep.
 pub const MAX_DEPTH: usize = 32;
 
+/// `text` with control characters and line separators written as escapes (`\n`, `\u{2028}`),
+/// so an error that quotes outside input stays one line.
+pub fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
+    let breaks = |c: char| c.is_control() || c == '\u{2028}' || c == '\u{2029}';
+    if !text.chars().any(breaks) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut escaped = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if breaks(c) {
+            escaped.extend(c.escape_default());
+        } else {
+            escaped.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(escaped)
+}
+
 /// Reads at most [`MAX_INPUT_BYTES`] of `path`; a larger file is refused without reading it
 /// all. The error is a phrase to follow "cannot be read: ".
 pub fn read_file(path: &Path) -> Result<Vec<u8>, String> {
@@ -181,7 +199,10 @@ impl<'de> Visitor<'de> for StrictVisitor {
         let mut object = Map::new();
         while let Some(key) = map.next_key::<String>()? {
             if object.contains_key(&key) {
-                return Err(de::Error::custom(format!("key '{key}' appears twice")));
+                return Err(de::Error::custom(format!(
+                    "key '{}' appears twice",
+                    one_line(&key)
+                )));
             }
             let Strict(v) = map.next_value()?;
             object.insert(key, v);

@@ -15,6 +15,7 @@ use fleetgate_common::config::{
     GateMode, Knobs, Mode, Profile, WorkloadKind, apply_knob_assignment, parse_knobs_file,
 };
 use fleetgate_common::fleet::Verdict;
+use fleetgate_common::input::one_line;
 use fleetgate_common::report::Report;
 use fleetgate_common::tls::{CertUse, ClientTlsFiles, CoordinatorLink, LabCa, ServerTls};
 use fleetgate_common::{exit, telemetry};
@@ -329,7 +330,8 @@ async fn run_command(args: RunArgs) -> i32 {
     match run(args).await {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("Error: {err}");
+            // One line even when the message quotes a remote peer's text.
+            eprintln!("Error: {}", one_line(&err.to_string()));
             err.exit_code()
         }
     }
@@ -467,6 +469,19 @@ fn local_agent_id() -> String {
 }
 
 async fn run(args: RunArgs) -> Result<i32, RunError> {
+    // How to reach the coordinator is checked first: a transport mistake is a usage error,
+    // whatever else is wrong.
+    let token = args.client.token()?;
+    let link = match &args.coordinator {
+        Some(url) => Some(args.client.link(url)?),
+        None if args.client.plaintext || args.client.ca_file.is_some() => {
+            return Err(RunError::Usage(
+                "--plaintext and --ca-file need --coordinator (the embedded default always uses TLS)"
+                    .into(),
+            ));
+        }
+        None => None,
+    };
     let spec = run_spec(&args)?;
     // Everything checkable is checked before anything is sent or created: with the embedded
     // agent that includes threshold coverage, since the one agent and its class are known.
@@ -491,17 +506,6 @@ async fn run(args: RunArgs) -> Result<i32, RunError> {
     {
         probe_writable(path)?;
     }
-    let token = args.client.token()?;
-    let link = match &args.coordinator {
-        Some(url) => Some(args.client.link(url)?),
-        None if args.client.plaintext || args.client.ca_file.is_some() => {
-            return Err(RunError::Usage(
-                "--plaintext and --ca-file need --coordinator (the embedded default always uses TLS)"
-                    .into(),
-            ));
-        }
-        None => None,
-    };
     // Ctrl+C or SIGTERM: the embedded agent stops its worker gracefully (the telemetry session
     // is closed as interrupted); see `client::run_embedded`.
     let interrupt = tokio_util::sync::CancellationToken::new();
@@ -664,7 +668,7 @@ async fn agents_command(args: AgentsArgs) -> i32 {
     let agents = match client::list_agents(&link, token.as_ref()).await {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("Error: {e}");
+            eprintln!("Error: {}", one_line(&e.to_string()));
             return e.exit_code();
         }
     };

@@ -344,6 +344,15 @@ impl TryFrom<pb::SubmitRunRequest> for RunSpec {
             serde_json::from_str(&r.knobs_json)
                 .map_err(|e| RunError::InvalidInput(format!("knobs_json: {e}")))?
         };
+        for (runtime, k) in &knobs {
+            k.validate().map_err(|m| {
+                RunError::InvalidInput(format!(
+                    "knobs_json: {}.{}",
+                    fleetgate_common::input::one_line(runtime),
+                    m
+                ))
+            })?;
+        }
         Ok(RunSpec {
             profile: convert::profile_from_pb(r.profile).map_err(bad)?,
             mode: convert::mode_from_pb(r.mode).map_err(bad)?,

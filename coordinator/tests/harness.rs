@@ -677,3 +677,55 @@ fn hostile_asset_and_knob_files_are_refused_with_one_exact_line() {
         &format!("Error: {knobs}: gpumemprof_cpu.max_history: must be an integer >= 1, got '-5'"),
     );
 }
+
+#[test]
+fn transport_misuse_is_refused_with_one_exact_line_before_anything_connects() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let not_pem = write(d, "cert.pem", "not a certificate");
+    let not_pem = not_pem.to_str().unwrap();
+    let missing = d.join("missing.pem");
+    let missing = missing.to_str().unwrap();
+    let cases: [(&[&str], i32, String); 6] = [
+        (
+            &["serve", "--listen", "127.0.0.1:0"],
+            2,
+            "Error: serve needs --tls-cert and --tls-key (a lab set: `fleetgate certs`), or --plaintext to serve without TLS".to_owned(),
+        ),
+        (
+            &["serve", "--listen", "127.0.0.1:0", "--tls-cert", not_pem, "--tls-key", not_pem],
+            2,
+            format!("Error: --tls-cert {not_pem}: not a PEM file"),
+        ),
+        (
+            &["serve", "--listen", "127.0.0.1:0", "--tls-cert", missing, "--tls-key", missing],
+            2,
+            format!("Error: --tls-cert {missing}: No such file or directory (os error 2)"),
+        ),
+        (
+            &["agents", "--coordinator", "http://127.0.0.1:9"],
+            2,
+            "Error: --coordinator http://127.0.0.1:9: plaintext URL; use https:// (TLS), or pass --plaintext to send tokens and results unencrypted".to_owned(),
+        ),
+        (
+            &["agents", "--coordinator", "https://127.0.0.1:9", "--ca-file", not_pem],
+            2,
+            format!("Error: --ca-file {not_pem}: not a PEM file"),
+        ),
+        (
+            &["run", "--plaintext", "--mode", "soak"],
+            2,
+            "Error: --plaintext and --ca-file need --coordinator (the embedded default always uses TLS)".to_owned(),
+        ),
+    ];
+    for (args, code, line) in cases {
+        let result = fleetgate(args);
+        assert_eq!(
+            result.status.code(),
+            Some(code),
+            "{args:?}: {}",
+            text(&result.stderr)
+        );
+        assert_eq!(text(&result.stderr), format!("{line}\n"), "{args:?}");
+    }
+}

@@ -30,7 +30,11 @@ fuzz_target!(|bytes: &[u8]| {
         Some(pb::agent_message::Body::Hello(hello)) => {
             let wire = hello.facts.unwrap_or_default();
             let facts = HostFacts::from(wire.clone());
-            assert_eq!(pb::HostFacts::from(&facts), wire, "facts do not convert back");
+            assert_eq!(
+                pb::HostFacts::from(&facts),
+                wire,
+                "facts do not convert back"
+            );
             let class = derive_hardware_class(&facts);
             assert!(
                 !class.is_empty()
@@ -66,7 +70,9 @@ fuzz_target!(|bytes: &[u8]| {
                     assert_eq!(resent.sequence, sequence);
                     match convert::job_update_from_pb(resent.clone()) {
                         Ok(back) => assert_eq!(back, update, "resent as {resent:?}"),
-                        Err(e) => panic!("refused an update as the agent sends it ({e}): {resent:?}"),
+                        Err(e) => {
+                            panic!("refused an update as the agent sends it ({e}): {resent:?}")
+                        }
                     }
                 }
                 Err(e) => {

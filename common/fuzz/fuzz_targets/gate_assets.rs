@@ -73,7 +73,10 @@ fuzz_target!(|bytes: &[u8]| {
             assert_eq!(baseline.version, REPORT_VERSION);
             same_map(&doc, "metrics", &baseline.metrics, true);
             let shown = baseline.config.to_string();
-            assert!(!shown.contains(['\n', '\r']), "config shows on more lines: {shown:?}");
+            assert!(
+                !shown.contains(['\n', '\r']),
+                "config shows on more lines: {shown:?}"
+            );
             let own = self_resolving(&baseline.metrics);
             if let Err(e) = baseline.require(&own, &baseline.config, &gate::no_classes) {
                 panic!("baseline refuses its own config and keys: {e}");
@@ -103,17 +106,28 @@ fn same_map(
     map: &BTreeMap<String, f64>,
     negative_ok: bool,
 ) {
-    let doc = doc.as_ref().expect("an asset was accepted from bytes the reader refuses");
+    let doc = doc
+        .as_ref()
+        .expect("an asset was accepted from bytes the reader refuses");
     assert_eq!(doc["version"], REPORT_VERSION);
-    let object = doc[key].as_object().expect("accepted without a metric object");
+    let object = doc[key]
+        .as_object()
+        .expect("accepted without a metric object");
     assert!(!map.is_empty(), "accepted an empty '{key}'");
     assert_eq!(object.len(), map.len());
     for (metric, value) in object {
         let got = map.get(metric).copied();
-        assert_eq!(got, value.as_f64(), "'{key}.{metric}' read as {got:?} from {value}");
+        assert_eq!(
+            got,
+            value.as_f64(),
+            "'{key}.{metric}' read as {got:?} from {value}"
+        );
         let got = got.unwrap_or(f64::NAN);
         assert!(got.is_finite(), "'{key}.{metric}' = {got}");
-        assert!(negative_ok || got >= 0.0, "'{key}.{metric}' = {got} accepted");
+        assert!(
+            negative_ok || got >= 0.0,
+            "'{key}.{metric}' = {got} accepted"
+        );
     }
 }
 
@@ -129,7 +143,10 @@ fn self_resolving(map: &BTreeMap<String, f64>) -> Vec<String> {
 fn refused(e: &AssetError, file: &str, label: &str, doc: &Result<Value, String>) {
     assert_eq!(e.file, file);
     assert_one_line(label, &e.to_string());
-    assert!(e.message.starts_with(label), "refusal does not name the asset: {e}");
+    assert!(
+        e.message.starts_with(label),
+        "refusal does not name the asset: {e}"
+    );
     if let Err(reason) = doc {
         assert_eq!(e.message, format!("{label} cannot be read: {reason}"));
     }

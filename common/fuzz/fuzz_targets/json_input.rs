@@ -18,9 +18,19 @@ fuzz_target!(|bytes: &[u8]| {
     match input::parse_json(bytes) {
         Ok(value) => {
             assert!(bytes.len() as u64 <= MAX_INPUT_BYTES);
-            assert!(std::str::from_utf8(bytes).is_ok(), "accepted bytes that are not UTF-8");
-            assert!(depth(&value) <= MAX_DEPTH, "accepted nesting {}", depth(&value));
-            assert!(numbers_are_finite(&value), "accepted a non-finite number: {value}");
+            assert!(
+                std::str::from_utf8(bytes).is_ok(),
+                "accepted bytes that are not UTF-8"
+            );
+            assert!(
+                depth(&value) <= MAX_DEPTH,
+                "accepted nesting {}",
+                depth(&value)
+            );
+            assert!(
+                numbers_are_finite(&value),
+                "accepted a non-finite number: {value}"
+            );
             match plain {
                 Ok(plain) => assert_eq!(plain, value, "serde_json reads another value"),
                 Err(e) => panic!("accepted what serde_json refuses ({e}): {value}"),
@@ -29,7 +39,10 @@ fuzz_target!(|bytes: &[u8]| {
             if text.len() as u64 <= MAX_INPUT_BYTES {
                 match input::parse_json(&text) {
                     Ok(again) => assert_eq!(again, value, "written back, it reads another value"),
-                    Err(e) => panic!("refused its own output ({e}): {}", String::from_utf8_lossy(&text)),
+                    Err(e) => panic!(
+                        "refused its own output ({e}): {}",
+                        String::from_utf8_lossy(&text)
+                    ),
                 }
             }
         }
@@ -41,7 +54,11 @@ fuzz_target!(|bytes: &[u8]| {
                     || e.starts_with("larger than");
                 assert!(allowed, "refused valid JSON: {e}");
                 if e.starts_with("nested deeper than") {
-                    assert!(depth(&plain) > MAX_DEPTH, "refused nesting {}: {e}", depth(&plain));
+                    assert!(
+                        depth(&plain) > MAX_DEPTH,
+                        "refused nesting {}: {e}",
+                        depth(&plain)
+                    );
                 }
             }
         }

@@ -18,14 +18,25 @@ fuzz_target!(|bytes: &[u8]| {
     match config::parse_knobs_file("knobs.json", bytes, &KNOWN_RUNTIMES) {
         Ok(knobs) => {
             for (runtime, k) in &knobs {
-                assert!(KNOWN_RUNTIMES.contains(&runtime.as_str()), "accepted runtime {runtime:?}");
+                assert!(
+                    KNOWN_RUNTIMES.contains(&runtime.as_str()),
+                    "accepted runtime {runtime:?}"
+                );
                 assert!(!k.is_empty(), "kept {runtime} without a knob");
                 valid(runtime, k);
             }
             let text = serde_json::to_vec(&knobs).expect("knobs serialize");
             match config::parse_knobs_file("knobs.json", &text, &KNOWN_RUNTIMES) {
-                Ok(again) => assert_eq!(again, knobs, "written back: {}", String::from_utf8_lossy(&text)),
-                Err(e) => panic!("refused its own output ({e}): {}", String::from_utf8_lossy(&text)),
+                Ok(again) => assert_eq!(
+                    again,
+                    knobs,
+                    "written back: {}",
+                    String::from_utf8_lossy(&text)
+                ),
+                Err(e) => panic!(
+                    "refused its own output ({e}): {}",
+                    String::from_utf8_lossy(&text)
+                ),
             }
         }
         Err(e) => {
@@ -68,7 +79,10 @@ fn valid(runtime: &str, k: &RuntimeKnobs) {
         }
     }
     if let Some(interval) = k.sampling_interval() {
-        assert!(!interval.is_zero(), "{runtime}: zero sampling interval accepted");
+        assert!(
+            !interval.is_zero(),
+            "{runtime}: zero sampling interval accepted"
+        );
     }
     for (name, count) in [
         ("flush_every_events", k.flush_every_events),

@@ -136,8 +136,14 @@ mod seeds {
             jobs: Vec::new(),
         };
         vec![
-            ("hello_cpu.bin", message(pb::agent_message::Body::Hello(cpu_hello))),
-            ("hello_gpu.bin", message(pb::agent_message::Body::Hello(gpu_hello))),
+            (
+                "hello_cpu.bin",
+                message(pb::agent_message::Body::Hello(cpu_hello)),
+            ),
+            (
+                "hello_gpu.bin",
+                message(pb::agent_message::Body::Hello(gpu_hello)),
+            ),
             (
                 "heartbeat.bin",
                 message(pb::agent_message::Body::Heartbeat(pb::Heartbeat {
@@ -145,7 +151,10 @@ mod seeds {
                     running_job_ids: vec!["run-7-gpumemprof_cpu-agent-a".into()],
                 })),
             ),
-            ("event_started.bin", event(1, &JobUpdate::Started { pid: 4242 })),
+            (
+                "event_started.bin",
+                event(1, &JobUpdate::Started { pid: 4242 }),
+            ),
             (
                 "event_progress.bin",
                 event(
