@@ -61,6 +61,11 @@ if ! cargo fetch --locked --manifest-path "$manifest"; then
 fi
 lock_before="$(cksum <"$fuzz_dir/Cargo.lock")"
 
+echo "== seeds (the committed agent and coordinator messages are current)"
+if ! cargo test --locked --manifest-path "$manifest"; then
+    give_up "the seed check failed (after a protocol change: FLEETGATE_WRITE_SEEDS=1 cargo test --manifest-path common/fuzz/Cargo.toml)"
+fi
+
 echo "== build (${#targets[@]} targets)"
 if ! cargo fuzz build "${fuzz_flags[@]}"; then
     give_up "the fuzz targets do not build"

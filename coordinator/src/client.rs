@@ -29,8 +29,12 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 async fn connect(link: &CoordinatorLink) -> Result<Channel, RunError> {
     let url = &link.url;
-    let unreachable =
-        |e: String| RunError::Unreachable(format!("cannot reach the coordinator at {url}: {e}"));
+    let unreachable = |e: String| {
+        RunError::Unreachable(format!(
+            "cannot reach the coordinator at {url}: {e}{}",
+            plaintext_hint(url)
+        ))
+    };
     link.endpoint()
         .map_err(RunError::Usage)?
         .connect_timeout(Duration::from_secs(5))
@@ -52,7 +56,25 @@ async fn run_client(
     ))
 }
 
+/// For a plaintext URL whose connection failed: the likely reason.
+fn plaintext_hint(url: &str) -> &'static str {
+    if url.starts_with("http://") {
+        " (if the coordinator serves TLS, use https://)"
+    } else {
+        ""
+    }
+}
+
 fn status_error(url: &str, status: &tonic::Status) -> RunError {
+    // An HTTP/2 failure below gRPC: the peer does not speak this transport — typically a
+    // plaintext client talking to a TLS port.
+    if status.message().starts_with("h2 protocol error") {
+        return RunError::Unreachable(format!(
+            "the coordinator at {url} broke off the connection: {}{}",
+            status.message(),
+            plaintext_hint(url)
+        ));
+    }
     match status.code() {
         Code::Unauthenticated => RunError::Usage(format!(
             "the coordinator at {url} refused this client: {} (set --token-file or FLEETGATE_CLIENT_TOKEN)",
@@ -63,8 +85,9 @@ fn status_error(url: &str, status: &tonic::Status) -> RunError {
             RunError::Inconclusive(status.message().to_owned())
         }
         Code::Unavailable | Code::Cancelled | Code::Unknown => RunError::Unreachable(format!(
-            "lost the coordinator at {url} before the report: {}",
-            status.message()
+            "lost the coordinator at {url}: {}{}",
+            status.message(),
+            plaintext_hint(url)
         )),
         _ => RunError::Internal(format!("coordinator at {url}: {}", status.message())),
     }

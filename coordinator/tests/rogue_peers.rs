@@ -392,6 +392,11 @@ async fn rogue_peers_are_refused_or_contained_and_the_honest_fleet_completes() {
         "{}",
         text(&plaintext.stderr)
     );
+    assert!(
+        text(&plaintext.stderr).contains("(if the coordinator serves TLS, use https://)"),
+        "{}",
+        text(&plaintext.stderr)
+    );
     let listed = fleetgate(vec![
         "agents".into(),
         "--ca-file".into(),

@@ -207,15 +207,59 @@ mod seeds {
         ]
     }
 
-    #[test]
-    fn committed_agent_message_seeds_are_current() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds/agent_message");
-        let write = std::env::var_os("FLEETGATE_WRITE_SEEDS").is_some();
-        for (name, bytes) in agent_messages() {
-            let decoded = pb::AgentMessage::decode(bytes.as_slice()).expect(name);
-            if let Some(pb::agent_message::Body::JobEvent(event)) = decoded.body {
-                fleetgate_common::convert::job_update_from_pb(event).expect(name);
+    /// Job assignments as the coordinator sends them: a plain one and one with every field set.
+    fn coordinator_messages() -> Vec<(&'static str, Vec<u8>)> {
+        let knobs = r#"{"sampling_interval_seconds":0.5,"flush_every_events":50,"rollover_max_bytes":1048576}"#;
+        let assign = |job: pb::JobSpec| {
+            pb::CoordinatorMessage {
+                body: Some(pb::coordinator_message::Body::AssignJob(pb::AssignJob {
+                    job: Some(job),
+                })),
             }
+            .encode_to_vec()
+        };
+        vec![
+            (
+                "assign_plain.bin",
+                assign(pb::JobSpec {
+                    job_id: "run-7-0".into(),
+                    run_id: "run-7".into(),
+                    runtime: "gpumemprof_cpu".into(),
+                    profile: pb::Profile::Pr as i32,
+                    mode: pb::Mode::Soak as i32,
+                    iterations: 50,
+                    allocation_kb: 64,
+                    deadline_unix_ms: 1_800_000_000_000,
+                    ..pb::JobSpec::default()
+                }),
+            ),
+            (
+                "assign_full.bin",
+                assign(pb::JobSpec {
+                    job_id: "run-7-1".into(),
+                    run_id: "run-7".into(),
+                    runtime: "gpumemprof_cuda".into(),
+                    profile: pb::Profile::Nightly as i32,
+                    mode: pb::Mode::All as i32,
+                    iterations: 200,
+                    allocation_kb: 256,
+                    deadline_unix_ms: 1_800_000_000_000,
+                    knobs_json: knobs.into(),
+                    overhead_scratch_root: "/dev/shm/fleetgate".into(),
+                    workload: "tensorflow".into(),
+                    device_index: Some(1),
+                }),
+            ),
+        ]
+    }
+
+    /// Compares the committed seeds in `seeds/<target>/` with `built`, or rewrites them.
+    fn check_or_write(target: &str, built: Vec<(&'static str, Vec<u8>)>) {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("seeds")
+            .join(target);
+        let write = std::env::var_os("FLEETGATE_WRITE_SEEDS").is_some();
+        for (name, bytes) in built {
             let path = dir.join(name);
             if write {
                 std::fs::create_dir_all(&dir).unwrap();
@@ -229,5 +273,30 @@ mod seeds {
                 );
             }
         }
+    }
+
+    #[test]
+    fn committed_agent_message_seeds_are_current() {
+        let built = agent_messages();
+        for (name, bytes) in &built {
+            let decoded = pb::AgentMessage::decode(bytes.as_slice()).expect(name);
+            if let Some(pb::agent_message::Body::JobEvent(event)) = decoded.body {
+                fleetgate_common::convert::job_update_from_pb(event).expect(name);
+            }
+        }
+        check_or_write("agent_message", built);
+    }
+
+    #[test]
+    fn committed_coordinator_message_seeds_are_current() {
+        let built = coordinator_messages();
+        for (name, bytes) in &built {
+            let decoded = pb::CoordinatorMessage::decode(bytes.as_slice()).expect(name);
+            let Some(pb::coordinator_message::Body::AssignJob(assign)) = decoded.body else {
+                panic!("{name}: not an assignment");
+            };
+            fleetgate_common::convert::JobRequest::try_from(assign.job.expect(name)).expect(name);
+        }
+        check_or_write("coordinator_message", built);
     }
 }

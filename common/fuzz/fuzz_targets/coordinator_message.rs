@@ -1,0 +1,42 @@
+//! Bytes from the network decoded as a `CoordinatorMessage` (what an agent receives down its
+//! session), then the conversion the agent applies to a job assignment.
+//!
+//! An accepted job has an id and a runtime, knobs that pass the same checks as a knobs file
+//! (so no knob can panic the worker later), and converts back to a wire spec that converts to
+//! the same job. Refused jobs: one line that names a field.
+
+#![no_main]
+
+use fleetgate_common::convert::JobRequest;
+use fleetgate_fuzz::assert_one_line;
+use fleetgate_proto::v1 as pb;
+use libfuzzer_sys::fuzz_target;
+use prost::Message;
+
+fuzz_target!(|bytes: &[u8]| {
+    let Ok(message) = pb::CoordinatorMessage::decode(bytes) else {
+        return;
+    };
+    let Some(pb::coordinator_message::Body::AssignJob(assign)) = message.body else {
+        return;
+    };
+    let Some(spec) = assign.job else {
+        return;
+    };
+    match JobRequest::try_from(spec) {
+        Ok(job) => {
+            assert!(!job.job_id.is_empty() && !job.runtime.is_empty(), "{job:?}");
+            assert_eq!(job.knobs.validate(), Ok(()), "{job:?}");
+            let _ = job.knobs.sampling_interval();
+            let wire = pb::JobSpec::from(&job);
+            match JobRequest::try_from(wire.clone()) {
+                Ok(back) => assert_eq!(back, job, "sent again as {wire:?}"),
+                Err(e) => panic!("refused a job as the coordinator sends it ({e}): {wire:?}"),
+            }
+        }
+        Err(e) => {
+            assert!(!e.field.is_empty());
+            assert_one_line("JobRequest::try_from", &e.to_string());
+        }
+    }
+});
