@@ -6,8 +6,11 @@
 //!
 //! ```text
 //! cargo bench -p fleetgate-coordinator --bench fleet_load -- [--agents 100,1000]
-//!     [--rate 10] [--seconds 10]
+//!     [--rate 10] [--seconds 10] [--tls]
 //! ```
+//!
+//! Plaintext by default (the coordinator's own cost); `--tls` runs every connection with
+//! mutual TLS, each simulated agent presenting its own certificate from a lab CA.
 
 #![expect(clippy::print_stdout, reason = "a benchmark prints its figures")]
 
@@ -19,17 +22,20 @@ use fleetgate_common::config::{GateMode, Mode, Profile};
 use fleetgate_common::convert;
 use fleetgate_common::fleet::JobUpdate;
 use fleetgate_common::report::RuntimeSection;
+use fleetgate_common::tls::{CertUse, CoordinatorLink, LabCa};
 use fleetgate_coordinator::client;
 use fleetgate_coordinator::plan::{Asset, RunSpec, Selection};
 use fleetgate_proto::v1 as pb;
 use pb::agent_service_client::AgentServiceClient;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
 struct Options {
     agents: Vec<usize>,
     rate: u64,
     seconds: u64,
+    tls: bool,
 }
 
 fn options() -> Options {
@@ -37,6 +43,7 @@ fn options() -> Options {
         agents: vec![100, 1_000],
         rate: 10,
         seconds: 10,
+        tls: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -49,6 +56,7 @@ fn options() -> Options {
             }
             "--rate" => o.rate = args.next().and_then(|v| v.parse().ok()).unwrap_or(10),
             "--seconds" => o.seconds = args.next().and_then(|v| v.parse().ok()).unwrap_or(10),
+            "--tls" => o.tls = true,
             _ => {}
         }
     }
@@ -115,7 +123,7 @@ fn sample_section() -> RuntimeSection {
 /// One simulated agent: registers, then for its job streams `rate` progress events a second
 /// for `seconds`, then the report. Returns when its stream ends.
 async fn simulated_agent(
-    url: String,
+    link: CoordinatorLink,
     id: String,
     rate: u64,
     seconds: u64,
@@ -123,9 +131,10 @@ async fn simulated_agent(
     sent: Arc<AtomicU64>,
     last_result: Arc<std::sync::Mutex<Option<Instant>>>,
 ) {
-    let Ok(mut client) = AgentServiceClient::connect(url).await else {
+    let Ok(channel) = link.endpoint().unwrap().connect().await else {
         return;
     };
+    let mut client = AgentServiceClient::new(channel);
     let (tx, rx) = mpsc::channel(1_024);
     let hello = pb::Hello {
         agent_id: id.clone(),
@@ -202,12 +211,62 @@ async fn simulated_agent(
     }
 }
 
-async fn run(n: usize, rate: u64, seconds: u64, section: Arc<RuntimeSection>) {
+/// Mutual TLS for one benchmark run: the lab CA and the coordinator's files.
+struct LabTls {
+    ca: LabCa,
+    dir: tempfile::TempDir,
+}
+
+impl LabTls {
+    fn new() -> Self {
+        let ca = LabCa::generate().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let server = ca
+            .issue(&["127.0.0.1".to_owned()], CertUse::Server)
+            .unwrap();
+        std::fs::write(dir.path().join("ca.pem"), &ca.cert_pem).unwrap();
+        std::fs::write(dir.path().join("server.pem"), &server.cert_pem).unwrap();
+        std::fs::write(dir.path().join("server.key"), &server.key_pem).unwrap();
+        LabTls { ca, dir }
+    }
+
+    fn serve_args(&self) -> Vec<String> {
+        let path = |name: &str| self.dir.path().join(name).display().to_string();
+        vec![
+            "--tls-cert".into(),
+            path("server.pem"),
+            "--tls-key".into(),
+            path("server.key"),
+            "--agent-ca".into(),
+            path("ca.pem"),
+        ]
+    }
+
+    /// Trust in the CA, with agent `id`'s own certificate if given.
+    fn client(&self, id: Option<&str>) -> ClientTlsConfig {
+        let config =
+            ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&self.ca.cert_pem));
+        match id {
+            Some(id) => {
+                let cert = self.ca.issue(&[id.to_owned()], CertUse::Agent).unwrap();
+                config.identity(Identity::from_pem(cert.cert_pem, cert.key_pem))
+            }
+            None => config,
+        }
+    }
+}
+
+async fn run(n: usize, rate: u64, seconds: u64, tls: bool, section: Arc<RuntimeSection>) {
+    let lab = tls.then(LabTls::new);
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
+    let transport = match &lab {
+        Some(lab) => lab.serve_args(),
+        None => vec!["--plaintext".to_owned()],
+    };
     let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_fleetgate"))
         .args([
             "serve",
@@ -215,15 +274,17 @@ async fn run(n: usize, rate: u64, seconds: u64, section: Arc<RuntimeSection>) {
             &format!("127.0.0.1:{port}"),
             "--heartbeat-ms",
             "5000",
-            // Plaintext: the figures are the coordinator's own cost, without TLS on top.
-            "--plaintext",
         ])
+        .args(&transport)
         .env("FLEETGATE_LOG", "error")
         .spawn()
         .expect("start fleetgate serve");
     let pid = server.id();
-    let url = format!("http://127.0.0.1:{port}");
-    let link = fleetgate_common::tls::CoordinatorLink::plaintext(url.clone());
+    let link_for = |id: Option<&str>| match &lab {
+        Some(lab) => CoordinatorLink::with_tls(format!("https://127.0.0.1:{port}"), lab.client(id)),
+        None => CoordinatorLink::plaintext(format!("http://127.0.0.1:{port}")),
+    };
+    let link = link_for(None);
     while client::list_agents(&link, None).await.is_err() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -231,9 +292,10 @@ async fn run(n: usize, rate: u64, seconds: u64, section: Arc<RuntimeSection>) {
     let sent = Arc::new(AtomicU64::new(0));
     let last_result = Arc::new(std::sync::Mutex::new(None));
     for i in 0..n {
+        let id = format!("sim-{i:04}");
         tokio::spawn(simulated_agent(
-            url.clone(),
-            format!("sim-{i:04}"),
+            link_for(Some(&id)),
+            id,
             rate,
             seconds,
             Arc::clone(&section),
@@ -316,10 +378,12 @@ fn main() {
         .expect("runtime");
     let section = Arc::new(sample_section());
     println!(
-        "== coordinator load: simulated agents on loopback, {} progress events/s each for {} s, then a report ==",
-        o.rate, o.seconds
+        "== coordinator load: simulated agents on loopback, {} progress events/s each for {} s, then a report; {} ==",
+        o.rate,
+        o.seconds,
+        if o.tls { "mutual TLS" } else { "plaintext" }
     );
     for n in o.agents {
-        runtime.block_on(run(n, o.rate, o.seconds, Arc::clone(&section)));
+        runtime.block_on(run(n, o.rate, o.seconds, o.tls, Arc::clone(&section)));
     }
 }
