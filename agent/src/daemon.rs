@@ -106,7 +106,11 @@ pub struct DaemonArgs {
     pub key_file: Option<PathBuf>,
     /// Talk to an http:// coordinator without TLS: the token and every result cross the
     /// network unencrypted.
-    #[arg(long, env = "FLEETGATE_PLAINTEXT")]
+    #[arg(
+        long,
+        env = "FLEETGATE_PLAINTEXT",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
     pub plaintext: bool,
     /// A directory (or a parent of directories) that runs may use as their overhead scratch
     /// root, e.g. /dev/shm/fleetgate (repeatable; comma-separated in the environment variable)

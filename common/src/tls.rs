@@ -109,10 +109,16 @@ pub fn certificate_names_agent(peer_certs: &[CertificateDer<'_>], agent_id: &str
 /// error"; the reason — refused, bad certificate — is in its sources).
 pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
+    let mut last = text.clone();
     let mut source = error.source();
     while let Some(e) = source {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
+        // Layers often repeat their inner error's text; say it once.
+        let part = e.to_string();
+        if part != last {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        last = part;
         source = e.source();
     }
     text

@@ -30,10 +30,13 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 async fn connect(link: &CoordinatorLink) -> Result<Channel, RunError> {
     let url = &link.url;
     let unreachable = |e: String| {
-        RunError::Unreachable(format!(
-            "cannot reach the coordinator at {url}: {e}{}",
+        // Past the TCP connection, a plaintext client may have met a TLS port.
+        let hint = if e.contains("tcp connect error") {
+            ""
+        } else {
             plaintext_hint(url)
-        ))
+        };
+        RunError::Unreachable(format!("cannot reach the coordinator at {url}: {e}{hint}"))
     };
     link.endpoint()
         .map_err(RunError::Usage)?

@@ -189,7 +189,12 @@ struct ServeArgs {
     #[arg(long, env = "FLEETGATE_AGENT_CA", requires = "tls_cert")]
     agent_ca: Option<PathBuf>,
     /// Serve without TLS: tokens and results cross the network unencrypted.
-    #[arg(long, env = "FLEETGATE_PLAINTEXT", conflicts_with_all = ["tls_cert", "tls_key", "agent_ca"])]
+    #[arg(
+        long,
+        env = "FLEETGATE_PLAINTEXT",
+        value_parser = clap::builder::BoolishValueParser::new(),
+        conflicts_with_all = ["tls_cert", "tls_key", "agent_ca"]
+    )]
     plaintext: bool,
 }
 
@@ -207,7 +212,11 @@ struct ClientArgs {
     ca_file: Option<PathBuf>,
     /// Talk to an http:// coordinator without TLS: the token and the report cross the network
     /// unencrypted.
-    #[arg(long, env = "FLEETGATE_PLAINTEXT")]
+    #[arg(
+        long,
+        env = "FLEETGATE_PLAINTEXT",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
     plaintext: bool,
 }
 
