@@ -95,9 +95,10 @@ impl AgentService for AgentSvc {
                 .as_deref()
                 .is_some_and(|certs| tls::certificate_names_agent(certs, &agent_id))
         {
-            tracing::warn!(agent_id = %agent_id, "Agent refused: no client certificate naming its id.");
+            tracing::warn!(agent_id = ?agent_id, "Agent refused: no client certificate naming its id.");
             return Err(Status::permission_denied(format!(
-                "agent id {agent_id} is not named by this connection's client certificate (this coordinator requires one per agent: --agent-ca)"
+                "agent id {} is not named by this connection's client certificate (this coordinator requires one per agent: --agent-ca)",
+                fleetgate_common::input::one_line(&agent_id)
             )));
         }
         let (tx, rx) = mpsc::channel(1_024);
