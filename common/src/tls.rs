@@ -338,6 +338,29 @@ impl LabCa {
     }
 }
 
+impl LabCa {
+    /// Server TLS for a coordinator reached as `names`, requiring agents to present a
+    /// certificate from this CA naming their id.
+    pub fn server_tls(&self, names: &[String]) -> Result<ServerTls, String> {
+        let server = self.issue(names, CertUse::Server)?;
+        Ok(ServerTls::from_pem(
+            server.cert_pem.as_bytes(),
+            server.key_pem.as_bytes(),
+            Some(self.cert_pem.as_bytes()),
+        ))
+    }
+
+    /// Client TLS trusting this CA; for an agent, with a new certificate naming `agent_id`.
+    pub fn client_tls(&self, agent_id: Option<&str>) -> Result<ClientTlsConfig, String> {
+        let trust = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&self.cert_pem));
+        let Some(id) = agent_id else {
+            return Ok(trust);
+        };
+        let cert = self.issue(&[id.to_owned()], CertUse::Agent)?;
+        Ok(trust.identity(Identity::from_pem(cert.cert_pem, cert.key_pem)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

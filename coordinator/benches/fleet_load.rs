@@ -29,7 +29,7 @@ use fleetgate_proto::v1 as pb;
 use pb::agent_service_client::AgentServiceClient;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+use tonic::transport::ClientTlsConfig;
 
 struct Options {
     agents: Vec<usize>,
@@ -244,15 +244,7 @@ impl LabTls {
 
     /// Trust in the CA, with agent `id`'s own certificate if given.
     fn client(&self, id: Option<&str>) -> ClientTlsConfig {
-        let config =
-            ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&self.ca.cert_pem));
-        match id {
-            Some(id) => {
-                let cert = self.ca.issue(&[id.to_owned()], CertUse::Agent).unwrap();
-                config.identity(Identity::from_pem(cert.cert_pem, cert.key_pem))
-            }
-            None => config,
-        }
+        self.ca.client_tls(id).unwrap()
     }
 }
 

@@ -9,13 +9,13 @@ use fleetgate_agent::daemon::{self, AgentConfig, BearerToken};
 use fleetgate_agent::worker::WorkerCommand;
 use fleetgate_common::auth::Token;
 use fleetgate_common::report::Report;
-use fleetgate_common::tls::{self, CertUse, CoordinatorLink, LabCa, ServerTls};
+use fleetgate_common::tls::{self, CoordinatorLink, LabCa};
 use fleetgate_proto::v1 as pb;
 use pb::run_service_client::RunServiceClient;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use tonic::transport::Channel;
 
 use crate::plan::{RunError, RunSpec};
 use crate::registry::CoordinatorSettings;
@@ -198,16 +198,24 @@ pub async fn run_embedded(
         .map_err(|e| RunError::Internal(format!("cannot listen on 127.0.0.1: {e}")))?;
     // TLS even on loopback, with certificates made for this run only: the embedded default
     // takes the same path as a fleet, mutual TLS and the agent-id check included.
-    let certs = EmbeddedCerts::generate(&agent.agent_id)?;
+    let tls_error = |e: String| RunError::Internal(format!("embedded TLS: {e}"));
+    let ca = LabCa::generate().map_err(tls_error)?;
     let settings = CoordinatorSettings {
         heartbeat_interval: Duration::from_millis(500),
-        tls: Some(certs.server),
+        tls: Some(
+            ca.server_tls(&["127.0.0.1".to_owned()])
+                .map_err(tls_error)?,
+        ),
         ..CoordinatorSettings::default()
     };
     let coordinator = service::serve(listener, settings, shutdown.clone())
         .map_err(|e| RunError::Internal(format!("cannot start the embedded coordinator: {e}")))?;
-    let link = CoordinatorLink::with_tls(coordinator.url(), certs.agent);
-    let client_link = CoordinatorLink::with_tls(coordinator.url(), certs.client);
+    let link = CoordinatorLink::with_tls(
+        coordinator.url(),
+        ca.client_tls(Some(&agent.agent_id)).map_err(tls_error)?,
+    );
+    let client_link =
+        CoordinatorLink::with_tls(coordinator.url(), ca.client_tls(None).map_err(tls_error)?);
     let mut config = AgentConfig::new(link, agent.agent_id.clone(), agent.state_dir, agent.worker);
     config.artifact_root = agent.artifact_root;
     // The local agent runs what this command line asked for, scratch root included.
@@ -251,37 +259,4 @@ pub async fn run_embedded(
     }
     coordinator.shutdown().await;
     result
-}
-
-/// Certificates for one embedded run: a CA that lives in memory for the run, the loopback
-/// server's identity, the local agent's client identity, and the CLI's trust in the CA.
-struct EmbeddedCerts {
-    server: ServerTls,
-    agent: ClientTlsConfig,
-    client: ClientTlsConfig,
-}
-
-impl EmbeddedCerts {
-    fn generate(agent_id: &str) -> Result<Self, RunError> {
-        let internal = |e: String| RunError::Internal(format!("embedded TLS: {e}"));
-        let ca = LabCa::generate().map_err(internal)?;
-        let server = ca
-            .issue(&["127.0.0.1".to_owned()], CertUse::Server)
-            .map_err(internal)?;
-        let agent = ca
-            .issue(&[agent_id.to_owned()], CertUse::Agent)
-            .map_err(internal)?;
-        let trust = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&ca.cert_pem));
-        Ok(EmbeddedCerts {
-            server: ServerTls::from_pem(
-                server.cert_pem.as_bytes(),
-                server.key_pem.as_bytes(),
-                Some(ca.cert_pem.as_bytes()),
-            ),
-            agent: trust
-                .clone()
-                .identity(Identity::from_pem(&agent.cert_pem, &agent.key_pem)),
-            client: trust,
-        })
-    }
 }
