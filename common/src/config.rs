@@ -258,15 +258,13 @@ impl RuntimeKnobs {
         let int = |v: &str| -> Result<u64, String> {
             match v.trim().parse::<u64>() {
                 Ok(n) if n >= 1 => Ok(n),
-                _ => Err(format!("must be an integer >= 1, got '{v}'")),
+                _ => Err(count_error(format!("'{v}'"))),
             }
         };
         let secs = |v: &str| -> Result<f64, String> {
             match v.trim().parse::<f64>() {
                 Ok(x) if seconds_in_range(x) => Ok(x),
-                _ => Err(format!(
-                    "must be a number of seconds from {MIN_SECONDS_KNOB} to {MAX_SECONDS_KNOB}, got '{v}'"
-                )),
+                _ => Err(seconds_error(format!("'{v}'"))),
             }
         };
         match name {
@@ -301,9 +299,7 @@ impl RuntimeKnobs {
             if let Some(x) = seconds
                 && !seconds_in_range(x)
             {
-                return Err(format!(
-                    "{name}: must be a number of seconds from {MIN_SECONDS_KNOB} to {MAX_SECONDS_KNOB}, got {x}"
-                ));
+                return Err(format!("{name}: {}", seconds_error(x)));
             }
         }
         for (name, count) in [
@@ -315,7 +311,7 @@ impl RuntimeKnobs {
             ("max_history", self.max_history),
         ] {
             if count == Some(0) {
-                return Err(format!("{name}: must be an integer >= 1, got 0"));
+                return Err(format!("{name}: {}", count_error(0)));
             }
         }
         Ok(())
@@ -329,6 +325,16 @@ pub const MAX_SECONDS_KNOB: f64 = 86_400.0;
 
 fn seconds_in_range(x: f64) -> bool {
     x.is_finite() && (MIN_SECONDS_KNOB..=MAX_SECONDS_KNOB).contains(&x)
+}
+
+/// What is wrong with seconds knob value `got`.
+fn seconds_error(got: impl std::fmt::Display) -> String {
+    format!("must be a number of seconds from {MIN_SECONDS_KNOB} to {MAX_SECONDS_KNOB}, got {got}")
+}
+
+/// What is wrong with count knob value `got`.
+fn count_error(got: impl std::fmt::Display) -> String {
+    format!("must be an integer >= 1, got {got}")
 }
 
 /// A tuning-knob input could not be used.
