@@ -2,30 +2,28 @@
 //! real `fleetgate agent` processes whose jobs run in real worker processes, and a TCP proxy of
 //! our own where a test needs to cut a connection. Nothing of ours is mocked.
 
+mod support;
+
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fleetgate_common::config::{GateMode, Knobs, Mode, Profile};
 use fleetgate_common::fleet::{AgentStatus, JobStatus, Verdict};
 use fleetgate_common::report::Report;
 use fleetgate_common::tls::CoordinatorLink;
 use fleetgate_coordinator::client;
-use fleetgate_coordinator::plan::{Asset, RunError, RunSpec, Selection};
+use fleetgate_coordinator::plan::{RunError, RunSpec};
 use fleetgate_coordinator::registry::CoordinatorSettings;
 use fleetgate_coordinator::service::{self, Coordinator};
 use fleetgate_proto::v1 as pb;
+use support::soak_spec;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 const HEARTBEAT: Duration = Duration::from_millis(200);
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 async fn coordinator_on(listener: TcpListener) -> Coordinator {
     let settings = CoordinatorSettings {
@@ -109,39 +107,6 @@ async fn wait_for_agents(url: &str, ids: &[&str]) {
     }
 }
 
-/// A soak-only run of `samples_interval`-second samples (6 h / interval samples), budget gate.
-fn spec(interval_seconds: f64, deadline: Duration) -> RunSpec {
-    let mut knobs = Knobs::new();
-    fleetgate_common::config::apply_knob_assignment(
-        &mut knobs,
-        &format!("gpumemprof_cpu.sampling_interval_seconds={interval_seconds}"),
-        &["gpumemprof_cpu"],
-    )
-    .unwrap();
-    RunSpec {
-        profile: Profile::Pr,
-        mode: Mode::Soak,
-        gate_mode: GateMode::Budget,
-        iterations: 50,
-        allocation_kb: 64,
-        workload: fleetgate_common::config::WorkloadKind::Reference,
-        runtimes: vec!["gpumemprof_cpu".into()],
-        selection: Selection::default(),
-        deadline: Some(deadline),
-        knobs,
-        overhead_scratch_root: None,
-        budgets: Some(
-            Asset::read(
-                &repo().join("docs/benchmarks/v0.4_operating_budget.json"),
-                "Budget file",
-            )
-            .unwrap(),
-        ),
-        baseline: None,
-        tolerances: None,
-    }
-}
-
 /// Every event a background submission has seen.
 type SeenEvents = Arc<Mutex<Vec<pb::RunEvent>>>;
 
@@ -188,7 +153,7 @@ async fn three_agents_make_one_fleet_report() {
     ];
     wait_for_agents(&url, &["a1", "a2", "a3"]).await;
 
-    let mut run = spec(60.0, Duration::from_secs(120));
+    let mut run = soak_spec(60.0, Duration::from_secs(120));
     run.selection.min_agents = 3;
     let report = tokio::time::timeout(
         Duration::from_secs(180),
@@ -235,14 +200,14 @@ async fn three_agents_make_one_fleet_report() {
     );
 
     // Selection by label leaves a3 out.
-    let mut east = spec(60.0, Duration::from_secs(120));
+    let mut east = soak_spec(60.0, Duration::from_secs(120));
     east.selection.labels = BTreeMap::from([("zone".to_owned(), "east".to_owned())]);
     let report = client::submit(&link(&url), None, &east, &mut |_| {})
         .await
         .unwrap();
     assert_eq!(report.agents.keys().collect::<Vec<_>>(), ["a1", "a2"]);
     // Too few matching agents: refused before anything runs.
-    let mut many = spec(60.0, Duration::from_secs(120));
+    let mut many = soak_spec(60.0, Duration::from_secs(120));
     many.selection.min_agents = 4;
     assert!(matches!(
         client::submit(&link(&url), None, &many, &mut |_| {}).await,
@@ -264,7 +229,7 @@ async fn an_agent_killed_mid_soak_makes_the_run_inconclusive_by_its_deadline() {
     wait_for_agents(&url, &["victim", "b1", "b2"]).await;
     // 0.1 s → 216,000 samples: about a second, long enough to be killed in the middle.
     let started = tokio::time::Instant::now();
-    let (task, events) = submit(url.clone(), spec(0.1, Duration::from_secs(25)));
+    let (task, events) = submit(url.clone(), soak_spec(0.1, Duration::from_secs(25)));
     wait_for_soak(&events, "victim").await;
     victim.kill();
     let report = tokio::time::timeout(Duration::from_secs(120), task)
@@ -365,7 +330,7 @@ async fn a_dropped_connection_that_comes_back_delivers_everything_once() {
     let proxy = Proxy::start(coordinator.addr).await;
     let _agent = AgentProcess::start(&proxy.url(), "flaky", work.path(), &[]);
     wait_for_agents(&url, &["flaky"]).await;
-    let (task, events) = submit(url.clone(), spec(0.05, Duration::from_secs(90)));
+    let (task, events) = submit(url.clone(), soak_spec(0.05, Duration::from_secs(90)));
     wait_for_soak(&events, "flaky").await;
     proxy.cut();
     // Longer than the heartbeat expiry (3 × 200 ms): the coordinator marks the agent lost.
@@ -419,7 +384,7 @@ async fn a_coordinator_restart_fails_the_client_clearly_and_agents_come_back() {
     let url = first.url();
     let _agent = AgentProcess::start(&url, "steady", work.path(), &[]);
     wait_for_agents(&url, &["steady"]).await;
-    let (task, events) = submit(url.clone(), spec(0.05, Duration::from_secs(90)));
+    let (task, events) = submit(url.clone(), soak_spec(0.05, Duration::from_secs(90)));
     wait_for_soak(&events, "steady").await;
     first.shutdown().await;
     // The client gets a clear failure, promptly.
@@ -439,7 +404,7 @@ async fn a_coordinator_restart_fails_the_client_clearly_and_agents_come_back() {
         client::submit(
             &link(&url),
             None,
-            &spec(60.0, Duration::from_secs(60)),
+            &soak_spec(60.0, Duration::from_secs(60)),
             &mut |_| {},
         ),
     )
@@ -463,7 +428,7 @@ async fn an_unreachable_coordinator_is_a_clear_error() {
     match client::submit(
         &link(&url),
         None,
-        &spec(60.0, Duration::from_secs(10)),
+        &soak_spec(60.0, Duration::from_secs(10)),
         &mut |_| {},
     )
     .await
@@ -485,7 +450,7 @@ async fn a_run_whose_client_goes_away_is_cancelled_on_its_agents() {
     let url = coordinator.url();
     let _agent = AgentProcess::start(&url, "c1", work.path(), &[]);
     wait_for_agents(&url, &["c1"]).await;
-    let (task, events) = submit(url.clone(), spec(0.05, Duration::from_secs(90)));
+    let (task, events) = submit(url.clone(), soak_spec(0.05, Duration::from_secs(90)));
     wait_for_soak(&events, "c1").await;
     let run_id = events.lock().unwrap()[0].run_id.clone();
     task.abort();
@@ -520,7 +485,7 @@ async fn a_run_whose_client_goes_away_is_cancelled_on_its_agents() {
     let next = client::submit(
         &link(&url),
         None,
-        &spec(60.0, Duration::from_secs(60)),
+        &soak_spec(60.0, Duration::from_secs(60)),
         &mut |_| {},
     )
     .await
@@ -554,7 +519,7 @@ async fn a_scratch_root_the_agent_does_not_allow_fails_the_job_and_nothing_is_to
     std::fs::create_dir_all(victim.join("gpumemprof_cpu")).unwrap();
     std::fs::write(victim.join("gpumemprof_cpu").join("keep.txt"), "data").unwrap();
     for root in [victim.display().to_string(), format!("{allow}/../victim")] {
-        let mut asked = spec(60.0, Duration::from_secs(60));
+        let mut asked = soak_spec(60.0, Duration::from_secs(60));
         asked.overhead_scratch_root = Some(root.clone());
         let report = client::submit(&link(&url), None, &asked, &mut |_| {})
             .await
@@ -577,7 +542,7 @@ async fn a_scratch_root_the_agent_does_not_allow_fails_the_job_and_nothing_is_to
         "data"
     );
     // Under the allowed root, the same run proceeds.
-    let mut asked = spec(60.0, Duration::from_secs(60));
+    let mut asked = soak_spec(60.0, Duration::from_secs(60));
     asked.overhead_scratch_root = Some(format!("{allow}/run-1"));
     let report = client::submit(&link(&url), None, &asked, &mut |_| {})
         .await

@@ -7,34 +7,32 @@
 //! the coordinator's CA or try plaintext; and `fleetgate run` / `fleetgate agents` as CI would
 //! call them. The honest fleet's run completes with a report of the honest agents only.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use fleetgate_agent::daemon::BearerToken;
 use fleetgate_common::auth::Token;
-use fleetgate_common::config::{GateMode, Knobs, Mode, Profile, WorkloadKind};
-use fleetgate_common::tls::{CoordinatorLink, ServerTls};
+use fleetgate_common::tls::{CoordinatorLink, LabCa, ServerTls};
 use fleetgate_coordinator::client;
-use fleetgate_coordinator::plan::{Asset, RunError, RunSpec, Selection};
+use fleetgate_coordinator::plan::{RunError, RunSpec};
 use fleetgate_coordinator::registry::CoordinatorSettings;
 use fleetgate_coordinator::service;
 use fleetgate_proto::v1 as pb;
 use pb::agent_message::Body;
 use pb::agent_service_client::AgentServiceClient;
+use support::{repo, soak_spec};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
-use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+use tonic::transport::ClientTlsConfig;
 
 const AGENT_TOKEN: &str = "agent-token-0123456789abcdef";
 const CLIENT_TOKEN: &str = "client-token-fedcba9876543210";
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
@@ -62,17 +60,13 @@ impl Certs {
         std::fs::read_to_string(self.path(name)).unwrap()
     }
 
-    /// TLS settings trusting the lab CA, with `cert_of`'s client certificate if given.
+    /// TLS settings trusting the lab CA, with a client certificate naming `cert_of` if given
+    /// (issued by the same CA that `fleetgate certs` wrote).
     fn client_tls(&self, cert_of: Option<&str>) -> ClientTlsConfig {
-        let config =
-            ClientTlsConfig::new().ca_certificate(Certificate::from_pem(self.read("ca.pem")));
-        match cert_of {
-            Some(id) => config.identity(Identity::from_pem(
-                self.read(&format!("agent-{id}.pem")),
-                self.read(&format!("agent-{id}.key")),
-            )),
-            None => config,
-        }
+        LabCa::load(self.read("ca.pem"), self.read("ca.key"))
+            .unwrap()
+            .client_tls(cert_of)
+            .unwrap()
     }
 }
 
@@ -236,38 +230,9 @@ fn job_event(job_id: &str, sequence: u64) -> pb::AgentMessage {
 
 /// A tiny soak-only budget run of gpumemprof_cpu on three agents.
 fn tiny_spec() -> RunSpec {
-    let mut knobs = Knobs::new();
-    fleetgate_common::config::apply_knob_assignment(
-        &mut knobs,
-        "gpumemprof_cpu.sampling_interval_seconds=60",
-        &["gpumemprof_cpu"],
-    )
-    .unwrap();
-    RunSpec {
-        profile: Profile::Pr,
-        mode: Mode::Soak,
-        gate_mode: GateMode::Budget,
-        iterations: 50,
-        allocation_kb: 64,
-        workload: WorkloadKind::Reference,
-        runtimes: vec!["gpumemprof_cpu".into()],
-        selection: Selection {
-            min_agents: 3,
-            ..Selection::default()
-        },
-        deadline: Some(Duration::from_secs(120)),
-        knobs,
-        overhead_scratch_root: None,
-        budgets: Some(
-            Asset::read(
-                &repo().join("docs/benchmarks/v0.4_operating_budget.json"),
-                "Budget file",
-            )
-            .unwrap(),
-        ),
-        baseline: None,
-        tolerances: None,
-    }
+    let mut spec = soak_spec(60.0, Duration::from_secs(120));
+    spec.selection.min_agents = 3;
+    spec
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
