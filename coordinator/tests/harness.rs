@@ -424,10 +424,21 @@ fn tfmemprof_cpu_runs_on_real_tensorflow_with_the_reference_counters() {
     let overhead = section.overhead.as_ref().unwrap();
     assert_eq!(overhead.scenarios.tracked_default.sample_count, Some(20));
     let manifest = std::path::Path::new(&soak.output_path);
+    // The first segment by its index, not by the directory's order (the filesystem's).
     let segment = std::fs::read_dir(manifest.parent().unwrap())
         .unwrap()
         .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .filter_map(|p| {
+            let name = p.file_name()?.to_str()?;
+            let index: u64 = name
+                .strip_prefix("segment-")?
+                .strip_suffix(".jsonl")?
+                .parse()
+                .ok()?;
+            Some((index, p))
+        })
+        .min_by_key(|(index, _)| *index)
+        .map(|(_, p)| p)
         .unwrap();
     let first_sample: serde_json::Value = std::fs::read_to_string(&segment)
         .unwrap()
