@@ -11,5 +11,6 @@ pub mod gate;
 pub mod input;
 pub mod report;
 pub mod shutdown;
+pub mod stats;
 pub mod telemetry;
 pub mod tls;
