@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use fleetgate_common::config::{RetentionValidationLimits, WorkloadKind, checkpoint_indices};
 use fleetgate_common::report::{
     OverheadBlock, OverheadMetrics, OverheadScenarios, RetentionChecks, RetentionValidationBlock,
-    ScenarioSummary, SoakBlock,
+    ScenarioSummary, SoakBlock, TelemetryLoss,
 };
 
 use crate::collector::{CollectError, Collector, RssCollector};
@@ -280,6 +280,7 @@ fn run_trials<C: Collector>(
 ) -> Result<OverheadBlock, ScenarioError> {
     let mut trials = Vec::new();
     let mut summaries = Vec::new();
+    let mut losses = Vec::new();
     let total = u64::from(OVERHEAD_TRIALS) * 2;
     for trial in 1..=OVERHEAD_TRIALS {
         let dir = trial_root.join(format!("trial_{trial}"));
@@ -298,6 +299,14 @@ fn run_trials<C: Collector>(
             durable_records: 0,
         });
         trials.push(overhead_metrics(&unprofiled, &tracked));
+        // Unselected trials are deleted below: what their sinks lost is kept here.
+        if let Some(stats) = &tracked.stats {
+            losses.extend(TelemetryLoss::from_stats(
+                &format!("overhead trial {trial}"),
+                stats,
+                &dir.join("tracked_default").join("sink").display().to_string(),
+            ));
+        }
         summaries.push((unprofiled, tracked));
     }
     let selected = select_trial(&trials);
@@ -330,6 +339,7 @@ fn run_trials<C: Collector>(
             .as_ref()
             .and_then(|d| d.parent())
             .map(|d| d.display().to_string()),
+        telemetry_losses: losses,
     })
 }
 
