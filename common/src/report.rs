@@ -900,6 +900,83 @@ mod tests {
         assert_eq!(expected_metric_keys(["a"], Mode::Soak).len(), 11);
     }
 
+    fn stats(dropped: u64, failures: u64, status: &str) -> serde_json::Value {
+        serde_json::json!({
+            "sink_flush_failures": failures,
+            "sink_dropped_records": dropped,
+            "sink_last_error": (failures > 0).then_some("write /art/sink/segment-000003.jsonl: No space left on device (os error 28)"),
+            "session_id": "s",
+            "session_status": status,
+            "sink_dir": "/art/sink",
+            "sink_durable_records": 1_000,
+            "sink_dropped_bytes": dropped * 500,
+            "sink_first_error": (failures > 0).then_some("write /art/sink/segment-000002.jsonl: No space left on device (os error 28)"),
+        })
+    }
+
+    #[test]
+    fn a_loss_is_any_dropped_record_failed_write_or_unfinished_session() {
+        let loss = |d, f, s| TelemetryLoss::from_stats("soak", &stats(d, f, s), "/fallback");
+        assert_eq!(loss(0, 0, "completed"), None);
+        let dropped = loss(1, 1, "incomplete").unwrap();
+        assert_eq!(
+            (dropped.dropped_records, dropped.flush_failures, dropped.is_inconclusive()),
+            (1, 1, false)
+        );
+        assert_eq!(dropped.sink_dir, "/art/sink");
+        // A failed write that was retried loses nothing, and still fails the gate.
+        let retried = loss(0, 1, "completed").unwrap();
+        assert!(!retried.is_inconclusive());
+        // A session that could not be closed, with nothing dropped: inconclusive.
+        for status in ["incomplete", "interrupted", "running"] {
+            assert!(loss(0, 0, status).unwrap().is_inconclusive(), "{status}");
+        }
+        // Statistics without the new keys still name a directory.
+        let mut old = stats(3, 2, "incomplete");
+        old.as_object_mut().unwrap().remove("sink_dir");
+        let loss = TelemetryLoss::from_stats("soak", &old, "/fallback").unwrap();
+        assert_eq!(loss.sink_dir, "/fallback");
+        // No session at all (no sink): nothing to judge.
+        assert_eq!(
+            TelemetryLoss::from_stats("soak", &serde_json::json!({}), "/x"),
+            None
+        );
+    }
+
+    #[test]
+    fn a_loss_line_says_what_where_and_what_to_do() {
+        let loss = TelemetryLoss::from_stats("soak", &stats(195_452, 7, "incomplete"), "/x")
+            .unwrap();
+        let line = loss_line("a1/gpumemprof_cpu", &loss, "; ctx", None);
+        assert_eq!(
+            line,
+            "a1/gpumemprof_cpu: telemetry lost in soak: 195452 of 196452 records dropped \
+             (97726000 bytes), 7 failed sink writes, session incomplete; sink /art/sink; \
+             first error: write /art/sink/segment-000002.jsonl: No space left on device (os error 28); \
+             last error: write /art/sink/segment-000003.jsonl: No space left on device (os error 28); \
+             free space under the artifact root (--artifact-root) or move it to a larger filesystem, \
+             or lower the soak's retention_max_total_bytes (with rollover_max_bytes at most that) \
+             so its retained segments fit; ctx; next knob: retention_max_total_bytes"
+        );
+        let tuned = RuntimeKnobs {
+            retention_max_total_bytes: Some(1 << 20),
+            ..RuntimeKnobs::default()
+        };
+        assert!(loss_line("r", &loss, "", Some(&tuned)).ends_with("next knob: rollover_max_bytes"));
+        let trial = TelemetryLoss::from_stats("overhead trial 2", &stats(0, 1, "completed"), "/x")
+            .unwrap();
+        let line = loss_line("r", &trial, "", None);
+        assert!(line.contains("telemetry lost in overhead trial 2: 0 of 1000 records dropped"), "{line}");
+        assert!(line.contains("--overhead-scratch-root"), "{line}");
+        let open = TelemetryLoss::from_stats("soak", &stats(0, 0, "incomplete"), "/x").unwrap();
+        let line = loss_line("r", &open, "", None);
+        assert!(
+            line.starts_with("r: telemetry session of soak ended incomplete with nothing dropped and no failed write"),
+            "{line}"
+        );
+        assert!(line.contains("the verdict is inconclusive"), "{line}");
+    }
+
     #[test]
     fn knob_advice_follows_the_tuning_order_and_skips_tuned_knobs() {
         assert_eq!(
