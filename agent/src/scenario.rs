@@ -304,7 +304,10 @@ fn run_trials<C: Collector>(
             losses.extend(TelemetryLoss::from_stats(
                 &format!("overhead trial {trial}"),
                 stats,
-                &dir.join("tracked_default").join("sink").display().to_string(),
+                &dir.join("tracked_default")
+                    .join("sink")
+                    .display()
+                    .to_string(),
             ));
         }
         summaries.push((unprofiled, tracked));

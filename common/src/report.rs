@@ -238,7 +238,12 @@ pub fn telemetry_losses(section: &RuntimeSection) -> Vec<TelemetryLoss> {
             && let Some(loss) = TelemetryLoss::from_stats(
                 &scenario,
                 stats,
-                &sink_dir_of(tracked.output_path.as_deref().unwrap_or(&tracked.artifact_dir)),
+                &sink_dir_of(
+                    tracked
+                        .output_path
+                        .as_deref()
+                        .unwrap_or(&tracked.artifact_dir),
+                ),
             )
         {
             losses.push(loss);
@@ -920,7 +925,11 @@ mod tests {
         assert_eq!(loss(0, 0, "completed"), None);
         let dropped = loss(1, 1, "incomplete").unwrap();
         assert_eq!(
-            (dropped.dropped_records, dropped.flush_failures, dropped.is_inconclusive()),
+            (
+                dropped.dropped_records,
+                dropped.flush_failures,
+                dropped.is_inconclusive()
+            ),
             (1, 1, false)
         );
         assert_eq!(dropped.sink_dir, "/art/sink");
@@ -945,8 +954,8 @@ mod tests {
 
     #[test]
     fn a_loss_line_says_what_where_and_what_to_do() {
-        let loss = TelemetryLoss::from_stats("soak", &stats(195_452, 7, "incomplete"), "/x")
-            .unwrap();
+        let loss =
+            TelemetryLoss::from_stats("soak", &stats(195_452, 7, "incomplete"), "/x").unwrap();
         let line = loss_line("a1/gpumemprof_cpu", &loss, "; ctx", None);
         assert_eq!(
             line,
@@ -963,10 +972,13 @@ mod tests {
             ..RuntimeKnobs::default()
         };
         assert!(loss_line("r", &loss, "", Some(&tuned)).ends_with("next knob: rollover_max_bytes"));
-        let trial = TelemetryLoss::from_stats("overhead trial 2", &stats(0, 1, "completed"), "/x")
-            .unwrap();
+        let trial =
+            TelemetryLoss::from_stats("overhead trial 2", &stats(0, 1, "completed"), "/x").unwrap();
         let line = loss_line("r", &trial, "", None);
-        assert!(line.contains("telemetry lost in overhead trial 2: 0 of 1000 records dropped"), "{line}");
+        assert!(
+            line.contains("telemetry lost in overhead trial 2: 0 of 1000 records dropped"),
+            "{line}"
+        );
         assert!(line.contains("--overhead-scratch-root"), "{line}");
         let open = TelemetryLoss::from_stats("soak", &stats(0, 0, "incomplete"), "/x").unwrap();
         let line = loss_line("r", &open, "", None);

@@ -24,7 +24,8 @@ pub const DEFAULT_BASELINE: &str = "docs/benchmarks/v0.4_baseline.json";
 pub const DEFAULT_TOLERANCES: &str = "docs/benchmarks/v0.4_tolerances.json";
 
 /// The built-in copy of [`DEFAULT_BUDGETS`].
-pub const EMBEDDED_BUDGETS: &[u8] = include_bytes!("../../docs/benchmarks/v0.4_operating_budget.json");
+pub const EMBEDDED_BUDGETS: &[u8] =
+    include_bytes!("../../docs/benchmarks/v0.4_operating_budget.json");
 /// The built-in copy of [`DEFAULT_BASELINE`].
 pub const EMBEDDED_BASELINE: &[u8] = include_bytes!("../../docs/benchmarks/v0.4_baseline.json");
 /// The built-in copy of [`DEFAULT_TOLERANCES`].
@@ -262,8 +263,13 @@ pub fn plan(spec: RunSpec) -> Result<RunPlan, RunError> {
     };
     let invalid = |e: gate::AssetError| RunError::InvalidInput(e.to_string());
     // What the report records of an asset: its path, where it came from, its SHA-256.
-    let provenance =
-        |a: &Asset| (Some(a.name.clone()), Some(a.source), Some(sha256_hex(&a.bytes)));
+    let provenance = |a: &Asset| {
+        (
+            Some(a.name.clone()),
+            Some(a.source),
+            Some(sha256_hex(&a.bytes)),
+        )
+    };
     let gate = match spec.gate_mode {
         GateMode::Budget => {
             let asset = spec
@@ -293,8 +299,7 @@ pub fn plan(spec: RunSpec) -> Result<RunPlan, RunError> {
                 .clone()
                 .unwrap_or_else(|| Asset::embedded(DEFAULT_TOLERANCES, EMBEDDED_TOLERANCES));
             let baseline = gate::parse_baseline(&b.label(), Some(&b.bytes)).map_err(invalid)?;
-            let tolerances =
-                gate::parse_tolerances(&t.label(), Some(&t.bytes)).map_err(invalid)?;
+            let tolerances = gate::parse_tolerances(&t.label(), Some(&t.bytes)).map_err(invalid)?;
             baseline
                 .require(&[], &config.comparable(), &gate::no_classes)
                 .map_err(invalid)?;

@@ -21,7 +21,9 @@ use fleetgate_common::config::{
 use fleetgate_common::fleet::{HostFacts, JobStatus, JobSummary, Verdict};
 use fleetgate_common::gate::AssetSource;
 use fleetgate_common::report::{Report, RuntimeSection, RuntimeStatus};
-use fleetgate_coordinator::fleet_report::{AgentRecord, JobRecord, baseline_document, build_report};
+use fleetgate_coordinator::fleet_report::{
+    AgentRecord, JobRecord, baseline_document, build_report,
+};
 use fleetgate_coordinator::plan::{self, Asset, RunError, RunPlan, RunSpec, Selection};
 
 const ENOSPC: i32 = 28;
@@ -108,7 +110,12 @@ fn overhead_section(dir: &Path, faults: &FaultInjector) -> RuntimeSection {
     }
 }
 
-fn spec(mode: Mode, gate_mode: GateMode, baseline: Option<Asset>, tolerances: Option<Asset>) -> RunSpec {
+fn spec(
+    mode: Mode,
+    gate_mode: GateMode,
+    baseline: Option<Asset>,
+    tolerances: Option<Asset>,
+) -> RunSpec {
     RunSpec {
         profile: Profile::Pr,
         mode,
@@ -194,14 +201,27 @@ fn a_clean_soak_passes_and_each_kind_of_loss_decides_the_verdict_from_one_record
         ("sink_flush_failures", "1 failed sink writes"),
     ] {
         let report = report_of(&plan, &with_soak_stat(&clean, key, 1.into()));
-        assert_eq!((report.verdict, report.passed), (Verdict::Fail, false), "{key}");
+        assert_eq!(
+            (report.verdict, report.passed),
+            (Verdict::Fail, false),
+            "{key}"
+        );
         let line = &report.failure_diagnostics[0];
-        assert!(line.starts_with(&format!("{RUNTIME}: telemetry lost in soak: ")), "{line}");
-        assert!(line.contains(kind) && line.contains(&format!("sink {sink};")), "{line}");
+        assert!(
+            line.starts_with(&format!("{RUNTIME}: telemetry lost in soak: ")),
+            "{line}"
+        );
+        assert!(
+            line.contains(kind) && line.contains(&format!("sink {sink};")),
+            "{line}"
+        );
     }
     // A session that did not complete with nothing dropped and no failed write: inconclusive.
     for status in ["incomplete", "interrupted"] {
-        let report = report_of(&plan, &with_soak_stat(&clean, "session_status", status.into()));
+        let report = report_of(
+            &plan,
+            &with_soak_stat(&clean, "session_status", status.into()),
+        );
         assert_eq!(
             (report.verdict, report.passed),
             (Verdict::Inconclusive, false),
@@ -269,17 +289,28 @@ fn a_failed_write_in_an_overhead_trial_fails_the_gate_even_when_the_retry_kept_e
     let section = overhead_section(work.path(), &faults);
     assert_eq!(faults.injected(), 1);
     let overhead = section.overhead.as_ref().unwrap();
-    assert_eq!(overhead.telemetry_losses.len(), 1, "{:?}", overhead.telemetry_losses);
+    assert_eq!(
+        overhead.telemetry_losses.len(),
+        1,
+        "{:?}",
+        overhead.telemetry_losses
+    );
     let loss = &overhead.telemetry_losses[0];
     assert_eq!(
-        (loss.scenario.as_str(), loss.dropped_records, loss.flush_failures),
+        (
+            loss.scenario.as_str(),
+            loss.dropped_records,
+            loss.flush_failures
+        ),
         ("overhead trial 1", 0, 1)
     );
     assert_eq!(loss.session_status, "completed");
     let report = report_of(&budget_plan(Mode::Overhead), &section);
     assert_eq!((report.verdict, report.passed), (Verdict::Fail, false));
     let line = &report.failure_diagnostics[0];
-    let trial_sink = work.path().join(".overhead_trials/trial_1/tracked_default/sink");
+    let trial_sink = work
+        .path()
+        .join(".overhead_trials/trial_1/tracked_default/sink");
     assert!(
         line.starts_with(&format!(
             "{RUNTIME}: telemetry lost in overhead trial 1: 0 of {} records dropped (0 bytes), 1 failed sink writes, session completed; sink {}; error: write {}: Input/output error (os error 5); free space where the overhead trial files are written",
@@ -318,7 +349,12 @@ fn a_retention_validation_that_cannot_start_still_reports_the_soak_and_fails() {
         )) && line.ends_with("; next knob: retention_max_total_bytes"),
         "{line}"
     );
-    assert_eq!(report.failure_diagnostics.len(), 5, "{}", diagnostics(&report));
+    assert_eq!(
+        report.failure_diagnostics.len(),
+        5,
+        "{}",
+        diagnostics(&report)
+    );
     assert!(
         report.failure_diagnostics[1..].iter().all(|l| l.ends_with(
             "next knob: none (its sink lost telemetry, as the retention_validation line above says)"
@@ -339,8 +375,10 @@ fn tolerances_for(metrics: &BTreeMap<String, f64>) -> Asset {
         .collect();
     Asset {
         name: "tolerances.json".into(),
-        bytes: serde_json::to_vec(&serde_json::json!({"version": "v0.4", "tolerances": tolerances}))
-            .unwrap(),
+        bytes: serde_json::to_vec(
+            &serde_json::json!({"version": "v0.4", "tolerances": tolerances}),
+        )
+        .unwrap(),
         source: AssetSource::Path,
     }
 }
@@ -351,9 +389,15 @@ fn the_regression_gate_fails_fewer_rollovers_than_the_baseline_and_names_it() {
     let section = soak_section(work.path(), 2_000, None);
     let recorded = report_of(&budget_plan(Mode::Soak), &section);
     let mut baseline = baseline_document(&recorded, "host");
-    let current = baseline["metrics"]["gpumemprof_cpu.rollover_count"].as_f64().unwrap();
-    assert!(current >= 3.0, "the soak rolls over every 500 records: {current}");
-    let metrics: BTreeMap<String, f64> = serde_json::from_value(baseline["metrics"].clone()).unwrap();
+    let current = baseline["metrics"]["gpumemprof_cpu.rollover_count"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        current >= 3.0,
+        "the soak rolls over every 500 records: {current}"
+    );
+    let metrics: BTreeMap<String, f64> =
+        serde_json::from_value(baseline["metrics"].clone()).unwrap();
     let tolerances = tolerances_for(&metrics);
     let mut outcome = |baseline_rollovers: f64| {
         baseline["metrics"]["gpumemprof_cpu.rollover_count"] = baseline_rollovers.into();
@@ -382,7 +426,12 @@ fn the_regression_gate_fails_fewer_rollovers_than_the_baseline_and_names_it() {
     let fewer = outcome(current + 1.0);
     assert_eq!((fewer.verdict, fewer.passed), (Verdict::Fail, false));
     assert_eq!(check(&fewer).delta, -1.0);
-    assert_eq!(fewer.failure_diagnostics.len(), 1, "{}", diagnostics(&fewer));
+    assert_eq!(
+        fewer.failure_diagnostics.len(),
+        1,
+        "{}",
+        diagnostics(&fewer)
+    );
     assert!(
         fewer.failure_diagnostics[0].starts_with(&format!(
             "{RUNTIME}.rollover_count: delta -1 < -0: current {current} is below the baseline {}; this counter is deterministic, so less work than the baseline is not an improvement",
@@ -410,8 +459,14 @@ fn the_report_records_each_gate_asset_source_and_sha256() {
     assert_eq!(config.budgets_sha256, Some(sha(plan::DEFAULT_BUDGETS)));
 
     // The built-in copies are the shipped files, byte for byte.
-    assert_eq!(plan::sha256_hex(plan::EMBEDDED_BASELINE), sha(plan::DEFAULT_BASELINE));
-    assert_eq!(plan::sha256_hex(plan::EMBEDDED_TOLERANCES), sha(plan::DEFAULT_TOLERANCES));
+    assert_eq!(
+        plan::sha256_hex(plan::EMBEDDED_BASELINE),
+        sha(plan::DEFAULT_BASELINE)
+    );
+    assert_eq!(
+        plan::sha256_hex(plan::EMBEDDED_TOLERANCES),
+        sha(plan::DEFAULT_TOLERANCES)
+    );
 
     // A file given on the command line overrides the built-in copy.
     let work = tempfile::tempdir().unwrap();
@@ -424,7 +479,10 @@ fn the_report_records_each_gate_asset_source_and_sha256() {
     let config = plan::plan(with_file).unwrap().config;
     assert_eq!(config.budgets_path, Some(file.display().to_string()));
     assert_eq!(config.budgets_source, Some(AssetSource::Path));
-    assert_eq!(config.budgets_sha256, Some(plan::sha256_hex(text.as_bytes())));
+    assert_eq!(
+        config.budgets_sha256,
+        Some(plan::sha256_hex(text.as_bytes()))
+    );
     assert_ne!(config.budgets_sha256, Some(sha(plan::DEFAULT_BUDGETS)));
 
     // Regression defaults: the built-in baseline is read (and here does not match the
@@ -500,7 +558,10 @@ fn assert_matches_schema(report: &serde_json::Value) {
         .iter_errors(report)
         .map(|e| format!("{e} at {}", e.instance_path()))
         .collect();
-    assert!(errors.is_empty(), "report does not match the schema: {errors:#?}");
+    assert!(
+        errors.is_empty(),
+        "report does not match the schema: {errors:#?}"
+    );
 }
 
 /// Exit status of the shell wrapper when the tmpfs cannot be mounted.
@@ -524,7 +585,16 @@ fn a_pr_soak_on_a_full_20_mib_tmpfs_never_passes_and_names_the_loss_with_its_pat
         .args(["-rm", "sh", "-c", &script, "sh"])
         .arg(&art)
         .arg(env!("CARGO_BIN_EXE_fleetgate"))
-        .args(["run", "--profile", "pr", "--runtimes", "gpumemprof_cpu", "--mode", "soak", "--check"])
+        .args([
+            "run",
+            "--profile",
+            "pr",
+            "--runtimes",
+            "gpumemprof_cpu",
+            "--mode",
+            "soak",
+            "--check",
+        ])
         .arg("--artifact-root")
         .arg(&art)
         .arg("--output")
@@ -535,11 +605,24 @@ fn a_pr_soak_on_a_full_20_mib_tmpfs_never_passes_and_names_the_loss_with_its_pat
         Some(MOUNT_FAILED),
         "this test needs a tmpfs in a user and mount namespace (`unshare -rm`: root, or unprivileged user namespaces enabled): {stderr}"
     );
-    assert_eq!(code, Some(4), "lost telemetry fails the gate\n{stdout}\n{stderr}");
+    assert_eq!(
+        code,
+        Some(4),
+        "lost telemetry fails the gate\n{stdout}\n{stderr}"
+    );
     let report = read_report(&out);
     assert_matches_schema(&report);
-    assert_eq!((&report["passed"], &report["verdict"]), (&false.into(), &"fail".into()));
-    let agent = report["agents"].as_object().unwrap().keys().next().unwrap().clone();
+    assert_eq!(
+        (&report["passed"], &report["verdict"]),
+        (&false.into(), &"fail".into())
+    );
+    let agent = report["agents"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .next()
+        .unwrap()
+        .clone();
     let runtime = format!("{agent}/gpumemprof_cpu");
     let stats = &report["runtimes"][&runtime]["soak"]["stats"];
     let dropped = stats["sink_dropped_records"].as_u64().unwrap();
@@ -604,7 +687,10 @@ fn a_run_from_a_directory_without_assets_passes_on_the_built_in_defaults() {
     let config = &report["config"];
     assert_eq!(config["budgets_source"], "embedded");
     assert_eq!(config["budgets_path"], plan::DEFAULT_BUDGETS);
-    assert_eq!(config["budgets_sha256"], plan::sha256_hex(&shipped).as_str());
+    assert_eq!(
+        config["budgets_sha256"],
+        plan::sha256_hex(&shipped).as_str()
+    );
 
     // The regression defaults are built in too: outside the repository the built-in baseline
     // is read (and refused for this short run's config), not looked for on disk.
@@ -631,14 +717,25 @@ fn a_regression_run_with_fewer_rollovers_than_its_baseline_exits_4() {
         fleetgate(work.path())
             .arg("run")
             .args(SHORT)
-            .args(["--artifact-root", "art", "--output", "first.json", "--write-baseline"])
+            .args([
+                "--artifact-root",
+                "art",
+                "--output",
+                "first.json",
+                "--write-baseline",
+            ])
             .arg(&baseline),
         Duration::from_secs(600),
     );
     assert_eq!(code, Some(0), "{stdout}\n{stderr}");
     let mut document = read_report(&baseline);
-    let recorded = document["metrics"]["gpumemprof_cpu.rollover_count"].as_f64().unwrap();
-    assert!(recorded >= 3.0, "360 samples roll over every 100 records: {recorded}");
+    let recorded = document["metrics"]["gpumemprof_cpu.rollover_count"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        recorded >= 3.0,
+        "360 samples roll over every 100 records: {recorded}"
+    );
     document["metrics"]["gpumemprof_cpu.rollover_count"] = (recorded + 5.0).into();
     std::fs::write(&baseline, serde_json::to_vec_pretty(&document).unwrap()).unwrap();
 
@@ -659,14 +756,20 @@ fn a_regression_run_with_fewer_rollovers_than_its_baseline_exits_4() {
     assert_matches_schema(&report);
     assert_eq!(report["config"]["baseline_source"], "path");
     assert_eq!(report["config"]["tolerances_source"], "path");
-    let agent = report["agents"].as_object().unwrap().keys().next().unwrap().clone();
+    let agent = report["agents"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .next()
+        .unwrap()
+        .clone();
     let key = format!("{agent}/gpumemprof_cpu.rollover_count");
     let check = &report["regression_checks"][&key];
-    assert_eq!((&check["delta"], &check["passed"], &check["two_sided"]), (&(-5.0).into(), &false.into(), &true.into()));
-    let failures: Vec<&str> = stdout
-        .lines()
-        .filter(|l| l.starts_with("- "))
-        .collect();
+    assert_eq!(
+        (&check["delta"], &check["passed"], &check["two_sided"]),
+        (&(-5.0).into(), &false.into(), &true.into())
+    );
+    let failures: Vec<&str> = stdout.lines().filter(|l| l.starts_with("- ")).collect();
     assert_eq!(failures.len(), 1, "{stdout}");
     assert!(
         failures[0].starts_with(&format!(

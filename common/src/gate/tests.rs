@@ -276,9 +276,21 @@ fn deterministic_counters_are_checked_both_ways_at_and_around_the_tolerance() {
         )
     };
     assert_eq!(outcome(21.0, 14.0), (true, true), "equal to the baseline");
-    assert_eq!(outcome(20.0, 12.0), (false, true), "one below / at −tolerance");
-    assert_eq!(outcome(22.0, 16.0), (false, true), "one above / at +tolerance");
-    assert_eq!(outcome(2.0, 11.0), (false, false), "far below / just past −tolerance");
+    assert_eq!(
+        outcome(20.0, 12.0),
+        (false, true),
+        "one below / at −tolerance"
+    );
+    assert_eq!(
+        outcome(22.0, 16.0),
+        (false, true),
+        "one above / at +tolerance"
+    );
+    assert_eq!(
+        outcome(2.0, 11.0),
+        (false, false),
+        "far below / just past −tolerance"
+    );
     assert_eq!(outcome(21.0, 17.0), (true, false), "just past +tolerance");
 }
 
