@@ -210,9 +210,9 @@ impl TelemetryLoss {
         if self.scenario.starts_with("overhead") {
             "free space where the overhead trial files are written (the --overhead-scratch-root, else the artifact root --artifact-root)"
         } else if self.scenario == "soak" {
-            "free space under the artifact root (--artifact-root) or move it to a larger filesystem, or lower the soak's retention_max_total_bytes (with rollover_max_bytes at most that) so its retained segments fit"
+            "free space under the artifact root (--artifact-root) or move it to a larger filesystem, or keep fewer or smaller soak segments (retention_max_files, retention_max_total_bytes) so they fit"
         } else {
-            "free space under the artifact root (--artifact-root) or move it to a larger filesystem; the soak's retained segments share it, so lower its retention_max_total_bytes (with rollover_max_bytes at most that)"
+            "free space under the artifact root (--artifact-root) or move it to a larger filesystem; the soak's retained segments share it, so keep fewer or smaller ones (retention_max_files, retention_max_total_bytes)"
         }
     }
 }
@@ -651,9 +651,10 @@ fn knobs_for(metric: &str) -> &'static [&'static str] {
         }
         "collector_failure_event_count" | "collector_health" => &["sampling_interval_seconds"],
         "telemetry_loss" => &[
-            "retention_max_total_bytes",
-            "rollover_max_bytes",
             "retention_max_files",
+            "retention_max_total_bytes",
+            "rollover_max_events",
+            "rollover_max_bytes",
         ],
         _ => &[],
     }
@@ -964,14 +965,17 @@ mod tests {
              first error: write /art/sink/segment-000002.jsonl: No space left on device (os error 28); \
              last error: write /art/sink/segment-000003.jsonl: No space left on device (os error 28); \
              free space under the artifact root (--artifact-root) or move it to a larger filesystem, \
-             or lower the soak's retention_max_total_bytes (with rollover_max_bytes at most that) \
-             so its retained segments fit; ctx; next knob: retention_max_total_bytes"
+             or keep fewer or smaller soak segments (retention_max_files, retention_max_total_bytes) \
+             so they fit; ctx; next knob: retention_max_files"
         );
         let tuned = RuntimeKnobs {
-            retention_max_total_bytes: Some(1 << 20),
+            retention_max_files: Some(2),
             ..RuntimeKnobs::default()
         };
-        assert!(loss_line("r", &loss, "", Some(&tuned)).ends_with("next knob: rollover_max_bytes"));
+        assert!(
+            loss_line("r", &loss, "", Some(&tuned))
+                .ends_with("next knob: retention_max_total_bytes")
+        );
         let trial =
             TelemetryLoss::from_stats("overhead trial 2", &stats(0, 1, "completed"), "/x").unwrap();
         let line = loss_line("r", &trial, "", None);

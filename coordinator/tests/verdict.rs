@@ -264,7 +264,7 @@ fn a_soak_whose_disk_is_full_fails_naming_the_dropped_records_the_path_and_the_e
     assert!(line.starts_with(&expected), "{line}\n{expected}");
     assert!(
         line.contains("free space under the artifact root (--artifact-root)")
-            && line.ends_with("; next knob: retention_max_total_bytes"),
+            && line.ends_with("; next knob: retention_max_files"),
         "{line}"
     );
     // The retention validation (no faults) kept everything: only the soak is named.
@@ -346,7 +346,7 @@ fn a_retention_validation_that_cannot_start_still_reports_the_soak_and_fails() {
             "{RUNTIME}: telemetry lost in retention_validation: 0 of 0 records dropped (0 bytes), 1 failed sink writes, session incomplete; sink {}; error: prepare {}: Not a directory (os error 20); free space under the artifact root (--artifact-root)",
             sink.display(),
             blocker.display(),
-        )) && line.ends_with("; next knob: retention_max_total_bytes"),
+        )) && line.ends_with("; next knob: retention_max_files"),
         "{line}"
     );
     assert_eq!(
