@@ -497,6 +497,44 @@ fn the_report_records_each_gate_asset_source_and_sha256() {
     assert!(matches!(plan::plan(nightly), Err(RunError::Usage(_))));
 }
 
+#[test]
+fn a_remote_submission_carries_only_the_files_given_and_the_coordinator_supplies_the_rest() {
+    use fleetgate_proto::v1 as pb;
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("tolerances.json");
+    std::fs::copy(repo().join(plan::DEFAULT_TOLERANCES), &file).unwrap();
+    let mut sent = spec(
+        Mode::Soak,
+        GateMode::Regression,
+        Some(Asset::embedded(
+            plan::DEFAULT_BASELINE,
+            b"not what the coordinator uses",
+        )),
+        Some(Asset::read(&file, "Tolerance file").unwrap()),
+    );
+    sent.budgets = None;
+    let wire = pb::SubmitRunRequest::from(&sent);
+    assert_eq!(
+        (wire.baseline_json.as_str(), wire.baseline_path.as_str()),
+        ("", "")
+    );
+    assert_eq!(wire.tolerances_path, file.display().to_string());
+    let received = RunSpec::try_from(wire).unwrap();
+    assert_eq!(received.baseline, None);
+    let tolerances = received.tolerances.clone().unwrap();
+    assert_eq!(
+        (tolerances.source, tolerances.name),
+        (AssetSource::Path, file.display().to_string())
+    );
+    // The coordinator plans with its built-in baseline (which does not match this short run).
+    let err = plan::plan(received).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("docs/benchmarks/v0.4_baseline.json (built in): Baseline config mismatch"),
+        "{err}"
+    );
+}
+
 // === The real binary ===
 
 /// Runs `command` to completion, at most `limit`; returns (exit code, stdout, stderr).
