@@ -303,6 +303,14 @@ pub struct TrackerStatistics {
     pub session_id: String,
     /// Session status.
     pub session_status: SessionStatus,
+    /// The sink's directory (none without a sink).
+    pub sink_dir: Option<String>,
+    /// Records the sink wrote and fsynced.
+    pub sink_durable_records: u64,
+    /// Bytes of the records the sink had to drop.
+    pub sink_dropped_bytes: u64,
+    /// First sink error, `<operation> <path>: <OS error>` (the last is `sink_last_error`).
+    pub sink_first_error: Option<String>,
 }
 
 /// What `finish` returns.
@@ -323,6 +331,7 @@ pub struct Tracker<C: Collector> {
     collector: C,
     header: RecordHeader,
     sink: Option<TelemetrySink>,
+    sink_dir: Option<String>,
     sink_error: Option<String>,
     events: BoundedHistory<EventSummary>,
     samples: Option<BoundedHistory<SamplePoint>>,
@@ -345,6 +354,10 @@ impl<C: Collector> Tracker<C> {
     pub fn start(collector: C, config: TrackerConfig) -> Result<Self, TrackerError> {
         config.validate()?;
         let pid = std::process::id();
+        let sink_dir = config
+            .sink
+            .as_ref()
+            .map(|s| s.root_dir.display().to_string());
         let sink = match config.sink {
             Some(sink_config) => Some(TelemetrySink::open(
                 sink_config,
@@ -383,6 +396,7 @@ impl<C: Collector> Tracker<C> {
             collector,
             header,
             sink,
+            sink_dir,
             sink_error: None,
             events: BoundedHistory::new(config.max_history),
             samples: config
@@ -606,6 +620,10 @@ impl<C: Collector> Tracker<C> {
             sink_last_error: s.last_flush_error.or_else(|| self.sink_error.clone()),
             session_id: self.session_id.clone(),
             session_status: status,
+            sink_dir: self.sink_dir.clone(),
+            sink_durable_records: s.durable_records,
+            sink_dropped_bytes: s.dropped_bytes,
+            sink_first_error: s.first_flush_error.or_else(|| self.sink_error.clone()),
         }
     }
 

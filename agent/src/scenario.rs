@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 use fleetgate_common::config::{RetentionValidationLimits, WorkloadKind, checkpoint_indices};
 use fleetgate_common::report::{
     OverheadBlock, OverheadMetrics, OverheadScenarios, RetentionChecks, RetentionValidationBlock,
-    ScenarioSummary, SoakBlock,
+    ScenarioSummary, SoakBlock, TelemetryLoss,
 };
 
 use crate::collector::{CollectError, Collector, RssCollector};
 use crate::runtime::{Tracker, TrackerConfig, TrackerError, TrackerReport};
-use crate::sink::{MANIFEST_FILE, SinkConfig};
+use crate::sink::{MANIFEST_FILE, SinkConfig, SinkError};
 use crate::workload::{PreparedWorkload, Workload};
 
 /// Trials of the overhead scenario.
@@ -280,6 +280,7 @@ fn run_trials<C: Collector>(
 ) -> Result<OverheadBlock, ScenarioError> {
     let mut trials = Vec::new();
     let mut summaries = Vec::new();
+    let mut losses = Vec::new();
     let total = u64::from(OVERHEAD_TRIALS) * 2;
     for trial in 1..=OVERHEAD_TRIALS {
         let dir = trial_root.join(format!("trial_{trial}"));
@@ -298,6 +299,17 @@ fn run_trials<C: Collector>(
             durable_records: 0,
         });
         trials.push(overhead_metrics(&unprofiled, &tracked));
+        // Unselected trials are deleted below: what their sinks lost is kept here.
+        if let Some(stats) = &tracked.stats {
+            losses.extend(TelemetryLoss::from_stats(
+                &format!("overhead trial {trial}"),
+                stats,
+                &dir.join("tracked_default")
+                    .join("sink")
+                    .display()
+                    .to_string(),
+            ));
+        }
         summaries.push((unprofiled, tracked));
     }
     let selected = select_trial(&trials);
@@ -330,6 +342,7 @@ fn run_trials<C: Collector>(
             .as_ref()
             .and_then(|d| d.parent())
             .map(|d| d.display().to_string()),
+        telemetry_losses: losses,
     })
 }
 
@@ -540,13 +553,25 @@ pub fn run_soak<C: Collector>(
         total: samples,
         durable_records: report.sink.as_ref().map_or(0, |s| s.durable_records),
     });
-    let retention = run_retention_validation(
+    let retention_dir = spec.artifact_dir.join("retention_validation");
+    let retention = match run_retention_validation(
         &spec.tracker,
         &spec.retention,
-        &spec.artifact_dir.join("retention_validation"),
+        &retention_dir,
         &mut open_collector,
         hooks,
-    )?;
+    ) {
+        Ok(block) => block,
+        // A disk the soak filled must not hide what the soak lost: the subtest is reported as
+        // a sink that could not start, and the job goes on to its report.
+        Err(ScenarioError::ArtifactDir { path, error }) => {
+            unstarted_validation(&spec.retention, &retention_dir, &path, &error)
+        }
+        Err(ScenarioError::Tracker(TrackerError::Sink(SinkError::Io { path, error }))) => {
+            unstarted_validation(&spec.retention, &retention_dir, &path, &error)
+        }
+        Err(e) => return Err(e),
+    };
 
     let baseline = readings.first().copied().unwrap_or(0);
     let final_rss = readings.last().copied().unwrap_or(0);
@@ -603,6 +628,45 @@ pub fn run_soak<C: Collector>(
         stats: serde_json::to_value(s).unwrap_or_default(),
         retention_validation: retention,
     })
+}
+
+/// The block of a retention validation whose directory or sink could not be prepared: no
+/// sample taken, every check failed, and tracker statistics that record the failure as one
+/// failed sink write with its path and OS error (so the report says what was lost and why).
+fn unstarted_validation(
+    limits: &RetentionValidationLimits,
+    dir: &Path,
+    path: &Path,
+    error: &std::io::Error,
+) -> RetentionValidationBlock {
+    let sink_dir = dir.join("sink");
+    let message = format!("prepare {}: {error}", path.display());
+    tracing::error!(error = %message, "Retention validation could not start its telemetry sink.");
+    let checks = RetentionChecks {
+        rollover_observed: false,
+        pruning_observed: false,
+        retained_files_bounded: false,
+        retained_bytes_bounded: false,
+    };
+    RetentionValidationBlock {
+        sample_limit: limits.sample_limit,
+        emitted_samples: 0,
+        stats: serde_json::json!({
+            "sink_flush_failures": 1,
+            "sink_dropped_records": 0,
+            "sink_last_error": message,
+            "session_status": "incomplete",
+            "sink_dir": sink_dir.display().to_string(),
+            "sink_durable_records": 0,
+            "sink_dropped_bytes": 0,
+            "sink_first_error": message,
+        }),
+        checks,
+        passed: false,
+        artifact_dir: dir.display().to_string(),
+        output_path: sink_dir.join(MANIFEST_FILE).display().to_string(),
+        artifact_size_bytes: dir_size(dir),
+    }
 }
 
 /// The forced-churn subtest: tight sink limits, at most `sample_limit` samples, stopping once

@@ -186,6 +186,9 @@ pub struct SinkStats {
     pub consecutive_flush_failures: u64,
     /// Last failure, `<operation> <path>: <error>`.
     pub last_flush_error: Option<String>,
+    /// First failure of this instance, in the same form (the one that usually names the
+    /// cause: a full disk, a read-only mount).
+    pub first_flush_error: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -218,6 +221,7 @@ struct Shared {
     pending: Mutex<Pending>,
     counters: Counters,
     last_error: Mutex<Option<String>>,
+    first_error: Mutex<Option<String>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -247,6 +251,7 @@ impl Shared {
             flush_failures: c.flush_failures.load(Ordering::Relaxed),
             consecutive_flush_failures: c.consecutive_flush_failures.load(Ordering::Relaxed),
             last_flush_error: lock(&self.last_error).clone(),
+            first_flush_error: lock(&self.first_error).clone(),
         }
     }
 }
@@ -345,6 +350,7 @@ impl TelemetrySink {
             }),
             counters: Counters::default(),
             last_error: Mutex::new(None),
+            first_error: Mutex::new(None),
         });
         let (tx, rx) = mpsc::sync_channel(config.max_queued_batches);
         let pool = 2 * config.max_queued_batches + 2;

@@ -507,6 +507,24 @@ pub struct RunConfig {
     /// Tolerance file (regression gate).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tolerances_path: Option<String>,
+    /// Where the budgets came from (`embedded`: `budgets_path` names the shipped file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budgets_source: Option<crate::gate::AssetSource>,
+    /// SHA-256 of the budget document used, lowercase hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budgets_sha256: Option<String>,
+    /// Where the baseline came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_source: Option<crate::gate::AssetSource>,
+    /// SHA-256 of the baseline document used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_sha256: Option<String>,
+    /// Where the tolerances came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerances_source: Option<crate::gate::AssetSource>,
+    /// SHA-256 of the tolerance document used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerances_sha256: Option<String>,
 }
 
 impl RunConfig {

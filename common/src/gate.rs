@@ -9,7 +9,7 @@ use std::path::Path;
 
 use crate::config::ComparableConfig;
 use crate::fleet::threshold_candidates;
-use crate::report::{BudgetCheck, REPORT_VERSION, RegressionCheck};
+use crate::report::{BudgetCheck, REPORT_VERSION, RegressionCheck, is_two_sided};
 
 /// A gate asset cannot be used. Displays as one line: `<file>: <what is wrong>`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -19,6 +19,17 @@ pub struct AssetError {
     pub file: String,
     /// What is wrong, naming the key.
     pub message: String,
+}
+
+/// Where a gate asset used by a run came from (recorded in the report's `config`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AssetSource {
+    /// The copy of the shipped `docs/benchmarks/` file built into the binary that planned the
+    /// run (no file was given).
+    Embedded,
+    /// A file the user named (`--budgets`, `--baseline`, `--tolerances`).
+    Path,
 }
 
 /// Which asset a message is about.
@@ -330,7 +341,9 @@ impl Tolerances {
         )
     }
 
-    /// One check per produced metric: `current − baseline <= tolerance` (improvements pass).
+    /// One check per produced metric: `current − baseline <= tolerance`, so an improvement
+    /// passes; for the deterministic counters of [`crate::report::TWO_SIDED_METRICS`] also
+    /// `current − baseline >= −tolerance` (less work than the baseline fails).
     pub fn check(
         &self,
         baseline: &Baseline,
@@ -345,6 +358,9 @@ impl Tolerances {
                 let (threshold_key, max_regression) = resolve(&self.tolerances, metric, class_of)
                     .unwrap_or_else(|| (String::new(), f64::NAN));
                 let delta = current_value - baseline_value;
+                let two_sided = is_two_sided(metric);
+                // NaN (no baseline or tolerance) fails both comparisons.
+                let passed = delta <= max_regression && (!two_sided || delta >= -max_regression);
                 (
                     metric.clone(),
                     RegressionCheck {
@@ -353,7 +369,8 @@ impl Tolerances {
                         delta,
                         max_regression,
                         threshold_key,
-                        passed: delta <= max_regression,
+                        passed,
+                        two_sided,
                     },
                 )
             })

@@ -33,6 +33,27 @@ pub const SOAK_METRICS: [&str; 11] = [
     "pruned_bytes",
 ];
 
+/// Soak counters that the sink and history make deterministic for a given config: the
+/// regression gate checks them in both directions (`|current − baseline| <= tolerance`), since
+/// fewer rollovers, pruned segments, retained files or dropped history entries than the baseline
+/// mean the run did less work (lost telemetry, or a shortened soak), not that it improved. Every
+/// other metric is checked one way: an improvement passes.
+pub const TWO_SIDED_METRICS: [&str; 6] = [
+    "final_retained_files",
+    "history_dropped_events",
+    "history_dropped_samples",
+    "history_dropped_alerts",
+    "rollover_count",
+    "pruned_segment_count",
+];
+
+/// Whether the regression gate checks `metric` (a bare metric name or a
+/// `[<agent>/]<runtime>.<metric>` key) in both directions.
+pub fn is_two_sided(metric: &str) -> bool {
+    let name = metric.rsplit_once('.').map_or(metric, |(_, m)| m);
+    TWO_SIDED_METRICS.contains(&name)
+}
+
 /// Whether a runtime ran.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -115,6 +136,175 @@ pub struct OverheadBlock {
     pub trial_metrics: Vec<OverheadMetrics>,
     /// Scratch root used for trial files, if any.
     pub scratch_root: Option<String>,
+    /// The trials whose telemetry sink dropped records, failed a write or did not complete its
+    /// session (the selected one included; absent when none did).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub telemetry_losses: Vec<TelemetryLoss>,
+}
+
+/// What one tracked scenario's telemetry sink lost or could not finish, read from the tracker
+/// statistics the agent reports (`stats`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TelemetryLoss {
+    /// `soak`, `retention_validation`, or `overhead trial <n>`.
+    pub scenario: String,
+    /// The sink's directory.
+    pub sink_dir: String,
+    /// Records written and fsynced.
+    pub durable_records: u64,
+    /// Records dropped because they could not be written.
+    pub dropped_records: u64,
+    /// Bytes of those records.
+    pub dropped_bytes: u64,
+    /// Failed writes, fsyncs, cut-backs, segment deletions and manifest writes.
+    pub flush_failures: u64,
+    /// How the telemetry session ended (`completed`, `incomplete`, `interrupted`, …).
+    pub session_status: String,
+    /// The first sink error, `<operation> <path>: <OS error>`.
+    pub first_error: Option<String>,
+    /// The last sink error.
+    pub last_error: Option<String>,
+}
+
+impl TelemetryLoss {
+    /// The loss recorded in a tracker's `stats`, or None when its sink kept everything and
+    /// completed its session (or the statistics carry no session). `sink_dir` is used when the
+    /// statistics do not name the sink's directory.
+    pub fn from_stats(scenario: &str, stats: &serde_json::Value, sink_dir: &str) -> Option<Self> {
+        let count = |key: &str| stats.get(key).and_then(serde_json::Value::as_u64);
+        let text = |key: &str| {
+            stats
+                .get(key)
+                .and_then(serde_json::Value::as_str)
+                .map(|t| crate::input::one_line(t).into_owned())
+        };
+        let session_status = text("session_status")?;
+        let dropped_records = count("sink_dropped_records").unwrap_or(0);
+        let flush_failures = count("sink_flush_failures").unwrap_or(0);
+        if dropped_records == 0 && flush_failures == 0 && session_status == "completed" {
+            return None;
+        }
+        Some(TelemetryLoss {
+            scenario: scenario.to_owned(),
+            sink_dir: text("sink_dir").unwrap_or_else(|| sink_dir.to_owned()),
+            durable_records: count("sink_durable_records").unwrap_or(0),
+            dropped_records,
+            dropped_bytes: count("sink_dropped_bytes").unwrap_or(0),
+            flush_failures,
+            session_status,
+            first_error: text("sink_first_error"),
+            last_error: text("sink_last_error"),
+        })
+    }
+
+    /// Whether this loss makes the verdict inconclusive instead of failing the gate: the
+    /// session did not complete although nothing was dropped and no write failed (the sink
+    /// could not be closed, so what reached the disk is unknown). Dropped records and failed
+    /// writes fail the gate.
+    pub fn is_inconclusive(&self) -> bool {
+        self.dropped_records == 0 && self.flush_failures == 0
+    }
+
+    /// What to do about it, for the diagnostic.
+    fn advice(&self) -> &'static str {
+        if self.scenario.starts_with("overhead") {
+            "free space where the overhead trial files are written (the --overhead-scratch-root, else the artifact root --artifact-root)"
+        } else if self.scenario == "soak" {
+            "free space under the artifact root (--artifact-root) or move it to a larger filesystem, or keep fewer or smaller soak segments (retention_max_files, retention_max_total_bytes) so they fit"
+        } else {
+            "free space under the artifact root (--artifact-root) or move it to a larger filesystem; the soak's retained segments share it, so keep fewer or smaller ones (retention_max_files, retention_max_total_bytes)"
+        }
+    }
+}
+
+/// The directory of a sink whose manifest is `output_path`.
+fn sink_dir_of(output_path: &str) -> String {
+    std::path::Path::new(output_path)
+        .parent()
+        .map_or_else(|| output_path.to_owned(), |p| p.display().to_string())
+}
+
+/// Every telemetry loss of a runtime section: its overhead trials, its soak, its retention
+/// validation, in that order.
+pub fn telemetry_losses(section: &RuntimeSection) -> Vec<TelemetryLoss> {
+    let mut losses = Vec::new();
+    if let Some(o) = &section.overhead {
+        losses.extend(o.telemetry_losses.iter().cloned());
+        // The selected trial's own statistics, for reports whose agent did not list its trials.
+        let tracked = &o.scenarios.tracked_default;
+        let scenario = format!("overhead trial {}", o.selected_trial);
+        if let Some(stats) = &tracked.stats
+            && !losses.iter().any(|l| l.scenario == scenario)
+            && let Some(loss) = TelemetryLoss::from_stats(
+                &scenario,
+                stats,
+                &sink_dir_of(
+                    tracked
+                        .output_path
+                        .as_deref()
+                        .unwrap_or(&tracked.artifact_dir),
+                ),
+            )
+        {
+            losses.push(loss);
+        }
+    }
+    if let Some(soak) = &section.soak {
+        losses.extend(TelemetryLoss::from_stats(
+            "soak",
+            &soak.stats,
+            &sink_dir_of(&soak.output_path),
+        ));
+        let rv = &soak.retention_validation;
+        losses.extend(TelemetryLoss::from_stats(
+            "retention_validation",
+            &rv.stats,
+            &sink_dir_of(&rv.output_path),
+        ));
+    }
+    losses
+}
+
+/// Whether any runtime lost telemetry in a way that makes the verdict inconclusive (see
+/// [`TelemetryLoss::is_inconclusive`]).
+pub fn has_inconclusive_loss(runtimes: &BTreeMap<String, RuntimeSection>) -> bool {
+    runtimes
+        .values()
+        .flat_map(telemetry_losses)
+        .any(|l| l.is_inconclusive())
+}
+
+/// The diagnostic line of one loss of runtime `name`, with the runtime's context and advice.
+fn loss_line(name: &str, loss: &TelemetryLoss, ctx: &str, knobs: Option<&RuntimeKnobs>) -> String {
+    let errors = match (&loss.first_error, &loss.last_error) {
+        (Some(first), Some(last)) if first != last => {
+            format!("first error: {first}; last error: {last}")
+        }
+        (Some(e), _) | (None, Some(e)) => format!("error: {e}"),
+        (None, None) => "no error recorded".to_owned(),
+    };
+    if loss.is_inconclusive() {
+        return format!(
+            "{name}: telemetry session of {} ended {} with nothing dropped and no failed write: the sink could not be closed, so what reached {} is unknown ({errors}); the verdict is inconclusive: rerun, and see the agent's log{ctx}; next knob: none (not a tuning problem)",
+            loss.scenario, loss.session_status, loss.sink_dir
+        );
+    }
+    let total = loss.durable_records.saturating_add(loss.dropped_records);
+    let knob = if loss.scenario.starts_with("overhead") {
+        "next knob: none (the trial's telemetry must fit where it is written)".to_owned()
+    } else {
+        next_knob_advice("telemetry_loss", knobs)
+    };
+    format!(
+        "{name}: telemetry lost in {}: {} of {total} records dropped ({} bytes), {} failed sink writes, session {}; sink {}; {errors}; {}{ctx}; {knob}",
+        loss.scenario,
+        loss.dropped_records,
+        loss.dropped_bytes,
+        loss.flush_failures,
+        loss.session_status,
+        loss.sink_dir,
+        loss.advice(),
+    )
 }
 
 /// The four checks of the forced-churn retention validation.
@@ -304,8 +494,12 @@ pub struct RegressionCheck {
     pub max_regression: f64,
     /// The tolerance file key that applied (agent, hardware class, or plain runtime key).
     pub threshold_key: String,
-    /// `delta <= max_regression`.
+    /// `delta <= max_regression`, and for a two-sided check also `delta >= −max_regression`.
     pub passed: bool,
+    /// Whether the check is two-sided (see [`TWO_SIDED_METRICS`]): it then also fails when
+    /// `delta < −max_regression`.
+    #[serde(default)]
+    pub two_sided: bool,
 }
 
 /// The baseline as recorded in a regression report.
@@ -357,8 +551,9 @@ pub struct Report {
     pub failure_diagnostics: Vec<String>,
     /// Every check passed and no diagnostic was raised.
     pub passed: bool,
-    /// `pass`, `fail`, or `inconclusive` (an agent lost, timed out or failed, or a required
-    /// runtime unavailable: never a silent pass).
+    /// `pass`, `fail`, or `inconclusive` (an agent lost, timed out or failed, a required
+    /// runtime unavailable, or a telemetry session that could not be closed: never a silent
+    /// pass).
     pub verdict: crate::fleet::Verdict,
     /// Per agent: facts, hardware class, labels, how its part ended, its jobs.
     pub agents: BTreeMap<String, crate::fleet::AgentSection>,
@@ -455,6 +650,12 @@ fn knobs_for(metric: &str) -> &'static [&'static str] {
             &["sampling_interval_seconds", "max_history"]
         }
         "collector_failure_event_count" | "collector_health" => &["sampling_interval_seconds"],
+        "telemetry_loss" => &[
+            "retention_max_files",
+            "retention_max_total_bytes",
+            "rollover_max_events",
+            "rollover_max_bytes",
+        ],
         _ => &[],
     }
 }
@@ -549,9 +750,9 @@ fn context(section: &RuntimeSection) -> String {
     }
 }
 
-/// Builds the failure diagnostics: runtime problems first (unavailable, collector failures,
-/// failed retention checks, unhealthy collector), then failed budget checks, then failed
-/// regression checks. Each line carries the runtime's collector, sink and history context
+/// Builds the failure diagnostics: runtime problems first (unavailable, lost telemetry,
+/// collector failures, failed retention checks, unhealthy collector), then failed budget
+/// checks, then failed regression checks (a two-sided counter below its baseline says so). Each line carries the runtime's collector, sink and history context
 /// and ends with the knob to adjust next.
 pub fn failure_diagnostics(
     runtimes: &BTreeMap<String, RuntimeSection>,
@@ -572,8 +773,12 @@ pub fn failure_diagnostics(
             ));
             continue;
         }
-        let Some(soak) = &section.soak else { continue };
         let ctx = context(section);
+        let losses = telemetry_losses(section);
+        for loss in &losses {
+            lines.push(loss_line(name, loss, &ctx, knobs));
+        }
+        let Some(soak) = &section.soak else { continue };
         if soak.collector_failure_event_count > 0 {
             lines.push(format!(
                 "{name}: collector failures observed ({}){ctx}; {}",
@@ -581,9 +786,15 @@ pub fn failure_diagnostics(
                 next_knob_advice("collector_failure_event_count", knobs)
             ));
         }
+        let validation_lost = losses.iter().any(|l| l.scenario == "retention_validation");
         for check in soak.retention_validation.checks.failed() {
+            let why = if validation_lost {
+                "its sink lost telemetry, as the retention_validation line above says"
+            } else {
+                "forced-churn limits are fixed; the sink did not honour them"
+            };
             lines.push(format!(
-                "{name}: retention validation failed for {check}{ctx}; next knob: none (forced-churn limits are fixed; the sink did not honour them)"
+                "{name}: retention validation failed for {check}{ctx}; next knob: none ({why})"
             ));
         }
         if soak.collector_health_status != "healthy" {
@@ -625,7 +836,16 @@ pub fn failure_diagnostics(
         }
     }
     for (metric, check) in regression_checks.into_iter().flatten() {
-        if !check.passed {
+        if !check.passed && check.two_sided && check.delta < -check.max_regression {
+            lines.push(format!(
+                "{metric}: delta {} < -{}: current {} is below the baseline {}; this counter is deterministic, so less work than the baseline is not an improvement: the run lost telemetry or did not run its full length{}; next knob: none (find what cut the run short; if the change is intended, record a new baseline with --write-baseline)",
+                format_value(metric, check.delta),
+                format_value(metric, check.max_regression),
+                format_value(metric, check.current_value),
+                format_value(metric, check.baseline_value),
+                ctx_of(metric),
+            ));
+        } else if !check.passed {
             lines.push(format!(
                 "{metric}: delta {} > {}{}; {}",
                 format_value(metric, check.delta),
@@ -684,6 +904,93 @@ mod tests {
             ]
         );
         assert_eq!(expected_metric_keys(["a"], Mode::Soak).len(), 11);
+    }
+
+    fn stats(dropped: u64, failures: u64, status: &str) -> serde_json::Value {
+        serde_json::json!({
+            "sink_flush_failures": failures,
+            "sink_dropped_records": dropped,
+            "sink_last_error": (failures > 0).then_some("write /art/sink/segment-000003.jsonl: No space left on device (os error 28)"),
+            "session_id": "s",
+            "session_status": status,
+            "sink_dir": "/art/sink",
+            "sink_durable_records": 1_000,
+            "sink_dropped_bytes": dropped * 500,
+            "sink_first_error": (failures > 0).then_some("write /art/sink/segment-000002.jsonl: No space left on device (os error 28)"),
+        })
+    }
+
+    #[test]
+    fn a_loss_is_any_dropped_record_failed_write_or_unfinished_session() {
+        let loss = |d, f, s| TelemetryLoss::from_stats("soak", &stats(d, f, s), "/fallback");
+        assert_eq!(loss(0, 0, "completed"), None);
+        let dropped = loss(1, 1, "incomplete").unwrap();
+        assert_eq!(
+            (
+                dropped.dropped_records,
+                dropped.flush_failures,
+                dropped.is_inconclusive()
+            ),
+            (1, 1, false)
+        );
+        assert_eq!(dropped.sink_dir, "/art/sink");
+        // A failed write that was retried loses nothing, and still fails the gate.
+        let retried = loss(0, 1, "completed").unwrap();
+        assert!(!retried.is_inconclusive());
+        // A session that could not be closed, with nothing dropped: inconclusive.
+        for status in ["incomplete", "interrupted", "running"] {
+            assert!(loss(0, 0, status).unwrap().is_inconclusive(), "{status}");
+        }
+        // Statistics without the new keys still name a directory.
+        let mut old = stats(3, 2, "incomplete");
+        old.as_object_mut().unwrap().remove("sink_dir");
+        let loss = TelemetryLoss::from_stats("soak", &old, "/fallback").unwrap();
+        assert_eq!(loss.sink_dir, "/fallback");
+        // No session at all (no sink): nothing to judge.
+        assert_eq!(
+            TelemetryLoss::from_stats("soak", &serde_json::json!({}), "/x"),
+            None
+        );
+    }
+
+    #[test]
+    fn a_loss_line_says_what_where_and_what_to_do() {
+        let loss =
+            TelemetryLoss::from_stats("soak", &stats(195_452, 7, "incomplete"), "/x").unwrap();
+        let line = loss_line("a1/gpumemprof_cpu", &loss, "; ctx", None);
+        assert_eq!(
+            line,
+            "a1/gpumemprof_cpu: telemetry lost in soak: 195452 of 196452 records dropped \
+             (97726000 bytes), 7 failed sink writes, session incomplete; sink /art/sink; \
+             first error: write /art/sink/segment-000002.jsonl: No space left on device (os error 28); \
+             last error: write /art/sink/segment-000003.jsonl: No space left on device (os error 28); \
+             free space under the artifact root (--artifact-root) or move it to a larger filesystem, \
+             or keep fewer or smaller soak segments (retention_max_files, retention_max_total_bytes) \
+             so they fit; ctx; next knob: retention_max_files"
+        );
+        let tuned = RuntimeKnobs {
+            retention_max_files: Some(2),
+            ..RuntimeKnobs::default()
+        };
+        assert!(
+            loss_line("r", &loss, "", Some(&tuned))
+                .ends_with("next knob: retention_max_total_bytes")
+        );
+        let trial =
+            TelemetryLoss::from_stats("overhead trial 2", &stats(0, 1, "completed"), "/x").unwrap();
+        let line = loss_line("r", &trial, "", None);
+        assert!(
+            line.contains("telemetry lost in overhead trial 2: 0 of 1000 records dropped"),
+            "{line}"
+        );
+        assert!(line.contains("--overhead-scratch-root"), "{line}");
+        let open = TelemetryLoss::from_stats("soak", &stats(0, 0, "incomplete"), "/x").unwrap();
+        let line = loss_line("r", &open, "", None);
+        assert!(
+            line.starts_with("r: telemetry session of soak ended incomplete with nothing dropped and no failed write"),
+            "{line}"
+        );
+        assert!(line.contains("the verdict is inconclusive"), "{line}");
     }
 
     #[test]

@@ -333,6 +333,7 @@ async fn run(n: usize, rate: u64, seconds: u64, tls: bool, section: Arc<RuntimeS
         budgets: Some(Asset {
             name: "load-budgets.json".into(),
             bytes: budgets.to_string().into_bytes(),
+            source: fleetgate_common::gate::AssetSource::Path,
         }),
         baseline: None,
         tolerances: None,

@@ -9,7 +9,7 @@ use fleetgate_common::fleet::{
 };
 use fleetgate_common::report::{
     BaselineSnapshot, REPORT_VERSION, Report, RuntimeSection, RuntimeStatus, failure_diagnostics,
-    flatten_metrics, format_utc,
+    flatten_metrics, format_utc, has_inconclusive_loss,
 };
 
 use crate::plan::{Gate, RunPlan};
@@ -119,6 +119,10 @@ pub fn build_report(
                     .collect(),
             },
         );
+    }
+    // A sink that could not close its session leaves the job's telemetry unknown: no verdict.
+    if has_inconclusive_loss(&runtimes) {
+        inconclusive = true;
     }
     let metrics = flatten_metrics(&runtimes);
     let hardware_classes = class_summaries(&agent_sections, &metrics);

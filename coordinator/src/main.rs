@@ -86,13 +86,16 @@ struct RunArgs {
     /// TensorFlow graph steps on the runtime's device.
     #[arg(long, value_enum, default_value = "reference")]
     workload: WorkloadKind,
-    /// Budget file (budget gate) [default: docs/benchmarks/v0.4_operating_budget.json].
+    /// Budget file (budget gate) [default: the built-in copy of
+    /// docs/benchmarks/v0.4_operating_budget.json].
     #[arg(long)]
     budgets: Option<PathBuf>,
-    /// Baseline file (regression gate) [default for pr: docs/benchmarks/v0.4_baseline.json].
+    /// Baseline file (regression gate) [default for pr: the built-in copy of
+    /// docs/benchmarks/v0.4_baseline.json].
     #[arg(long)]
     baseline: Option<PathBuf>,
-    /// Tolerance file (regression gate) [default for pr: docs/benchmarks/v0.4_tolerances.json].
+    /// Tolerance file (regression gate) [default for pr: the built-in copy of
+    /// docs/benchmarks/v0.4_tolerances.json].
     #[arg(long)]
     tolerances: Option<PathBuf>,
     /// Root of the per-runtime artifact directories (embedded agent).
@@ -373,33 +376,22 @@ fn run_spec(args: &RunArgs) -> Result<RunSpec, RunError> {
             .ok_or_else(|| RunError::Usage(format!("--labels {label}: expected KEY=VALUE")))?;
         labels.insert(k.to_owned(), v.to_owned());
     }
+    // A flag names a file; without one the run uses the built-in copy of the shipped file
+    // (resolved by `plan::plan`, which also refuses regression defaults outside `pr`).
+    let read = |path: &Option<PathBuf>, what: &str| {
+        path.as_deref().map(|p| Asset::read(p, what)).transpose()
+    };
     let (budgets, baseline, tolerances) = match args.gate_mode {
-        GateMode::Budget => {
-            let path = args
-                .budgets
-                .clone()
-                .unwrap_or_else(|| plan::DEFAULT_BUDGETS.into());
-            (Some(Asset::read(&path, "Budget file")?), None, None)
-        }
+        GateMode::Budget => (read(&args.budgets, "Budget file")?, None, None),
         GateMode::Regression => {
             if args.profile != Profile::Pr && (args.baseline.is_none() || args.tolerances.is_none())
             {
-                return Err(RunError::Usage(
-                    "Regression defaults are only checked in for the pr profile; pass --baseline and --tolerances explicitly for other profiles.".into(),
-                ));
+                return Err(RunError::Usage(plan::REGRESSION_DEFAULTS_PR_ONLY.into()));
             }
-            let b = args
-                .baseline
-                .clone()
-                .unwrap_or_else(|| plan::DEFAULT_BASELINE.into());
-            let t = args
-                .tolerances
-                .clone()
-                .unwrap_or_else(|| plan::DEFAULT_TOLERANCES.into());
             (
                 None,
-                Some(Asset::read(&b, "Baseline file")?),
-                Some(Asset::read(&t, "Tolerance file")?),
+                read(&args.baseline, "Baseline file")?,
+                read(&args.tolerances, "Tolerance file")?,
             )
         }
     };

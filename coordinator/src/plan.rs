@@ -12,16 +12,40 @@ use fleetgate_common::config::{
     GateMode, Knobs, Mode, Profile, RetentionValidationLimits, RunConfig, WorkloadKind,
 };
 use fleetgate_common::convert;
-use fleetgate_common::gate::{self, Baseline, Budgets, ClassOf, Tolerances};
+use fleetgate_common::gate::{self, AssetSource, Baseline, Budgets, ClassOf, Tolerances};
 use fleetgate_common::report::expected_metric_keys;
 use fleetgate_proto::v1 as pb;
 
-/// Default budget file (budget gate).
+/// The shipped budget file, whose copy is built into the binary (budget gate default).
 pub const DEFAULT_BUDGETS: &str = "docs/benchmarks/v0.4_operating_budget.json";
-/// Default baseline file (regression gate, `pr` profile only).
+/// The shipped baseline file, built in (regression gate default, `pr` profile only).
 pub const DEFAULT_BASELINE: &str = "docs/benchmarks/v0.4_baseline.json";
-/// Default tolerance file (regression gate, `pr` profile only).
+/// The shipped tolerance file, built in (regression gate default, `pr` profile only).
 pub const DEFAULT_TOLERANCES: &str = "docs/benchmarks/v0.4_tolerances.json";
+
+/// The built-in copy of [`DEFAULT_BUDGETS`].
+pub const EMBEDDED_BUDGETS: &[u8] =
+    include_bytes!("../../docs/benchmarks/v0.4_operating_budget.json");
+/// The built-in copy of [`DEFAULT_BASELINE`].
+pub const EMBEDDED_BASELINE: &[u8] = include_bytes!("../../docs/benchmarks/v0.4_baseline.json");
+/// The built-in copy of [`DEFAULT_TOLERANCES`].
+pub const EMBEDDED_TOLERANCES: &[u8] = include_bytes!("../../docs/benchmarks/v0.4_tolerances.json");
+
+/// The usage error for regression defaults outside the `pr` profile.
+pub const REGRESSION_DEFAULTS_PR_ONLY: &str = "Regression defaults are only checked in for the pr profile; pass --baseline and --tolerances explicitly for other profiles.";
+
+/// SHA-256 of `bytes`, lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    use std::fmt::Write as _;
+    let digest = sha2::Sha256::digest(bytes);
+    let mut hex = String::with_capacity(64);
+    for byte in digest {
+        // Writing to a String cannot fail.
+        write!(hex, "{byte:02x}").ok();
+    }
+    hex
+}
 
 /// Why a run did not produce a report.
 #[derive(Debug, thiserror::Error)]
@@ -61,13 +85,16 @@ impl RunError {
     }
 }
 
-/// A gate asset as submitted: its name (the file path) and its JSON text.
+/// A gate asset as used by a run: its name (the file path), its JSON text, and where it came
+/// from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Asset {
-    /// File path, for messages and the report.
+    /// File path, for messages and the report (for a built-in asset, the shipped file's path).
     pub name: String,
     /// Its bytes.
     pub bytes: Vec<u8>,
+    /// A file, or the copy built into this binary.
+    pub source: AssetSource,
 }
 
 impl Asset {
@@ -78,8 +105,26 @@ impl Asset {
             .map(|bytes| Asset {
                 name: name.clone(),
                 bytes,
+                source: AssetSource::Path,
             })
             .map_err(|e| RunError::InvalidInput(format!("{name}: {what} cannot be read: {e}")))
+    }
+
+    /// The built-in copy of a shipped file.
+    pub fn embedded(name: &str, bytes: &[u8]) -> Self {
+        Asset {
+            name: name.to_owned(),
+            bytes: bytes.to_vec(),
+            source: AssetSource::Embedded,
+        }
+    }
+
+    /// How messages name it: the path, marked when the copy is built in.
+    fn label(&self) -> String {
+        match self.source {
+            AssetSource::Path => self.name.clone(),
+            AssetSource::Embedded => format!("{} (built in)", self.name),
+        }
     }
 }
 
@@ -121,11 +166,11 @@ pub struct RunSpec {
     pub knobs: Knobs,
     /// RAM-backed root for overhead trial files on the agents' hosts.
     pub overhead_scratch_root: Option<String>,
-    /// Budget file (budget gate).
+    /// Budget file (budget gate); None: the built-in copy of [`DEFAULT_BUDGETS`].
     pub budgets: Option<Asset>,
-    /// Baseline file (regression gate).
+    /// Baseline file (regression gate); None: the built-in [`DEFAULT_BASELINE`] (`pr` only).
     pub baseline: Option<Asset>,
-    /// Tolerance file (regression gate).
+    /// Tolerance file (regression gate); None: the built-in [`DEFAULT_TOLERANCES`] (`pr` only).
     pub tolerances: Option<Asset>,
 }
 
@@ -209,31 +254,65 @@ pub fn plan(spec: RunSpec) -> Result<RunPlan, RunError> {
         budgets_path: None,
         baseline_path: None,
         tolerances_path: None,
+        budgets_source: None,
+        budgets_sha256: None,
+        baseline_source: None,
+        baseline_sha256: None,
+        tolerances_source: None,
+        tolerances_sha256: None,
     };
     let invalid = |e: gate::AssetError| RunError::InvalidInput(e.to_string());
-    let missing = |what: &str| {
-        RunError::InvalidInput(format!("the {what} file is required for this gate mode"))
+    // What the report records of an asset: its path, where it came from, its SHA-256.
+    let provenance = |a: &Asset| {
+        (
+            Some(a.name.clone()),
+            Some(a.source),
+            Some(sha256_hex(&a.bytes)),
+        )
     };
     let gate = match spec.gate_mode {
         GateMode::Budget => {
-            let asset = spec.budgets.as_ref().ok_or_else(|| missing("budget"))?;
-            let budgets = gate::parse_budgets(&asset.name, Some(&asset.bytes)).map_err(invalid)?;
-            config.budgets_path = Some(asset.name.clone());
+            let asset = spec
+                .budgets
+                .clone()
+                .unwrap_or_else(|| Asset::embedded(DEFAULT_BUDGETS, EMBEDDED_BUDGETS));
+            let budgets =
+                gate::parse_budgets(&asset.label(), Some(&asset.bytes)).map_err(invalid)?;
+            (
+                config.budgets_path,
+                config.budgets_source,
+                config.budgets_sha256,
+            ) = provenance(&asset);
             Gate::Budget(budgets)
         }
         GateMode::Regression => {
-            let b = spec.baseline.as_ref().ok_or_else(|| missing("baseline"))?;
+            if spec.profile != Profile::Pr && (spec.baseline.is_none() || spec.tolerances.is_none())
+            {
+                return Err(RunError::Usage(REGRESSION_DEFAULTS_PR_ONLY.into()));
+            }
+            let b = spec
+                .baseline
+                .clone()
+                .unwrap_or_else(|| Asset::embedded(DEFAULT_BASELINE, EMBEDDED_BASELINE));
             let t = spec
                 .tolerances
-                .as_ref()
-                .ok_or_else(|| missing("tolerance"))?;
-            let baseline = gate::parse_baseline(&b.name, Some(&b.bytes)).map_err(invalid)?;
-            let tolerances = gate::parse_tolerances(&t.name, Some(&t.bytes)).map_err(invalid)?;
+                .clone()
+                .unwrap_or_else(|| Asset::embedded(DEFAULT_TOLERANCES, EMBEDDED_TOLERANCES));
+            let baseline = gate::parse_baseline(&b.label(), Some(&b.bytes)).map_err(invalid)?;
+            let tolerances = gate::parse_tolerances(&t.label(), Some(&t.bytes)).map_err(invalid)?;
             baseline
                 .require(&[], &config.comparable(), &gate::no_classes)
                 .map_err(invalid)?;
-            config.baseline_path = Some(b.name.clone());
-            config.tolerances_path = Some(t.name.clone());
+            (
+                config.baseline_path,
+                config.baseline_source,
+                config.baseline_sha256,
+            ) = provenance(&b);
+            (
+                config.tolerances_path,
+                config.tolerances_source,
+                config.tolerances_sha256,
+            ) = provenance(&t);
             Gate::Regression(baseline, tolerances)
         }
     };
@@ -277,8 +356,11 @@ impl RunPlan {
     }
 }
 
+/// A file's document and path; nothing for a built-in asset, which the coordinator supplies
+/// from its own copy.
 fn asset_to_pb(asset: Option<&Asset>) -> (String, String) {
-    asset.map_or_else(Default::default, |a| {
+    let file = asset.filter(|a| a.source == AssetSource::Path);
+    file.map_or_else(Default::default, |a| {
         (
             String::from_utf8_lossy(&a.bytes).into_owned(),
             a.name.clone(),
@@ -330,6 +412,7 @@ fn asset_from_pb(json: String, path: String, default_name: &str) -> Option<Asset
             path
         },
         bytes: json.into_bytes(),
+        source: AssetSource::Path,
     })
 }
 

@@ -100,6 +100,48 @@ fn gpumemprof_cpu_writes_start_samples_and_stop_through_the_sink() {
 }
 
 #[test]
+fn a_sink_on_a_dead_disk_is_reported_with_its_directory_counts_and_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = crate::sink::FaultInjector::new();
+    let mut config = TrackerConfig::new(RuntimeKind::GpumemprofCpu, Some(dir.path().into()));
+    let sink = config.sink.as_mut().unwrap();
+    sink.failure_backoff = Duration::from_millis(1);
+    sink.failure_backoff_max = Duration::from_millis(1);
+    sink.max_queued_batches = 2;
+    sink.faults = Some(faults.clone());
+    faults.arm(crate::sink::FaultOp::Write, u32::MAX, 28, 0);
+    let collector = RuntimeKind::GpumemprofCpu.open_collector(512, 0).unwrap();
+    let mut tracker = Tracker::start(collector, config).unwrap();
+    for i in 0..500 {
+        tracker.emit_sample(i, Duration::ZERO);
+    }
+    let s = tracker.finish().statistics;
+    assert_eq!(s.session_status, SessionStatus::Incomplete);
+    assert_eq!((s.sink_durable_records, s.sink_dropped_records), (0, 502));
+    assert!(s.sink_dropped_bytes > 502 * 100, "{}", s.sink_dropped_bytes);
+    assert!(s.sink_flush_failures > 0);
+    assert_eq!(s.sink_dir.as_deref(), Some(dir.path().to_str().unwrap()));
+    let error = format!(
+        "write {}: No space left on device (os error 28)",
+        dir.path().join("segment-000001.jsonl").display()
+    );
+    assert_eq!(s.sink_first_error.as_deref(), Some(error.as_str()));
+    // The reference's keys keep their names and come first; the new ones follow.
+    let json = serde_json::to_string(&s).unwrap();
+    let at = |key: &str| json.find(&format!("\"{key}\":")).unwrap();
+    let order = [
+        "sink_last_error",
+        "session_id",
+        "session_status",
+        "sink_dir",
+        "sink_durable_records",
+        "sink_dropped_bytes",
+        "sink_first_error",
+    ];
+    assert!(order.windows(2).all(|w| at(w[0]) < at(w[1])), "{json}");
+}
+
+#[test]
 fn the_event_window_is_bounded_and_counts_what_it_drops() {
     let mut config = TrackerConfig::new(RuntimeKind::GpumemprofCpu, None);
     config.max_history = 100;

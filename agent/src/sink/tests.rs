@@ -251,6 +251,56 @@ fn enospc_after_a_partial_write_is_cut_back_and_retried_without_duplicates() {
 }
 
 #[test]
+fn the_first_error_is_kept_while_later_ones_replace_the_last() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = FaultInjector::new();
+    let mut sink = TelemetrySink::open(failing_config(dir.path(), &faults), spec()).unwrap();
+    assert_eq!(sink.stats().first_flush_error, None);
+    // A full disk on the first batch's write; once that has failed, an I/O error on the
+    // retry's fsync (the injector holds one errno at a time).
+    faults.arm(FaultOp::Write, 1, 28, 0);
+    for id in 0..50 {
+        append(&mut sink, id, 0);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while faults.injected() < 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the first write was never attempted"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    faults.arm(FaultOp::Sync, 1, 5, 0);
+    for id in 50..200 {
+        append(&mut sink, id, 0);
+    }
+    let stats = sink.close(SessionStatus::Completed).unwrap();
+    assert_eq!(faults.injected(), 2);
+    let segment = dir.path().join("segment-000001.jsonl");
+    assert_eq!(
+        stats.first_flush_error.as_deref(),
+        Some(
+            format!(
+                "write {}: No space left on device (os error 28)",
+                segment.display()
+            )
+            .as_str()
+        )
+    );
+    assert_eq!(
+        stats.last_flush_error.as_deref(),
+        Some(
+            format!(
+                "write {}: Input/output error (os error 5)",
+                segment.display()
+            )
+            .as_str()
+        )
+    );
+    assert_eq!((stats.dropped_records, stats.durable_records), (0, 200));
+}
+
+#[test]
 fn a_failed_cut_back_is_finished_before_the_next_write() {
     let dir = tempfile::tempdir().unwrap();
     let faults = FaultInjector::new();

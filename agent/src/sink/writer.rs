@@ -451,6 +451,7 @@ impl Writer {
         if self.consecutive_failures == 1 {
             tracing::warn!(error = %message, "Telemetry sink write failed; retrying with backoff.");
         }
+        lock(&self.shared.first_error).get_or_insert_with(|| message.clone());
         *lock(&self.shared.last_error) = Some(message);
         let exponent = (self.consecutive_failures - 1).min(16);
         let delay = self

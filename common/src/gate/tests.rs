@@ -1,5 +1,5 @@
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::*;
 use crate::config::{Mode, Profile, RetentionValidationLimits, RuntimePlan};
@@ -241,4 +241,101 @@ fn fleet_keys_resolve_agent_then_class_then_plain() {
         )
         .unwrap_err();
     assert_eq!(err.message, "Budget file missing metric keys: rt.other");
+}
+
+fn baseline_with(metrics: &[(&str, f64)]) -> Baseline {
+    Baseline {
+        path: "base".into(),
+        version: "v0.4".into(),
+        config: config(),
+        metrics: metrics.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
+    }
+}
+
+#[test]
+fn deterministic_counters_are_checked_both_ways_at_and_around_the_tolerance() {
+    // rollover_count is exact (tolerance 0); pruned_segment_count allows 2 either way.
+    let baseline = baseline_with(&[("r.rollover_count", 21.0), ("r.pruned_segment_count", 14.0)]);
+    let tolerances = Tolerances {
+        path: "t".into(),
+        tolerances: BTreeMap::from([
+            ("r.rollover_count".to_owned(), 0.0),
+            ("r.pruned_segment_count".to_owned(), 2.0),
+        ]),
+    };
+    let outcome = |rollovers: f64, pruned: f64| {
+        let metrics = BTreeMap::from([
+            ("r.rollover_count".to_owned(), rollovers),
+            ("r.pruned_segment_count".to_owned(), pruned),
+        ]);
+        let checks = tolerances.check(&baseline, &metrics, &no_classes);
+        assert!(checks.values().all(|c| c.two_sided));
+        (
+            checks["r.rollover_count"].passed,
+            checks["r.pruned_segment_count"].passed,
+        )
+    };
+    assert_eq!(outcome(21.0, 14.0), (true, true), "equal to the baseline");
+    assert_eq!(
+        outcome(20.0, 12.0),
+        (false, true),
+        "one below / at −tolerance"
+    );
+    assert_eq!(
+        outcome(22.0, 16.0),
+        (false, true),
+        "one above / at +tolerance"
+    );
+    assert_eq!(
+        outcome(2.0, 11.0),
+        (false, false),
+        "far below / just past −tolerance"
+    );
+    assert_eq!(outcome(21.0, 17.0), (true, false), "just past +tolerance");
+}
+
+#[test]
+fn every_exact_counter_of_the_shipped_tolerances_is_two_sided_and_overhead_stays_one_sided() {
+    let shipped = load_tolerances(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/benchmarks/v0.4_tolerances.json"),
+    )
+    .unwrap();
+    for metric in crate::report::TWO_SIDED_METRICS {
+        for runtime in ["gpumemprof_cpu", "tfmemprof_cpu"] {
+            let key = format!("{runtime}.{metric}");
+            assert_eq!(shipped.tolerances.get(&key), Some(&0.0), "{key} is exact");
+        }
+    }
+    let one_sided = [
+        "r.runtime_overhead_pct",
+        "r.cpu_overhead_pct",
+        "r.artifact_growth_bytes",
+        "r.rss_growth_per_24h_equiv",
+        "r.max_rss_delta_bytes",
+        "r.final_retained_bytes",
+        "r.pruned_bytes",
+        "r.collector_failure_event_count",
+    ];
+    let baseline = baseline_with(&one_sided.map(|k| (k, 100.0)));
+    let tolerances = Tolerances {
+        path: "t".into(),
+        tolerances: one_sided.iter().map(|k| ((*k).to_owned(), 0.0)).collect(),
+    };
+    // Far below the baseline is an improvement for every one of them.
+    let metrics = one_sided.iter().map(|k| ((*k).to_owned(), 0.0)).collect();
+    for (metric, check) in tolerances.check(&baseline, &metrics, &no_classes) {
+        assert!(check.passed && !check.two_sided, "{metric}: {check:?}");
+    }
+}
+
+#[test]
+fn a_two_sided_counter_without_a_baseline_or_tolerance_fails() {
+    let baseline = baseline_with(&[("r.other", 1.0)]);
+    let tolerances = Tolerances {
+        path: "t".into(),
+        tolerances: BTreeMap::from([("r.other".to_owned(), 0.0)]),
+    };
+    let metrics = BTreeMap::from([("r.rollover_count".to_owned(), 3.0)]);
+    let checks = tolerances.check(&baseline, &metrics, &no_classes);
+    assert!(!checks["r.rollover_count"].passed);
 }
