@@ -12,6 +12,8 @@ use std::io::{self, Write as _};
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
+use tempfile::NamedTempFile;
+
 /// How [`write`] places the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WriteOptions {
@@ -92,22 +94,13 @@ fn write_with(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let create_mode = options.mode.unwrap_or(0o666);
-    let mut temporary = tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
-        .suffix(".tmp")
-        .make_in(folder, |candidate| {
-            OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .custom_flags(NO_FOLLOW)
-                .mode(create_mode)
-                .open(candidate)
-        })
-        .map_err(|error| AtomicWriteError::CreateTemporary {
-            folder: folder.to_path_buf(),
-            error,
-        })?;
+    let mut temporary =
+        create_temporary(folder, &format!(".{name}."), options.mode.unwrap_or(0o666)).map_err(
+            |error| AtomicWriteError::CreateTemporary {
+                folder: folder.to_path_buf(),
+                error,
+            },
+        )?;
     let write_error = |error| AtomicWriteError::Write {
         path: path.to_path_buf(),
         error,
@@ -143,6 +136,35 @@ fn write_with(
         folder: folder.to_path_buf(),
         error,
     })
+}
+
+/// Whether a new file can be made in `folder` (a read-only file system, permissions and ACLs
+/// all say no here): one is made and removed at once.
+pub fn check_folder_takes_files(folder: &Path) -> io::Result<()> {
+    create_temporary(folder, ".fleetgate-probe-", 0o600).map(drop)
+}
+
+/// A new file in `folder` named `prefix` + random characters + `.tmp`, opened for writing with
+/// `create_new` and `O_NOFOLLOW`, removed when dropped. The error is the operating system's,
+/// without the random name.
+fn create_temporary(folder: &Path, prefix: &str, mode: u32) -> io::Result<NamedTempFile> {
+    let last_error = std::cell::Cell::new(None);
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .suffix(".tmp")
+        .make_in(folder, |candidate| {
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .custom_flags(NO_FOLLOW)
+                .mode(mode)
+                .open(candidate)
+                .inspect_err(|e| last_error.set(e.raw_os_error()))
+        })
+        .map_err(|e| match last_error.get() {
+            Some(code) => io::Error::from_raw_os_error(code),
+            None => e,
+        })
 }
 
 /// `O_NOFOLLOW`: opening a symbolic link fails instead of opening its target.
