@@ -272,7 +272,10 @@ mod tests {
         let target = dir.path().join("elsewhere");
         std::os::unix::fs::symlink(&target, &link).unwrap();
         let err = write(&link, b"new", options).unwrap_err();
-        assert_eq!(err.to_string(), format!("{} already exists", link.display()));
+        assert_eq!(
+            err.to_string(),
+            format!("{} already exists", link.display())
+        );
         assert!(!target.exists());
         assert_eq!(names_in(dir.path()), ["a.key", "b.key"]);
 

@@ -274,7 +274,10 @@ impl OutputError {
 /// and no output and input are the same file (compared after resolving symbolic links, `..`
 /// and hard links), then each output is a regular file or nothing, its nearest existing
 /// ancestor is a directory, and a file can be created there.
-pub fn check_outputs(outputs: &[NamedPath<'_>], inputs: &[NamedPath<'_>]) -> Result<(), OutputError> {
+pub fn check_outputs(
+    outputs: &[NamedPath<'_>],
+    inputs: &[NamedPath<'_>],
+) -> Result<(), OutputError> {
     let identities: Vec<FileIdentity> = outputs.iter().map(|o| FileIdentity::of(o.path)).collect();
     for (i, output) in outputs.iter().enumerate() {
         let conflict = |message: String| OutputError::Conflict {
@@ -298,7 +301,10 @@ pub fn check_outputs(outputs: &[NamedPath<'_>], inputs: &[NamedPath<'_>]) -> Res
                         input.flag
                     )
                 } else {
-                    format!("is {}, an input of this run; an output must not replace it", input.flag)
+                    format!(
+                        "is {}, an input of this run; an output must not replace it",
+                        input.flag
+                    )
                 }));
             }
         }
