@@ -239,8 +239,8 @@ impl ClientArgs {
 #[derive(Debug, clap::Args)]
 #[deny(missing_docs)]
 struct CertsArgs {
-    /// Directory to write into (created if missing). A CA already there (ca.pem, ca.key) is
-    /// reused, so certificates added later chain to the same CA.
+    /// Directory to write into (created owner-only if missing). A CA already there (ca.pem,
+    /// ca.key) is reused, so certificates added later chain to the same CA.
     #[arg(long, default_value = "fleetgate-certs")]
     out: PathBuf,
     /// Host name or IP address agents and clients use to reach the coordinator (repeatable)
@@ -444,12 +444,11 @@ fn given_path<'a>(flag: &'a str, path: Option<&'a PathBuf>) -> Option<output::Na
 
 /// The outputs a run writes, with their flags.
 fn run_outputs(args: &RunArgs) -> Vec<output::NamedPath<'_>> {
-    let named = given_path;
     [
-        named("--output", Some(&args.output)),
-        named("--markdown", args.markdown.as_ref()),
-        named("--junit", args.junit.as_ref()),
-        named("--write-baseline", args.write_baseline.as_ref()),
+        given_path("--output", Some(&args.output)),
+        given_path("--markdown", args.markdown.as_ref()),
+        given_path("--junit", args.junit.as_ref()),
+        given_path("--write-baseline", args.write_baseline.as_ref()),
     ]
     .into_iter()
     .flatten()
@@ -459,7 +458,6 @@ fn run_outputs(args: &RunArgs) -> Vec<output::NamedPath<'_>> {
 /// The files a run reads: those given by flags, and the default gate assets this gate mode
 /// reads when their flag is absent.
 fn run_inputs(args: &RunArgs) -> Vec<output::NamedPath<'_>> {
-    let given = given_path;
     let default = |what, flag: &Option<PathBuf>, path: &'static str, used: bool| {
         (used && flag.is_none()).then(|| output::NamedPath {
             flag: what,
@@ -469,12 +467,12 @@ fn run_inputs(args: &RunArgs) -> Vec<output::NamedPath<'_>> {
     };
     let budget = args.gate_mode == GateMode::Budget;
     [
-        given("--budgets", args.budgets.as_ref()),
-        given("--baseline", args.baseline.as_ref()),
-        given("--tolerances", args.tolerances.as_ref()),
-        given("--knobs", args.knobs.as_ref()),
-        given("--token-file", args.client.token_file.as_ref()),
-        given("--ca-file", args.client.ca_file.as_ref()),
+        given_path("--budgets", args.budgets.as_ref()),
+        given_path("--baseline", args.baseline.as_ref()),
+        given_path("--tolerances", args.tolerances.as_ref()),
+        given_path("--knobs", args.knobs.as_ref()),
+        given_path("--token-file", args.client.token_file.as_ref()),
+        given_path("--ca-file", args.client.ca_file.as_ref()),
         default(
             "the default budget file",
             &args.budgets,
@@ -556,7 +554,7 @@ async fn run(args: RunArgs) -> Result<i32, RunError> {
         }
         None => None,
     };
-    // Then the outputs, before any input is read: nothing is worth running whose report
+    // Then the outputs, before any gate asset is read: nothing is worth running whose report
     // cannot be written.
     check_outputs(&args)?;
     let spec = run_spec(&args)?;
