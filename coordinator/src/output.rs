@@ -436,6 +436,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_hard_link_a_symbolic_link_and_a_dotted_path_are_the_same_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("report.json");
+        std::fs::write(&file, "x").unwrap();
+        let hard = dir.path().join("hard.json");
+        std::fs::hard_link(&file, &hard).unwrap();
+        let soft = dir.path().join("soft.json");
+        std::os::unix::fs::symlink(&file, &soft).unwrap();
+        let dotted = dir.path().join("missing/./../report.json");
+        let other = dir.path().join("missing/report.json");
+        let id = FileIdentity::of(&file);
+        for same in [&hard, &soft, &dotted] {
+            assert!(FileIdentity::of(same).same_as(&id), "{}", same.display());
+        }
+        assert!(!FileIdentity::of(&other).same_as(&id));
+        // Two outputs still to be made at one place are the same file too.
+        assert!(FileIdentity::of(&other).same_as(&FileIdentity::of(
+            &dir.path().join("missing/../missing/report.json")
+        )));
+    }
+
+    #[test]
     fn xml_escaping_removes_what_xml_cannot_hold() {
         assert_eq!(xml_escape("a<b & \"c\"\u{1}"), "a&lt;b &amp; &quot;c&quot;");
     }
