@@ -1,7 +1,9 @@
 //! What the fleetgate agent and coordinator share: the run configuration and tuning knobs,
 //! the v0.4 report model with its metrics and failure diagnostics, the gate assets and gates,
-//! the documented exit codes, shutdown signals, and the process-wide tracing set-up.
+//! the documented exit codes, shutdown signals, the process-wide tracing set-up, and atomic
+//! file writes.
 
+pub mod atomic_file;
 pub mod auth;
 pub mod config;
 pub mod convert;

@@ -361,6 +361,237 @@ impl LabCa {
     }
 }
 
+/// What [`write_lab_set`] makes in a folder: the lab CA (reused when the folder has one), the
+/// coordinator's server certificate and one client certificate per agent, each with its key.
+#[derive(Debug, Clone, Default)]
+pub struct LabSetRequest {
+    /// The folder (created owner-only if missing).
+    pub dir: PathBuf,
+    /// Host names or IP addresses for the coordinator's certificate; empty: `localhost` and
+    /// `127.0.0.1`, and only when the folder has no coordinator certificate yet.
+    pub coordinator_names: Vec<String>,
+    /// Agent ids, one client certificate each.
+    pub agents: Vec<String>,
+    /// Replace certificates and keys already in the folder (a complete CA is still reused),
+    /// and make a reused CA key readable by its owner only.
+    pub force: bool,
+}
+
+/// Why [`write_lab_set`] wrote nothing (every check is made before the first write) or
+/// stopped part way (a write that failed).
+#[derive(Debug, thiserror::Error)]
+pub enum LabSetError {
+    /// A file would be replaced and `force` was not given.
+    #[error("{}: already exists; {remedy}", path.display())]
+    Exists {
+        /// The file.
+        path: PathBuf,
+        /// What to do about it.
+        remedy: String,
+    },
+    /// A symbolic link is where a certificate or key would go.
+    #[error("{}: is a symbolic link; certificates and keys are never written through one", path.display())]
+    SymbolicLink {
+        /// The link.
+        path: PathBuf,
+    },
+    /// The CA in the folder cannot be used.
+    #[error("{}: {message}", path.display())]
+    UnusableCa {
+        /// The CA key.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// A file or the folder could not be read, inspected or changed.
+    #[error("{}: {error}", path.display())]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// The error (part of the message, so not chained as a source).
+        error: std::io::Error,
+    },
+    /// A key or certificate could not be made.
+    #[error("{0}")]
+    Issue(String),
+    /// A file could not be written (the file there before, if any, is whole).
+    #[error(transparent)]
+    Write(#[from] crate::atomic_file::AtomicWriteError),
+}
+
+/// Permission bits of key files: owner read and write only.
+pub const KEY_MODE: u32 = 0o600;
+/// Permission bits of certificate files (public).
+pub const CERT_MODE: u32 = 0o644;
+
+/// A certificate and key to write: their paths, and what to tell an operator who would
+/// replace them.
+struct PairPlan {
+    key: PathBuf,
+    cert: PathBuf,
+    names: Vec<String>,
+    purpose: CertUse,
+    remedy: String,
+}
+
+/// Writes a lab certificate set into `request.dir` (see [`LabSetRequest`]) and returns the
+/// files written, in order. Keys are written with mode 0600 and certificates with 0644, set
+/// explicitly, each through a new temporary file (never through a symbolic link) renamed into
+/// place. Without `force`, a certificate or key already there is never replaced, and the call
+/// writes nothing at all; a symbolic link where a file would go is always refused.
+pub fn write_lab_set(request: &LabSetRequest) -> Result<Vec<PathBuf>, LabSetError> {
+    use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _};
+
+    let dir = &request.dir;
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |error| LabSetError::Io { path, error }
+    };
+    match std::fs::metadata(dir) {
+        Ok(meta) if !meta.is_dir() => {
+            return Err(io(dir)(std::io::Error::from(
+                std::io::ErrorKind::NotADirectory,
+            )));
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io(dir))?,
+        Err(e) => return Err(io(dir)(e)),
+    }
+    // What is already there: `None` when nothing (not even a dangling link) is.
+    let present = |path: &Path| match std::fs::symlink_metadata(path) {
+        Ok(meta) => Ok(Some(meta)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io(path)(e)),
+    };
+    // May `path` be written? A link never; an existing file only with `force`.
+    let writable = |path: &Path, remedy: &str| match present(path)? {
+        Some(meta) if meta.is_symlink() => Err(LabSetError::SymbolicLink {
+            path: path.to_path_buf(),
+        }),
+        Some(_) if !request.force => Err(LabSetError::Exists {
+            path: path.to_path_buf(),
+            remedy: remedy.to_owned(),
+        }),
+        _ => Ok(()),
+    };
+
+    // The CA: reused when complete; made when absent; half a CA is replaced only with force.
+    let (ca_cert, ca_key) = (dir.join("ca.pem"), dir.join("ca.key"));
+    let reuse_ca = match (present(&ca_cert)?, present(&ca_key)?) {
+        (Some(_), Some(_)) => true,
+        (None, None) => false,
+        (cert, _) => {
+            let (there, missing) = if cert.is_some() {
+                (&ca_cert, &ca_key)
+            } else {
+                (&ca_key, &ca_cert)
+            };
+            let remedy = format!(
+                "{} is missing; pass --force to make a new CA (certificates from the old one stop working)",
+                missing.display()
+            );
+            writable(there, &remedy)?;
+            false
+        }
+    };
+
+    let mut pairs = Vec::new();
+    let server_key = dir.join("coordinator.key");
+    let server_cert = dir.join("coordinator.pem");
+    let server_names = if !request.coordinator_names.is_empty() {
+        Some(request.coordinator_names.clone())
+    } else if present(&server_cert)?.is_none() {
+        Some(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+    } else {
+        None
+    };
+    if let Some(names) = server_names {
+        pairs.push(PairPlan {
+            key: server_key,
+            cert: server_cert,
+            names,
+            purpose: CertUse::Server,
+            remedy: "pass --force to replace the coordinator's certificate and key".to_owned(),
+        });
+    }
+    for id in &request.agents {
+        pairs.push(PairPlan {
+            key: dir.join(format!("agent-{id}.key")),
+            cert: dir.join(format!("agent-{id}.pem")),
+            names: vec![id.clone()],
+            purpose: CertUse::Agent,
+            remedy: format!("pass --force to replace agent {id}'s certificate and key"),
+        });
+    }
+    for pair in &pairs {
+        writable(&pair.key, &pair.remedy)?;
+        writable(&pair.cert, &pair.remedy)?;
+    }
+
+    let key_options = crate::atomic_file::WriteOptions {
+        mode: Some(KEY_MODE),
+        replace: request.force,
+    };
+    let cert_options = crate::atomic_file::WriteOptions {
+        mode: Some(CERT_MODE),
+        replace: request.force,
+    };
+    let mut written = Vec::new();
+    let ca = if reuse_ca {
+        let read = |p: &Path| std::fs::read_to_string(p).map_err(io(p));
+        let ca = LabCa::load(read(&ca_cert)?, read(&ca_key)?).map_err(|message| {
+            LabSetError::UnusableCa {
+                path: ca_key.clone(),
+                message,
+            }
+        })?;
+        let mode = std::fs::metadata(&ca_key).map_err(io(&ca_key))?.mode() & 0o777;
+        if mode & 0o077 != 0 {
+            if request.force {
+                restrict_key(&ca_key).map_err(io(&ca_key))?;
+            } else {
+                tracing::warn!(
+                    path = %ca_key.display(),
+                    mode = format!("{mode:04o}"),
+                    "The CA key is readable by others; pass --force to make it owner-only."
+                );
+            }
+        }
+        ca
+    } else {
+        let ca = LabCa::generate().map_err(LabSetError::Issue)?;
+        crate::atomic_file::write(&ca_key, ca.key_pem.as_bytes(), key_options)?;
+        written.push(ca_key);
+        crate::atomic_file::write(&ca_cert, ca.cert_pem.as_bytes(), cert_options)?;
+        written.push(ca_cert);
+        ca
+    };
+    for pair in pairs {
+        let issued = ca
+            .issue(&pair.names, pair.purpose)
+            .map_err(LabSetError::Issue)?;
+        crate::atomic_file::write(&pair.key, issued.key_pem.as_bytes(), key_options)?;
+        written.push(pair.key);
+        crate::atomic_file::write(&pair.cert, issued.cert_pem.as_bytes(), cert_options)?;
+        written.push(pair.cert);
+    }
+    Ok(written)
+}
+
+/// Sets an existing key file's mode to [`KEY_MODE`], refusing a symbolic link.
+fn restrict_key(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)?;
+    file.set_permissions(std::fs::Permissions::from_mode(KEY_MODE))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,7 +17,9 @@ use fleetgate_common::config::{
 use fleetgate_common::fleet::Verdict;
 use fleetgate_common::input::one_line;
 use fleetgate_common::report::Report;
-use fleetgate_common::tls::{CertUse, ClientTlsFiles, CoordinatorLink, LabCa, ServerTls};
+use fleetgate_common::tls::{
+    ClientTlsFiles, CoordinatorLink, LabSetError, LabSetRequest, ServerTls, write_lab_set,
+};
 use fleetgate_common::{exit, telemetry};
 use fleetgate_coordinator::client::{self, EmbeddedAgent};
 use fleetgate_coordinator::plan::{self, Asset, RunError, RunSpec, Selection};
@@ -240,8 +242,8 @@ impl ClientArgs {
 #[derive(Debug, clap::Args)]
 #[deny(missing_docs)]
 struct CertsArgs {
-    /// Directory to write into (created if missing). A CA already there (ca.pem, ca.key) is
-    /// reused, so certificates added later chain to the same CA.
+    /// Directory to write into (created owner-only if missing). A CA already there (ca.pem,
+    /// ca.key) is reused, so certificates added later chain to the same CA.
     #[arg(long, default_value = "fleetgate-certs")]
     out: PathBuf,
     /// Host name or IP address agents and clients use to reach the coordinator (repeatable)
@@ -252,6 +254,11 @@ struct CertsArgs {
     /// Agent id to make a client certificate for (repeatable).
     #[arg(long = "agent", value_name = "AGENT_ID", value_delimiter = ',')]
     agents: Vec<String>,
+    /// Replace certificates and keys already in the directory (a complete CA is still reused),
+    /// and make a reused CA key readable by its owner only. Without it, a command that would
+    /// replace any of them writes nothing and exits 2.
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -418,28 +425,84 @@ fn run_spec(args: &RunArgs) -> Result<RunSpec, RunError> {
     })
 }
 
-/// Checks that a file can be written at `path` (creating its directory), without leaving
-/// anything but the directory behind.
-fn probe_writable(path: &Path) -> Result<(), RunError> {
-    let parent = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let fail =
-        |e: std::io::Error| RunError::Internal(format!("cannot write {}: {e}", path.display()));
-    std::fs::create_dir_all(parent).map_err(fail)?;
-    let probe = parent.join(format!(".fleetgate-probe-{}", std::process::id()));
-    std::fs::write(&probe, b"").map_err(fail)?;
-    std::fs::remove_file(&probe).map_err(fail)
+/// A file named by `flag`, if given.
+fn given_path<'a>(flag: &'a str, path: Option<&'a PathBuf>) -> Option<output::NamedPath<'a>> {
+    path.map(|p| output::NamedPath {
+        flag,
+        path: p.as_path(),
+        given: true,
+    })
 }
 
-fn write_file(path: &Path, bytes: &[u8]) -> Result<(), RunError> {
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)
-            .map_err(|e| RunError::Internal(format!("cannot create {}: {e}", parent.display())))?;
-    }
-    std::fs::write(path, bytes)
-        .map_err(|e| RunError::Internal(format!("cannot write {}: {e}", path.display())))
+/// The outputs a run writes, with their flags.
+fn run_outputs(args: &RunArgs) -> Vec<output::NamedPath<'_>> {
+    [
+        given_path("--output", Some(&args.output)),
+        given_path("--markdown", args.markdown.as_ref()),
+        given_path("--junit", args.junit.as_ref()),
+        given_path("--write-baseline", args.write_baseline.as_ref()),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// The files a run reads: those given by flags, and the default gate assets this gate mode
+/// reads when their flag is absent.
+fn run_inputs(args: &RunArgs) -> Vec<output::NamedPath<'_>> {
+    let default = |what, flag: &Option<PathBuf>, path: &'static str, used: bool| {
+        (used && flag.is_none()).then(|| output::NamedPath {
+            flag: what,
+            path: Path::new(path),
+            given: false,
+        })
+    };
+    let budget = args.gate_mode == GateMode::Budget;
+    [
+        given_path("--budgets", args.budgets.as_ref()),
+        given_path("--baseline", args.baseline.as_ref()),
+        given_path("--tolerances", args.tolerances.as_ref()),
+        given_path("--knobs", args.knobs.as_ref()),
+        given_path("--token-file", args.client.token_file.as_ref()),
+        given_path("--ca-file", args.client.ca_file.as_ref()),
+        default(
+            "the default budget file",
+            &args.budgets,
+            plan::DEFAULT_BUDGETS,
+            budget,
+        ),
+        default(
+            "the default baseline file",
+            &args.baseline,
+            plan::DEFAULT_BASELINE,
+            !budget,
+        ),
+        default(
+            "the default tolerance file",
+            &args.tolerances,
+            plan::DEFAULT_TOLERANCES,
+            !budget,
+        ),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// Refuses, before anything runs, output paths that clash (exit 2) or cannot hold a file
+/// (exit 1).
+fn check_outputs(args: &RunArgs) -> Result<(), RunError> {
+    output::check_outputs(&run_outputs(args), &run_inputs(args)).map_err(|e| {
+        if e.is_usage() {
+            RunError::Usage(e.to_string())
+        } else {
+            RunError::Internal(e.to_string())
+        }
+    })
+}
+
+fn write_file(flag: &str, path: &Path, bytes: &[u8]) -> Result<(), RunError> {
+    output::write_output(flag, path, bytes).map_err(|e| RunError::Internal(e.to_string()))
 }
 
 fn json_bytes(value: &impl serde::Serialize) -> Result<Vec<u8>, RunError> {
@@ -483,6 +546,9 @@ async fn run(args: RunArgs) -> Result<i32, RunError> {
         }
         None => None,
     };
+    // Then the outputs, before any gate asset is read: nothing is worth running whose report
+    // cannot be written.
+    check_outputs(&args)?;
     let spec = run_spec(&args)?;
     // Everything checkable is checked before anything is sent or created: with the embedded
     // agent that includes threshold coverage, since the one agent and its class are known.
@@ -495,17 +561,6 @@ async fn run(args: RunArgs) -> Result<i32, RunError> {
         .await
         .map_err(|e| RunError::Internal(e.to_string()))?;
         checked.require_coverage(std::slice::from_ref(&agent_id), &|_| Some(class.clone()))?;
-    }
-    for path in [
-        Some(&args.output),
-        args.markdown.as_ref(),
-        args.junit.as_ref(),
-        args.write_baseline.as_ref(),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        probe_writable(path)?;
     }
     // Ctrl+C or SIGTERM: the embedded agent stops its worker gracefully (the telemetry session
     // is closed as interrupted); see `client::run_embedded`.
@@ -547,16 +602,17 @@ async fn run(args: RunArgs) -> Result<i32, RunError> {
 }
 
 fn finish(args: &RunArgs, report: &Report) -> Result<i32, RunError> {
-    write_file(&args.output, &json_bytes(report)?)?;
+    write_file("--output", &args.output, &json_bytes(report)?)?;
     if let Some(path) = &args.markdown {
-        write_file(path, output::markdown(report).as_bytes())?;
+        write_file("--markdown", path, output::markdown(report).as_bytes())?;
     }
     if let Some(path) = &args.junit {
-        write_file(path, output::junit(report).as_bytes())?;
+        write_file("--junit", path, output::junit(report).as_bytes())?;
     }
     if let Some(path) = &args.write_baseline {
         let host = fleetgate_agent::runtime::host_name();
         write_file(
+            "--write-baseline",
             path,
             &json_bytes(&fleet_report::baseline_document(report, &host))?,
         )?;
@@ -741,69 +797,36 @@ fn certs_command(args: &CertsArgs) -> i32 {
             }
             exit::OK
         }
-        Err(e) => {
-            eprintln!("Error: {e}");
-            exit::USAGE
+        Err((code, message)) => {
+            eprintln!("Error: {message}");
+            code
         }
     }
 }
 
-fn write_certs(args: &CertsArgs) -> Result<Vec<PathBuf>, String> {
-    use std::os::unix::fs::OpenOptionsExt as _;
+fn write_certs(args: &CertsArgs) -> Result<Vec<PathBuf>, (i32, String)> {
     for id in &args.agents {
         if !fleetgate_agent::daemon::is_safe_id(id) {
-            return Err(format!(
-                "--agent {id}: use letters, digits, '-', '_' or '.' (at most 128)"
+            return Err((
+                exit::USAGE,
+                format!("--agent {id}: use letters, digits, '-', '_' or '.' (at most 128)"),
             ));
         }
     }
-    let dir = &args.out;
-    std::fs::create_dir_all(dir).map_err(|e| format!("--out {}: {e}", dir.display()))?;
-    let mut written = Vec::new();
-    let mut write = |name: &str, text: &str, secret: bool| -> Result<(), String> {
-        let path = dir.join(name);
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(if secret { 0o600 } else { 0o644 })
-            .open(&path)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        file.write_all(text.as_bytes())
-            .and_then(|()| file.sync_all())
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        written.push(path);
-        Ok(())
+    let request = LabSetRequest {
+        dir: args.out.clone(),
+        coordinator_names: args.coordinator_names.clone(),
+        agents: args.agents.clone(),
+        force: args.force,
     };
-    let (ca_cert, ca_key) = (dir.join("ca.pem"), dir.join("ca.key"));
-    let ca = if ca_cert.exists() && ca_key.exists() {
-        let read =
-            |p: &Path| std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()));
-        LabCa::load(read(&ca_cert)?, read(&ca_key)?)
-            .map_err(|e| format!("{}: {e}", ca_key.display()))?
-    } else {
-        let ca = LabCa::generate()?;
-        write("ca.key", &ca.key_pem, true)?;
-        write("ca.pem", &ca.cert_pem, false)?;
-        ca
-    };
-    let names = if args.coordinator_names.is_empty() {
-        (!dir.join("coordinator.pem").exists())
-            .then(|| vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-    } else {
-        Some(args.coordinator_names.clone())
-    };
-    if let Some(names) = names {
-        let cert = ca.issue(&names, CertUse::Server)?;
-        write("coordinator.key", &cert.key_pem, true)?;
-        write("coordinator.pem", &cert.cert_pem, false)?;
-    }
-    for id in &args.agents {
-        let cert = ca.issue(std::slice::from_ref(id), CertUse::Agent)?;
-        write(&format!("agent-{id}.key"), &cert.key_pem, true)?;
-        write(&format!("agent-{id}.pem"), &cert.cert_pem, false)?;
-    }
-    Ok(written)
+    write_lab_set(&request).map_err(|e| {
+        let code = match e {
+            LabSetError::Exists { .. } => exit::USAGE,
+            LabSetError::UnusableCa { .. } => exit::INVALID_INPUT,
+            _ => exit::ERROR,
+        };
+        (code, one_line(&e.to_string()).into_owned())
+    })
 }
 
 struct ProgressDisplay {

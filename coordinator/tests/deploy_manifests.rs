@@ -1,5 +1,7 @@
 //! The Kubernetes manifests and the compose fleet, validated offline: every document parses,
-//! has the fields Kubernetes requires, and says what the deployment notes promise.
+//! has the fields Kubernetes requires, and says what the deployment notes promise; and the
+//! compose fleet's secrets, made by `make-secrets.sh` into a temporary folder, are readable by
+//! whom they should be.
 
 use std::path::{Path, PathBuf};
 
@@ -267,5 +269,228 @@ fn the_compose_fleet_uses_mutual_tls_and_each_agent_presents_its_own_certificate
             Some(format!("/run/fleetgate/agent-{id}.pem").as_str()),
             "{id}"
         );
+    }
+}
+
+/// The secret files a compose service mounts: (file name in the secrets folder, path in the
+/// container), every one a read-only bind mount of a single file.
+fn compose_secret_mounts(service: &Value, name: &str) -> Vec<(String, String)> {
+    let mut mounts = Vec::new();
+    for volume in service["volumes"].as_sequence().unwrap() {
+        if let Some(short) = volume.as_str() {
+            assert!(
+                !short.contains("/run/fleetgate") && !short.contains("SECRETS"),
+                "{name}: {short} mounts the secrets folder"
+            );
+            continue;
+        }
+        let source = volume["source"].as_str().unwrap();
+        let target = volume["target"].as_str().unwrap();
+        assert_eq!(volume["type"], "bind", "{name}: {target}");
+        assert_eq!(
+            volume["read_only"].as_bool(),
+            Some(true),
+            "{name}: {target}"
+        );
+        let (folder, file) = source.rsplit_once('/').unwrap();
+        assert_eq!(
+            folder, "${FLEETGATE_SECRETS:-./secrets}",
+            "{name}: {source}"
+        );
+        assert_eq!(
+            target,
+            format!("/run/fleetgate/{file}"),
+            "{name}: one file, under its own name"
+        );
+        mounts.push((file.to_owned(), target.to_owned()));
+    }
+    mounts.sort();
+    mounts
+}
+
+#[test]
+fn each_compose_container_mounts_only_the_secrets_it_needs() {
+    let text = std::fs::read_to_string(deploy().join("compose/compose.yaml")).unwrap();
+    let mut compose: Value = serde_yaml::from_str(&text).unwrap();
+    compose.apply_merge().unwrap();
+    let files = |list: &[&str]| {
+        let mut v: Vec<String> = list.iter().map(|s| (*s).to_owned()).collect();
+        v.sort();
+        v
+    };
+    let mut expected = vec![(
+        "coordinator".to_owned(),
+        files(&[
+            "coordinator.pem",
+            "coordinator.key",
+            "ca.pem",
+            "agent.token",
+            "client.token",
+        ]),
+    )];
+    for id in ["agent-1", "agent-2", "agent-3"] {
+        expected.push((
+            id.to_owned(),
+            files(&[
+                &format!("agent-{id}.pem"),
+                &format!("agent-{id}.key"),
+                "ca.pem",
+                "agent.token",
+            ]),
+        ));
+    }
+    assert_eq!(
+        compose["services"].as_mapping().unwrap().len(),
+        expected.len()
+    );
+    for (name, want) in expected {
+        let service = &compose["services"][name.as_str()];
+        let mounts = compose_secret_mounts(service, &name);
+        let got: Vec<String> = mounts.iter().map(|(file, _)| file.clone()).collect();
+        assert_eq!(got, want, "{name}");
+        // Every file the service's environment names is one it mounts.
+        for (var, value) in service["environment"].as_mapping().unwrap() {
+            let Some(path) = value.as_str().filter(|v| v.starts_with("/run/fleetgate/")) else {
+                continue;
+            };
+            assert!(
+                mounts.iter().any(|(_, target)| target == path),
+                "{name}: {var:?}={path} is not mounted"
+            );
+        }
+        // The containers' user gets the group that keys made without root are readable by.
+        assert_eq!(
+            service["group_add"][0].as_str(),
+            Some("${FLEETGATE_SECRETS_GID:-10001}"),
+            "{name}"
+        );
+    }
+}
+
+/// Runs `deploy/compose/make-secrets.sh` into `dir`, as `uid` (through `setpriv`) if given.
+fn make_secrets(dir: &Path, uid: Option<u32>) {
+    let script = deploy().join("compose/make-secrets.sh");
+    let mut command = match uid {
+        Some(uid) => {
+            let mut c = std::process::Command::new("setpriv");
+            c.arg(format!("--reuid={uid}"))
+                .arg(format!("--regid={uid}"))
+                .arg("--clear-groups")
+                .arg(&script);
+            c
+        }
+        None => std::process::Command::new(&script),
+    };
+    let out = command
+        .arg(dir)
+        .env("FLEETGATE_BIN", env!("CARGO_BIN_EXE_fleetgate"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// (mode, uid, gid) of every file in `dir`, by name.
+fn owners(dir: &Path) -> std::collections::BTreeMap<String, (u32, u32, u32)> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let m = e.metadata().unwrap();
+            (
+                e.file_name().into_string().unwrap(),
+                (m.mode() & 0o7777, m.uid(), m.gid()),
+            )
+        })
+        .collect()
+}
+
+/// Checks a secrets folder made by `owner` (uid, gid): the folder and the CA key the owner's
+/// alone, the certificates public, the keys and tokens the containers read owned by `reader`
+/// (uid, gid) with `reader_mode`; no other file.
+fn assert_secret_modes(dir: &Path, owner: (u32, u32), reader: (u32, u32), reader_mode: u32) {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = std::fs::metadata(dir).unwrap();
+    assert_eq!((meta.mode() & 0o7777, meta.uid()), (0o700, owner.0));
+    let files = owners(dir);
+    let mut expected: Vec<String> = [
+        "agent.token",
+        "ca.key",
+        "ca.pem",
+        "client.token",
+        "coordinator.key",
+        "coordinator.pem",
+    ]
+    .map(String::from)
+    .to_vec();
+    for id in ["agent-1", "agent-2", "agent-3", "agent-ro"] {
+        expected.push(format!("agent-{id}.key"));
+        expected.push(format!("agent-{id}.pem"));
+    }
+    expected.sort();
+    assert_eq!(files.keys().cloned().collect::<Vec<_>>(), expected);
+    for (name, (mode, uid, gid)) in &files {
+        let want = if name == "ca.key" {
+            (0o600, owner.0, owner.1)
+        } else if name.ends_with(".pem") {
+            (0o644, owner.0, owner.1)
+        } else {
+            (reader_mode, reader.0, reader.1)
+        };
+        assert_eq!((*mode, *uid, *gid), want, "{name}");
+    }
+}
+
+#[test]
+fn make_secrets_leaves_keys_and_tokens_readable_only_by_the_containers_user() {
+    use std::os::unix::fs::MetadataExt as _;
+    let work = tempfile::tempdir().unwrap();
+    let self_meta = std::fs::metadata("/proc/self").unwrap();
+    let me = (self_meta.uid(), self_meta.gid());
+    // As the user running the tests: root gives the files to the containers' user (10001);
+    // anyone else keeps them and shares them through their group.
+    let dir = work.path().join("secrets");
+    make_secrets(&dir, None);
+    if me.0 == 0 {
+        assert_secret_modes(&dir, me, (10001, 10001), 0o600);
+    } else {
+        assert_secret_modes(&dir, me, me, 0o640);
+    }
+    // A second run keeps every key and token, and restores modes loosened in between.
+    let ca_key = std::fs::read(dir.join("ca.key")).unwrap();
+    let agent_key = std::fs::read(dir.join("agent-agent-1.key")).unwrap();
+    let token = std::fs::read(dir.join("client.token")).unwrap();
+    for name in ["ca.key", "agent-agent-1.key", "client.token"] {
+        std::fs::set_permissions(
+            dir.join(name),
+            std::os::unix::fs::PermissionsExt::from_mode(0o666),
+        )
+        .unwrap();
+    }
+    make_secrets(&dir, None);
+    assert_eq!(std::fs::read(dir.join("ca.key")).unwrap(), ca_key);
+    assert_eq!(
+        std::fs::read(dir.join("agent-agent-1.key")).unwrap(),
+        agent_key
+    );
+    assert_eq!(std::fs::read(dir.join("client.token")).unwrap(), token);
+    if me.0 == 0 {
+        assert_secret_modes(&dir, me, (10001, 10001), 0o600);
+        // And as a user without root, the path most labs take: nothing is world-readable.
+        let user = 4242;
+        std::fs::set_permissions(
+            work.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let home = work.path().join("user");
+        std::fs::create_dir(&home).unwrap();
+        std::os::unix::fs::chown(&home, Some(user), Some(user)).unwrap();
+        make_secrets(&home.join("secrets"), Some(user));
+        assert_secret_modes(&home.join("secrets"), (user, user), (user, user), 0o640);
     }
 }

@@ -270,7 +270,9 @@ fn an_unwritable_output_is_exit_1_before_the_run() {
     assert_eq!(result.status.code(), Some(1));
     let stderr = text(&result.stderr);
     assert!(
-        stderr.starts_with("Error: cannot write /proc/fleetgate/report.json: "),
+        stderr.starts_with(
+            "Error: --output /proc/fleetgate/report.json: cannot create a file in /proc: "
+        ),
         "{stderr}"
     );
     assert!(!artifacts.exists());

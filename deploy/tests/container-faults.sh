@@ -22,8 +22,20 @@ work="$(mktemp -d)"
 # CLI trusts the CA and presents the client token through the environment.
 secrets="$work/secrets"
 export FLEETGATE_SECRETS="$secrets" FLEETGATE_CA_FILE="$secrets/ca.pem" FLEETGATE_CLIENT_TOKEN_FILE="$secrets/client.token"
-agent_secrets=(-v "$secrets:/run/fleetgate:ro" -e FLEETGATE_COORDINATOR=https://coordinator:7400
-    -e FLEETGATE_CA_FILE=/run/fleetgate/ca.pem -e FLEETGATE_AGENT_TOKEN_FILE=/run/fleetgate/agent.token)
+# Made without root, the keys and tokens are readable by the containers through this group.
+if [[ "$(id -u)" != 0 ]]; then export FLEETGATE_SECRETS_GID="$(id -g)"; fi
+# An extra agent container's secrets, as compose mounts them: the CA certificate, the agent
+# token and the certificate and key of agent $1 (another agent's, for an impostor), one file each.
+agent_secrets() {
+    local f
+    printf '%s\n' -e FLEETGATE_COORDINATOR=https://coordinator:7400 -e FLEETGATE_CA_FILE=/run/fleetgate/ca.pem \
+        -e FLEETGATE_AGENT_TOKEN_FILE=/run/fleetgate/agent.token \
+        -e "FLEETGATE_AGENT_CERT_FILE=/run/fleetgate/agent-$1.pem" -e "FLEETGATE_AGENT_KEY_FILE=/run/fleetgate/agent-$1.key" \
+        --group-add "${FLEETGATE_SECRETS_GID:-10001}"
+    for f in ca.pem agent.token "agent-$1.pem" "agent-$1.key"; do
+        printf '%s\n' --mount "type=bind,source=$secrets/$f,target=/run/fleetgate/$f,readonly"
+    done
+}
 pass=0
 fail=0
 
@@ -84,6 +96,21 @@ else
     echo "container-faults: $pass passed, $fail failed"
     exit 1
 fi
+
+# 0. What each running container was given of the secrets folder: only its own files, each
+#    read-only; never ca.key, never another agent's key, the client token only to the coordinator.
+mounts_of() {
+    docker inspect -f '{{range .Mounts}}{{if eq .Type "bind"}}{{.Source}}:{{.RW}} {{end}}{{end}}' "${project}_$1_1" |
+        tr ' ' '\n' | grep . | sed "s|^$secrets/||" | sort | tr '\n' ' '
+}
+seen="coordinator: $(mounts_of coordinator)"
+want="coordinator: agent.token:false ca.pem:false client.token:false coordinator.key:false coordinator.pem:false "
+for id in agent-1 agent-2 agent-3; do
+    seen+="$id: $(mounts_of "$id")"
+    want+="$id: agent-$id.key:false agent-$id.pem:false agent.token:false ca.pem:false "
+done
+[[ "$seen" == "$want" ]]
+result $? "each container mounts only its own secrets, read-only" "$seen"
 
 # 1. A three-agent pr report from the host, and a one-agent run to compare.
 t0=$(date +%s.%N)
@@ -152,8 +179,8 @@ result $? "coordinator restarted mid-run: exit 7 with a clear error, agents reco
 
 # 5. An agent whose artifact volume is read-only: the job fails clearly, the agent stays up.
 mkdir -p "$work/ro"
-docker run -d --name "$project-ro" --network "$net" "${agent_secrets[@]}" -e FLEETGATE_AGENT_ID=agent-ro \
-    -e FLEETGATE_AGENT_CERT_FILE=/run/fleetgate/agent-agent-ro.pem -e FLEETGATE_AGENT_KEY_FILE=/run/fleetgate/agent-agent-ro.key \
+mapfile -t ro_secrets < <(agent_secrets agent-ro)
+docker run -d --name "$project-ro" --network "$net" "${ro_secrets[@]}" -e FLEETGATE_AGENT_ID=agent-ro \
     -v "$work/ro:/var/lib/fleetgate/artifacts:ro" "fleetgate/agent:$FLEETGATE_TAG" >/dev/null
 wait_connected agent-ro 60
 timeout 120 "$fleetgate" run --coordinator "$url" --agents agent-ro --runtimes gpumemprof_cpu --mode soak \
@@ -168,8 +195,8 @@ result $? "read-only artifact volume: the job fails with the reason, the agent s
 
 # 6. An impostor container with the join token and agent-1's certificate, claiming another id:
 #    refused, it stops and says why; agent-1 itself stays connected.
-out="$(timeout 60 docker run --rm --network "$net" "${agent_secrets[@]}" -e FLEETGATE_AGENT_ID=agent-9 \
-    -e FLEETGATE_AGENT_CERT_FILE=/run/fleetgate/agent-agent-1.pem -e FLEETGATE_AGENT_KEY_FILE=/run/fleetgate/agent-agent-1.key \
+mapfile -t impostor_secrets < <(agent_secrets agent-1)
+out="$(timeout 60 docker run --rm --network "$net" "${impostor_secrets[@]}" -e FLEETGATE_AGENT_ID=agent-9 \
     "fleetgate/agent:$FLEETGATE_TAG" 2>&1)"
 rc=$?
 grep -q "agent id agent-9 is not named by this connection's client certificate" <<<"$out"
