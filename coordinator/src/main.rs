@@ -430,7 +430,6 @@ fn given_path<'a>(flag: &'a str, path: Option<&'a PathBuf>) -> Option<output::Na
     path.map(|p| output::NamedPath {
         flag,
         path: p.as_path(),
-        given: true,
     })
 }
 
@@ -447,17 +446,9 @@ fn run_outputs(args: &RunArgs) -> Vec<output::NamedPath<'_>> {
     .collect()
 }
 
-/// The files a run reads: those given by flags, and the default gate assets this gate mode
-/// reads when their flag is absent.
+/// The files a run reads: those given by flags (the default gate assets are built into the
+/// binary, so no file of theirs is read).
 fn run_inputs(args: &RunArgs) -> Vec<output::NamedPath<'_>> {
-    let default = |what, flag: &Option<PathBuf>, path: &'static str, used: bool| {
-        (used && flag.is_none()).then(|| output::NamedPath {
-            flag: what,
-            path: Path::new(path),
-            given: false,
-        })
-    };
-    let budget = args.gate_mode == GateMode::Budget;
     [
         given_path("--budgets", args.budgets.as_ref()),
         given_path("--baseline", args.baseline.as_ref()),
@@ -465,24 +456,6 @@ fn run_inputs(args: &RunArgs) -> Vec<output::NamedPath<'_>> {
         given_path("--knobs", args.knobs.as_ref()),
         given_path("--token-file", args.client.token_file.as_ref()),
         given_path("--ca-file", args.client.ca_file.as_ref()),
-        default(
-            "the default budget file",
-            &args.budgets,
-            plan::DEFAULT_BUDGETS,
-            budget,
-        ),
-        default(
-            "the default baseline file",
-            &args.baseline,
-            plan::DEFAULT_BASELINE,
-            !budget,
-        ),
-        default(
-            "the default tolerance file",
-            &args.tolerances,
-            plan::DEFAULT_TOLERANCES,
-            !budget,
-        ),
     ]
     .into_iter()
     .flatten()

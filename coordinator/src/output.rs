@@ -209,13 +209,10 @@ fn xml_escape(text: &str) -> String {
 /// A file a run writes or reads, with the flag that names it.
 #[derive(Debug, Clone, Copy)]
 pub struct NamedPath<'a> {
-    /// The flag (`--output`), or for an input read by default, a description of it ("the
-    /// default budget file").
+    /// The flag (`--output`).
     pub flag: &'a str,
     /// The path as given.
     pub path: &'a Path,
-    /// Whether the flag names the file (an input read by default is not named by a flag).
-    pub given: bool,
 }
 
 /// Why an output path was refused before the run, or its file not written after it.
@@ -295,17 +292,10 @@ pub fn check_outputs(
         }
         for input in inputs {
             if FileIdentity::of(input.path).same_as(&identities[i]) {
-                return Err(conflict(if input.given {
-                    format!(
-                        "is the file given to {}, an input of this run; an output must not replace it",
-                        input.flag
-                    )
-                } else {
-                    format!(
-                        "is {}, an input of this run; an output must not replace it",
-                        input.flag
-                    )
-                }));
+                return Err(conflict(format!(
+                    "is the file given to {}, an input of this run; an output must not replace it",
+                    input.flag
+                )));
             }
         }
     }

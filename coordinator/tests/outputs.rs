@@ -117,11 +117,6 @@ fn every_unsafe_output_is_refused_before_the_run_with_one_line() {
             format!("--output {w}/knobs.json: is the file given to --knobs, an input of this run; an output must not replace it"),
         ),
         (
-            vec!["--output", &format!("{w}/r.json"), "--junit", "docs/benchmarks/v0.4_operating_budget.json"],
-            2,
-            "--junit docs/benchmarks/v0.4_operating_budget.json: is the default budget file, an input of this run; an output must not replace it".to_owned(),
-        ),
-        (
             vec!["--output", &format!("{w}/folder")],
             1,
             format!("--output {w}/folder: is a directory; give a file path"),
