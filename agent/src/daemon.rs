@@ -712,7 +712,13 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
     let mut backoff = agent.config.reconnect_min;
     let mut last_failure: Option<String> = None;
     loop {
-        match agent.session(&shutdown).await {
+        // Every wait of a session (connecting, the coordinator's answer, the stream) gives way
+        // to a shutdown request.
+        let end = tokio::select! {
+            () = shutdown.cancelled() => Ok(SessionEnd::Shutdown),
+            end = agent.session(&shutdown) => end,
+        };
+        match end {
             Ok(SessionEnd::Shutdown) => break,
             Ok(SessionEnd::Refused(why)) => {
                 agent.stop_jobs("agent refused by the coordinator").await;
@@ -856,7 +862,13 @@ impl Agent {
             AgentServiceClient::with_interceptor(channel, BearerToken(self.config.token.clone()));
         let (tx, rx) = mpsc::channel::<pb::AgentMessage>(1_024);
         tx.send(self.hello()).await.map_err(|e| e.to_string())?;
-        let mut inbound = match client.session(ReceiverStream::new(rx)).await {
+        let opened = tokio::time::timeout(
+            Duration::from_secs(10),
+            client.session(ReceiverStream::new(rx)),
+        )
+        .await
+        .map_err(|_| "no answer from the coordinator within 10 s".to_owned())?;
+        let mut inbound = match opened {
             Ok(response) => response.into_inner(),
             Err(s) if s.code() == tonic::Code::Unauthenticated => {
                 return Ok(SessionEnd::Refused(format!(
