@@ -398,8 +398,8 @@ enum OutboxSkip {
 enum LineRead {
     /// A line is in the buffer (`newline`: it was terminated).
     Line { newline: bool },
-    /// A line longer than the limit was consumed and dropped.
-    TooLong,
+    /// A line longer than the limit was consumed and dropped (`newline`: it was terminated).
+    TooLong { newline: bool },
     /// Nothing left.
     End,
 }
@@ -423,7 +423,7 @@ fn read_line_bounded(
         if available.is_empty() {
             return Ok(match (started, too_long) {
                 (false, _) => LineRead::End,
-                (true, true) => LineRead::TooLong,
+                (true, true) => LineRead::TooLong { newline: false },
                 (true, false) => LineRead::Line { newline: false },
             });
         }
@@ -442,7 +442,7 @@ fn read_line_bounded(
         reader.consume(used);
         if newline.is_some() {
             return Ok(if too_long {
-                LineRead::TooLong
+                LineRead::TooLong { newline: true }
             } else {
                 LineRead::Line { newline: true }
             });
@@ -525,19 +525,27 @@ impl Outbox {
         loop {
             match read_line_bounded(&mut reader, &mut line, MAX_OUTBOX_LINE_BYTES)? {
                 LineRead::End => break,
-                LineRead::TooLong => skipped.too_long += 1,
-                LineRead::Line { newline } => match serde_json::from_slice::<OutboxLine>(&line) {
-                    Ok(entry) if entry.sequence == 0 => skipped.unreadable += 1,
-                    Ok(entry) => {
-                        outbox.terminal |= entry.update.is_terminal();
-                        outbox.next_sequence =
-                            outbox.next_sequence.max(entry.sequence.saturating_add(1));
-                        outbox.pending.push_back((entry.sequence, entry.update));
+                LineRead::TooLong { newline } => {
+                    skipped.too_long += 1;
+                    outbox.torn_tail = !newline;
+                }
+                LineRead::Line { newline } => {
+                    // A file that does not end with a newline (the process died mid-write):
+                    // the next event starts a new line.
+                    outbox.torn_tail = !newline;
+                    match serde_json::from_slice::<OutboxLine>(&line) {
+                        Ok(entry) if entry.sequence == 0 => skipped.unreadable += 1,
+                        Ok(entry) => {
+                            outbox.terminal |= entry.update.is_terminal();
+                            outbox.next_sequence =
+                                outbox.next_sequence.max(entry.sequence.saturating_add(1));
+                            outbox.pending.push_back((entry.sequence, entry.update));
+                        }
+                        // A torn last line is expected, not reported.
+                        Err(_) if !newline => {}
+                        Err(_) => skipped.unreadable += 1,
                     }
-                    // A torn last line (the process died mid-write) is expected, not reported.
-                    Err(_) if !newline => outbox.torn_tail = true,
-                    Err(_) => skipped.unreadable += 1,
-                },
+                }
             }
         }
         if outbox.pending.is_empty() {
@@ -1219,7 +1227,7 @@ mod tests {
         assert_eq!(line, b"short");
         assert_eq!(
             read_line_bounded(&mut reader, &mut line, 8).unwrap(),
-            LineRead::TooLong
+            LineRead::TooLong { newline: true }
         );
         assert!(line.capacity() <= 16, "the long line was buffered");
         assert_eq!(
@@ -1273,6 +1281,16 @@ mod tests {
             "the torn line is now a whole unreadable line"
         );
         assert_eq!(reloaded.next_sequence, 4);
+
+        // A whole event that lost only its newline is kept, and so is the next one.
+        let path = dir.path().join("j3.events.jsonl");
+        std::fs::write(&path, event_line(1)).unwrap();
+        let (mut outbox, _, _) = Outbox::load(&path, MAX_OUTBOX_TOTAL_BYTES).unwrap();
+        assert_eq!(outbox.push(JobUpdate::Started { pid: 9 }), 2);
+        drop(outbox);
+        let (reloaded, skipped, _) = Outbox::load(&path, MAX_OUTBOX_TOTAL_BYTES).unwrap();
+        assert!(!skipped.any());
+        assert_eq!(reloaded.pending.len(), 2);
     }
 
     #[test]
