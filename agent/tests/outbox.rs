@@ -2,8 +2,9 @@
 //! must not trust: a FIFO, a socket, a symbolic link, an oversized file, a file with a line over
 //! the line limit, a garbage file and a torn one, next to a good outbox. Its coordinator accepts
 //! the connection and never answers. The agent starts, says in one line per file what it
-//! skipped and why, resumes the good events, leaves every file where it is, and stops on
-//! SIGTERM (and on SIGINT) within a bounded wait.
+//! skipped and why, resumes the good events, leaves every file where it is, and stops within a
+//! bounded wait on SIGTERM while its session waits for the coordinator, and on SIGINT as soon
+//! as it has read its outboxes (its start still under way, or not).
 
 use std::io::{BufRead, BufReader, Write as _};
 use std::path::{Path, PathBuf};
@@ -167,7 +168,10 @@ fn wait_exit(agent: &mut Agent, limit: Duration) -> Option<ExitStatus> {
     }
 }
 
-fn hostile_outbox_then(signal: Signal) {
+/// Starts the agent on a hostile outbox folder and waits for its lines (with `in_session`,
+/// also for its start to end, so the signal finds it waiting on the silent coordinator), then
+/// sends `signal`.
+fn hostile_outbox_then(signal: Signal, in_session: bool) {
     let work = tempfile::tempdir().unwrap();
     let state = work.path().join("state");
     let expected = hostile_outbox(&state.join("outbox"));
@@ -194,6 +198,18 @@ fn hostile_outbox_then(signal: Signal) {
                     .collect::<Vec<_>>(),
                 seen.join("\n")
             ),
+        }
+    }
+    if in_session {
+        while !seen
+            .iter()
+            .any(|l| l.contains("Agent starting. agent_id=outbox-test"))
+        {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("the agent never started:\n{}", seen.join("\n")));
+            seen.push(line);
         }
     }
     // One line per file, each said once.
@@ -239,10 +255,10 @@ fn hostile_outbox_then(signal: Signal) {
 
 #[test]
 fn hostile_outbox_files_are_skipped_with_a_line_each_and_sigterm_still_stops_the_agent() {
-    hostile_outbox_then(Signal::TERM);
+    hostile_outbox_then(Signal::TERM, true);
 }
 
 #[test]
 fn hostile_outbox_files_are_skipped_with_a_line_each_and_sigint_still_stops_the_agent() {
-    hostile_outbox_then(Signal::INT);
+    hostile_outbox_then(Signal::INT, false);
 }
