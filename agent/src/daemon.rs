@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::worker::{self, WorkerCommand, WorkerHandle, WorkerJob};
+use crate::worker::{self, MemoryLimit, WorkerCommand, WorkerHandle, WorkerJob};
 use fleetgate_common::auth::Token;
 use fleetgate_common::tls::{ClientTlsFiles, CoordinatorLink};
 
@@ -54,6 +54,9 @@ pub struct AgentConfig {
     /// remote input: a root outside these is refused, so a job cannot write or clear
     /// directories the operator did not allow).
     pub scratch_roots: Vec<PathBuf>,
+    /// Most memory one job may use, in bytes (none: what the host has available); a job whose
+    /// workload needs more fails before it starts.
+    pub max_job_memory_bytes: Option<u64>,
 }
 
 impl AgentConfig {
@@ -78,6 +81,7 @@ impl AgentConfig {
             connect_timeout: Duration::from_secs(5),
             token: None,
             scratch_roots: Vec::new(),
+            max_job_memory_bytes: None,
         }
     }
 }
@@ -157,6 +161,14 @@ pub struct DaemonArgs {
     /// environment variable, else no token].
     #[arg(long, env = "FLEETGATE_AGENT_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+    /// Most memory one job may use, in MiB: a job whose workload would need more fails before
+    /// it starts [default: what the host, or its container, has available when the job starts].
+    #[arg(
+        long,
+        env = "FLEETGATE_AGENT_MAX_JOB_MEMORY_MIB",
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub max_job_memory_mib: Option<u64>,
 }
 
 impl DaemonArgs {
@@ -194,6 +206,7 @@ impl DaemonArgs {
             );
         }
         config.scratch_roots = self.scratch_roots;
+        config.max_job_memory_bytes = self.max_job_memory_mib.map(|mib| mib.saturating_mul(MIB));
         config.token = Token::load(self.token_file.as_deref(), "FLEETGATE_AGENT_TOKEN")
             .map_err(anyhow::Error::msg)?;
         Ok(config)
@@ -206,16 +219,21 @@ pub fn run_until_signal(config: AgentConfig) -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
+        // Installed before any start-up work, so a start that hangs still obeys a signal.
         tokio::spawn(async move {
             fleetgate_common::shutdown::signal().await;
             tracing::info!("Agent shutting down.");
             token.cancel();
         });
         run(config, shutdown).await
-    })
+    });
+    // Blocking start-up work still under way (a driver call that hangs) must not hold the
+    // exit up: it is abandoned after a second.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result
 }
 
 /// Whether `path` is absolute and has no `.` or `..` components.
@@ -238,8 +256,11 @@ fn scratch_root_allowed(allowed: &[PathBuf], root: &Path) -> bool {
 pub const LAST_CONTACT_FILE: &str = "last-contact";
 
 fn touch_last_contact(state_dir: &Path) {
+    use rustix::fs::OFlags;
     let path = state_dir.join(LAST_CONTACT_FILE);
-    if let Err(e) = std::fs::write(&path, crate::sink::unix_now_ns().to_string()) {
+    let written = open_nonblocking(&path, OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC)
+        .and_then(|mut f| f.write_all(crate::sink::unix_now_ns().to_string().as_bytes()));
+    if let Err(e) = written {
         tracing::debug!(path = %path.display(), error = %e, "Cannot record the last contact.");
     }
 }
@@ -276,6 +297,159 @@ pub fn is_safe_id(id: &str) -> bool {
         && !id.starts_with('.')
 }
 
+const MIB: u64 = 1024 * 1024;
+
+/// Largest outbox file read back at start. A job's events are far smaller (progress every
+/// tenth of a phase, the soak's checkpoints, one report).
+pub const MAX_OUTBOX_FILE_BYTES: u64 = 64 * MIB;
+/// Longest outbox line read back: the coordinator's default message limit, since a longer
+/// event could not be delivered anyway. A longer line is skipped without being held whole.
+pub const MAX_OUTBOX_LINE_BYTES: usize = 16 * 1024 * 1024;
+/// Most bytes of outbox files read back at start, all files together.
+pub const MAX_OUTBOX_TOTAL_BYTES: u64 = 256 * MIB;
+/// Most entries of the outbox folder looked at at start.
+pub const MAX_OUTBOX_FILES: usize = 1_000;
+
+const OUTBOX_SUFFIX: &str = ".events.jsonl";
+
+/// Opens `path` without following a symbolic link at its last component and without
+/// blocking (a FIFO or a device never holds the caller up).
+fn open_nonblocking(path: &Path, flags: rustix::fs::OFlags) -> std::io::Result<std::fs::File> {
+    use rustix::fs::{Mode, OFlags};
+    let fd = rustix::fs::open(
+        path,
+        flags | OFlags::NONBLOCK | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o644),
+    )?;
+    Ok(std::fs::File::from(fd))
+}
+
+/// What a file is, for a message, when it is not a regular file.
+fn file_kind(file_type: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt as _;
+    if file_type.is_fifo() {
+        "a FIFO"
+    } else if file_type.is_socket() {
+        "a socket"
+    } else if file_type.is_block_device() || file_type.is_char_device() {
+        "a device"
+    } else if file_type.is_dir() {
+        "a directory"
+    } else if file_type.is_symlink() {
+        "a symbolic link"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// Lines of an outbox file that were not read back.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct SkippedLines {
+    too_long: u64,
+    unreadable: u64,
+}
+
+impl SkippedLines {
+    fn any(self) -> bool {
+        self.too_long + self.unreadable > 0
+    }
+}
+
+impl std::fmt::Display for SkippedLines {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts = Vec::new();
+        if self.too_long > 0 {
+            parts.push(format!(
+                "{} line(s) over the {} MiB line limit",
+                self.too_long,
+                MAX_OUTBOX_LINE_BYTES as u64 / MIB
+            ));
+        }
+        if self.unreadable > 0 {
+            parts.push(format!("{} unreadable line(s)", self.unreadable));
+        }
+        f.write_str(&parts.join(" and "))
+    }
+}
+
+/// Why a file of the outbox folder was not read back (it is left where it is).
+#[derive(Debug, thiserror::Error)]
+enum OutboxSkip {
+    #[error(
+        "not an outbox file (<job id>{OUTBOX_SUFFIX}, the id made of letters, digits, '-', '_' or '.')"
+    )]
+    NotOutboxName,
+    #[error("{0}, not a regular file")]
+    NotRegular(&'static str),
+    #[error("{size} bytes, over the {} MiB limit for one outbox file", MAX_OUTBOX_FILE_BYTES / MIB)]
+    TooLarge { size: u64 },
+    #[error("{size} bytes, past the {} MiB limit for all outbox files together", MAX_OUTBOX_TOTAL_BYTES / MIB)]
+    OverTotal { size: u64 },
+    #[error("cannot read it: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("no readable event")]
+    NoEvent,
+    #[error("no readable event ({0} skipped)")]
+    NoEventLinesSkipped(SkippedLines),
+}
+
+/// How a bounded line read ended.
+#[derive(Debug, PartialEq, Eq)]
+enum LineRead {
+    /// A line is in the buffer (`newline`: it was terminated).
+    Line { newline: bool },
+    /// A line longer than the limit was consumed and dropped (`newline`: it was terminated).
+    TooLong { newline: bool },
+    /// Nothing left.
+    End,
+}
+
+/// Reads one line into `buf` (without its newline), keeping at most `limit` bytes: a longer
+/// line is consumed to its end but never held whole.
+fn read_line_bounded(
+    reader: &mut impl std::io::BufRead,
+    buf: &mut Vec<u8>,
+    limit: usize,
+) -> std::io::Result<LineRead> {
+    buf.clear();
+    let mut started = false;
+    let mut too_long = false;
+    loop {
+        let available = match reader.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if available.is_empty() {
+            return Ok(match (started, too_long) {
+                (false, _) => LineRead::End,
+                (true, true) => LineRead::TooLong { newline: false },
+                (true, false) => LineRead::Line { newline: false },
+            });
+        }
+        started = true;
+        let newline = available.iter().position(|&b| b == b'\n');
+        let chunk = &available[..newline.unwrap_or(available.len())];
+        if !too_long {
+            if buf.len() + chunk.len() > limit {
+                too_long = true;
+                buf.clear();
+            } else {
+                buf.extend_from_slice(chunk);
+            }
+        }
+        let used = newline.map_or(available.len(), |i| i + 1);
+        reader.consume(used);
+        if newline.is_some() {
+            return Ok(if too_long {
+                LineRead::TooLong { newline: true }
+            } else {
+                LineRead::Line { newline: true }
+            });
+        }
+    }
+}
+
 /// One job's numbered events not yet acknowledged.
 #[derive(Debug)]
 struct Outbox {
@@ -286,6 +460,9 @@ struct Outbox {
     terminal: bool,
     file: Option<std::fs::File>,
     path: PathBuf,
+    /// The file ends in a torn line (the process died mid-write): the next event starts a new
+    /// line.
+    torn_tail: bool,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -296,7 +473,7 @@ struct OutboxLine {
 
 impl Outbox {
     fn new(dir: &Path, job_id: &str) -> Self {
-        let path = dir.join(format!("{job_id}.events.jsonl"));
+        let path = dir.join(format!("{job_id}{OUTBOX_SUFFIX}"));
         Outbox {
             job_id: job_id.to_owned(),
             next_sequence: 1,
@@ -305,49 +482,143 @@ impl Outbox {
             terminal: false,
             file: None,
             path,
+            torn_tail: false,
         }
     }
 
-    /// Reloads an outbox left by an earlier agent process.
-    fn load(path: &Path) -> Option<Self> {
+    /// Reloads an outbox left by an earlier agent process: only a regular file, opened without
+    /// blocking, at most [`MAX_OUTBOX_FILE_BYTES`], lines of at most [`MAX_OUTBOX_LINE_BYTES`].
+    /// `budget` is what the files read so far left of [`MAX_OUTBOX_TOTAL_BYTES`]. Returns the
+    /// outbox, the lines it skipped and the file's size.
+    fn load(path: &Path, budget: u64) -> Result<(Self, SkippedLines, u64), OutboxSkip> {
         let job_id = path
-            .file_name()?
-            .to_str()?
-            .strip_suffix(".events.jsonl")?
-            .to_owned();
-        let text = std::fs::read_to_string(path).ok()?;
-        let mut outbox = Outbox::new(path.parent()?, &job_id);
-        for line in text.lines() {
-            // A torn last line (the process died mid-write) is skipped.
-            let Ok(entry) = serde_json::from_str::<OutboxLine>(line) else {
-                continue;
-            };
-            outbox.terminal |= entry.update.is_terminal();
-            outbox.next_sequence = entry.sequence + 1;
-            outbox.pending.push_back((entry.sequence, entry.update));
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(OUTBOX_SUFFIX))
+            .filter(|id| is_safe_id(id))
+            .ok_or(OutboxSkip::NotOutboxName)?;
+        let metadata = std::fs::symlink_metadata(path)?;
+        if !metadata.file_type().is_file() {
+            return Err(OutboxSkip::NotRegular(file_kind(metadata.file_type())));
         }
-        Some(outbox)
+        let file = open_nonblocking(path, rustix::fs::OFlags::RDONLY)?;
+        // The file may have been swapped since the first look: what was opened decides.
+        let metadata = file.metadata()?;
+        if !metadata.file_type().is_file() {
+            return Err(OutboxSkip::NotRegular(file_kind(metadata.file_type())));
+        }
+        let size = metadata.len();
+        if size > MAX_OUTBOX_FILE_BYTES {
+            return Err(OutboxSkip::TooLarge { size });
+        }
+        if size > budget {
+            return Err(OutboxSkip::OverTotal { size });
+        }
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let mut outbox = Outbox::new(dir, job_id);
+        let mut skipped = SkippedLines::default();
+        let mut reader = std::io::BufReader::with_capacity(
+            64 * 1024,
+            std::io::Read::take(file, MAX_OUTBOX_FILE_BYTES),
+        );
+        let mut line = Vec::new();
+        loop {
+            match read_line_bounded(&mut reader, &mut line, MAX_OUTBOX_LINE_BYTES)? {
+                LineRead::End => break,
+                LineRead::TooLong { newline } => {
+                    skipped.too_long += 1;
+                    outbox.torn_tail = !newline;
+                }
+                LineRead::Line { newline } => {
+                    // A file that does not end with a newline (the process died mid-write):
+                    // the next event starts a new line.
+                    outbox.torn_tail = !newline;
+                    match serde_json::from_slice::<OutboxLine>(&line) {
+                        Ok(entry) if entry.sequence == 0 => skipped.unreadable += 1,
+                        Ok(entry) => {
+                            outbox.terminal |= entry.update.is_terminal();
+                            outbox.next_sequence =
+                                outbox.next_sequence.max(entry.sequence.saturating_add(1));
+                            outbox.pending.push_back((entry.sequence, entry.update));
+                        }
+                        // A torn last line is expected, not reported.
+                        Err(_) if !newline => {}
+                        Err(_) => skipped.unreadable += 1,
+                    }
+                }
+            }
+        }
+        if outbox.pending.is_empty() {
+            return Err(if skipped.any() {
+                OutboxSkip::NoEventLinesSkipped(skipped)
+            } else {
+                OutboxSkip::NoEvent
+            });
+        }
+        // Sent in sequence order, whatever order the lines were in.
+        outbox.pending.make_contiguous().sort_by_key(|(s, _)| *s);
+        Ok((outbox, skipped, size))
+    }
+
+    /// Reads back every outbox of `dir`, in file-name order. A file that is not a regular
+    /// outbox within the limits is skipped with one warning naming it and why, and left where
+    /// it is; nothing here blocks.
+    fn load_all(dir: &Path) -> std::io::Result<BTreeMap<String, Outbox>> {
+        let mut names: Vec<PathBuf> = std::fs::read_dir(dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        names.sort();
+        let mut outboxes = BTreeMap::new();
+        let mut budget = MAX_OUTBOX_TOTAL_BYTES;
+        for path in names.iter().take(MAX_OUTBOX_FILES) {
+            match Outbox::load(path, budget) {
+                Ok((outbox, skipped, size)) => {
+                    budget -= size;
+                    if skipped.any() {
+                        tracing::warn!(path = %path.display(), reason = %skipped, "Outbox lines skipped.");
+                    }
+                    tracing::info!(job_id = %outbox.job_id, events = outbox.pending.len(), "Resuming unacknowledged job events.");
+                    outboxes.insert(outbox.job_id.clone(), outbox);
+                }
+                Err(reason) => {
+                    tracing::warn!(path = %path.display(), reason = %reason, "Outbox file skipped.");
+                }
+            }
+        }
+        if names.len() > MAX_OUTBOX_FILES {
+            tracing::warn!(
+                dir = %dir.display(),
+                skipped = names.len() - MAX_OUTBOX_FILES,
+                limit = MAX_OUTBOX_FILES,
+                "Outbox folder holds more entries than the limit; the last ones in name order were not read."
+            );
+        }
+        Ok(outboxes)
     }
 
     fn push(&mut self, update: JobUpdate) -> u64 {
         let sequence = self.next_sequence;
-        self.next_sequence += 1;
+        self.next_sequence = self.next_sequence.saturating_add(1);
         self.terminal |= update.is_terminal();
         let line = OutboxLine {
             sequence,
             update: update.clone(),
         };
         if self.file.is_none() {
-            self.file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.path)
-                .map_err(|e| tracing::warn!(path = %self.path.display(), error = %e, "Cannot keep job events on disk."))
-                .ok();
+            use rustix::fs::OFlags;
+            self.file = open_nonblocking(
+                &self.path,
+                OFlags::WRONLY | OFlags::CREATE | OFlags::APPEND,
+            )
+            .map_err(|e| tracing::warn!(path = %self.path.display(), error = %e, "Cannot keep job events on disk."))
+            .ok();
         }
         if let Some(file) = &mut self.file
             && let Ok(mut bytes) = serde_json::to_vec(&line)
         {
+            if std::mem::take(&mut self.torn_tail) {
+                bytes.insert(0, b'\n');
+            }
             bytes.push(b'\n');
             let written = file.write_all(&bytes);
             if line.update.is_terminal() {
@@ -370,10 +641,21 @@ impl Outbox {
         }
         let done = self.terminal && self.pending.is_empty();
         if done {
-            self.file = None;
-            std::fs::remove_file(&self.path).ok();
+            self.delete();
         }
         done
+    }
+
+    /// Deletes the file.
+    fn delete(&mut self) {
+        self.file = None;
+        match std::fs::remove_file(&self.path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(path = %self.path.display(), error = %e, "Cannot delete an outbox file.");
+            }
+        }
     }
 }
 
@@ -420,47 +702,14 @@ struct Agent {
 
 /// Runs the agent until `shutdown` is cancelled.
 pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let mut facts = tokio::task::spawn_blocking(crate::facts::host_facts).await?;
-    // A probe worker loads what the runtimes need (libtensorflow included), so this process
-    // never pays for it; if the probe cannot run, the in-process checks stand in.
-    let runtimes = match crate::worker::probe_with_worker(&config.worker).await {
-        Ok(probe) => {
-            facts.tensorflow_available = probe.tensorflow_available;
-            facts.tensorflow_unavailable_reason = probe.tensorflow_unavailable_reason;
-            probe.runtimes
+    // Starting can take a while (NVML, the probe worker loading libtensorflow); a shutdown
+    // request ends it at once.
+    let mut agent = tokio::select! {
+        () = shutdown.cancelled() => {
+            tracing::info!("Agent stopped while starting.");
+            return Ok(());
         }
-        Err(reason) => {
-            tracing::warn!(reason = %reason, "Runtime probe failed; reporting in-process checks.");
-            facts.tensorflow_unavailable_reason = Some(format!("not probed: {reason}"));
-            tokio::task::spawn_blocking(crate::facts::runtime_availability).await?
-        }
-    };
-    let hardware_class = config
-        .hardware_class
-        .clone()
-        .unwrap_or_else(|| derive_hardware_class(&facts));
-    let outbox_dir = config.state_dir.join("outbox");
-    std::fs::create_dir_all(&outbox_dir)
-        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", outbox_dir.display()))?;
-    let mut outboxes = BTreeMap::new();
-    for entry in std::fs::read_dir(&outbox_dir)?.flatten() {
-        if let Some(outbox) = Outbox::load(&entry.path()) {
-            tracing::info!(job_id = %outbox.job_id, events = outbox.pending.len(), "Resuming unacknowledged job events.");
-            outboxes.insert(outbox.job_id.clone(), outbox);
-        }
-    }
-    let (updates_tx, updates_rx) = mpsc::unbounded_channel();
-    let mut agent = Agent {
-        config,
-        facts,
-        runtimes,
-        hardware_class,
-        outboxes,
-        queue: VecDeque::new(),
-        running: None,
-        updates_tx,
-        updates_rx,
-        outbox_dir,
+        agent = Agent::start(config) => agent?,
     };
     tracing::info!(
         agent_id = %agent.config.agent_id,
@@ -471,7 +720,13 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
     let mut backoff = agent.config.reconnect_min;
     let mut last_failure: Option<String> = None;
     loop {
-        match agent.session(&shutdown).await {
+        // Every wait of a session (connecting, the coordinator's answer, the stream) gives way
+        // to a shutdown request.
+        let end = tokio::select! {
+            () = shutdown.cancelled() => Ok(SessionEnd::Shutdown),
+            end = agent.session(&shutdown) => end,
+        };
+        match end {
             Ok(SessionEnd::Shutdown) => break,
             Ok(SessionEnd::Refused(why)) => {
                 agent.stop_jobs("agent refused by the coordinator").await;
@@ -529,6 +784,49 @@ fn jittered(delay: Duration) -> Duration {
 }
 
 impl Agent {
+    /// Reads back the outboxes, then this host's facts and runtimes.
+    async fn start(config: AgentConfig) -> anyhow::Result<Agent> {
+        let outbox_dir = config.state_dir.join("outbox");
+        std::fs::create_dir_all(&outbox_dir)
+            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", outbox_dir.display()))?;
+        let dir = outbox_dir.clone();
+        let outboxes = tokio::task::spawn_blocking(move || Outbox::load_all(&dir))
+            .await?
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", outbox_dir.display()))?;
+        let mut facts = tokio::task::spawn_blocking(crate::facts::host_facts).await?;
+        // A probe worker loads what the runtimes need (libtensorflow included), so this
+        // process never pays for it; if the probe cannot run, the in-process checks stand in.
+        let runtimes = match crate::worker::probe_with_worker(&config.worker).await {
+            Ok(probe) => {
+                facts.tensorflow_available = probe.tensorflow_available;
+                facts.tensorflow_unavailable_reason = probe.tensorflow_unavailable_reason;
+                probe.runtimes
+            }
+            Err(reason) => {
+                tracing::warn!(reason = %reason, "Runtime probe failed; reporting in-process checks.");
+                facts.tensorflow_unavailable_reason = Some(format!("not probed: {reason}"));
+                tokio::task::spawn_blocking(crate::facts::runtime_availability).await?
+            }
+        };
+        let hardware_class = config
+            .hardware_class
+            .clone()
+            .unwrap_or_else(|| derive_hardware_class(&facts));
+        let (updates_tx, updates_rx) = mpsc::unbounded_channel();
+        Ok(Agent {
+            config,
+            facts,
+            runtimes,
+            hardware_class,
+            outboxes,
+            queue: VecDeque::new(),
+            running: None,
+            updates_tx,
+            updates_rx,
+            outbox_dir,
+        })
+    }
+
     fn hello(&self) -> pb::AgentMessage {
         pb::AgentMessage {
             body: Some(pb::agent_message::Body::Hello(pb::Hello {
@@ -572,7 +870,13 @@ impl Agent {
             AgentServiceClient::with_interceptor(channel, BearerToken(self.config.token.clone()));
         let (tx, rx) = mpsc::channel::<pb::AgentMessage>(1_024);
         tx.send(self.hello()).await.map_err(|e| e.to_string())?;
-        let mut inbound = match client.session(ReceiverStream::new(rx)).await {
+        let opened = tokio::time::timeout(
+            Duration::from_secs(10),
+            client.session(ReceiverStream::new(rx)),
+        )
+        .await
+        .map_err(|_| "no answer from the coordinator within 10 s".to_owned())?;
+        let mut inbound = match opened {
             Ok(response) => response.into_inner(),
             Err(s) if s.code() == tonic::Code::Unauthenticated => {
                 return Ok(SessionEnd::Refused(format!(
@@ -598,6 +902,9 @@ impl Agent {
         let heartbeat = Duration::from_millis(u64::from(welcome.heartbeat_interval_ms.max(50)));
         tracing::info!(agent_id = %self.config.agent_id, heartbeat_ms = heartbeat.as_millis() as u64, "Registered with the coordinator.");
         touch_last_contact(&self.config.state_dir);
+        for job_id in &welcome.unknown_job_ids {
+            self.forget(job_id);
+        }
         for (job_id, sequence) in &welcome.acked_through {
             self.ack(job_id, *sequence);
         }
@@ -630,7 +937,9 @@ impl Agent {
                     Err(status) => return Ok(SessionEnd::Disconnected(status.message().to_owned())),
                 },
                 Some((job_id, update)) = self.updates_rx.recv() => {
-                    let sequence = self.record(&job_id, update.clone());
+                    let Some(sequence) = self.record(&job_id, update.clone()) else {
+                        continue;
+                    };
                     let event = convert::job_event_to_pb(&job_id, sequence, &update);
                     if send(&tx, pb::agent_message::Body::JobEvent(event)).await.is_err() {
                         return Ok(SessionEnd::Disconnected("stream closed".into()));
@@ -707,6 +1016,17 @@ impl Agent {
             scratch_root: job.overhead_scratch_root.as_ref().map(PathBuf::from),
             knobs: job.knobs,
         };
+        let available = worker::host_memory_available()
+            .map_err(|e| tracing::warn!(error = %e, "Host memory unknown; only --max-job-memory-mib applies."))
+            .ok();
+        if let Some(limit) = MemoryLimit::new(available, self.config.max_job_memory_bytes)
+            && let Err(too_large) = worker::check_memory(&worker_job, limit)
+        {
+            let reason = too_large.to_string();
+            tracing::warn!(job_id = %job.job_id, reason = %reason, "Job refused: its workload does not fit in memory.");
+            self.fail_queued(job.job_id, reason);
+            return self.start_next();
+        }
         let (tx, mut rx) = mpsc::unbounded_channel();
         let handle = worker::spawn_worker(&self.config.worker, &worker_job, deadline, tx);
         let forward = self.updates_tx.clone();
@@ -721,19 +1041,40 @@ impl Agent {
         self.running = Some((job.job_id, handle));
     }
 
-    /// Numbers and keeps an update; starts the next job after a terminal one.
-    fn record(&mut self, job_id: &str, update: JobUpdate) -> u64 {
+    /// Numbers and keeps an update; starts the next job after a terminal one. An update of a
+    /// job without an outbox (one the coordinator does not know: see [`Agent::forget`]) is
+    /// dropped, and `None` is returned.
+    fn record(&mut self, job_id: &str, update: JobUpdate) -> Option<u64> {
         let terminal = update.is_terminal();
-        let outbox = self
-            .outboxes
-            .entry(job_id.to_owned())
-            .or_insert_with(|| Outbox::new(&self.outbox_dir, job_id));
-        let sequence = outbox.push(update);
+        let sequence = match self.outboxes.get_mut(job_id) {
+            Some(outbox) => Some(outbox.push(update)),
+            None => {
+                tracing::debug!(job_id = %job_id, "Event of a job the coordinator does not know dropped.");
+                None
+            }
+        };
         if terminal && self.running.as_ref().is_some_and(|(id, _)| id == job_id) {
             self.running = None;
             self.start_next();
         }
         sequence
+    }
+
+    /// Drops a job the coordinator says it does not know (its run ended with a coordinator
+    /// restart, or it is another agent's): its outbox file is deleted, a queued job is
+    /// removed and a running one stopped, and its later events are dropped, so nothing of it
+    /// is sent again.
+    fn forget(&mut self, job_id: &str) {
+        self.queue.retain(|j| j.job_id != job_id);
+        if let Some((id, handle)) = &mut self.running
+            && id == job_id
+        {
+            handle.kill("the coordinator does not know this job's run".to_owned());
+        }
+        if let Some(mut outbox) = self.outboxes.remove(job_id) {
+            outbox.delete();
+            tracing::info!(job_id = %job_id, path = %outbox.path.display(), "Outbox of a job the coordinator does not know deleted.");
+        }
     }
 
     fn ack(&mut self, job_id: &str, sequence: u64) {
@@ -859,7 +1200,9 @@ mod tests {
         );
         assert!(!outbox.ack(1));
         drop(outbox);
-        let mut reloaded = Outbox::load(&dir.path().join("j1.events.jsonl")).unwrap();
+        let (mut reloaded, skipped, _) =
+            Outbox::load(&dir.path().join("j1.events.jsonl"), MAX_OUTBOX_TOTAL_BYTES).unwrap();
+        assert!(!skipped.any());
         // The file keeps everything; the coordinator ignores what it already has.
         assert_eq!(reloaded.pending.len(), 2);
         assert_eq!(reloaded.next_sequence, 3);
@@ -870,5 +1213,138 @@ mod tests {
         assert_eq!(sequence, 3);
         assert!(reloaded.ack(3));
         assert!(!dir.path().join("j1.events.jsonl").exists());
+    }
+
+    #[test]
+    fn a_line_over_the_limit_is_consumed_but_never_held() {
+        let input = b"short\n0123456789abcdef\nlast".to_vec();
+        let mut reader = std::io::BufReader::with_capacity(4, &input[..]);
+        let mut line = Vec::new();
+        assert_eq!(
+            read_line_bounded(&mut reader, &mut line, 8).unwrap(),
+            LineRead::Line { newline: true }
+        );
+        assert_eq!(line, b"short");
+        assert_eq!(
+            read_line_bounded(&mut reader, &mut line, 8).unwrap(),
+            LineRead::TooLong { newline: true }
+        );
+        assert!(line.capacity() <= 16, "the long line was buffered");
+        assert_eq!(
+            read_line_bounded(&mut reader, &mut line, 8).unwrap(),
+            LineRead::Line { newline: false }
+        );
+        assert_eq!(line, b"last");
+        assert_eq!(
+            read_line_bounded(&mut reader, &mut line, 8).unwrap(),
+            LineRead::End
+        );
+    }
+
+    fn event_line(sequence: u64) -> String {
+        serde_json::to_string(&OutboxLine {
+            sequence,
+            update: JobUpdate::Started { pid: 7 },
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn unreadable_lines_are_counted_and_a_torn_tail_is_not_glued_to_the_next_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j2.events.jsonl");
+        std::fs::write(
+            &path,
+            format!(
+                "{}\nnot json\n{{\"sequence\":0}}\n{}\n{{\"seq",
+                event_line(2),
+                event_line(1)
+            ),
+        )
+        .unwrap();
+        let (mut outbox, skipped, _) = Outbox::load(&path, MAX_OUTBOX_TOTAL_BYTES).unwrap();
+        assert_eq!(
+            skipped,
+            SkippedLines {
+                too_long: 0,
+                unreadable: 2
+            }
+        );
+        assert_eq!(skipped.to_string(), "2 unreadable line(s)");
+        let sequences: Vec<u64> = outbox.pending.iter().map(|(s, _)| *s).collect();
+        assert_eq!(sequences, [1, 2]);
+        assert_eq!(outbox.push(JobUpdate::Started { pid: 8 }), 3);
+        drop(outbox);
+        let (reloaded, skipped, _) = Outbox::load(&path, MAX_OUTBOX_TOTAL_BYTES).unwrap();
+        assert_eq!(
+            skipped.unreadable, 3,
+            "the torn line is now a whole unreadable line"
+        );
+        assert_eq!(reloaded.next_sequence, 4);
+
+        // A whole event that lost only its newline is kept, and so is the next one.
+        let path = dir.path().join("j3.events.jsonl");
+        std::fs::write(&path, event_line(1)).unwrap();
+        let (mut outbox, _, _) = Outbox::load(&path, MAX_OUTBOX_TOTAL_BYTES).unwrap();
+        assert_eq!(outbox.push(JobUpdate::Started { pid: 9 }), 2);
+        drop(outbox);
+        let (reloaded, skipped, _) = Outbox::load(&path, MAX_OUTBOX_TOTAL_BYTES).unwrap();
+        assert!(!skipped.any());
+        assert_eq!(reloaded.pending.len(), 2);
+    }
+
+    #[test]
+    fn files_that_are_not_regular_outboxes_within_the_limits_are_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("j-fifo.events.jsonl");
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+        )
+        .unwrap();
+        assert_eq!(
+            Outbox::load(&fifo, MAX_OUTBOX_TOTAL_BYTES)
+                .unwrap_err()
+                .to_string(),
+            "a FIFO, not a regular file"
+        );
+        let big = dir.path().join("j-big.events.jsonl");
+        std::fs::File::create(&big)
+            .unwrap()
+            .set_len(MAX_OUTBOX_FILE_BYTES + 1)
+            .unwrap();
+        assert_eq!(
+            Outbox::load(&big, MAX_OUTBOX_TOTAL_BYTES)
+                .unwrap_err()
+                .to_string(),
+            "67108865 bytes, over the 64 MiB limit for one outbox file"
+        );
+        let small = dir.path().join("j-small.events.jsonl");
+        std::fs::write(&small, format!("{}\n", event_line(1))).unwrap();
+        assert!(matches!(
+            Outbox::load(&small, 10),
+            Err(OutboxSkip::OverTotal { .. })
+        ));
+        let link = dir.path().join("j-link.events.jsonl");
+        std::os::unix::fs::symlink(&small, &link).unwrap();
+        assert_eq!(
+            Outbox::load(&link, MAX_OUTBOX_TOTAL_BYTES)
+                .unwrap_err()
+                .to_string(),
+            "a symbolic link, not a regular file"
+        );
+        let odd = dir.path().join(".hidden.events.jsonl");
+        std::fs::write(&odd, format!("{}\n", event_line(1))).unwrap();
+        assert!(matches!(
+            Outbox::load(&odd, MAX_OUTBOX_TOTAL_BYTES),
+            Err(OutboxSkip::NotOutboxName)
+        ));
+        let loaded = Outbox::load_all(dir.path()).unwrap();
+        assert_eq!(loaded.keys().collect::<Vec<_>>(), ["j-small"]);
+        // A new job whose outbox path is a FIFO keeps its events in memory, never blocks.
+        let mut outbox = Outbox::new(dir.path(), "j-fifo");
+        assert_eq!(outbox.push(JobUpdate::Started { pid: 1 }), 1);
+        assert!(outbox.file.is_none());
     }
 }

@@ -51,6 +51,159 @@ pub struct WorkerJob {
     pub knobs: RuntimeKnobs,
 }
 
+const MIB: u64 = 1024 * 1024;
+
+/// Host memory a worker needs for a job beyond its workload: the process itself, and for the
+/// TensorFlow runtimes the loaded library (measured: about 18 MiB and 312 MiB of RSS).
+const WORKER_BASE_BYTES: u64 = 32 * MIB;
+/// The same for a worker that loads libtensorflow.
+const TENSORFLOW_WORKER_BASE_BYTES: u64 = 384 * MIB;
+
+/// The host memory a job's worker is expected to need at its peak: a base for the process
+/// and `copies` × the job's `allocation_kb` for its workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Footprint {
+    /// The worker process (and libtensorflow, if the runtime loads it).
+    pub base_bytes: u64,
+    /// How many allocations of `allocation_kb` are resident at once.
+    pub copies: u64,
+    /// `allocation_kb` in bytes.
+    pub allocation_bytes: u64,
+}
+
+impl Footprint {
+    /// The job's expected peak. The reference workload holds one buffer of `allocation_kb`;
+    /// the TensorFlow CPU runtime's collector holds a graph (the matrix, its product and its
+    /// initialiser: 3 copies) and its TensorFlow workload a second one; on the GPU runtime the
+    /// matrices are device memory, so only the reference buffer counts against the host.
+    /// Measured on `tfmemprof_cpu` with 256 MiB: soak 2.2 copies, overhead with the reference
+    /// workload 3.5 copies; with the TensorFlow workload 6.1 copies at 64 MiB.
+    pub fn of(job: &WorkerJob) -> Self {
+        let kind = RuntimeKind::from_name(&job.runtime);
+        let base_bytes = if kind.is_some_and(RuntimeKind::uses_tensorflow) {
+            TENSORFLOW_WORKER_BASE_BYTES
+        } else {
+            WORKER_BASE_BYTES
+        };
+        let copies = match (kind, job.workload) {
+            (Some(RuntimeKind::TfmemprofCpu), WorkloadKind::Reference) => 4,
+            (Some(RuntimeKind::TfmemprofCpu), WorkloadKind::Tensorflow) => 7,
+            _ => 1,
+        };
+        Footprint {
+            base_bytes,
+            copies,
+            allocation_bytes: u64::from(job.allocation_kb) * 1024,
+        }
+    }
+
+    /// Bytes needed in all.
+    pub fn total_bytes(&self) -> u64 {
+        self.base_bytes
+            .saturating_add(self.copies.saturating_mul(self.allocation_bytes))
+    }
+}
+
+/// Where a job's memory limit comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemoryLimit {
+    /// What the host (or its container) has available now, in bytes.
+    Available(u64),
+    /// The operator's cap on one job (`--max-job-memory-mib`), in bytes, lower than what is
+    /// available.
+    Cap(u64),
+}
+
+impl MemoryLimit {
+    /// The lower of what the host has available (if known) and the operator's cap (if any);
+    /// none when neither is known.
+    pub fn new(available_bytes: Option<u64>, cap_bytes: Option<u64>) -> Option<Self> {
+        match (available_bytes, cap_bytes) {
+            (Some(available), Some(cap)) if available <= cap => {
+                Some(MemoryLimit::Available(available))
+            }
+            (_, Some(cap)) => Some(MemoryLimit::Cap(cap)),
+            (Some(available), None) => Some(MemoryLimit::Available(available)),
+            (None, None) => None,
+        }
+    }
+
+    fn bytes(self) -> u64 {
+        match self {
+            MemoryLimit::Available(b) | MemoryLimit::Cap(b) => b,
+        }
+    }
+}
+
+impl std::fmt::Display for MemoryLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MemoryLimit::Available(b) => write!(f, "{} MiB available on this host", b / MIB),
+            MemoryLimit::Cap(b) => write!(
+                f,
+                "{} MiB this agent allows one job (--max-job-memory-mib)",
+                b / MIB
+            ),
+        }
+    }
+}
+
+/// A job whose workload would not fit in the memory it may use (sizes in MiB: the need
+/// rounded up, the limit down).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "allocation_kb {allocation_kb} does not fit in memory: a {runtime} job needs {needed_mib} MiB \
+     ({copies} x {allocation_mib} MiB of workload and {base_mib} MiB for the worker), more than \
+     the {limit}"
+)]
+pub struct JobTooLarge {
+    /// The job's `allocation_kb`.
+    pub allocation_kb: u32,
+    /// The job's runtime.
+    pub runtime: String,
+    /// The expected peak.
+    pub needed_mib: u64,
+    /// Allocations resident at once.
+    pub copies: u64,
+    /// One allocation.
+    pub allocation_mib: u64,
+    /// The worker's base.
+    pub base_mib: u64,
+    /// What it was compared with.
+    pub limit: MemoryLimit,
+}
+
+/// Refuses `job` when its expected peak exceeds `limit`.
+pub fn check_memory(job: &WorkerJob, limit: MemoryLimit) -> Result<(), JobTooLarge> {
+    let footprint = Footprint::of(job);
+    let needed = footprint.total_bytes();
+    if needed <= limit.bytes() {
+        return Ok(());
+    }
+    Err(JobTooLarge {
+        allocation_kb: job.allocation_kb,
+        runtime: job.runtime.clone(),
+        needed_mib: needed.div_ceil(MIB),
+        copies: footprint.copies,
+        allocation_mib: footprint.allocation_bytes.div_ceil(MIB),
+        base_mib: footprint.base_bytes / MIB,
+        limit,
+    })
+}
+
+/// Memory available for a job on this host now: `MemAvailable`, or the memory limit of the
+/// agent's cgroup (a container) if that is lower. Page cache charged to the cgroup is not
+/// subtracted, so a container busy writing files does not refuse jobs that would fit.
+pub fn host_memory_available() -> Result<u64, sysinfo::Error> {
+    let mut sys = sysinfo::System::new()?;
+    sys.refresh_memory();
+    let available = sys.available_memory();
+    Ok(match sys.cgroup_limits() {
+        Some(cgroup) if cgroup.total_memory > 0 => available.min(cgroup.total_memory),
+        _ => available,
+    })
+}
+
 /// The worker's main: reads the job from stdin, runs it, writes events to stdout. Stops early
 /// (a `failed` event, reason `interrupted`) on SIGTERM or SIGINT, or when its parent dies.
 pub fn run_worker_process() -> anyhow::Result<()> {
@@ -426,5 +579,73 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    fn job(runtime: &str, allocation_kb: u32, workload: WorkloadKind) -> WorkerJob {
+        WorkerJob {
+            runtime: runtime.into(),
+            device: None,
+            profile: Profile::Pr,
+            mode: Mode::All,
+            iterations: 10,
+            allocation_kb,
+            workload,
+            artifact_root: PathBuf::from("/nonexistent"),
+            scratch_root: None,
+            knobs: RuntimeKnobs::default(),
+        }
+    }
+
+    #[test]
+    fn a_workload_larger_than_the_memory_it_may_use_is_refused_with_the_numbers() {
+        let gib = 1024 * MIB;
+        let huge = job("gpumemprof_cpu", u32::MAX, WorkloadKind::Reference);
+        assert_eq!(
+            check_memory(&huge, MemoryLimit::Available(16 * gib))
+                .unwrap_err()
+                .to_string(),
+            "allocation_kb 4294967295 does not fit in memory: a gpumemprof_cpu job needs 4194336 MiB \
+             (1 x 4194304 MiB of workload and 32 MiB for the worker), more than the 16384 MiB \
+             available on this host"
+        );
+        let tf = job("tfmemprof_cpu", 1024 * 1024, WorkloadKind::Tensorflow);
+        assert_eq!(
+            check_memory(
+                &tf,
+                MemoryLimit::new(Some(16 * gib), Some(4 * gib)).unwrap()
+            )
+            .unwrap_err()
+            .to_string(),
+            "allocation_kb 1048576 does not fit in memory: a tfmemprof_cpu job needs 7552 MiB \
+             (7 x 1024 MiB of workload and 384 MiB for the worker), more than the 4096 MiB this \
+             agent allows one job (--max-job-memory-mib)"
+        );
+        // The defaults fit anywhere a TensorFlow worker fits.
+        let default = job("tfmemprof_cpu", 512, WorkloadKind::Reference);
+        assert_eq!(
+            Footprint::of(&default).total_bytes(),
+            384 * MIB + 4 * 512 * 1024
+        );
+        assert!(check_memory(&default, MemoryLimit::Available(gib)).is_ok());
+        // The GPU runtime's matrices are device memory.
+        assert_eq!(
+            Footprint::of(&job("tfmemprof_gpu", 1024, WorkloadKind::Tensorflow)).copies,
+            1
+        );
+    }
+
+    #[test]
+    fn the_lower_of_the_available_memory_and_the_cap_applies() {
+        assert_eq!(
+            MemoryLimit::new(Some(10), Some(20)),
+            Some(MemoryLimit::Available(10))
+        );
+        assert_eq!(
+            MemoryLimit::new(Some(30), Some(20)),
+            Some(MemoryLimit::Cap(20))
+        );
+        assert_eq!(MemoryLimit::new(None, Some(20)), Some(MemoryLimit::Cap(20)));
+        assert_eq!(MemoryLimit::new(None, None), None);
+        assert!(host_memory_available().unwrap() > 0);
     }
 }

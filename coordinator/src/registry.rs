@@ -349,6 +349,7 @@ impl Registry {
         let known: BTreeSet<String> = hello.jobs.iter().map(|j| j.job_id.clone()).collect();
         let mut acked_through = std::collections::HashMap::new();
         let mut cancel = Vec::new();
+        let mut unknown_job_ids = Vec::new();
         for resume in &hello.jobs {
             match self.jobs.get(&resume.job_id) {
                 Some(job) if job.agent_id == agent_id => {
@@ -361,6 +362,7 @@ impl Registry {
                     // A job of a run this coordinator does not know (it restarted): the agent
                     // may forget its events, and stops it if it still runs.
                     acked_through.insert(resume.job_id.clone(), resume.last_sequence);
+                    unknown_job_ids.push(resume.job_id.clone());
                     if resume.running {
                         cancel.push(resume.job_id.clone());
                     }
@@ -371,6 +373,7 @@ impl Registry {
             heartbeat_interval_ms: u32::try_from(self.settings.heartbeat_interval.as_millis())
                 .unwrap_or(u32::MAX),
             acked_through,
+            unknown_job_ids,
         };
         outbound
             .try_send(coordinator_message(pb::coordinator_message::Body::Welcome(
