@@ -443,7 +443,7 @@ async fn silent_sockets_are_closed_and_agents_answers_under_a_low_descriptor_lim
     let closed = tokio::task::spawn_blocking(move || {
         silent
             .into_iter()
-            .map(|s| closed_by_peer(s))
+            .map(closed_by_peer)
             .collect::<Vec<_>>()
     })
     .await
