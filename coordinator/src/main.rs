@@ -182,7 +182,7 @@ struct ServeArgs {
     #[arg(long, default_value_t = 86_400)]
     finished_run_ttl_seconds: u64,
     /// Most MiB of finished reports kept (oldest dropped first; the newest is always kept).
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 64)]
     max_finished_report_mib: usize,
     /// Seconds a new connection has to make its first call (TLS handshake and HTTP/2 preface
     /// included) before it is closed, 1 to 3600.

@@ -98,7 +98,7 @@ impl Default for CoordinatorSettings {
             max_runs: 8,
             max_finished_runs: 100,
             finished_run_ttl: Duration::from_secs(24 * 60 * 60),
-            max_finished_report_bytes: 256 * 1024 * 1024,
+            max_finished_report_bytes: 64 * 1024 * 1024,
             connection_setup_timeout: Duration::from_secs(10),
             connection_idle_timeout: Duration::from_secs(60),
             agent_messages_per_second: 1_000,

@@ -441,10 +441,7 @@ async fn silent_sockets_are_closed_and_agents_answers_under_a_low_descriptor_lim
     assert!(listed(&url).await.is_empty());
     // Every silent socket is closed by the coordinator.
     let closed = tokio::task::spawn_blocking(move || {
-        silent
-            .into_iter()
-            .map(closed_by_peer)
-            .collect::<Vec<_>>()
+        silent.into_iter().map(closed_by_peer).collect::<Vec<_>>()
     })
     .await
     .unwrap();
