@@ -675,7 +675,7 @@ async fn serve_command(args: ServeArgs) -> i32 {
         max_agents: args.max_agents.max(1),
         lost_agent_ttl: Duration::from_secs(args.lost_agent_ttl_seconds),
         max_runs: args.max_runs.max(1),
-        max_finished_runs: args.max_finished_runs,
+        max_finished_runs: args.max_finished_runs.max(1),
         finished_run_ttl: Duration::from_secs(args.finished_run_ttl_seconds),
         max_finished_report_bytes: args.max_finished_report_mib.clamp(1, 1 << 20) << 20,
         connection_setup_timeout: Duration::from_secs(

@@ -520,6 +520,33 @@ async fn stalled_tls_handshakes_are_closed() {
     })
     .await;
     assert_eq!(fleetgate(agents(&url)).await.status.code(), Some(0));
+
+    // A TLS connection that made a call is established: it outlives the setup limit (it is
+    // only closed when idle, after 60 s).
+    let tls = fleetgate_common::tls::LabCa::load(
+        std::fs::read_to_string(certs.join("ca.pem")).unwrap(),
+        std::fs::read_to_string(certs.join("ca.key")).unwrap(),
+    )
+    .unwrap()
+    .client_tls(None)
+    .unwrap();
+    let channel = CoordinatorLink::with_tls(url.clone(), tls)
+        .endpoint()
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut runs = RunServiceClient::new(channel);
+    runs.list_agents(pb::ListAgentsRequest::default())
+        .await
+        .unwrap();
+    let open = serve.descriptors();
+    assert!(open > idle_descriptors);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(serve.descriptors(), open);
+    runs.list_agents(pb::ListAgentsRequest::default())
+        .await
+        .unwrap();
 }
 
 /// A `fleetgate agent` process; killed when dropped.
