@@ -34,9 +34,6 @@ pub const MAX_MESSAGE_BYTES: usize = registry::MAX_REPLY_BYTES;
 /// Longest time a request may take to be answered (a streaming call: to open its stream).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Longest TLS handshake.
-pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// HTTP/2 keep-alive: a ping every interval on every connection, and a peer that does not
 /// answer one within the timeout is disconnected.
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
@@ -385,7 +382,7 @@ pub fn serve(
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT));
     if let Some(tls) = &tls {
         server = server
-            .tls_config(tls.config.clone().timeout(TLS_HANDSHAKE_TIMEOUT))
+            .tls_config(tls.config.clone())
             .map_err(|e| std::io::Error::other(format!("TLS settings: {e}")))?;
     }
     let token = shutdown.clone();
