@@ -165,14 +165,24 @@ pub fn deadline_from_millis(millis: u64) -> Result<Duration, OutOfRange> {
 /// Checks a deadline that is already a [`Duration`] (a run built in code), by the rules of
 /// [`deadline_from_millis`].
 pub fn check_deadline(deadline: Duration) -> Result<Duration, OutOfRange> {
-    let millis = u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX);
-    // Under a millisecond rounds up, so only a zero deadline is refused at the bottom.
-    let millis = if millis == 0 && !deadline.is_zero() {
-        1
+    let max = Duration::from_secs(MAX_DEADLINE_SECONDS);
+    if !deadline.is_zero() && deadline <= max {
+        return Ok(deadline);
+    }
+    let max_ms = MAX_DEADLINE_SECONDS * 1_000;
+    // Over the maximum by less than a millisecond still reads as over it.
+    let got = if deadline > max {
+        u64::try_from(deadline.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(max_ms + 1)
     } else {
-        millis
+        0
     };
-    deadline_from_millis(millis).map(|_| deadline)
+    Err(OutOfRange {
+        min: 1,
+        max: max_ms,
+        got,
+    })
 }
 
 /// Samples a run of `hours` emits at `interval`: `max(1, round(hours × 3600 / interval))`.
@@ -634,6 +644,13 @@ mod tests {
         assert!(
             check_deadline(Duration::from_secs(MAX_DEADLINE_SECONDS) + Duration::from_millis(1))
                 .is_err()
+        );
+        // Found by the submit_run fuzz target: over by less than a millisecond.
+        assert_eq!(
+            check_deadline(Duration::new(MAX_DEADLINE_SECONDS, 1))
+                .unwrap_err()
+                .to_string(),
+            "must be from 1 to 604800000, got 604800001"
         );
     }
 
