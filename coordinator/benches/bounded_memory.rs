@@ -379,13 +379,17 @@ async fn run(o: &Options) {
     let started = Instant::now();
     let mut run_ids = Vec::new();
     let mut report_bytes = 0;
-    for _ in 0..o.runs {
+    let every = (o.runs / 10).max(1);
+    for i in 1..=o.runs {
         let mut run_id = String::new();
         let report = client::submit(&link, None, &spec, &mut |e| run_id.clone_from(&e.run_id))
             .await
             .expect("run");
         report_bytes = serde_json::to_vec(&report).map_or(0, |r| r.len());
         run_ids.push(run_id);
+        if i % every == 0 && i < o.runs {
+            stage(pid, &format!("  {i} runs finished"), "");
+        }
     }
     let mut runs = RunServiceClient::new(link.endpoint().unwrap().connect().await.unwrap())
         .max_decoding_message_size(fleetgate_coordinator::service::MAX_MESSAGE_BYTES);
