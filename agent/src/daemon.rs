@@ -890,6 +890,16 @@ impl Agent {
                     s.message()
                 )));
             }
+            // Another live session holds this id, or the Hello is over a limit: retrying
+            // cannot help.
+            Err(s)
+                if matches!(
+                    s.code(),
+                    tonic::Code::AlreadyExists | tonic::Code::InvalidArgument
+                ) =>
+            {
+                return Ok(SessionEnd::Refused(s.message().to_owned()));
+            }
             Err(s) => return Err(format!("session refused: {}", s.message())),
         };
         let welcome = match tokio::time::timeout(Duration::from_secs(10), inbound.message()).await {

@@ -115,6 +115,76 @@ impl GateMode {
     }
 }
 
+/// Most reference-workload steps a run may ask for (`--iterations`, `iterations` on the wire).
+pub const MAX_ITERATIONS: u32 = 10_000_000;
+/// Largest allocation per workload step, in KiB (1 GiB; `--allocation-kb`, `allocation_kb`).
+pub const MAX_ALLOCATION_KB: u32 = 1 << 20;
+/// Longest whole-run deadline, in seconds (7 days; `--deadline-seconds`, `deadline_ms`).
+pub const MAX_DEADLINE_SECONDS: u64 = 7 * 24 * 60 * 60;
+
+/// A number outside the range a run accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("must be from {min} to {max}, got {got}")]
+pub struct OutOfRange {
+    /// Smallest accepted value.
+    pub min: u64,
+    /// Largest accepted value.
+    pub max: u64,
+    /// The value given.
+    pub got: u64,
+}
+
+fn in_range(got: u64, min: u64, max: u64) -> Result<u64, OutOfRange> {
+    if (min..=max).contains(&got) {
+        Ok(got)
+    } else {
+        Err(OutOfRange { min, max, got })
+    }
+}
+
+/// Checks a number of workload steps: 1 to [`MAX_ITERATIONS`].
+pub fn check_iterations(iterations: u32) -> Result<u32, OutOfRange> {
+    in_range(u64::from(iterations), 1, u64::from(MAX_ITERATIONS)).map(|_| iterations)
+}
+
+/// Checks a per-step allocation: 1 to [`MAX_ALLOCATION_KB`] KiB.
+pub fn check_allocation_kb(allocation_kb: u32) -> Result<u32, OutOfRange> {
+    in_range(u64::from(allocation_kb), 1, u64::from(MAX_ALLOCATION_KB)).map(|_| allocation_kb)
+}
+
+/// A whole-run deadline from seconds: 1 to [`MAX_DEADLINE_SECONDS`].
+pub fn deadline_from_seconds(seconds: u64) -> Result<Duration, OutOfRange> {
+    in_range(seconds, 1, MAX_DEADLINE_SECONDS).map(Duration::from_secs)
+}
+
+/// A whole-run deadline from milliseconds: 1 ms to [`MAX_DEADLINE_SECONDS`] seconds.
+pub fn deadline_from_millis(millis: u64) -> Result<Duration, OutOfRange> {
+    in_range(millis, 1, MAX_DEADLINE_SECONDS * 1_000).map(Duration::from_millis)
+}
+
+/// Checks a deadline that is already a [`Duration`] (a run built in code), by the rules of
+/// [`deadline_from_millis`].
+pub fn check_deadline(deadline: Duration) -> Result<Duration, OutOfRange> {
+    let max = Duration::from_secs(MAX_DEADLINE_SECONDS);
+    if !deadline.is_zero() && deadline <= max {
+        return Ok(deadline);
+    }
+    let max_ms = MAX_DEADLINE_SECONDS * 1_000;
+    // Over the maximum by less than a millisecond still reads as over it.
+    let got = if deadline > max {
+        u64::try_from(deadline.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(max_ms + 1)
+    } else {
+        0
+    };
+    Err(OutOfRange {
+        min: 1,
+        max: max_ms,
+        got,
+    })
+}
+
 /// Samples a run of `hours` emits at `interval`: `max(1, round(hours × 3600 / interval))`.
 pub fn soak_sample_count(hours: f64, interval: Duration) -> u64 {
     let samples = (hours * 3600.0 / interval.as_secs_f64()).round();
@@ -549,6 +619,58 @@ mod tests {
     use super::*;
 
     const KNOWN: [&str; 1] = ["gpumemprof_cpu"];
+
+    #[test]
+    fn workload_sizes_and_deadlines_have_documented_bounds() {
+        assert_eq!(check_iterations(1), Ok(1));
+        assert_eq!(check_iterations(MAX_ITERATIONS), Ok(MAX_ITERATIONS));
+        assert_eq!(
+            check_iterations(0).unwrap_err().to_string(),
+            "must be from 1 to 10000000, got 0"
+        );
+        assert_eq!(
+            check_iterations(u32::MAX).unwrap_err().to_string(),
+            "must be from 1 to 10000000, got 4294967295"
+        );
+        assert_eq!(check_allocation_kb(MAX_ALLOCATION_KB), Ok(1_048_576));
+        assert_eq!(
+            check_allocation_kb(u32::MAX).unwrap_err().to_string(),
+            "must be from 1 to 1048576, got 4294967295"
+        );
+        assert!(check_allocation_kb(0).is_err());
+        assert_eq!(
+            deadline_from_seconds(604_800),
+            Ok(Duration::from_secs(604_800))
+        );
+        assert_eq!(
+            deadline_from_seconds(0).unwrap_err().to_string(),
+            "must be from 1 to 604800, got 0"
+        );
+        assert_eq!(
+            deadline_from_seconds(u64::MAX).unwrap_err().to_string(),
+            "must be from 1 to 604800, got 18446744073709551615"
+        );
+        assert_eq!(
+            deadline_from_millis(u64::MAX).unwrap_err().to_string(),
+            "must be from 1 to 604800000, got 18446744073709551615"
+        );
+        assert_eq!(deadline_from_millis(1), Ok(Duration::from_millis(1)));
+        assert!(check_deadline(Duration::MAX).is_err());
+        assert!(check_deadline(Duration::ZERO).is_err());
+        assert!(check_deadline(Duration::from_nanos(1)).is_ok());
+        assert!(check_deadline(Duration::from_secs(MAX_DEADLINE_SECONDS)).is_ok());
+        assert!(
+            check_deadline(Duration::from_secs(MAX_DEADLINE_SECONDS) + Duration::from_millis(1))
+                .is_err()
+        );
+        // Found by the submit_run fuzz target: over by less than a millisecond.
+        assert_eq!(
+            check_deadline(Duration::new(MAX_DEADLINE_SECONDS, 1))
+                .unwrap_err()
+                .to_string(),
+            "must be from 1 to 604800000, got 604800001"
+        );
+    }
 
     #[test]
     fn sample_counts_match_the_profiles() {

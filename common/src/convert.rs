@@ -2,9 +2,12 @@
 //! the edge: everything that arrives is validated here, and an unusable message is a
 //! [`ConvertError`] naming the field.
 
-use fleetgate_proto::v1 as pb;
+use std::collections::HashMap;
 
-use crate::config::{GateMode, Mode, Profile, RuntimeKnobs, WorkloadKind};
+use fleetgate_proto::v1 as pb;
+use prost::Message as _;
+
+use crate::config::{self, GateMode, Mode, Profile, RuntimeKnobs, WorkloadKind};
 use crate::fleet::{GpuFacts, HostFacts, JobUpdate, RuntimeAvailability};
 use crate::report::RuntimeSection;
 
@@ -27,6 +30,236 @@ fn err(field: &'static str, message: impl Into<String>) -> ConvertError {
 
 fn non_empty(text: String) -> Option<String> {
     (!text.is_empty()).then_some(text)
+}
+
+// === Limits on what peers send ===
+//
+// Every string and list a peer sends is bounded here, so what the coordinator keeps per agent
+// and per run is bounded whatever the peer sends; a value over a limit is refused with one line
+// naming the field and the limit.
+
+/// Largest `Hello`, encoded (everything the coordinator keeps about an agent comes from it).
+pub const MAX_HELLO_BYTES: usize = 32 * 1024;
+/// Most labels on an agent (or in a run's label selection).
+pub const MAX_LABELS: usize = 32;
+/// Longest label key, in bytes.
+pub const MAX_LABEL_KEY_BYTES: usize = 64;
+/// Longest label value, in bytes.
+pub const MAX_LABEL_VALUE_BYTES: usize = 256;
+/// Longest host fact, GPU fact, runtime name, hardware class or agent version, in bytes.
+pub const MAX_FACT_BYTES: usize = 256;
+/// Longest "why not" reason (GPU, TensorFlow, runtime unavailable), in bytes.
+pub const MAX_REASON_BYTES: usize = 1024;
+/// Most GPUs in an agent's facts.
+pub const MAX_GPUS: usize = 64;
+/// Most runtimes an agent lists or a run asks for.
+pub const MAX_RUNTIMES: usize = 16;
+/// Most jobs an agent's `Hello` may resume.
+pub const MAX_RESUME_JOBS: usize = 256;
+/// Longest agent or job id, in bytes.
+pub const MAX_ID_BYTES: usize = 128;
+/// Longest path (gate asset names, the overhead scratch root), in bytes.
+pub const MAX_PATH_BYTES: usize = 4096;
+/// Most agent ids a run may select by name.
+pub const MAX_SELECTED_AGENTS: usize = 10_000;
+/// Longest knobs JSON, in bytes.
+pub const MAX_KNOBS_JSON_BYTES: usize = 64 * 1024;
+/// Largest runtime report section an agent may send, as JSON (a real one is a few KiB).
+pub const MAX_SECTION_BYTES: usize = 1 << 20;
+/// Longest failure reason kept from an agent, in bytes; a longer one is cut at this length.
+pub const MAX_FAILURE_REASON_BYTES: usize = 4 * 1024;
+/// Latest job deadline accepted, in milliseconds since the Unix epoch (the end of year 9999).
+pub const MAX_DEADLINE_UNIX_MS: u64 = 253_402_300_799_999;
+
+fn at_most_bytes(field: &'static str, text: &str, max: usize) -> Result<(), ConvertError> {
+    if text.len() > max {
+        Err(err(
+            field,
+            format!("{} bytes, more than the limit of {max}", text.len()),
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+fn at_most_items(
+    field: &'static str,
+    count: usize,
+    max: usize,
+    what: &str,
+) -> Result<(), ConvertError> {
+    if count > max {
+        Err(err(
+            field,
+            format!("{count} {what}, more than the limit of {max}"),
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// A peer's key, quoted for a message: one line, at most 32 characters.
+fn quoted(key: &str) -> String {
+    let mut shown: String = key.chars().take(32).collect();
+    if shown.len() < key.len() {
+        shown.push('…');
+    }
+    format!("\"{}\"", crate::input::one_line(&shown))
+}
+
+/// Checks a label map (an agent's labels, or a run's label selection) against [`MAX_LABELS`],
+/// [`MAX_LABEL_KEY_BYTES`] and [`MAX_LABEL_VALUE_BYTES`]; the first offending key in
+/// sorted order is named.
+pub fn check_labels(
+    field: &'static str,
+    labels: &HashMap<String, String>,
+) -> Result<(), ConvertError> {
+    at_most_items(field, labels.len(), MAX_LABELS, "labels")?;
+    let mut keys: Vec<&String> = labels.keys().collect();
+    keys.sort_unstable();
+    for key in keys {
+        if key.len() > MAX_LABEL_KEY_BYTES {
+            return Err(err(
+                field,
+                format!(
+                    "key {} is {} bytes, more than the limit of {MAX_LABEL_KEY_BYTES}",
+                    quoted(key),
+                    key.len()
+                ),
+            ));
+        }
+        let value = labels.get(key).map_or("", String::as_str);
+        if value.len() > MAX_LABEL_VALUE_BYTES {
+            return Err(err(
+                field,
+                format!(
+                    "value of {} is {} bytes, more than the limit of {MAX_LABEL_VALUE_BYTES}",
+                    quoted(key),
+                    value.len()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks an agent's `Hello` against the limits above, field by field, then as a whole
+/// ([`MAX_HELLO_BYTES`]). Nothing is kept from a `Hello` that fails.
+pub fn check_hello(hello: &pb::Hello) -> Result<(), ConvertError> {
+    at_most_bytes("agent_id", &hello.agent_id, MAX_ID_BYTES)?;
+    at_most_bytes("agent_version", &hello.agent_version, MAX_FACT_BYTES)?;
+    if let Some(f) = &hello.facts {
+        at_most_bytes("facts.hostname", &f.hostname, MAX_FACT_BYTES)?;
+        at_most_bytes("facts.os", &f.os, MAX_FACT_BYTES)?;
+        at_most_bytes("facts.kernel", &f.kernel, MAX_FACT_BYTES)?;
+        at_most_bytes("facts.cpu_model", &f.cpu_model, MAX_FACT_BYTES)?;
+        at_most_bytes(
+            "facts.gpu_unavailable_reason",
+            &f.gpu_unavailable_reason,
+            MAX_REASON_BYTES,
+        )?;
+        at_most_bytes(
+            "facts.tensorflow_unavailable_reason",
+            &f.tensorflow_unavailable_reason,
+            MAX_REASON_BYTES,
+        )?;
+        at_most_items("facts.gpus", f.gpus.len(), MAX_GPUS, "GPUs")?;
+        for g in &f.gpus {
+            at_most_bytes("facts.gpus.name", &g.name, MAX_FACT_BYTES)?;
+            at_most_bytes("facts.gpus.uuid", &g.uuid, MAX_FACT_BYTES)?;
+            at_most_bytes("facts.gpus.pci_bus_id", &g.pci_bus_id, MAX_FACT_BYTES)?;
+            at_most_bytes(
+                "facts.gpus.driver_version",
+                &g.driver_version,
+                MAX_FACT_BYTES,
+            )?;
+            at_most_bytes(
+                "facts.gpus.cuda_driver_version",
+                &g.cuda_driver_version,
+                MAX_FACT_BYTES,
+            )?;
+        }
+    }
+    at_most_items("runtimes", hello.runtimes.len(), MAX_RUNTIMES, "runtimes")?;
+    for r in &hello.runtimes {
+        at_most_bytes("runtimes.runtime", &r.runtime, MAX_FACT_BYTES)?;
+        at_most_bytes(
+            "runtimes.unavailable_reason",
+            &r.unavailable_reason,
+            MAX_REASON_BYTES,
+        )?;
+    }
+    check_labels("labels", &hello.labels)?;
+    at_most_bytes("hardware_class", &hello.hardware_class, MAX_FACT_BYTES)?;
+    at_most_items("jobs", hello.jobs.len(), MAX_RESUME_JOBS, "jobs")?;
+    for j in &hello.jobs {
+        at_most_bytes("jobs.job_id", &j.job_id, MAX_ID_BYTES)?;
+    }
+    let size = hello.encoded_len();
+    if size > MAX_HELLO_BYTES {
+        return Err(err(
+            "hello",
+            format!("{size} bytes, more than the limit of {MAX_HELLO_BYTES}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks the sizes and bounds of a `SubmitRunRequest` before anything is built from it:
+/// `deadline_ms` (0: the coordinator's default), `iterations`, `allocation_kb`, and every
+/// string and list. The gate assets and knobs are checked further when they are parsed.
+pub fn check_submit_run(r: &pb::SubmitRunRequest) -> Result<(), ConvertError> {
+    if r.deadline_ms != 0 {
+        config::deadline_from_millis(r.deadline_ms)
+            .map_err(|e| err("deadline_ms", format!("{e} (0: the coordinator's default)")))?;
+    }
+    config::check_iterations(r.iterations).map_err(|e| err("iterations", e.to_string()))?;
+    config::check_allocation_kb(r.allocation_kb)
+        .map_err(|e| err("allocation_kb", e.to_string()))?;
+    at_most_items("runtimes", r.runtimes.len(), MAX_RUNTIMES, "runtimes")?;
+    for runtime in &r.runtimes {
+        at_most_bytes("runtimes", runtime, MAX_FACT_BYTES)?;
+    }
+    at_most_items(
+        "agent_ids",
+        r.agent_ids.len(),
+        MAX_SELECTED_AGENTS,
+        "agent ids",
+    )?;
+    for id in &r.agent_ids {
+        at_most_bytes("agent_ids", id, MAX_ID_BYTES)?;
+    }
+    check_labels("labels", &r.labels)?;
+    at_most_bytes("hardware_class", &r.hardware_class, MAX_FACT_BYTES)?;
+    at_most_bytes("workload", &r.workload, MAX_FACT_BYTES)?;
+    at_most_bytes(
+        "overhead_scratch_root",
+        &r.overhead_scratch_root,
+        MAX_PATH_BYTES,
+    )?;
+    at_most_bytes("budgets_path", &r.budgets_path, MAX_PATH_BYTES)?;
+    at_most_bytes("baseline_path", &r.baseline_path, MAX_PATH_BYTES)?;
+    at_most_bytes("tolerances_path", &r.tolerances_path, MAX_PATH_BYTES)?;
+    let asset_max = usize::try_from(crate::input::MAX_INPUT_BYTES).unwrap_or(usize::MAX);
+    at_most_bytes("budgets_json", &r.budgets_json, asset_max)?;
+    at_most_bytes("baseline_json", &r.baseline_json, asset_max)?;
+    at_most_bytes("tolerances_json", &r.tolerances_json, asset_max)?;
+    at_most_bytes("knobs_json", &r.knobs_json, MAX_KNOBS_JSON_BYTES)?;
+    Ok(())
+}
+
+/// `text` cut to at most `max` bytes at a character boundary, marked with `…` when cut.
+fn truncated(mut text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push('…');
+    text
 }
 
 impl From<&HostFacts> for pb::HostFacts {
@@ -240,9 +473,29 @@ impl TryFrom<pb::JobSpec> for JobRequest {
         if j.job_id.is_empty() {
             return Err(err("job_id", "must not be empty"));
         }
+        at_most_bytes("job_id", &j.job_id, MAX_ID_BYTES)?;
         if j.runtime.is_empty() {
             return Err(err("runtime", "must not be empty"));
         }
+        at_most_bytes("runtime", &j.runtime, MAX_FACT_BYTES)?;
+        config::check_iterations(j.iterations).map_err(|e| err("iterations", e.to_string()))?;
+        config::check_allocation_kb(j.allocation_kb)
+            .map_err(|e| err("allocation_kb", e.to_string()))?;
+        if j.deadline_unix_ms > MAX_DEADLINE_UNIX_MS {
+            return Err(err(
+                "deadline_unix_ms",
+                format!(
+                    "must be at most {MAX_DEADLINE_UNIX_MS} (the end of year 9999), got {}",
+                    j.deadline_unix_ms
+                ),
+            ));
+        }
+        at_most_bytes(
+            "overhead_scratch_root",
+            &j.overhead_scratch_root,
+            MAX_PATH_BYTES,
+        )?;
+        at_most_bytes("knobs_json", &j.knobs_json, MAX_KNOBS_JSON_BYTES)?;
         let knobs = if j.knobs_json.is_empty() {
             RuntimeKnobs::default()
         } else {
@@ -336,6 +589,7 @@ pub fn job_update_from_pb(event: pb::JobEvent) -> Result<JobUpdate, ConvertError
             rss_bytes: c.rss_bytes,
         },
         Body::Report(r) => {
+            at_most_bytes("report.section_json", &r.section_json, MAX_SECTION_BYTES)?;
             // From the network: the same defensive reading as an operator's file.
             let section: RuntimeSection = crate::input::parse_json(r.section_json.as_bytes())
                 .and_then(|v| serde_json::from_value(v).map_err(|e| e.to_string()))
@@ -346,7 +600,7 @@ pub fn job_update_from_pb(event: pb::JobEvent) -> Result<JobUpdate, ConvertError
         }
         Body::Failed(f) => JobUpdate::Failed {
             phase: phase_from_pb(f.phase).to_owned(),
-            reason: f.reason,
+            reason: truncated(f.reason, MAX_FAILURE_REASON_BYTES),
         },
     })
 }
@@ -415,6 +669,218 @@ mod tests {
             job_update_from_pb(zero).unwrap_err().field,
             "report.section_json"
         );
+    }
+
+    fn label_map(n: usize, key_len: usize, value_len: usize) -> HashMap<String, String> {
+        (0..n)
+            .map(|i| {
+                let key = format!("{i:02}{}", "k".repeat(key_len.saturating_sub(2)));
+                (key, "v".repeat(value_len))
+            })
+            .collect()
+    }
+
+    fn big_hello() -> pb::Hello {
+        pb::Hello {
+            agent_id: "a1".into(),
+            protocol_version: 1,
+            facts: Some(pb::HostFacts {
+                hostname: "h".repeat(MAX_FACT_BYTES),
+                tensorflow_unavailable_reason: "r".repeat(MAX_REASON_BYTES),
+                gpus: vec![
+                    pb::GpuFacts {
+                        name: "g".repeat(MAX_FACT_BYTES),
+                        ..pb::GpuFacts::default()
+                    };
+                    8
+                ],
+                ..pb::HostFacts::default()
+            }),
+            labels: label_map(MAX_LABELS, MAX_LABEL_KEY_BYTES, MAX_LABEL_VALUE_BYTES),
+            jobs: vec![
+                pb::JobResume {
+                    job_id: "j".repeat(MAX_ID_BYTES),
+                    ..pb::JobResume::default()
+                };
+                20
+            ],
+            ..pb::Hello::default()
+        }
+    }
+
+    #[test]
+    fn a_hello_at_every_limit_passes_and_one_over_any_is_refused_naming_it() {
+        let hello = big_hello();
+        assert_eq!(check_hello(&hello), Ok(()));
+        let refused = |f: &dyn Fn(&mut pb::Hello)| {
+            let mut h = big_hello();
+            f(&mut h);
+            check_hello(&h).unwrap_err().to_string()
+        };
+        assert_eq!(
+            refused(&|h| h.labels = label_map(MAX_LABELS + 1, 4, 4)),
+            "labels: 33 labels, more than the limit of 32"
+        );
+        assert_eq!(
+            refused(&|h| {
+                h.labels
+                    .insert(format!("zz\n{}", "x".repeat(70)), "v".into());
+                h.labels.remove(&h.labels.keys().min().unwrap().clone());
+            }),
+            "labels: key \"zz\\nxxxxxxxxxxxxxxxxxxxxxxxxxxxxx…\" is 73 bytes, more than the limit of 64"
+        );
+        assert_eq!(
+            refused(&|h| {
+                let first = h.labels.keys().min().unwrap().clone();
+                h.labels.insert(first, "v".repeat(257));
+            }),
+            format!(
+                "labels: value of \"00{}…\" is 257 bytes, more than the limit of 256",
+                "k".repeat(30)
+            )
+        );
+        assert_eq!(
+            refused(&|h| h.facts.as_mut().unwrap().hostname.push('h')),
+            "facts.hostname: 257 bytes, more than the limit of 256"
+        );
+        assert_eq!(
+            refused(&|h| {
+                let facts = h.facts.as_mut().unwrap();
+                facts.gpus = vec![pb::GpuFacts::default(); MAX_GPUS + 1];
+            }),
+            "facts.gpus: 65 GPUs, more than the limit of 64"
+        );
+        assert_eq!(
+            refused(&|h| h.jobs = vec![pb::JobResume::default(); MAX_RESUME_JOBS + 1]),
+            "jobs: 257 jobs, more than the limit of 256"
+        );
+        assert_eq!(
+            refused(&|h| h.runtimes = vec![pb::RuntimeAvailability::default(); MAX_RUNTIMES + 1]),
+            "runtimes: 17 runtimes, more than the limit of 16"
+        );
+        // Every field within its own limit, but too much together.
+        let whole = refused(&|h| {
+            h.runtimes = vec![
+                pb::RuntimeAvailability {
+                    runtime: "r".repeat(MAX_FACT_BYTES),
+                    available: false,
+                    unavailable_reason: "x".repeat(MAX_REASON_BYTES),
+                };
+                MAX_RUNTIMES
+            ];
+        });
+        assert!(
+            whole.starts_with("hello: ") && whole.ends_with(" bytes, more than the limit of 32768"),
+            "{whole}"
+        );
+    }
+
+    #[test]
+    fn a_submitted_run_is_bounded_before_anything_is_built_from_it() {
+        let ok = pb::SubmitRunRequest {
+            iterations: 5_000,
+            allocation_kb: 512,
+            runtimes: vec!["gpumemprof_cpu".into()],
+            ..pb::SubmitRunRequest::default()
+        };
+        assert_eq!(check_submit_run(&ok), Ok(()));
+        let refused = |f: &dyn Fn(&mut pb::SubmitRunRequest)| {
+            let mut r = ok.clone();
+            f(&mut r);
+            check_submit_run(&r).unwrap_err().to_string()
+        };
+        assert_eq!(
+            refused(&|r| r.deadline_ms = u64::MAX),
+            "deadline_ms: must be from 1 to 604800000, got 18446744073709551615 (0: the coordinator's default)"
+        );
+        assert_eq!(
+            refused(&|r| r.deadline_ms = 604_800_001),
+            "deadline_ms: must be from 1 to 604800000, got 604800001 (0: the coordinator's default)"
+        );
+        assert_eq!(
+            refused(&|r| r.iterations = 0),
+            "iterations: must be from 1 to 10000000, got 0"
+        );
+        assert_eq!(
+            refused(&|r| r.allocation_kb = u32::MAX),
+            "allocation_kb: must be from 1 to 1048576, got 4294967295"
+        );
+        assert_eq!(
+            refused(&|r| r.overhead_scratch_root = "/".repeat(MAX_PATH_BYTES + 1)),
+            "overhead_scratch_root: 4097 bytes, more than the limit of 4096"
+        );
+        assert_eq!(
+            refused(&|r| r.labels = label_map(MAX_LABELS + 1, 2, 2)),
+            "labels: 33 labels, more than the limit of 32"
+        );
+        assert_eq!(
+            refused(&|r| r.budgets_json = " ".repeat((4 << 20) + 1)),
+            "budgets_json: 4194305 bytes, more than the limit of 4194304"
+        );
+        let mut max = ok.clone();
+        max.deadline_ms = 604_800_000;
+        max.iterations = config::MAX_ITERATIONS;
+        max.allocation_kb = config::MAX_ALLOCATION_KB;
+        assert_eq!(check_submit_run(&max), Ok(()));
+    }
+
+    #[test]
+    fn a_job_out_of_bounds_is_refused_and_long_agent_text_is_bounded() {
+        let job = pb::JobSpec {
+            job_id: "j1".into(),
+            runtime: "gpumemprof_cpu".into(),
+            profile: pb::Profile::Pr as i32,
+            mode: pb::Mode::Soak as i32,
+            iterations: 1,
+            allocation_kb: 1,
+            deadline_unix_ms: MAX_DEADLINE_UNIX_MS,
+            ..pb::JobSpec::default()
+        };
+        assert!(JobRequest::try_from(job.clone()).is_ok());
+        let field = |f: &dyn Fn(&mut pb::JobSpec)| {
+            let mut j = job.clone();
+            f(&mut j);
+            JobRequest::try_from(j).unwrap_err().to_string()
+        };
+        assert_eq!(
+            field(&|j| j.allocation_kb = u32::MAX),
+            "allocation_kb: must be from 1 to 1048576, got 4294967295"
+        );
+        assert_eq!(
+            field(&|j| j.iterations = 0),
+            "iterations: must be from 1 to 10000000, got 0"
+        );
+        assert_eq!(
+            field(&|j| j.deadline_unix_ms = u64::MAX),
+            "deadline_unix_ms: must be at most 253402300799999 (the end of year 9999), got 18446744073709551615"
+        );
+
+        let report = pb::JobEvent {
+            job_id: "j1".into(),
+            sequence: 2,
+            body: Some(pb::job_event::Body::Report(pb::RuntimeReport {
+                section_json: " ".repeat(MAX_SECTION_BYTES + 1),
+            })),
+        };
+        assert_eq!(
+            job_update_from_pb(report).unwrap_err().to_string(),
+            "report.section_json: 1048577 bytes, more than the limit of 1048576"
+        );
+        let failed = pb::JobEvent {
+            job_id: "j1".into(),
+            sequence: 2,
+            body: Some(pb::job_event::Body::Failed(pb::JobFailed {
+                phase: 0,
+                reason: "é".repeat(MAX_FAILURE_REASON_BYTES),
+            })),
+        };
+        match job_update_from_pb(failed).unwrap() {
+            JobUpdate::Failed { reason, .. } => {
+                assert!(reason.len() <= MAX_FAILURE_REASON_BYTES, "{}", reason.len());
+                assert!(reason.ends_with('…'));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -24,8 +24,18 @@ use crate::service;
 /// Extra time past the run's deadline before the client gives up on a silent coordinator.
 const REPORT_GRACE: Duration = Duration::from_secs(60);
 
-/// How long a unary call (listing agents) may take.
+/// How long a unary call (a page of agents) may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Agents asked for per page (a page is also bounded by the reply size).
+const AGENTS_PER_PAGE: u32 = 500;
+
+/// The client's deadline for a run `left` from now: the run's deadline plus the grace, never
+/// past the longest deadline a run may have (so no arithmetic can overflow).
+fn give_up_at(left: Duration) -> tokio::time::Instant {
+    let longest = Duration::from_secs(fleetgate_common::config::MAX_DEADLINE_SECONDS);
+    tokio::time::Instant::now() + left.min(longest) + REPORT_GRACE
+}
 
 async fn connect(link: &CoordinatorLink) -> Result<Channel, RunError> {
     let url = &link.url;
@@ -115,9 +125,7 @@ pub async fn submit(
         .map_err(|s| status_error(url, &s))?
         .into_inner();
     // Until the run is accepted its deadline is unknown: wait at most the request's own.
-    let mut give_up = tokio::time::Instant::now()
-        + spec.deadline.unwrap_or(Duration::from_secs(3 * 60 * 60))
-        + REPORT_GRACE;
+    let mut give_up = give_up_at(spec.deadline.unwrap_or(Duration::from_secs(3 * 60 * 60)));
     loop {
         let message = tokio::time::timeout_at(give_up, stream.message())
             .await
@@ -142,7 +150,7 @@ pub async fn submit(
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_millis() as u64);
                 let left = Duration::from_millis(accepted.deadline_unix_ms.saturating_sub(now));
-                give_up = tokio::time::Instant::now() + left + REPORT_GRACE;
+                give_up = give_up_at(left);
             }
             Some(pb::run_event::Body::ReportJson(json)) => {
                 return serde_json::from_str(&json).map_err(|e| {
@@ -154,19 +162,40 @@ pub async fn submit(
     }
 }
 
-/// Lists the agents a coordinator knows.
+/// Lists the agents a coordinator knows, in agent-id order, a page at a time.
 pub async fn list_agents(
     link: &CoordinatorLink,
     token: Option<&Token>,
 ) -> Result<Vec<pb::AgentSummary>, RunError> {
-    let mut client = run_client(link, token).await?;
-    let mut request = tonic::Request::new(pb::ListAgentsRequest {});
-    request.set_timeout(CALL_TIMEOUT);
-    client
-        .list_agents(request)
-        .await
-        .map(|r| r.into_inner().agents)
-        .map_err(|s| status_error(&link.url, &s))
+    let mut client = run_client(link, token)
+        .await?
+        .max_decoding_message_size(service::MAX_MESSAGE_BYTES);
+    let mut agents = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let mut request = tonic::Request::new(pb::ListAgentsRequest {
+            page_token: page_token.clone(),
+            page_size: AGENTS_PER_PAGE,
+        });
+        request.set_timeout(CALL_TIMEOUT);
+        let page = client
+            .list_agents(request)
+            .await
+            .map_err(|s| status_error(&link.url, &s))?
+            .into_inner();
+        agents.extend(page.agents);
+        if page.next_page_token.is_empty() {
+            return Ok(agents);
+        }
+        // Tokens are agent ids in increasing order; anything else would never end.
+        if page.next_page_token <= page_token {
+            return Err(RunError::Internal(format!(
+                "the coordinator at {} sent the agent list out of order",
+                link.url
+            )));
+        }
+        page_token = page.next_page_token;
+    }
 }
 
 /// What the embedded default needs to start its local agent.

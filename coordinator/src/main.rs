@@ -78,10 +78,10 @@ struct RunArgs {
     /// Gate: absolute budgets, or a baseline plus tolerances.
     #[arg(long, value_enum, default_value = "budget")]
     gate_mode: GateMode,
-    /// Reference workload steps.
+    /// Reference workload steps (1 to 10000000).
     #[arg(long, default_value_t = 5_000)]
     iterations: u32,
-    /// KiB allocated per workload step.
+    /// KiB allocated per workload step (1 to 1048576, i.e. 1 GiB).
     #[arg(long, default_value_t = 512)]
     allocation_kb: u32,
     /// Overhead workload: the reference allocation churn, or (for the TensorFlow runtimes)
@@ -131,7 +131,8 @@ struct RunArgs {
     /// Refuse the run (exit 6) unless at least this many agents match.
     #[arg(long, default_value_t = 1)]
     min_agents: u32,
-    /// Whole-run deadline in seconds (default: 30 min for pr, 2 h for nightly).
+    /// Whole-run deadline in seconds, 1 to 604800 (7 days) [default: 30 min for pr, 2 h for
+    /// nightly].
     #[arg(long)]
     deadline_seconds: Option<u64>,
     /// Tuning knobs file: a JSON object mapping each runtime to an object of knob values.
@@ -172,9 +173,30 @@ struct ServeArgs {
     /// Most agent ids this coordinator keeps; a new agent beyond it is refused.
     #[arg(long, default_value_t = 1_000)]
     max_agents: usize,
+    /// Seconds a lost or disconnected agent is kept after its last message before it is
+    /// forgotten (unless a run in progress includes it).
+    #[arg(long, default_value_t = 3_600)]
+    lost_agent_ttl_seconds: u64,
     /// Most runs in progress at once; a submission beyond it is refused (exit 6).
     #[arg(long, default_value_t = 8)]
     max_runs: usize,
+    /// Most finished runs whose reports are kept for `GetReport` (oldest dropped first).
+    #[arg(long, default_value_t = 100)]
+    max_finished_runs: usize,
+    /// Seconds a finished run's report is kept.
+    #[arg(long, default_value_t = 86_400)]
+    finished_run_ttl_seconds: u64,
+    /// Most MiB of finished reports kept (oldest dropped first; the newest is always kept).
+    #[arg(long, default_value_t = 64)]
+    max_finished_report_mib: usize,
+    /// Seconds a new connection has to make its first call (TLS handshake and HTTP/2 preface
+    /// included) before it is closed, 1 to 3600.
+    #[arg(long, default_value_t = 10)]
+    connection_setup_seconds: u64,
+    /// Seconds a connection may stay open with no call in progress before it is closed, 1 to
+    /// 86400.
+    #[arg(long, default_value_t = 60)]
+    connection_idle_seconds: u64,
     /// Sustained messages per second one agent may send (ten seconds' worth in a burst); an
     /// agent over it has its session closed and reconnects.
     #[arg(long, default_value_t = 1_000)]
@@ -485,6 +507,18 @@ fn json_bytes(value: &impl serde::Serialize) -> Result<Vec<u8>, RunError> {
     Ok(json)
 }
 
+/// The run's numbers within their documented bounds (a usage error naming the flag).
+fn check_bounds(args: &RunArgs) -> Result<(), RunError> {
+    use fleetgate_common::config;
+    let usage = |flag: &str, e: config::OutOfRange| RunError::Usage(format!("{flag}: {e}"));
+    if let Some(seconds) = args.deadline_seconds {
+        config::deadline_from_seconds(seconds).map_err(|e| usage("--deadline-seconds", e))?;
+    }
+    config::check_iterations(args.iterations).map_err(|e| usage("--iterations", e))?;
+    config::check_allocation_kb(args.allocation_kb).map_err(|e| usage("--allocation-kb", e))?;
+    Ok(())
+}
+
 /// This host's agent id: its name, made safe for file names.
 fn local_agent_id() -> String {
     let name: String = fleetgate_agent::runtime::host_name()
@@ -519,6 +553,7 @@ async fn run(args: RunArgs) -> Result<i32, RunError> {
         }
         None => None,
     };
+    check_bounds(&args)?;
     // Then the outputs, before any gate asset is read: nothing is worth running whose report
     // cannot be written.
     check_outputs(&args)?;
@@ -655,11 +690,19 @@ async fn serve_command(args: ServeArgs) -> i32 {
     };
     let shutdown = tokio_util::sync::CancellationToken::new();
     let settings = CoordinatorSettings {
-        heartbeat_interval: Duration::from_millis(args.heartbeat_ms.max(50)),
+        heartbeat_interval: Duration::from_millis(args.heartbeat_ms.clamp(50, 3_600_000)),
         agent_token,
         client_token,
         max_agents: args.max_agents.max(1),
+        lost_agent_ttl: Duration::from_secs(args.lost_agent_ttl_seconds),
         max_runs: args.max_runs.max(1),
+        max_finished_runs: args.max_finished_runs.max(1),
+        finished_run_ttl: Duration::from_secs(args.finished_run_ttl_seconds),
+        max_finished_report_bytes: args.max_finished_report_mib.clamp(1, 1 << 20) << 20,
+        connection_setup_timeout: Duration::from_secs(
+            args.connection_setup_seconds.clamp(1, 3_600),
+        ),
+        connection_idle_timeout: Duration::from_secs(args.connection_idle_seconds.clamp(1, 86_400)),
         agent_messages_per_second: args.agent_messages_per_second.max(1),
         max_message_bytes: args.max_message_mib.clamp(1, 1024) << 20,
         tls,

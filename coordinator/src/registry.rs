@@ -1,12 +1,17 @@
 //! The coordinator's state, owned by one task (the registry actor): agents, runs and jobs.
 //! gRPC handlers talk to it through a [`RegistryHandle`]; nothing else touches the state, so
-//! there are no locks. A sweep expires agents that stopped heartbeating (3 × the interval) and
-//! ends runs whose deadline passed.
+//! there are no locks. A sweep expires agents that stopped heartbeating (3 × the interval),
+//! forgets lost agents after their time-to-live, ends runs whose deadline passed and drops
+//! finished runs past their count, age or size limits. Everything kept is bounded: an agent by
+//! the `Hello` limits of [`fleetgate_common::convert`], a finished run by its report.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::SocketAddr;
+use std::ops::Bound;
 use std::time::Duration;
 
 use fleetgate_common::auth::Token;
+use fleetgate_common::config;
 use fleetgate_common::convert::{self, JobRequest};
 use fleetgate_common::fleet::{
     HostFacts, JobStatus, JobSummary, JobUpdate, RuntimeAvailability, derive_hardware_class,
@@ -14,6 +19,7 @@ use fleetgate_common::fleet::{
 use fleetgate_common::report::RuntimeSection;
 use fleetgate_common::tls::ServerTls;
 use fleetgate_proto::v1 as pb;
+use prost::Message as _;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -24,6 +30,17 @@ use crate::plan::{self, RunError, RunPlan, RunSpec};
 
 /// The protocol version the coordinator speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Largest message the coordinator sends a client (a report, a page of agents), and the most
+/// the CLI accepts: a reply that would be larger is not built (a report says so instead, the
+/// agent list is paged).
+pub const MAX_REPLY_BYTES: usize = 64 * 1024 * 1024;
+
+/// Most agents in one page of `ListAgents`.
+pub const MAX_PAGE_AGENTS: u32 = 1_000;
+
+/// Most ids of dropped finished runs remembered, so a fetch of one says it was dropped.
+const MAX_FORGOTTEN_RUNS: usize = 10_000;
 
 /// Coordinator timing.
 #[derive(Debug, Clone)]
@@ -42,8 +59,22 @@ pub struct CoordinatorSettings {
     pub client_token: Option<Token>,
     /// Most agent ids the coordinator keeps; a new id beyond it is refused.
     pub max_agents: usize,
+    /// How long a lost (or disconnected) agent is kept after its last message; then it is
+    /// forgotten, unless a run in progress includes it.
+    pub lost_agent_ttl: Duration,
     /// Most runs in progress at once; a submission beyond it is refused.
     pub max_runs: usize,
+    /// Most finished runs whose reports are kept (the oldest is dropped first).
+    pub max_finished_runs: usize,
+    /// How long a finished run's report is kept.
+    pub finished_run_ttl: Duration,
+    /// Most bytes of finished reports kept (the newest report is kept whatever its size).
+    pub max_finished_report_bytes: usize,
+    /// Time a new connection has to make its first gRPC request (TLS handshake and HTTP/2
+    /// preface included) before it is closed.
+    pub connection_setup_timeout: Duration,
+    /// Time a connection may stay open with no call in progress before it is closed.
+    pub connection_idle_timeout: Duration,
     /// Sustained messages per second one agent session may send (bursts of ten seconds' worth
     /// pass); a session over it is closed.
     pub agent_messages_per_second: u32,
@@ -63,7 +94,13 @@ impl Default for CoordinatorSettings {
             agent_token: None,
             client_token: None,
             max_agents: 1_000,
+            lost_agent_ttl: Duration::from_secs(60 * 60),
             max_runs: 8,
+            max_finished_runs: 100,
+            finished_run_ttl: Duration::from_secs(24 * 60 * 60),
+            max_finished_report_bytes: 64 * 1024 * 1024,
+            connection_setup_timeout: Duration::from_secs(10),
+            connection_idle_timeout: Duration::from_secs(60),
             agent_messages_per_second: 1_000,
             max_message_bytes: 16 * 1024 * 1024,
             tls: None,
@@ -83,6 +120,8 @@ pub enum Command {
         hello: pb::Hello,
         /// Its outbound stream.
         outbound: Outbound,
+        /// The address the session comes from.
+        peer: Option<SocketAddr>,
         /// Connection id, or why it was refused.
         reply: oneshot::Sender<Result<u64, Status>>,
     },
@@ -111,17 +150,21 @@ pub enum Command {
         /// The run id, or why it was refused.
         reply: oneshot::Sender<Result<String, Status>>,
     },
-    /// List agents.
+    /// List agents, a page at a time (in agent-id order).
     ListAgents {
-        /// The answer.
-        reply: oneshot::Sender<Vec<pb::AgentSummary>>,
+        /// The last agent id of the previous page (empty: from the first).
+        page_token: String,
+        /// Most agents in the page (0: [`MAX_PAGE_AGENTS`]).
+        page_size: u32,
+        /// The page.
+        reply: oneshot::Sender<pb::ListAgentsResponse>,
     },
     /// A finished run's report.
     GetReport {
         /// Run id.
         run_id: String,
-        /// The report JSON, if the run is known and finished.
-        reply: oneshot::Sender<Option<String>>,
+        /// The report JSON, or why there is none (unknown, unfinished, dropped, too large).
+        reply: oneshot::Sender<Result<String, Status>>,
     },
 }
 
@@ -160,6 +203,10 @@ pub fn spawn(settings: CoordinatorSettings, shutdown: CancellationToken) -> Regi
         agents: BTreeMap::new(),
         jobs: BTreeMap::new(),
         runs: BTreeMap::new(),
+        finished: BTreeMap::new(),
+        finished_order: VecDeque::new(),
+        finished_bytes: 0,
+        forgotten: VecDeque::new(),
         next_conn: 1,
         next_run: 1,
     };
@@ -183,6 +230,8 @@ struct AgentEntry {
     last_seen: Instant,
     last_seen_unix_ms: u64,
     conn: Option<(u64, Outbound)>,
+    /// Where the latest session came from.
+    peer: Option<SocketAddr>,
 }
 
 #[derive(Debug)]
@@ -210,6 +259,7 @@ impl JobEntry {
     }
 }
 
+/// A run in progress.
 #[derive(Debug)]
 struct RunEntry {
     plan: RunPlan,
@@ -217,14 +267,38 @@ struct RunEntry {
     jobs: Vec<String>,
     deadline: Instant,
     events: RunEvents,
-    report: Option<String>,
+}
+
+/// A finished run: only its report is kept (its plan, inputs and jobs are dropped).
+#[derive(Debug)]
+struct FinishedRun {
+    /// The report JSON, or why it could not be sent (too large for a reply).
+    report: Result<String, String>,
+    finished: Instant,
+}
+
+impl FinishedRun {
+    fn bytes(&self) -> usize {
+        match &self.report {
+            Ok(json) => json.len(),
+            Err(reason) => reason.len(),
+        }
+    }
 }
 
 struct Registry {
     settings: CoordinatorSettings,
     agents: BTreeMap<String, AgentEntry>,
     jobs: BTreeMap<String, JobEntry>,
+    /// Runs in progress.
     runs: BTreeMap<String, RunEntry>,
+    /// Finished runs kept, and their ids oldest first.
+    finished: BTreeMap<String, FinishedRun>,
+    finished_order: VecDeque<String>,
+    /// Bytes of the kept reports.
+    finished_bytes: usize,
+    /// Ids of finished runs dropped, oldest first (at most [`MAX_FORGOTTEN_RUNS`]).
+    forgotten: VecDeque<String>,
     next_conn: u64,
     next_run: u64,
 }
@@ -239,6 +313,10 @@ fn coordinator_message(
     body: pb::coordinator_message::Body,
 ) -> Result<pb::CoordinatorMessage, Status> {
     Ok(pb::CoordinatorMessage { body: Some(body) })
+}
+
+fn shown(peer: Option<SocketAddr>) -> String {
+    peer.map_or_else(|| "an unknown address".to_owned(), |a| a.to_string())
 }
 
 fn run_status(e: RunError) -> Status {
@@ -266,13 +344,11 @@ impl Registry {
         }
         // Runs still open get a clear failure rather than a silent close.
         for (run_id, run) in &self.runs {
-            if run.report.is_none() {
-                run.events
-                    .try_send(Err(Status::unavailable(format!(
-                        "the coordinator shut down before run {run_id} finished"
-                    ))))
-                    .ok();
-            }
+            run.events
+                .try_send(Err(Status::unavailable(format!(
+                    "the coordinator shut down before run {run_id} finished"
+                ))))
+                .ok();
         }
     }
 
@@ -281,9 +357,10 @@ impl Registry {
             Command::Connect {
                 hello,
                 outbound,
+                peer,
                 reply,
             } => {
-                let result = self.connect(hello, outbound);
+                let result = self.connect(hello, outbound, peer);
                 reply.send(result).ok();
             }
             Command::FromAgent {
@@ -307,18 +384,30 @@ impl Registry {
                 let result = self.submit(*spec, events);
                 reply.send(result).ok();
             }
-            Command::ListAgents { reply } => {
-                reply.send(self.list_agents()).ok();
+            Command::ListAgents {
+                page_token,
+                page_size,
+                reply,
+            } => {
+                reply.send(self.list_agents(&page_token, page_size)).ok();
             }
             Command::GetReport { run_id, reply } => {
-                reply
-                    .send(self.runs.get(&run_id).and_then(|r| r.report.clone()))
-                    .ok();
+                reply.send(self.report(&run_id)).ok();
             }
         }
     }
 
-    fn connect(&mut self, hello: pb::Hello, outbound: Outbound) -> Result<u64, Status> {
+    /// Silence after which an agent is lost (and its session may be replaced).
+    fn expiry(&self) -> Duration {
+        self.settings.heartbeat_interval.saturating_mul(3)
+    }
+
+    fn connect(
+        &mut self,
+        hello: pb::Hello,
+        outbound: Outbound,
+        peer: Option<SocketAddr>,
+    ) -> Result<u64, Status> {
         if hello.protocol_version != PROTOCOL_VERSION {
             return Err(Status::failed_precondition(format!(
                 "protocol version {} is not supported (this coordinator speaks {PROTOCOL_VERSION})",
@@ -331,11 +420,32 @@ impl Registry {
                 "agent_id must be 1-128 characters of letters, digits, '-', '_' or '.'",
             ));
         }
+        if let Err(e) = convert::check_hello(&hello) {
+            tracing::warn!(agent_id = %agent_id, peer = %shown(peer), error = %e, "Agent refused: its Hello is over a limit.");
+            return Err(Status::invalid_argument(e.to_string()));
+        }
+        // One live session per id: a second one (a cloned host with the same id) is refused,
+        // so neither takes the other's session over. A session silent past the heartbeat
+        // expiry, or whose stream is gone, is no longer live and may be replaced.
+        let now = Instant::now();
+        if let Some(existing) = self.agents.get(&agent_id)
+            && let Some((_, current)) = &existing.conn
+        {
+            let holder = shown(existing.peer);
+            if now.duration_since(existing.last_seen) <= self.expiry() && !current.is_closed() {
+                tracing::warn!(agent_id = %agent_id, peer = %shown(peer), holder = %holder, "Agent refused: its id already has a live session from another peer.");
+                return Err(Status::already_exists(format!(
+                    "agent id {agent_id} already has a live session from {holder} (two agents with one id? give each its own --agent-id)"
+                )));
+            }
+            tracing::info!(agent_id = %agent_id, peer = %shown(peer), previous = %holder, "Agent session replaces one that went silent.");
+        }
         if !self.agents.contains_key(&agent_id) && self.agents.len() >= self.settings.max_agents {
             tracing::warn!(agent_id = %agent_id, "Agent refused: the coordinator is at its agent limit.");
             return Err(Status::resource_exhausted(format!(
-                "this coordinator already knows {} agents, its limit (--max-agents)",
-                self.agents.len()
+                "this coordinator already knows {} agents, its limit (--max-agents); a lost agent is forgotten {} s after its last message (--lost-agent-ttl-seconds)",
+                self.agents.len(),
+                self.settings.lost_agent_ttl.as_secs()
             )));
         }
         let facts = HostFacts::from(hello.facts.unwrap_or_default());
@@ -406,9 +516,10 @@ impl Registry {
                 labels: hello.labels.into_iter().collect(),
                 hardware_class,
                 state: AgentState::Connected,
-                last_seen: Instant::now(),
+                last_seen: now,
                 last_seen_unix_ms: unix_ms(),
                 conn: Some((conn, outbound.clone())),
+                peer,
             },
         );
         tracing::info!(agent_id = %agent_id, conn, rejoined = was_lost, "Agent registered.");
@@ -500,8 +611,12 @@ impl Registry {
         let update = match convert::job_update_from_pb(event) {
             Ok(update) => update,
             Err(e) => {
-                tracing::warn!(agent_id, job_id = %job_id, error = %e, "Unusable job event refused.");
-                return;
+                // Waiting for the deadline would only hide it: the job ends now, saying why.
+                tracing::warn!(agent_id, job_id = %job_id, error = %e, "Unusable job event; the job fails.");
+                JobUpdate::Failed {
+                    phase: job.phase.clone(),
+                    reason: format!("the agent sent an unusable event: {e}"),
+                }
             }
         };
         job.last_sequence = sequence;
@@ -549,7 +664,7 @@ impl Registry {
 
     fn submit(&mut self, spec: RunSpec, events: RunEvents) -> Result<String, Status> {
         let plan = plan::plan(spec).map_err(run_status)?;
-        let in_progress = self.runs.values().filter(|r| r.report.is_none()).count();
+        let in_progress = self.runs.len();
         if in_progress >= self.settings.max_runs {
             return Err(Status::resource_exhausted(format!(
                 "{in_progress} runs are in progress, this coordinator's limit (--max-runs); submit again when one ends"
@@ -600,14 +715,27 @@ impl Registry {
         plan.require_coverage(&selected, &class_of)
             .map_err(run_status)?;
 
+        let deadline = match plan.spec.deadline {
+            Some(deadline) => config::check_deadline(deadline)
+                .map_err(|e| Status::invalid_argument(format!("deadline_ms: {e}")))?,
+            None => match plan.config.profile {
+                config::Profile::Pr => self.settings.pr_deadline,
+                config::Profile::Nightly => self.settings.nightly_deadline,
+            },
+        };
+        let (Some(deadline_at), Some(deadline_unix_ms)) = (
+            Instant::now().checked_add(deadline),
+            u64::try_from(deadline.as_millis())
+                .ok()
+                .and_then(|ms| unix_ms().checked_add(ms)),
+        ) else {
+            return Err(Status::invalid_argument(format!(
+                "deadline_ms: {} ms cannot be represented",
+                deadline.as_millis()
+            )));
+        };
         let run_id = format!("run-{}-{}", unix_ms(), self.next_run);
         self.next_run += 1;
-        let deadline = plan.spec.deadline.unwrap_or(match plan.config.profile {
-            fleetgate_common::config::Profile::Pr => self.settings.pr_deadline,
-            fleetgate_common::config::Profile::Nightly => self.settings.nightly_deadline,
-        });
-        let deadline_unix_ms =
-            unix_ms() + u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX / 2);
         let mut job_ids = Vec::new();
         for agent_id in &selected {
             let gpus = self
@@ -692,9 +820,8 @@ impl Registry {
                 plan,
                 agents: selected,
                 jobs: job_ids,
-                deadline: Instant::now() + deadline,
+                deadline: deadline_at,
                 events,
-                report: None,
             },
         );
         Ok(run_id)
@@ -702,7 +829,7 @@ impl Registry {
 
     fn sweep(&mut self) {
         let now = Instant::now();
-        let expiry = self.settings.heartbeat_interval * 3;
+        let expiry = self.expiry();
         for (id, agent) in &mut self.agents {
             if agent.state == AgentState::Connected && now.duration_since(agent.last_seen) > expiry
             {
@@ -711,11 +838,12 @@ impl Registry {
                 agent.conn = None;
             }
         }
+        self.forget_lost_agents(now);
         // A run whose client went away is cancelled: nobody is left to gate on it.
         let abandoned: Vec<String> = self
             .runs
             .iter()
-            .filter(|(_, r)| r.report.is_none() && r.events.is_closed())
+            .filter(|(_, r)| r.events.is_closed())
             .map(|(id, _)| id.clone())
             .collect();
         for run_id in abandoned {
@@ -730,13 +858,86 @@ impl Registry {
         let due: Vec<String> = self
             .runs
             .iter()
-            .filter(|(_, r)| r.report.is_none() && now >= r.deadline)
+            .filter(|(_, r)| now >= r.deadline)
             .map(|(id, _)| id.clone())
             .collect();
         for run_id in due {
             self.end_unfinished(&run_id, now, None);
             self.maybe_finish(&run_id);
         }
+        self.prune_finished(now);
+    }
+
+    /// Forgets agents without a session whose last message is older than the time-to-live,
+    /// unless a run in progress includes them (its report needs their facts).
+    fn forget_lost_agents(&mut self, now: Instant) {
+        let ttl = self.settings.lost_agent_ttl;
+        let expired: Vec<String> = self
+            .agents
+            .iter()
+            .filter(|(id, a)| {
+                a.conn.is_none()
+                    && now.duration_since(a.last_seen) > ttl
+                    && !self.runs.values().any(|r| r.agents.contains(id))
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in expired {
+            tracing::info!(agent_id = %id, ttl_s = ttl.as_secs(), "Lost agent forgotten after its time-to-live.");
+            self.agents.remove(&id);
+        }
+    }
+
+    /// Drops finished runs over the count, age or size limits, oldest first; the newest is
+    /// kept whatever its size, so a report is always readable right after its run.
+    fn prune_finished(&mut self, now: Instant) {
+        while let Some(oldest) = self.finished_order.front() {
+            let Some(run) = self.finished.get(oldest) else {
+                self.finished_order.pop_front();
+                continue;
+            };
+            let over = self.finished.len() > self.settings.max_finished_runs
+                || now.duration_since(run.finished) > self.settings.finished_run_ttl
+                || (self.finished_bytes > self.settings.max_finished_report_bytes
+                    && self.finished.len() > 1);
+            if !over {
+                break;
+            }
+            let Some(run_id) = self.finished_order.pop_front() else {
+                break;
+            };
+            if let Some(run) = self.finished.remove(&run_id) {
+                self.finished_bytes = self.finished_bytes.saturating_sub(run.bytes());
+            }
+            tracing::debug!(run_id = %run_id, "Finished run dropped.");
+            if self.forgotten.len() >= MAX_FORGOTTEN_RUNS {
+                self.forgotten.pop_front();
+            }
+            self.forgotten.push_back(run_id);
+        }
+    }
+
+    /// A finished run's report, or why there is none.
+    fn report(&self, run_id: &str) -> Result<String, Status> {
+        if let Some(run) = self.finished.get(run_id) {
+            return run.report.clone().map_err(Status::resource_exhausted);
+        }
+        let shown_id = fleetgate_common::input::one_line(run_id);
+        if self.runs.contains_key(run_id) {
+            return Err(Status::not_found(format!(
+                "run {shown_id} has not finished yet"
+            )));
+        }
+        if self.forgotten.iter().any(|id| id == run_id) {
+            return Err(Status::not_found(format!(
+                "run {shown_id} finished, but its report is no longer kept (this coordinator keeps the last {} finished runs for {} s: --max-finished-runs, --finished-run-ttl-seconds)",
+                self.settings.max_finished_runs,
+                self.settings.finished_run_ttl.as_secs()
+            )));
+        }
+        Err(Status::not_found(format!(
+            "no run {shown_id} on this coordinator"
+        )))
     }
 
     /// Ends every unfinished job of a run: cancelled with `cancel_reason`, else lost (agent
@@ -785,11 +986,10 @@ impl Registry {
         let Some(run) = self.runs.get(run_id) else {
             return;
         };
-        if run.report.is_some()
-            || !run
-                .jobs
-                .iter()
-                .all(|j| self.jobs.get(j).is_some_and(JobEntry::terminal))
+        if !run
+            .jobs
+            .iter()
+            .all(|j| self.jobs.get(j).is_some_and(JobEntry::terminal))
         {
             return;
         }
@@ -840,41 +1040,112 @@ impl Registry {
         };
         tracing::info!(run_id, verdict = report.verdict.name(), "Run finished.");
         let events = run.events.clone();
-        let event = pb::RunEvent {
-            run_id: run_id.to_owned(),
-            body: Some(pb::run_event::Body::ReportJson(json.clone())),
+        // A reply larger than a client accepts is never built: the client is told instead.
+        let kept = if json.len() + 1_024 > MAX_REPLY_BYTES {
+            let reason = format!(
+                "the report of run {run_id} is {} bytes, more than a reply may carry ({MAX_REPLY_BYTES} bytes); run on fewer agents or runtimes",
+                json.len()
+            );
+            tracing::error!(run_id, bytes = json.len(), "Report too large to send.");
+            Err(reason)
+        } else {
+            Ok(json)
+        };
+        let event = match &kept {
+            Ok(json) => Ok(pb::RunEvent {
+                run_id: run_id.to_owned(),
+                body: Some(pb::run_event::Body::ReportJson(json.clone())),
+            }),
+            Err(reason) => Err(Status::resource_exhausted(reason.clone())),
         };
         // The report must arrive even when the progress queue is full.
         tokio::spawn(async move {
-            events.send(Ok(event)).await.ok();
+            events.send(event).await.ok();
         });
-        if let Some(run) = self.runs.get_mut(run_id) {
-            run.report = Some(json);
-        }
+        self.retire(run_id, kept);
     }
 
-    fn list_agents(&self) -> Vec<pb::AgentSummary> {
-        self.agents
-            .iter()
-            .map(|(id, a)| pb::AgentSummary {
-                agent_id: id.clone(),
-                facts: Some(pb::HostFacts::from(&a.facts)),
-                runtimes: a
-                    .runtimes
-                    .iter()
-                    .map(pb::RuntimeAvailability::from)
-                    .collect(),
-                labels: a.labels.clone().into_iter().collect(),
-                hardware_class: a.hardware_class.clone(),
-                state: match (a.state, a.conn.is_some()) {
-                    (AgentState::Connected, true) => "connected",
-                    (AgentState::Connected, false) => "disconnected",
-                    (AgentState::Lost, _) => "lost",
-                }
-                .to_owned(),
-                last_seen_unix_ms: a.last_seen_unix_ms,
-            })
-            .collect()
+    /// Moves a run from the runs in progress to the finished ones: its plan (the gate assets)
+    /// and its jobs are dropped, its report kept within the limits.
+    fn retire(&mut self, run_id: &str, report: Result<String, String>) {
+        let Some(run) = self.runs.remove(run_id) else {
+            return;
+        };
+        for job_id in &run.jobs {
+            self.jobs.remove(job_id);
+        }
+        let finished = FinishedRun {
+            report,
+            finished: Instant::now(),
+        };
+        self.finished_bytes += finished.bytes();
+        self.finished.insert(run_id.to_owned(), finished);
+        self.finished_order.push_back(run_id.to_owned());
+        self.prune_finished(Instant::now());
+    }
+
+    /// One page of agents after `page_token`, at most `page_size` of them and never more than
+    /// fits in one reply.
+    fn list_agents(&self, page_token: &str, page_size: u32) -> pb::ListAgentsResponse {
+        let most = match page_size {
+            0 => MAX_PAGE_AGENTS,
+            n => n.min(MAX_PAGE_AGENTS),
+        } as usize;
+        // Room for the framing and the token (an agent id) around the summaries.
+        let budget = MAX_REPLY_BYTES - 4 * 1_024;
+        let start = if page_token.is_empty() {
+            Bound::Unbounded
+        } else {
+            Bound::Excluded(page_token)
+        };
+        let mut page = pb::ListAgentsResponse::default();
+        let mut bytes = 0;
+        for (id, a) in self.agents.range::<str, _>((start, Bound::Unbounded)) {
+            if page.agents.len() == most {
+                page.next_page_token = page
+                    .agents
+                    .last()
+                    .map(|a| a.agent_id.clone())
+                    .unwrap_or_default();
+                break;
+            }
+            let summary = Self::summary(id, a);
+            // The summary, its field tag and its length prefix.
+            let size =
+                summary.encoded_len() + 1 + prost::length_delimiter_len(summary.encoded_len());
+            if bytes + size > budget && !page.agents.is_empty() {
+                page.next_page_token = page
+                    .agents
+                    .last()
+                    .map(|a| a.agent_id.clone())
+                    .unwrap_or_default();
+                break;
+            }
+            bytes += size;
+            page.agents.push(summary);
+        }
+        page
+    }
+
+    fn summary(id: &str, a: &AgentEntry) -> pb::AgentSummary {
+        pb::AgentSummary {
+            agent_id: id.to_owned(),
+            facts: Some(pb::HostFacts::from(&a.facts)),
+            runtimes: a
+                .runtimes
+                .iter()
+                .map(pb::RuntimeAvailability::from)
+                .collect(),
+            labels: a.labels.clone().into_iter().collect(),
+            hardware_class: a.hardware_class.clone(),
+            state: match (a.state, a.conn.is_some()) {
+                (AgentState::Connected, true) => "connected",
+                (AgentState::Connected, false) => "disconnected",
+                (AgentState::Lost, _) => "lost",
+            }
+            .to_owned(),
+            last_seen_unix_ms: a.last_seen_unix_ms,
+        }
     }
 }
 
@@ -899,12 +1170,350 @@ mod tests {
 
     async fn states(handle: &RegistryHandle) -> Vec<(String, String)> {
         handle
-            .ask(|reply| Command::ListAgents { reply })
+            .ask(|reply| Command::ListAgents {
+                page_token: String::new(),
+                page_size: 0,
+                reply,
+            })
             .await
             .unwrap()
+            .agents
             .into_iter()
             .map(|a| (a.agent_id, a.state))
             .collect()
+    }
+
+    fn peer(port: u16) -> Option<SocketAddr> {
+        Some(SocketAddr::from(([127, 0, 0, 1], port)))
+    }
+
+    type Inbound = mpsc::Receiver<Result<pb::CoordinatorMessage, Status>>;
+
+    /// Opens a session for `hello` from `port`: its connection id and inbound messages, or
+    /// the status that refused it.
+    async fn connect(
+        handle: &RegistryHandle,
+        hello: pb::Hello,
+        port: u16,
+    ) -> Result<(u64, Inbound), Status> {
+        let (tx, rx) = mpsc::channel(64);
+        handle
+            .ask(|reply| Command::Connect {
+                hello,
+                outbound: tx,
+                peer: peer(port),
+                reply,
+            })
+            .await
+            .unwrap()
+            .map(|conn| (conn, rx))
+    }
+
+    /// Sends a heartbeat and waits until the registry has seen it.
+    async fn heartbeat(handle: &RegistryHandle, agent_id: &str, conn: u64) {
+        handle
+            .send(Command::FromAgent {
+                agent_id: agent_id.into(),
+                conn,
+                message: pb::AgentMessage {
+                    body: Some(pb::agent_message::Body::Heartbeat(pb::Heartbeat::default())),
+                },
+            })
+            .await
+            .unwrap();
+        states(handle).await;
+    }
+
+    /// A gpumemprof_cpu soak on every connected agent, gated by the shipped budgets.
+    fn spec(deadline: Option<Duration>) -> RunSpec {
+        let budgets = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../docs/benchmarks/v0.4_operating_budget.json"
+        );
+        RunSpec {
+            profile: config::Profile::Pr,
+            mode: config::Mode::Soak,
+            gate_mode: config::GateMode::Budget,
+            iterations: 1,
+            allocation_kb: 1,
+            workload: config::WorkloadKind::Reference,
+            runtimes: vec!["gpumemprof_cpu".into()],
+            selection: plan::Selection::default(),
+            deadline,
+            knobs: config::Knobs::new(),
+            overhead_scratch_root: None,
+            budgets: Some(plan::Asset::read(std::path::Path::new(budgets), "Budget file").unwrap()),
+            baseline: None,
+            tolerances: None,
+        }
+    }
+
+    /// Submits a run and has agent `agent_id` (session `conn`, inbound `rx`) finish its job at
+    /// once; returns the run id and the client's events.
+    async fn finished_run(
+        handle: &RegistryHandle,
+        agent_id: &str,
+        conn: u64,
+        rx: &mut Inbound,
+    ) -> (String, mpsc::Receiver<Result<pb::RunEvent, Status>>) {
+        let (events, mut client) = mpsc::channel(64);
+        let run_id = handle
+            .ask(|reply| Command::Submit {
+                spec: Box::new(spec(None)),
+                events,
+                reply,
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        let job_id = loop {
+            match rx.recv().await.unwrap().unwrap().body {
+                Some(pb::coordinator_message::Body::AssignJob(a)) => break a.job.unwrap().job_id,
+                _ => continue,
+            }
+        };
+        let report = fleetgate_common::fleet::JobUpdate::Report {
+            section: Box::new(RuntimeSection::unavailable("test")),
+        };
+        handle
+            .send(Command::FromAgent {
+                agent_id: agent_id.into(),
+                conn,
+                message: pb::AgentMessage {
+                    body: Some(pb::agent_message::Body::JobEvent(convert::job_event_to_pb(
+                        &job_id, 1, &report,
+                    ))),
+                },
+            })
+            .await
+            .unwrap();
+        loop {
+            match client.recv().await.unwrap().unwrap().body {
+                Some(pb::run_event::Body::ReportJson(_)) => break,
+                _ => continue,
+            }
+        }
+        (run_id, client)
+    }
+
+    async fn report(handle: &RegistryHandle, run_id: &str) -> Result<String, Status> {
+        handle
+            .ask(|reply| Command::GetReport {
+                run_id: run_id.into(),
+                reply,
+            })
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_second_live_session_for_an_id_is_refused_and_a_silent_one_is_replaced() {
+        let shutdown = CancellationToken::new();
+        let settings = CoordinatorSettings {
+            heartbeat_interval: Duration::from_secs(1),
+            sweep_interval: Duration::from_secs(3_600),
+            ..CoordinatorSettings::default()
+        };
+        let handle = spawn(settings, shutdown.clone());
+        let (conn, mut first) = connect(&handle, hello("a1"), 1_001).await.unwrap();
+        let refused = connect(&handle, hello("a1"), 1_002).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::AlreadyExists);
+        assert_eq!(
+            refused.message(),
+            "agent id a1 already has a live session from 127.0.0.1:1001 (two agents with one id? give each its own --agent-id)"
+        );
+        // Still live while it heartbeats.
+        tokio::time::advance(Duration::from_millis(2_900)).await;
+        heartbeat(&handle, "a1", conn).await;
+        tokio::time::advance(Duration::from_millis(2_900)).await;
+        assert_eq!(
+            connect(&handle, hello("a1"), 1_003)
+                .await
+                .unwrap_err()
+                .code(),
+            tonic::Code::AlreadyExists
+        );
+        // Silent past the expiry (3 s), it may be replaced, and its stream ends.
+        tokio::time::advance(Duration::from_millis(200)).await;
+        let (replaced, _second) = connect(&handle, hello("a1"), 1_004).await.unwrap();
+        assert_ne!(replaced, conn);
+        while let Some(message) = first.recv().await {
+            assert!(message.is_ok());
+        }
+        assert_eq!(states(&handle).await, [("a1".into(), "connected".into())]);
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_session_whose_stream_is_gone_may_be_replaced_at_once() {
+        let shutdown = CancellationToken::new();
+        let handle = spawn(CoordinatorSettings::default(), shutdown.clone());
+        let (_, first) = connect(&handle, hello("a1"), 1_001).await.unwrap();
+        drop(first);
+        connect(&handle, hello("a1"), 1_002).await.unwrap();
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_hello_over_a_limit_is_refused_naming_the_field_and_nothing_is_kept() {
+        let shutdown = CancellationToken::new();
+        let handle = spawn(CoordinatorSettings::default(), shutdown.clone());
+        let mut h = hello("a1");
+        h.labels = (0..33).map(|i| (format!("k{i}"), "v".into())).collect();
+        let refused = connect(&handle, h, 1_001).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            refused.message(),
+            "labels: 33 labels, more than the limit of 32"
+        );
+        let mut h = hello("a1");
+        h.facts.as_mut().unwrap().cpu_model = "x".repeat(257);
+        assert_eq!(
+            connect(&handle, h, 1_001).await.unwrap_err().message(),
+            "facts.cpu_model: 257 bytes, more than the limit of 256"
+        );
+        assert!(states(&handle).await.is_empty());
+        shutdown.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lost_agent_is_forgotten_after_its_ttl_and_frees_its_place() {
+        let shutdown = CancellationToken::new();
+        let settings = CoordinatorSettings {
+            heartbeat_interval: Duration::from_secs(1),
+            sweep_interval: Duration::from_millis(100),
+            max_agents: 2,
+            lost_agent_ttl: Duration::from_secs(60),
+            ..CoordinatorSettings::default()
+        };
+        let handle = spawn(settings, shutdown.clone());
+        let (_, gone) = connect(&handle, hello("a1"), 1_001).await.unwrap();
+        drop(gone);
+        let (c2, _a2) = connect(&handle, hello("a2"), 1_002).await.unwrap();
+        let full = connect(&handle, hello("a3"), 1_003).await.unwrap_err();
+        assert_eq!(full.code(), tonic::Code::ResourceExhausted);
+        assert_eq!(
+            full.message(),
+            "this coordinator already knows 2 agents, its limit (--max-agents); a lost agent is forgotten 60 s after its last message (--lost-agent-ttl-seconds)"
+        );
+        // a2 keeps heartbeating; a1 is silent.
+        for _ in 0..70 {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            heartbeat(&handle, "a2", c2).await;
+        }
+        assert_eq!(states(&handle).await, [("a2".into(), "connected".into())]);
+        connect(&handle, hello("a3"), 1_003).await.unwrap();
+        shutdown.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn finished_runs_are_kept_up_to_a_count_and_an_age_and_say_so_when_dropped() {
+        let shutdown = CancellationToken::new();
+        let settings = CoordinatorSettings {
+            heartbeat_interval: Duration::from_secs(3_600),
+            sweep_interval: Duration::from_secs(1),
+            max_finished_runs: 2,
+            finished_run_ttl: Duration::from_secs(600),
+            ..CoordinatorSettings::default()
+        };
+        let handle = spawn(settings, shutdown.clone());
+        let (conn, mut rx) = connect(&handle, hello("a1"), 1_001).await.unwrap();
+        let mut ids = Vec::new();
+        for _ in 0..3 {
+            ids.push(finished_run(&handle, "a1", conn, &mut rx).await.0);
+        }
+        let dropped = report(&handle, &ids[0]).await.unwrap_err();
+        assert_eq!(dropped.code(), tonic::Code::NotFound);
+        assert_eq!(
+            dropped.message(),
+            format!(
+                "run {} finished, but its report is no longer kept (this coordinator keeps the last 2 finished runs for 600 s: --max-finished-runs, --finished-run-ttl-seconds)",
+                ids[0]
+            )
+        );
+        for id in &ids[1..] {
+            let json = report(&handle, id).await.unwrap();
+            assert!(json.contains("\"verdict\""), "{json}");
+        }
+        // Past the age limit, the rest go too.
+        tokio::time::advance(Duration::from_secs(601)).await;
+        tokio::time::advance(Duration::from_secs(2)).await;
+        for id in &ids {
+            assert!(
+                report(&handle, id)
+                    .await
+                    .unwrap_err()
+                    .message()
+                    .contains("is no longer kept")
+            );
+        }
+        assert_eq!(
+            report(&handle, "run-1-999").await.unwrap_err().message(),
+            "no run run-1-999 on this coordinator"
+        );
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_deadline_past_the_maximum_is_refused_without_arithmetic_overflow() {
+        let shutdown = CancellationToken::new();
+        let handle = spawn(CoordinatorSettings::default(), shutdown.clone());
+        let (_conn, _rx) = connect(&handle, hello("a1"), 1_001).await.unwrap();
+        for (deadline, got) in [
+            (Duration::MAX, "18446744073709551615"),
+            (Duration::from_millis(604_800_001), "604800001"),
+        ] {
+            let (events, _client) = mpsc::channel(4);
+            let refused = handle
+                .ask(|reply| Command::Submit {
+                    spec: Box::new(spec(Some(deadline))),
+                    events,
+                    reply,
+                })
+                .await
+                .unwrap()
+                .unwrap_err();
+            assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+            assert_eq!(
+                refused.message(),
+                format!("deadline_ms: must be from 1 to 604800000, got {got}")
+            );
+        }
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn the_agent_list_comes_in_pages_in_id_order() {
+        let shutdown = CancellationToken::new();
+        let handle = spawn(CoordinatorSettings::default(), shutdown.clone());
+        let mut sessions = Vec::new();
+        for (i, id) in ["e", "a", "d", "b", "c"].iter().enumerate() {
+            sessions.push(connect(&handle, hello(id), 1_000 + i as u16).await.unwrap());
+        }
+        let mut token = String::new();
+        let mut pages = Vec::new();
+        loop {
+            let page = handle
+                .ask(|reply| Command::ListAgents {
+                    page_token: token.clone(),
+                    page_size: 2,
+                    reply,
+                })
+                .await
+                .unwrap();
+            pages.push(
+                page.agents
+                    .iter()
+                    .map(|a| a.agent_id.clone())
+                    .collect::<Vec<_>>(),
+            );
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            token = page.next_page_token;
+        }
+        assert_eq!(pages, [vec!["a", "b"], vec!["c", "d"], vec!["e"]]);
+        shutdown.cancel();
     }
 
     #[tokio::test(start_paused = true)]
@@ -916,16 +1525,7 @@ mod tests {
             ..CoordinatorSettings::default()
         };
         let handle = spawn(settings, shutdown.clone());
-        let (tx, mut rx) = mpsc::channel(16);
-        let conn = handle
-            .ask(|reply| Command::Connect {
-                hello: hello("a1"),
-                outbound: tx,
-                reply,
-            })
-            .await
-            .unwrap()
-            .unwrap();
+        let (conn, mut rx) = connect(&handle, hello("a1"), 1_001).await.unwrap();
         let welcome = rx.recv().await.unwrap().unwrap();
         assert!(matches!(
             welcome.body,
@@ -966,18 +1566,9 @@ mod tests {
     async fn an_unknown_protocol_version_is_refused_clearly() {
         let shutdown = CancellationToken::new();
         let handle = spawn(CoordinatorSettings::default(), shutdown.clone());
-        let (tx, _rx) = mpsc::channel(16);
         let mut h = hello("a1");
         h.protocol_version = 9;
-        let err = handle
-            .ask(|reply| Command::Connect {
-                hello: h,
-                outbound: tx,
-                reply,
-            })
-            .await
-            .unwrap()
-            .unwrap_err();
+        let err = connect(&handle, h, 1_001).await.unwrap_err();
         assert_eq!(err.code(), tonic::Code::FailedPrecondition);
         assert!(
             err.message()

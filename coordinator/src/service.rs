@@ -1,17 +1,23 @@
 //! The coordinator's gRPC services (agents' streams and the run API for the CLI) and the
 //! server around them. Handlers only translate between the wire and registry commands.
 
+mod connection;
+
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use fleetgate_common::auth::Token;
-use fleetgate_common::tls;
+use fleetgate_common::{convert, tls};
 use fleetgate_proto::v1 as pb;
 use pb::agent_service_server::{AgentService, AgentServiceServer};
 use pb::run_service_server::{RunService, RunServiceServer};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
@@ -19,12 +25,20 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::plan::{RunError, RunSpec};
 use crate::registry::{self, Command, CoordinatorSettings, RegistryHandle};
+use connection::{CallGuard, Connections};
 
-/// Largest message the CLI accepts from a coordinator (a report is far smaller).
-pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+/// Largest message a coordinator sends to a client and the most the CLI accepts: the same
+/// number on both sides, so whatever the server sends, the client reads.
+pub const MAX_MESSAGE_BYTES: usize = registry::MAX_REPLY_BYTES;
 
 /// Longest time a request may take to be answered (a streaming call: to open its stream).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// HTTP/2 keep-alive: a ping every interval on every connection, and a peer that does not
+/// answer one within the timeout is disconnected.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// See [`KEEPALIVE_INTERVAL`].
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The agents' side.
 #[derive(Debug, Clone)]
@@ -32,6 +46,22 @@ pub struct AgentSvc {
     registry: RegistryHandle,
     messages_per_second: u32,
     agent_certs_required: bool,
+    connections: Arc<Connections>,
+}
+
+/// A response stream that keeps its call counted as in progress on its connection.
+#[derive(Debug)]
+pub struct CallStream<S> {
+    inner: S,
+    _call: Option<CallGuard>,
+}
+
+impl<S: Stream + Unpin> Stream for CallStream<S> {
+    type Item = S::Item;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
+        Pin::new(&mut self.inner).poll_next(cx)
+    }
 }
 
 /// A token bucket: `rate` per second sustained, ten seconds' worth in a burst (an agent that
@@ -79,6 +109,8 @@ impl AgentService for AgentSvc {
         request: Request<Streaming<pb::AgentMessage>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
         let peer_certs = request.peer_certs();
+        let peer = request.remote_addr();
+        let call = self.connections.call_started(peer);
         let mut inbound = request.into_inner();
         let hello = match tokio::time::timeout(Duration::from_secs(10), inbound.message()).await {
             Ok(Ok(Some(pb::AgentMessage {
@@ -110,6 +142,7 @@ impl AgentService for AgentSvc {
             .ask(|reply| Command::Connect {
                 hello,
                 outbound: tx,
+                peer,
                 reply,
             })
             .await??;
@@ -117,6 +150,8 @@ impl AgentService for AgentSvc {
         let mut limit = RateLimit::new(self.messages_per_second);
         let rate = self.messages_per_second;
         tokio::spawn(async move {
+            // The session is a call in progress on its connection for as long as it lasts.
+            let _call = call;
             while let Ok(Some(message)) = inbound.message().await {
                 if !limit.admit() {
                     // Checked before the registry sees the message, so a flood never reaches
@@ -155,18 +190,23 @@ impl AgentService for AgentSvc {
 #[derive(Debug, Clone)]
 pub struct RunSvc {
     registry: RegistryHandle,
+    connections: Arc<Connections>,
 }
 
 #[tonic::async_trait]
 impl RunService for RunSvc {
-    type SubmitRunStream = ReceiverStream<Result<pb::RunEvent, Status>>;
+    type SubmitRunStream = CallStream<ReceiverStream<Result<pb::RunEvent, Status>>>;
 
     #[tracing::instrument(skip_all)]
     async fn submit_run(
         &self,
         request: Request<pb::SubmitRunRequest>,
     ) -> Result<Response<Self::SubmitRunStream>, Status> {
-        let spec = RunSpec::try_from(request.into_inner()).map_err(|e| match e {
+        let call = self.connections.call_started(request.remote_addr());
+        let request = request.into_inner();
+        // Sizes and bounds first: nothing is built from a request over a limit.
+        convert::check_submit_run(&request).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let spec = RunSpec::try_from(request).map_err(|e| match e {
             RunError::InvalidInput(m) | RunError::Usage(m) => Status::invalid_argument(m),
             other => Status::internal(other.to_string()),
         })?;
@@ -178,18 +218,29 @@ impl RunService for RunSvc {
                 reply,
             })
             .await??;
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(CallStream {
+            inner: ReceiverStream::new(rx),
+            _call: call,
+        }))
     }
 
     async fn list_agents(
         &self,
-        _request: Request<pb::ListAgentsRequest>,
+        request: Request<pb::ListAgentsRequest>,
     ) -> Result<Response<pb::ListAgentsResponse>, Status> {
-        let agents = self
+        let pb::ListAgentsRequest {
+            page_token,
+            page_size,
+        } = request.into_inner();
+        let page = self
             .registry
-            .ask(|reply| Command::ListAgents { reply })
+            .ask(|reply| Command::ListAgents {
+                page_token,
+                page_size,
+                reply,
+            })
             .await?;
-        Ok(Response::new(pb::ListAgentsResponse { agents }))
+        Ok(Response::new(page))
     }
 
     async fn get_report(
@@ -197,37 +248,36 @@ impl RunService for RunSvc {
         request: Request<pb::GetReportRequest>,
     ) -> Result<Response<pb::GetReportResponse>, Status> {
         let run_id = request.into_inner().run_id;
-        let report = self
+        let report_json = self
             .registry
-            .ask(|reply| Command::GetReport {
-                run_id: run_id.clone(),
-                reply,
-            })
-            .await?;
-        match report {
-            Some(report_json) => Ok(Response::new(pb::GetReportResponse { report_json })),
-            None => Err(Status::not_found(format!(
-                "no finished run {run_id} on this coordinator"
-            ))),
-        }
+            .ask(|reply| Command::GetReport { run_id, reply })
+            .await??;
+        Ok(Response::new(pb::GetReportResponse { report_json }))
     }
 }
 
-/// Refuses requests without the expected bearer token (when one is configured).
+/// Refuses requests without the expected bearer token (when one is configured). Every call
+/// passes here first, so this is also where a connection is seen to carry calls.
 #[derive(Debug, Clone)]
 struct TokenCheck {
     token: Option<Token>,
     who: &'static str,
+    connections: Arc<Connections>,
 }
 
 impl TokenCheck {
-    fn new(token: Option<Token>, who: &'static str) -> Self {
-        TokenCheck { token, who }
+    fn new(token: Option<Token>, who: &'static str, connections: Arc<Connections>) -> Self {
+        TokenCheck {
+            token,
+            who,
+            connections,
+        }
     }
 }
 
 impl Interceptor for TokenCheck {
     fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        self.connections.call_arrived(request.remote_addr());
         let Some(token) = &self.token else {
             return Ok(request);
         };
@@ -286,8 +336,20 @@ pub fn serve(
     shutdown: CancellationToken,
 ) -> std::io::Result<Coordinator> {
     let addr = listener.local_addr()?;
-    let agent_check = TokenCheck::new(settings.agent_token.clone(), "agent");
-    let client_check = TokenCheck::new(settings.client_token.clone(), "client");
+    let connections = Connections::new(
+        settings.connection_setup_timeout,
+        settings.connection_idle_timeout,
+    );
+    let agent_check = TokenCheck::new(
+        settings.agent_token.clone(),
+        "agent",
+        Arc::clone(&connections),
+    );
+    let client_check = TokenCheck::new(
+        settings.client_token.clone(),
+        "client",
+        Arc::clone(&connections),
+    );
     let messages_per_second = settings.agent_messages_per_second;
     let max_message = settings.max_message_bytes;
     let tls = settings.tls.clone();
@@ -297,31 +359,43 @@ pub fn serve(
             registry: registry.clone(),
             messages_per_second,
             agent_certs_required: tls.as_ref().is_some_and(|t| t.agent_certs_required),
+            connections: Arc::clone(&connections),
         })
-        .max_decoding_message_size(max_message),
+        .max_decoding_message_size(max_message)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES),
         agent_check,
     );
     let runs = InterceptedService::new(
-        RunServiceServer::new(RunSvc { registry }).max_decoding_message_size(max_message),
+        RunServiceServer::new(RunSvc {
+            registry,
+            connections: Arc::clone(&connections),
+        })
+        .max_decoding_message_size(max_message)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES),
         client_check,
     );
     let mut server = tonic::transport::Server::builder()
         .timeout(REQUEST_TIMEOUT)
         .max_concurrent_streams(64)
         .http2_max_header_list_size(16 * 1024)
-        .http2_keepalive_interval(Some(Duration::from_secs(10)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(20)));
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT));
     if let Some(tls) = &tls {
         server = server
             .tls_config(tls.config.clone())
             .map_err(|e| std::io::Error::other(format!("TLS settings: {e}")))?;
     }
     let token = shutdown.clone();
+    let incoming = ReceiverStream::new(connection::incoming(
+        listener,
+        connections,
+        shutdown.clone(),
+    ));
     let task = tokio::spawn(async move {
         server
             .add_service(agents)
             .add_service(runs)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), token.cancelled_owned())
+            .serve_with_incoming_shutdown(incoming, token.cancelled_owned())
             .await
     });
     tracing::info!(addr = %addr, "Coordinator listening.");

@@ -450,7 +450,7 @@ async fn rogue_peers_are_refused_or_contained_and_the_honest_fleet_completes() {
     assert_eq!(refused.code(), Code::ResourceExhausted);
     assert_eq!(
         refused.message(),
-        "this coordinator already knows 5 agents, its limit (--max-agents)"
+        "this coordinator already knows 5 agents, its limit (--max-agents); a lost agent is forgotten 3600 s after its last message (--lost-agent-ttl-seconds)"
     );
 
     // One run at a time: a second submission while the first is in progress is refused.

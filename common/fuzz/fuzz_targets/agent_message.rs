@@ -8,11 +8,15 @@
 //! is a report or a failure, and the update sent again as the agent would send it converts to
 //! the same update (so a report section an agent writes is one the coordinator reads).
 //! Refused events: one line that names a field.
+//!
+//! A `Hello` the limits accept holds nothing over a limit (labels, facts, runtimes, resumed
+//! jobs, its encoded size); an accepted report section is within its size limit and a failure
+//! reason within its length. Refused `Hello`s: one line that names a field.
 
 #![no_main]
 
-use fleetgate_common::convert;
-use fleetgate_common::fleet::{HostFacts, RuntimeAvailability, derive_hardware_class};
+use fleetgate_common::convert::{self, *};
+use fleetgate_common::fleet::{HostFacts, JobUpdate, RuntimeAvailability, derive_hardware_class};
 use fleetgate_fuzz::assert_one_line;
 use fleetgate_proto::v1 as pb;
 use libfuzzer_sys::fuzz_target;
@@ -28,6 +32,13 @@ fuzz_target!(|bytes: &[u8]| {
 
     match message.body {
         Some(pb::agent_message::Body::Hello(hello)) => {
+            match convert::check_hello(&hello) {
+                Ok(()) => within_limits(&hello),
+                Err(e) => {
+                    assert!(!e.field.is_empty());
+                    assert_one_line("check_hello", &e.to_string());
+                }
+            }
             let wire = hello.facts.unwrap_or_default();
             let facts = HostFacts::from(wire.clone());
             assert_eq!(
@@ -56,9 +67,24 @@ fuzz_target!(|bytes: &[u8]| {
             let job_id = event.job_id.clone();
             let sequence = event.sequence;
             let kind = event.body.as_ref().map(std::mem::discriminant);
+            let section_bytes = match &event.body {
+                Some(pb::job_event::Body::Report(r)) => r.section_json.len(),
+                _ => 0,
+            };
             match convert::job_update_from_pb(event) {
                 Ok(update) => {
                     assert!(sequence >= 1, "accepted sequence 0");
+                    assert!(
+                        section_bytes <= MAX_SECTION_BYTES,
+                        "accepted a {section_bytes}-byte section"
+                    );
+                    if let JobUpdate::Failed { reason, .. } = &update {
+                        assert!(
+                            reason.len() <= MAX_FAILURE_REASON_BYTES,
+                            "kept a {}-byte reason",
+                            reason.len()
+                        );
+                    }
                     let terminal = matches!(
                         kind,
                         Some(k) if k == std::mem::discriminant(&pb::job_event::Body::Report(Default::default()))
@@ -84,3 +110,40 @@ fuzz_target!(|bytes: &[u8]| {
         Some(pb::agent_message::Body::Heartbeat(_)) | None => {}
     }
 });
+
+/// Every limit of an accepted `Hello` holds.
+fn within_limits(hello: &pb::Hello) {
+    assert!(hello.encoded_len() <= MAX_HELLO_BYTES, "{}", hello.encoded_len());
+    assert!(hello.agent_id.len() <= MAX_ID_BYTES);
+    assert!(hello.hardware_class.len() <= MAX_FACT_BYTES);
+    assert!(hello.labels.len() <= MAX_LABELS);
+    for (k, v) in &hello.labels {
+        assert!(k.len() <= MAX_LABEL_KEY_BYTES && v.len() <= MAX_LABEL_VALUE_BYTES);
+    }
+    if let Some(f) = &hello.facts {
+        for fact in [&f.hostname, &f.os, &f.kernel, &f.cpu_model] {
+            assert!(fact.len() <= MAX_FACT_BYTES);
+        }
+        for reason in [&f.gpu_unavailable_reason, &f.tensorflow_unavailable_reason] {
+            assert!(reason.len() <= MAX_REASON_BYTES);
+        }
+        assert!(f.gpus.len() <= MAX_GPUS);
+        for g in &f.gpus {
+            for fact in [
+                &g.name,
+                &g.uuid,
+                &g.pci_bus_id,
+                &g.driver_version,
+                &g.cuda_driver_version,
+            ] {
+                assert!(fact.len() <= MAX_FACT_BYTES);
+            }
+        }
+    }
+    assert!(hello.runtimes.len() <= MAX_RUNTIMES);
+    for r in &hello.runtimes {
+        assert!(r.runtime.len() <= MAX_FACT_BYTES && r.unavailable_reason.len() <= MAX_REASON_BYTES);
+    }
+    assert!(hello.jobs.len() <= MAX_RESUME_JOBS);
+    assert!(hello.jobs.iter().all(|j| j.job_id.len() <= MAX_ID_BYTES));
+}

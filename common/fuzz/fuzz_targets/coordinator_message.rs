@@ -3,11 +3,15 @@
 //!
 //! An accepted job has an id and a runtime, knobs that pass the same checks as a knobs file
 //! (so no knob can panic the worker later), and converts back to a wire spec that converts to
-//! the same job. Refused jobs: one line that names a field.
+//! the same job. Its workload size and deadline are within their bounds, so the agent's
+//! arithmetic on them cannot overflow. Refused jobs: one line that names a field.
 
 #![no_main]
 
-use fleetgate_common::convert::JobRequest;
+use std::time::{Duration, Instant};
+
+use fleetgate_common::config;
+use fleetgate_common::convert::{JobRequest, MAX_DEADLINE_UNIX_MS};
 use fleetgate_fuzz::assert_one_line;
 use fleetgate_proto::v1 as pb;
 use libfuzzer_sys::fuzz_target;
@@ -27,6 +31,19 @@ fuzz_target!(|bytes: &[u8]| {
         Ok(job) => {
             assert!(!job.job_id.is_empty() && !job.runtime.is_empty(), "{job:?}");
             assert_eq!(job.knobs.validate(), Ok(()), "{job:?}");
+            assert!(
+                (1..=config::MAX_ITERATIONS).contains(&job.iterations)
+                    && (1..=config::MAX_ALLOCATION_KB).contains(&job.allocation_kb),
+                "{job:?}"
+            );
+            assert!(job.deadline_unix_ms <= MAX_DEADLINE_UNIX_MS, "{job:?}");
+            // The agent waits at most until the deadline, from any clock reading.
+            assert!(
+                Instant::now()
+                    .checked_add(Duration::from_millis(job.deadline_unix_ms))
+                    .is_some(),
+                "{job:?}"
+            );
             let _ = job.knobs.sampling_interval();
             let wire = pb::JobSpec::from(&job);
             match JobRequest::try_from(wire.clone()) {

@@ -45,7 +45,7 @@ pub fn numbers_are_finite(value: &Value) -> bool {
 /// checks the committed files against them; with `FLEETGATE_WRITE_SEEDS=1` it rewrites them.
 #[cfg(test)]
 mod seeds {
-    use fleetgate_common::convert::job_event_to_pb;
+    use fleetgate_common::convert::{self, job_event_to_pb};
     use fleetgate_common::fleet::JobUpdate;
     use fleetgate_common::report::RuntimeSection;
     use fleetgate_proto::v1 as pb;
@@ -135,7 +135,31 @@ mod seeds {
             hardware_class: "nvidia-h100-80gb-x2".into(),
             jobs: Vec::new(),
         };
+        let fact = "f".repeat(convert::MAX_FACT_BYTES);
+        let limits_hello = pb::Hello {
+            agent_id: "a".repeat(convert::MAX_ID_BYTES),
+            agent_version: fact.clone(),
+            protocol_version: 1,
+            facts: Some(pb::HostFacts {
+                hostname: fact.clone(),
+                cpu_model: fact.clone(),
+                gpu_unavailable_reason: "r".repeat(convert::MAX_REASON_BYTES),
+                ..pb::HostFacts::default()
+            }),
+            // One label: a map of several would encode in a different order on every run.
+            labels: [(
+                "k".repeat(convert::MAX_LABEL_KEY_BYTES),
+                "v".repeat(convert::MAX_LABEL_VALUE_BYTES),
+            )]
+            .into(),
+            hardware_class: fact,
+            ..pb::Hello::default()
+        };
         vec![
+            (
+                "hello_limits.bin",
+                message(pb::agent_message::Body::Hello(limits_hello)),
+            ),
             (
                 "hello_cpu.bin",
                 message(pb::agent_message::Body::Hello(cpu_hello)),
@@ -253,6 +277,51 @@ mod seeds {
         ]
     }
 
+    /// Run submissions as the CLI sends them: a plain one, and one at every bound.
+    fn submit_runs() -> Vec<(&'static str, Vec<u8>)> {
+        let budgets = include_str!("../seeds/gate_assets/budget.json");
+        vec![
+            (
+                "submit_plain.bin",
+                pb::SubmitRunRequest {
+                    profile: pb::Profile::Pr as i32,
+                    mode: pb::Mode::All as i32,
+                    gate_mode: pb::GateMode::Budget as i32,
+                    iterations: 5_000,
+                    allocation_kb: 512,
+                    runtimes: vec!["gpumemprof_cpu".into(), "tfmemprof_cpu".into()],
+                    min_agents: 1,
+                    budgets_json: budgets.into(),
+                    budgets_path: "docs/benchmarks/v0.4_operating_budget.json".into(),
+                    ..pb::SubmitRunRequest::default()
+                }
+                .encode_to_vec(),
+            ),
+            (
+                "submit_bounds.bin",
+                pb::SubmitRunRequest {
+                    profile: pb::Profile::Nightly as i32,
+                    mode: pb::Mode::Soak as i32,
+                    gate_mode: pb::GateMode::Budget as i32,
+                    iterations: fleetgate_common::config::MAX_ITERATIONS,
+                    allocation_kb: fleetgate_common::config::MAX_ALLOCATION_KB,
+                    runtimes: vec!["gpumemprof_cpu".into()],
+                    agent_ids: vec!["agent-a".into()],
+                    labels: [("zone".to_owned(), "east".to_owned())].into(),
+                    hardware_class: "cpu-amd-epyc-7763-16c".into(),
+                    min_agents: 1,
+                    deadline_ms: fleetgate_common::config::MAX_DEADLINE_SECONDS * 1_000,
+                    budgets_json: budgets.into(),
+                    knobs_json: r#"{"gpumemprof_cpu":{"sampling_interval_seconds":60}}"#.into(),
+                    overhead_scratch_root: "/dev/shm/fleetgate".into(),
+                    workload: "reference".into(),
+                    ..pb::SubmitRunRequest::default()
+                }
+                .encode_to_vec(),
+            ),
+        ]
+    }
+
     /// Compares the committed seeds in `seeds/<target>/` with `built`, or rewrites them.
     fn check_or_write(target: &str, built: Vec<(&'static str, Vec<u8>)>) {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -280,8 +349,14 @@ mod seeds {
         let built = agent_messages();
         for (name, bytes) in &built {
             let decoded = pb::AgentMessage::decode(bytes.as_slice()).expect(name);
-            if let Some(pb::agent_message::Body::JobEvent(event)) = decoded.body {
-                fleetgate_common::convert::job_update_from_pb(event).expect(name);
+            match decoded.body {
+                Some(pb::agent_message::Body::JobEvent(event)) => {
+                    convert::job_update_from_pb(event).expect(name);
+                }
+                Some(pb::agent_message::Body::Hello(hello)) => {
+                    convert::check_hello(&hello).expect(name);
+                }
+                _ => {}
             }
         }
         check_or_write("agent_message", built);
@@ -298,5 +373,15 @@ mod seeds {
             fleetgate_common::convert::JobRequest::try_from(assign.job.expect(name)).expect(name);
         }
         check_or_write("coordinator_message", built);
+    }
+
+    #[test]
+    fn committed_submit_run_seeds_are_current() {
+        let built = submit_runs();
+        for (name, bytes) in &built {
+            let decoded = pb::SubmitRunRequest::decode(bytes.as_slice()).expect(name);
+            convert::check_submit_run(&decoded).expect(name);
+        }
+        check_or_write("submit_run", built);
     }
 }
