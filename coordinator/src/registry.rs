@@ -232,6 +232,29 @@ struct AgentEntry {
     conn: Option<(u64, Outbound)>,
     /// Where the latest session came from.
     peer: Option<SocketAddr>,
+    /// Events of this agent ignored (unknown job, or another agent's) since the last warning
+    /// about them, and when that warning was logged: at most one warning per
+    /// [`IGNORED_EVENT_WARNING_INTERVAL`], carrying the count.
+    ignored_events: u64,
+    ignored_warned_at: Option<Instant>,
+}
+
+/// How often, at most, one agent's ignored events are logged.
+const IGNORED_EVENT_WARNING_INTERVAL: Duration = Duration::from_secs(60);
+
+impl AgentEntry {
+    /// Counts an ignored event; true when a warning is due (the first one, then at most one
+    /// per interval).
+    fn warn_ignored(&mut self, now: Instant) -> Option<u64> {
+        self.ignored_events += 1;
+        let due = self
+            .ignored_warned_at
+            .is_none_or(|at| now.duration_since(at) >= IGNORED_EVENT_WARNING_INTERVAL);
+        due.then(|| {
+            self.ignored_warned_at = Some(now);
+            std::mem::take(&mut self.ignored_events)
+        })
+    }
 }
 
 #[derive(Debug)]
@@ -520,6 +543,8 @@ impl Registry {
                 last_seen_unix_ms: unix_ms(),
                 conn: Some((conn, outbound.clone())),
                 peer,
+                ignored_events: 0,
+                ignored_warned_at: None,
             },
         );
         tracing::info!(agent_id = %agent_id, conn, rejoined = was_lost, "Agent registered.");
@@ -580,14 +605,27 @@ impl Registry {
     fn job_event(&mut self, agent_id: &str, outbound: &Outbound, event: pb::JobEvent) {
         let job_id = event.job_id.clone();
         let sequence = event.sequence;
-        let Some(job) = self.jobs.get_mut(&job_id) else {
-            tracing::warn!(agent_id, job_id = %job_id, "Event for an unknown job ignored.");
-            return;
-        };
-        if job.agent_id != agent_id {
-            tracing::warn!(agent_id, job_id = %job_id, owner = %job.agent_id, "Event for another agent's job refused.");
+        let owner = self.jobs.get(&job_id).map(|job| job.agent_id.clone());
+        if owner.as_deref() != Some(agent_id) {
+            if let Some(count) = self
+                .agents
+                .get_mut(agent_id)
+                .and_then(|agent| agent.warn_ignored(Instant::now()))
+            {
+                match owner {
+                    None => {
+                        tracing::warn!(agent_id, job_id = %job_id, events = count, "Events for an unknown job ignored.");
+                    }
+                    Some(owner) => {
+                        tracing::warn!(agent_id, job_id = %job_id, owner = %owner, events = count, "Events for another agent's job refused.");
+                    }
+                }
+            }
             return;
         }
+        let Some(job) = self.jobs.get_mut(&job_id) else {
+            return;
+        };
         let ack = |sequence: u64| {
             outbound
                 .try_send(coordinator_message(pb::coordinator_message::Body::Ack(
@@ -1152,6 +1190,42 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ignored_events_are_warned_about_once_per_interval_with_their_count() {
+        let mut agent = AgentEntry {
+            facts: HostFacts::from(pb::HostFacts::default()),
+            runtimes: Vec::new(),
+            labels: BTreeMap::new(),
+            hardware_class: "c".into(),
+            state: AgentState::Connected,
+            last_seen: Instant::now(),
+            last_seen_unix_ms: 0,
+            conn: None,
+            peer: None,
+            ignored_events: 0,
+            ignored_warned_at: None,
+        };
+        let start = Instant::now();
+        assert_eq!(
+            agent.warn_ignored(start),
+            Some(1),
+            "the first one is logged"
+        );
+        for i in 1..1_000u32 {
+            assert_eq!(
+                agent.warn_ignored(start + Duration::from_millis(u64::from(i))),
+                None
+            );
+        }
+        let later = start + IGNORED_EVENT_WARNING_INTERVAL;
+        assert_eq!(
+            agent.warn_ignored(later),
+            Some(1_000),
+            "999 held back, then this one"
+        );
+        assert_eq!(agent.warn_ignored(later), None);
+    }
 
     fn hello(agent_id: &str) -> pb::Hello {
         pb::Hello {
