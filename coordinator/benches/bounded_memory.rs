@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use fleetgate_common::config::{self, GateMode, Knobs, Mode, Profile, RuntimeKnobs, WorkloadKind};
 use fleetgate_common::convert;
 use fleetgate_common::fleet::JobUpdate;
+use fleetgate_common::gate::AssetSource;
 use fleetgate_common::report::RuntimeSection;
 use fleetgate_common::tls::CoordinatorLink;
 use fleetgate_coordinator::client;
@@ -210,14 +211,17 @@ fn maximal_spec(class: &str) -> RunSpec {
         budgets: Some(Asset {
             name: path.clone(),
             bytes: budgets,
+            source: AssetSource::Path,
         }),
         baseline: Some(Asset {
             name: path.clone(),
             bytes: baseline,
+            source: AssetSource::Path,
         }),
         tolerances: Some(Asset {
             name: path,
             bytes: tolerances,
+            source: AssetSource::Path,
         }),
     }
 }
