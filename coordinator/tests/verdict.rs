@@ -83,7 +83,7 @@ fn soak_section_with(
     }
 }
 
-/// A real overhead comparison (five trials of 50 steps) under `dir`.
+/// A real overhead comparison (six pairs of 50 steps) under `dir`.
 fn overhead_section(dir: &Path, faults: &FaultInjector) -> RuntimeSection {
     let spec = OverheadSpec {
         tracker: tracker(Some(faults)),
@@ -96,6 +96,10 @@ fn overhead_section(dir: &Path, faults: &FaultInjector) -> RuntimeSection {
         runtime_dir: dir.to_owned(),
         scratch_dir: None,
         samples: 50,
+        limits: scenario::PairLimits {
+            min_pairs: 6,
+            max_duration: std::time::Duration::ZERO,
+        },
     };
     let cancel = AtomicBool::new(false);
     let mut progress = |_| {};
