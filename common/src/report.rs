@@ -837,7 +837,12 @@ pub fn gate_power_lines(
                 o.trial_count,
                 format_value(metric, pct)
             );
-            if threshold < pct {
+            if threshold_name == "budget headroom" && threshold < 0.0 {
+                lines.push(format!(
+                    "{head}; the estimate is beyond the budget by {}",
+                    format_value(metric, -threshold)
+                ));
+            } else if threshold < pct {
                 lines.push(format!(
                     "{head}; the {threshold_name} of {} is tighter than that: resolve with {RESOLVE_ADVICE}",
                     format_value(metric, threshold)
