@@ -28,7 +28,7 @@ pub const OVERHEAD_CONFIDENCE: f64 = 0.95;
 pub const DETECTABLE_SHIFT_POWER: f64 = 0.95;
 /// One-sided level of the detectable shift: the side of a two-sided 95 % interval.
 pub const DETECTABLE_SHIFT_ALPHA: f64 = 0.025;
-/// `trial_quantile` of every report: the representative pair is the one nearest the estimate.
+/// `trial_quantile` of every report: the representative pair is one near the estimate.
 pub const REPRESENTATIVE_QUANTILE: f64 = 0.5;
 
 /// A scenario could not run.
@@ -195,17 +195,23 @@ pub fn pct_overhead(reference: f64, measured: f64) -> f64 {
     }
 }
 
-/// Index of the representative pair: the one whose `runtime_overhead_pct` is nearest
-/// `estimate` (the lowest index on a tie).
-pub fn representative_pair(pairs: &[OverheadPair], estimate: f64) -> usize {
-    let mut best = 0;
-    for (i, pair) in pairs.iter().enumerate() {
-        let distance = (pair.runtime_overhead_pct - estimate).abs();
-        if distance < (pairs[best].runtime_overhead_pct - estimate).abs() {
-            best = i;
+/// Which of the kept pair and the newest pair to keep: the one whose `runtime_overhead_pct`
+/// is nearer `centre` (the kept one on a tie; the newest when none is kept yet).
+pub fn nearer_pair(
+    pairs: &[OverheadPair],
+    kept: Option<usize>,
+    newest: usize,
+    centre: f64,
+) -> usize {
+    match kept {
+        Some(k)
+            if (pairs[k].runtime_overhead_pct - centre).abs()
+                <= (pairs[newest].runtime_overhead_pct - centre).abs() =>
+        {
+            k
         }
+        _ => newest,
     }
-    best
 }
 
 /// One pair's added cost from its two summaries and the tracked scenario's sample count.
@@ -281,7 +287,7 @@ pub fn stop_after(
     last_pair: Duration,
     estimates: Option<&PairEstimates>,
 ) -> Option<PairStop> {
-    if pairs < limits.min_pairs {
+    if pairs < limits.min_pairs.max(OVERHEAD_MIN_PAIRS_FLOOR) {
         return None;
     }
     if let Some(e) = estimates {
@@ -402,6 +408,7 @@ fn run_trials<C: Collector>(
     let mut losses = Vec::new();
     let started = Instant::now();
     let mut estimates: Option<PairEstimates>;
+    let mut kept: Option<usize> = None;
     let stopped_by = loop {
         let index = pairs.len() as u64;
         let trial = index + 1;
@@ -450,6 +457,18 @@ fn run_trials<C: Collector>(
         } else {
             None
         };
+        // Only one pair's files stay on disk: the kept one or the newest, whichever is nearer
+        // the running estimate; the other's directory goes now.
+        let newest = pairs.len() - 1;
+        let centre = running_centre(&pairs, estimates.as_ref());
+        let nearer = nearer_pair(&pairs, kept, newest, centre);
+        for dropped in [kept, Some(newest)].into_iter().flatten() {
+            if dropped != nearer {
+                let dir = trial_root.join(format!("trial_{}", dropped + 1));
+                std::fs::remove_dir_all(&dir).map_err(dir_error(&dir))?;
+            }
+        }
+        kept = Some(nearer);
         if let Some(stop) = stop_after(
             trial,
             &spec.limits,
@@ -460,14 +479,7 @@ fn run_trials<C: Collector>(
             break stop;
         }
     };
-    let centre = estimates.map_or_else(
-        || {
-            let wall: Vec<f64> = pairs.iter().map(|p| p.runtime_overhead_pct).collect();
-            stats::median(&wall).unwrap_or(0.0)
-        },
-        |e| e.pct.runtime_overhead_pct.estimate,
-    );
-    let selected = representative_pair(&pairs, centre);
+    let selected = kept.unwrap_or(0);
     let (mut unprofiled, mut tracked) = summaries.swap_remove(selected);
     let final_dir = spec.runtime_dir.join("overhead");
     reset_dir(&final_dir)?;
@@ -512,6 +524,18 @@ fn run_trials<C: Collector>(
             .map(|d| d.display().to_string()),
         telemetry_losses: losses,
     })
+}
+
+/// The running estimate of `runtime_overhead_pct`: the Hodges–Lehmann estimate once there is
+/// one, else the median of the pairs so far.
+fn running_centre(pairs: &[OverheadPair], estimates: Option<&PairEstimates>) -> f64 {
+    match estimates {
+        Some(e) => e.pct.runtime_overhead_pct.estimate,
+        None => {
+            let wall: Vec<f64> = pairs.iter().map(|p| p.runtime_overhead_pct).collect();
+            stats::median(&wall).unwrap_or(0.0)
+        }
+    }
 }
 
 fn overhead_progress(hooks: &mut Hooks<'_>, done: u64, total: u64) {

@@ -181,7 +181,7 @@ pub enum PairStop {
 /// The overhead block of a runtime.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OverheadBlock {
-    /// The representative pair's scenarios (the pair nearest the estimate).
+    /// The representative pair's scenarios (a pair near the estimate: see `docs/harness.md`).
     pub scenarios: OverheadScenarios,
     /// The estimates: `runtime_overhead_pct` and `cpu_overhead_pct` are the Hodges–Lehmann
     /// estimates over the pairs; `artifact_growth_bytes` is the representative pair's
@@ -189,8 +189,8 @@ pub struct OverheadBlock {
     pub metrics: OverheadMetrics,
     /// Pairs run.
     pub trial_count: u32,
-    /// Always 0.5: the representative pair is the one whose `runtime_overhead_pct` is nearest
-    /// the estimate (kept for readers of the five-trial format, whose pick was a quantile).
+    /// Always 0.5: the representative pair is one near the estimate (kept for readers of the
+    /// five-trial format, whose pick was a quantile).
     pub trial_quantile: f64,
     /// 1-based index of the representative pair.
     pub selected_trial: u32,

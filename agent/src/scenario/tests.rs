@@ -14,12 +14,14 @@ fn pair(wall_ns: f64, cpu_ns: f64, wall_pct: f64) -> OverheadPair {
 }
 
 #[test]
-fn the_representative_pair_is_the_one_nearest_the_estimate() {
+fn the_kept_pair_is_the_nearer_of_the_kept_and_the_newest() {
     let pairs = [10.0, 30.0, 19.0, 21.0, 50.0].map(|r| pair(0.0, 0.0, r));
-    assert_eq!(representative_pair(&pairs, 20.0), 2);
-    assert_eq!(representative_pair(&pairs, 45.0), 4);
-    assert_eq!(representative_pair(&pairs, -5.0), 0);
-    assert_eq!(representative_pair(&[pair(0.0, 0.0, 1.0)], 99.0), 0);
+    assert_eq!(nearer_pair(&pairs, None, 0, 20.0), 0);
+    assert_eq!(nearer_pair(&pairs, Some(0), 1, 20.0), 0);
+    assert_eq!(nearer_pair(&pairs, Some(0), 2, 20.0), 2);
+    // A tie keeps the kept pair.
+    assert_eq!(nearer_pair(&pairs, Some(2), 3, 20.0), 2);
+    assert_eq!(nearer_pair(&pairs, Some(3), 4, 45.0), 4);
 }
 
 #[test]
@@ -163,7 +165,13 @@ fn overhead_trials_live_in_the_scratch_root_and_only_the_pick_survives() {
     };
     let cancel = AtomicBool::new(false);
     let mut seen = Vec::new();
-    let mut progress = |p: Progress| seen.push(p.done);
+    let trial_root = scratch.join("gpumemprof_cpu/overhead_trials");
+    let mut most_pair_dirs = 0;
+    let mut progress = |p: Progress| {
+        seen.push(p.done);
+        let dirs = std::fs::read_dir(&trial_root).map_or(0, |d| d.count());
+        most_pair_dirs = most_pair_dirs.max(dirs);
+    };
     let block = run_overhead(
         &spec,
         || RuntimeKind::GpumemprofCpu.open_collector(512, 0),
@@ -173,6 +181,8 @@ fn overhead_trials_live_in_the_scratch_root_and_only_the_pick_survives() {
     // A zero time cap: exactly the minimum, unless six pairs were already precise enough.
     assert_eq!(seen, (1..=12).collect::<Vec<u64>>());
     assert_eq!(block.trial_count, 6);
+    // Only the kept pair and the one being measured are ever on disk.
+    assert_eq!(most_pair_dirs, 2);
     assert_eq!(block.trial_metrics.len(), 6);
     assert_eq!(block.pairs.len(), 6);
     assert!(matches!(
