@@ -143,6 +143,7 @@ pub fn run_job(spec: &JobSpec, hooks: &mut Hooks<'_>) -> Result<RuntimeSection, 
                 .as_ref()
                 .map(|s| s.join(runtime_dir.file_name().unwrap_or_default())),
             samples: plan.overhead_sample_count,
+            limits: scenario::PairLimits::from_knobs(&spec.knobs),
         };
         Some(scenario::run_overhead(
             &overhead,

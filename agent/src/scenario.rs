@@ -1,26 +1,35 @@
 //! The scenarios a job runs on one runtime: the overhead comparison (unprofiled vs tracked
-//! default mode over five trials), the accelerated soak with in-loop RSS checkpoints, and the
+//! default mode in interleaved pairs), the accelerated soak with in-loop RSS checkpoints, and the
 //! forced-churn retention validation. Each produces its block of the v0.4 report.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use fleetgate_common::config::{RetentionValidationLimits, WorkloadKind, checkpoint_indices};
-use fleetgate_common::report::{
-    OverheadBlock, OverheadMetrics, OverheadScenarios, RetentionChecks, RetentionValidationBlock,
-    ScenarioSummary, SoakBlock, TelemetryLoss,
+use fleetgate_common::config::{
+    OVERHEAD_MAX_PAIRS, OVERHEAD_MIN_PAIRS_FLOOR, OVERHEAD_TARGET_HALF_WIDTH_PCT,
+    RetentionValidationLimits, RuntimeKnobs, WorkloadKind, checkpoint_indices,
 };
+use fleetgate_common::report::{
+    AddedCost, DetectableShift, OverheadBlock, OverheadEstimates, OverheadMetrics, OverheadPair,
+    OverheadScenarios, PairStop, RetentionChecks, RetentionValidationBlock, ScenarioSummary,
+    SoakBlock, TelemetryLoss,
+};
+use fleetgate_common::stats::{self, LocationEstimator, StatsError};
 
 use crate::collector::{CollectError, Collector, RssCollector};
 use crate::runtime::{Tracker, TrackerConfig, TrackerError, TrackerReport};
 use crate::sink::{MANIFEST_FILE, SinkConfig, SinkError};
 use crate::workload::{PreparedWorkload, Workload};
 
-/// Trials of the overhead scenario.
-pub const OVERHEAD_TRIALS: u32 = 5;
-/// Quantile of the trial that is reported.
-pub const OVERHEAD_TRIAL_QUANTILE: f64 = 0.25;
+/// Confidence of the overhead intervals.
+pub const OVERHEAD_CONFIDENCE: f64 = 0.95;
+/// Power at which the detectable shift is stated.
+pub const DETECTABLE_SHIFT_POWER: f64 = 0.95;
+/// One-sided level of the detectable shift: the side of a two-sided 95 % interval.
+pub const DETECTABLE_SHIFT_ALPHA: f64 = 0.025;
+/// `trial_quantile` of every report: the representative pair is one near the estimate.
+pub const REPRESENTATIVE_QUANTILE: f64 = 0.5;
 
 /// A scenario could not run.
 #[derive(Debug, thiserror::Error)]
@@ -57,7 +66,8 @@ fn dir_error(path: &Path) -> impl FnOnce(std::io::Error) -> ScenarioError + '_ {
 /// Where a scenario is, and what it reports along the way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
-    /// Overhead trials (done/total count scenarios: 2 per trial).
+    /// Overhead pairs (done/total count scenarios: 2 per pair; the total grows with the pairs
+    /// beyond the minimum).
     Overhead,
     /// The soak (done/total count samples).
     Soak,
@@ -185,23 +195,134 @@ pub fn pct_overhead(reference: f64, measured: f64) -> f64 {
     }
 }
 
-/// Index of the reported trial: sort by (runtime overhead, CPU overhead, trial index) and take
-/// rank `floor((count − 1) × 0.25)` — the second best of five.
-pub fn select_trial(trials: &[OverheadMetrics]) -> usize {
-    let mut order: Vec<usize> = (0..trials.len()).collect();
-    order.sort_by(|&a, &b| {
-        trials[a]
-            .runtime_overhead_pct
-            .total_cmp(&trials[b].runtime_overhead_pct)
-            .then(
-                trials[a]
-                    .cpu_overhead_pct
-                    .total_cmp(&trials[b].cpu_overhead_pct),
-            )
-            .then(a.cmp(&b))
-    });
-    let rank = ((trials.len().saturating_sub(1)) as f64 * OVERHEAD_TRIAL_QUANTILE).floor() as usize;
-    order.get(rank).copied().unwrap_or(0)
+/// Which of the kept pair and the newest pair to keep: the one whose `runtime_overhead_pct`
+/// is nearer `centre` (the kept one on a tie; the newest when none is kept yet).
+pub fn nearer_pair(
+    pairs: &[OverheadPair],
+    kept: Option<usize>,
+    newest: usize,
+    centre: f64,
+) -> usize {
+    match kept {
+        Some(k)
+            if (pairs[k].runtime_overhead_pct - centre).abs()
+                <= (pairs[newest].runtime_overhead_pct - centre).abs() =>
+        {
+            k
+        }
+        _ => newest,
+    }
+}
+
+/// One pair's added cost from its two summaries and the tracked scenario's sample count.
+pub fn pair_cost(
+    unprofiled: &ScenarioSummary,
+    tracked: &ScenarioSummary,
+    samples: u64,
+    tracked_first: bool,
+) -> OverheadPair {
+    let per_sample =
+        |tracked: f64, unprofiled: f64| (tracked - unprofiled) * 1e9 / samples.max(1) as f64;
+    OverheadPair {
+        tracked_first,
+        added_wall_ns_per_sample: per_sample(tracked.wall_seconds, unprofiled.wall_seconds),
+        added_cpu_ns_per_sample: per_sample(tracked.cpu_seconds, unprofiled.cpu_seconds),
+        runtime_overhead_pct: pct_overhead(unprofiled.wall_seconds, tracked.wall_seconds),
+        cpu_overhead_pct: pct_overhead(unprofiled.cpu_seconds, tracked.cpu_seconds),
+    }
+}
+
+/// What the pairs estimate: each cost's Hodges–Lehmann estimate with its 95 % signed-rank
+/// interval, and the detectable shift from each cost's normal-scaled MAD.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PairEstimates {
+    /// Added cost per sample.
+    pub added: AddedCost,
+    /// The percentages.
+    pub pct: OverheadEstimates,
+    /// The smallest shift detected with 95 % probability.
+    pub detectable: DetectableShift,
+}
+
+/// Estimates from the pairs, or an error when they are too few (fewer than 6) or not finite.
+pub fn estimate_pairs(pairs: &[OverheadPair]) -> Result<PairEstimates, StatsError> {
+    let column = |f: fn(&OverheadPair) -> f64| pairs.iter().map(f).collect::<Vec<f64>>();
+    let wall = column(|p| p.added_wall_ns_per_sample);
+    let cpu = column(|p| p.added_cpu_ns_per_sample);
+    let wall_pct = column(|p| p.runtime_overhead_pct);
+    let cpu_pct = column(|p| p.cpu_overhead_pct);
+    let detectable = |xs: &[f64]| -> Result<f64, StatsError> {
+        stats::minimum_detectable_shift(
+            xs.len(),
+            stats::mad(xs)?,
+            DETECTABLE_SHIFT_ALPHA,
+            DETECTABLE_SHIFT_POWER,
+            LocationEstimator::HodgesLehmann,
+        )
+    };
+    Ok(PairEstimates {
+        added: AddedCost {
+            wall: stats::hodges_lehmann(&wall, OVERHEAD_CONFIDENCE)?,
+            cpu: stats::hodges_lehmann(&cpu, OVERHEAD_CONFIDENCE)?,
+        },
+        pct: OverheadEstimates {
+            runtime_overhead_pct: stats::hodges_lehmann(&wall_pct, OVERHEAD_CONFIDENCE)?,
+            cpu_overhead_pct: stats::hodges_lehmann(&cpu_pct, OVERHEAD_CONFIDENCE)?,
+        },
+        detectable: DetectableShift {
+            wall_ns_per_sample: detectable(&wall)?,
+            cpu_ns_per_sample: detectable(&cpu)?,
+            runtime_overhead_pct: detectable(&wall_pct)?,
+            cpu_overhead_pct: detectable(&cpu_pct)?,
+        },
+    })
+}
+
+/// Whether the overhead scenario stops after `pairs` pairs taking `elapsed` so far, the last
+/// one `last_pair`, with `estimates` from them (None below the interval's minimum).
+pub fn stop_after(
+    pairs: u64,
+    limits: &PairLimits,
+    elapsed: Duration,
+    last_pair: Duration,
+    estimates: Option<&PairEstimates>,
+) -> Option<PairStop> {
+    if pairs < limits.min_pairs.max(OVERHEAD_MIN_PAIRS_FLOOR) {
+        return None;
+    }
+    if let Some(e) = estimates {
+        let r = e.pct.runtime_overhead_pct;
+        if (r.hi - r.lo) / 2.0 <= OVERHEAD_TARGET_HALF_WIDTH_PCT {
+            return Some(PairStop::Precision);
+        }
+    }
+    if pairs >= OVERHEAD_MAX_PAIRS {
+        return Some(PairStop::MaxPairs);
+    }
+    // No pair starts that would likely end past the cap.
+    if elapsed + last_pair > limits.max_duration {
+        return Some(PairStop::TimeCap);
+    }
+    None
+}
+
+/// How many pairs the overhead scenario runs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PairLimits {
+    /// Pairs always run (at least [`OVERHEAD_MIN_PAIRS_FLOOR`]).
+    pub min_pairs: u64,
+    /// No pair starts once it would likely end after this (the minimum always runs).
+    pub max_duration: Duration,
+}
+
+impl PairLimits {
+    /// The limits a runtime's knobs set (their defaults when unset).
+    pub fn from_knobs(knobs: &RuntimeKnobs) -> Self {
+        PairLimits {
+            min_pairs: knobs.overhead_min_pairs(),
+            max_duration: knobs.overhead_max_duration(),
+        }
+    }
 }
 
 /// Writes `summary.json` into the summary's directory so that the `artifact_size_bytes`
@@ -248,10 +369,13 @@ pub struct OverheadSpec {
     pub scratch_dir: Option<PathBuf>,
     /// Samples the tracked scenario emits.
     pub samples: u64,
+    /// How many pairs to run.
+    pub limits: PairLimits,
 }
 
-/// Runs five trials of unprofiled vs tracked, promotes the 25th-percentile trial's
-/// directories to `<runtime_dir>/overhead/{unprofiled,tracked_default}` and deletes the rest.
+/// Runs unprofiled/tracked pairs in ABBA order (see [`stop_after`] for how many), estimates
+/// the added cost, promotes the representative pair's directories to
+/// `<runtime_dir>/overhead/{unprofiled,tracked_default}` and deletes the rest.
 pub fn run_overhead<C: Collector>(
     spec: &OverheadSpec,
     mut open_collector: impl FnMut() -> Result<C, CollectError>,
@@ -279,27 +403,42 @@ fn run_trials<C: Collector>(
     hooks: &mut Hooks<'_>,
 ) -> Result<OverheadBlock, ScenarioError> {
     let mut trials = Vec::new();
+    let mut pairs = Vec::new();
     let mut summaries = Vec::new();
     let mut losses = Vec::new();
-    let total = u64::from(OVERHEAD_TRIALS) * 2;
-    for trial in 1..=OVERHEAD_TRIALS {
+    let started = Instant::now();
+    let mut estimates: Option<PairEstimates>;
+    let mut kept: Option<usize> = None;
+    let stopped_by = loop {
+        let index = pairs.len() as u64;
+        let trial = index + 1;
+        let tracked_first = index % 2 == 1;
+        let total = 2 * spec.limits.min_pairs.max(trial);
+        let pair_started = Instant::now();
         let dir = trial_root.join(format!("trial_{trial}"));
-        let unprofiled = run_unprofiled(spec, &dir.join("unprofiled"), hooks)?;
-        (hooks.progress)(Progress {
-            phase: Phase::Overhead,
-            done: u64::from(trial) * 2 - 1,
-            total,
-            durable_records: 0,
-        });
-        let tracked = run_tracked(spec, open_collector()?, &dir.join("tracked_default"), hooks)?;
-        (hooks.progress)(Progress {
-            phase: Phase::Overhead,
-            done: u64::from(trial) * 2,
-            total,
-            durable_records: 0,
-        });
+        let (unprofiled, tracked) = if tracked_first {
+            let tracked =
+                run_tracked(spec, open_collector()?, &dir.join("tracked_default"), hooks)?;
+            overhead_progress(hooks, trial * 2 - 1, total);
+            let unprofiled = run_unprofiled(spec, &dir.join("unprofiled"), hooks)?;
+            (unprofiled, tracked)
+        } else {
+            let unprofiled = run_unprofiled(spec, &dir.join("unprofiled"), hooks)?;
+            overhead_progress(hooks, trial * 2 - 1, total);
+            let tracked =
+                run_tracked(spec, open_collector()?, &dir.join("tracked_default"), hooks)?;
+            (unprofiled, tracked)
+        };
+        overhead_progress(hooks, trial * 2, total);
+        let last_pair = pair_started.elapsed();
         trials.push(overhead_metrics(&unprofiled, &tracked));
-        // Unselected trials are deleted below: what their sinks lost is kept here.
+        pairs.push(pair_cost(
+            &unprofiled,
+            &tracked,
+            spec.samples.max(1),
+            tracked_first,
+        ));
+        // Pairs not promoted are deleted below: what their sinks lost is kept here.
         if let Some(stats) = &tracked.stats {
             losses.extend(TelemetryLoss::from_stats(
                 &format!("overhead trial {trial}"),
@@ -311,8 +450,36 @@ fn run_trials<C: Collector>(
             ));
         }
         summaries.push((unprofiled, tracked));
-    }
-    let selected = select_trial(&trials);
+        estimates = if pairs.len() as u64 >= OVERHEAD_MIN_PAIRS_FLOOR {
+            // A non-finite pair (a zero-length unprofiled run) leaves no estimate: the
+            // time cap then ends the scenario.
+            estimate_pairs(&pairs).ok()
+        } else {
+            None
+        };
+        // Only one pair's files stay on disk: the kept one or the newest, whichever is nearer
+        // the running estimate; the other's directory goes now.
+        let newest = pairs.len() - 1;
+        let centre = running_centre(&pairs, estimates.as_ref());
+        let nearer = nearer_pair(&pairs, kept, newest, centre);
+        for dropped in [kept, Some(newest)].into_iter().flatten() {
+            if dropped != nearer {
+                let dir = trial_root.join(format!("trial_{}", dropped + 1));
+                std::fs::remove_dir_all(&dir).map_err(dir_error(&dir))?;
+            }
+        }
+        kept = Some(nearer);
+        if let Some(stop) = stop_after(
+            trial,
+            &spec.limits,
+            started.elapsed(),
+            last_pair,
+            estimates.as_ref(),
+        ) {
+            break stop;
+        }
+    };
+    let selected = kept.unwrap_or(0);
     let (mut unprofiled, mut tracked) = summaries.swap_remove(selected);
     let final_dir = spec.runtime_dir.join("overhead");
     reset_dir(&final_dir)?;
@@ -326,17 +493,30 @@ fn run_trials<C: Collector>(
         }
         write_summary(summary)?;
     }
-    let metrics = overhead_metrics(&unprofiled, &tracked);
+    let representative = overhead_metrics(&unprofiled, &tracked);
+    let metrics = match &estimates {
+        Some(e) => OverheadMetrics {
+            runtime_overhead_pct: e.pct.runtime_overhead_pct.estimate,
+            cpu_overhead_pct: e.pct.cpu_overhead_pct.estimate,
+            artifact_growth_bytes: representative.artifact_growth_bytes,
+        },
+        None => representative,
+    };
     Ok(OverheadBlock {
         scenarios: OverheadScenarios {
             unprofiled,
             tracked_default: tracked,
         },
         metrics,
-        trial_count: OVERHEAD_TRIALS,
-        trial_quantile: OVERHEAD_TRIAL_QUANTILE,
+        trial_count: trials.len() as u32,
+        trial_quantile: REPRESENTATIVE_QUANTILE,
         selected_trial: selected as u32 + 1,
         trial_metrics: trials,
+        pairs,
+        added_ns_per_sample: estimates.map(|e| e.added),
+        estimates: estimates.map(|e| e.pct),
+        detectable_shift: estimates.map(|e| e.detectable),
+        stopped_by: Some(stopped_by),
         scratch_root: spec
             .scratch_dir
             .as_ref()
@@ -344,6 +524,27 @@ fn run_trials<C: Collector>(
             .map(|d| d.display().to_string()),
         telemetry_losses: losses,
     })
+}
+
+/// The running estimate of `runtime_overhead_pct`: the Hodges–Lehmann estimate once there is
+/// one, else the median of the pairs so far.
+fn running_centre(pairs: &[OverheadPair], estimates: Option<&PairEstimates>) -> f64 {
+    match estimates {
+        Some(e) => e.pct.runtime_overhead_pct.estimate,
+        None => {
+            let wall: Vec<f64> = pairs.iter().map(|p| p.runtime_overhead_pct).collect();
+            stats::median(&wall).unwrap_or(0.0)
+        }
+    }
+}
+
+fn overhead_progress(hooks: &mut Hooks<'_>, done: u64, total: u64) {
+    (hooks.progress)(Progress {
+        phase: Phase::Overhead,
+        done,
+        total,
+        durable_records: 0,
+    });
 }
 
 /// Renames a directory, copying it when it crosses filesystems (a RAM-backed scratch root).

@@ -287,11 +287,38 @@ pub struct RuntimeKnobs {
     /// History window of each ring (the TensorFlow tracker's `max_history`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_history: Option<u64>,
+    /// Overhead measurement: unprofiled/tracked pairs always run (default
+    /// [`DEFAULT_OVERHEAD_MIN_PAIRS`], from [`OVERHEAD_MIN_PAIRS_FLOOR`] to
+    /// [`OVERHEAD_MAX_PAIRS`]). Not part of the config a baseline must match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overhead_min_pairs: Option<u64>,
+    /// Overhead measurement: seconds after which no further pair starts once the minimum is
+    /// run (default [`DEFAULT_OVERHEAD_MAX_SECONDS`]). Not part of the config a baseline must
+    /// match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overhead_max_seconds: Option<f64>,
 }
+
+/// Pairs the overhead scenario runs at least, unless `overhead_min_pairs` is set.
+pub const DEFAULT_OVERHEAD_MIN_PAIRS: u64 = 10;
+/// Fewest pairs accepted: the 95 % signed-rank interval needs 6.
+pub const OVERHEAD_MIN_PAIRS_FLOOR: u64 = 6;
+/// Most pairs the overhead scenario runs (the exact signed-rank interval's range).
+pub const OVERHEAD_MAX_PAIRS: u64 = 200;
+/// Seconds after which the overhead scenario starts no further pair (once the minimum is run),
+/// unless `overhead_max_seconds` is set.
+pub const DEFAULT_OVERHEAD_MAX_SECONDS: f64 = 3.0;
+/// The overhead scenario stops adding pairs once the 95 % interval of `runtime_overhead_pct`
+/// is at most this many percentage points either side of its estimate (half its width).
+pub const OVERHEAD_TARGET_HALF_WIDTH_PCT: f64 = 2.5;
+
+/// Knobs that only change how the overhead is measured, not what runs: a baseline matches a
+/// run whatever their values.
+pub const MEASUREMENT_KNOBS: [&str; 2] = ["overhead_min_pairs", "overhead_max_seconds"];
 
 /// Knob names in the seed's tuning order: sampling interval, sink flush cadence, rollover
 /// size or count, retention limits, history window.
-pub const KNOB_ORDER: [&str; 8] = [
+pub const KNOB_ORDER: [&str; 10] = [
     "sampling_interval_seconds",
     "flush_every_events",
     "flush_every_seconds",
@@ -300,6 +327,8 @@ pub const KNOB_ORDER: [&str; 8] = [
     "retention_max_files",
     "retention_max_total_bytes",
     "max_history",
+    "overhead_min_pairs",
+    "overhead_max_seconds",
 ];
 
 impl RuntimeKnobs {
@@ -319,6 +348,8 @@ impl RuntimeKnobs {
             "retention_max_files" => self.retention_max_files.is_some(),
             "retention_max_total_bytes" => self.retention_max_total_bytes.is_some(),
             "max_history" => self.max_history.is_some(),
+            "overhead_min_pairs" => self.overhead_min_pairs.is_some(),
+            "overhead_max_seconds" => self.overhead_max_seconds.is_some(),
             _ => false,
         }
     }
@@ -346,6 +377,11 @@ impl RuntimeKnobs {
             "retention_max_files" => self.retention_max_files = Some(int(value)?),
             "retention_max_total_bytes" => self.retention_max_total_bytes = Some(int(value)?),
             "max_history" => self.max_history = Some(int(value)?),
+            "overhead_min_pairs" => match value.trim().parse::<u64>() {
+                Ok(n) if pairs_in_range(n) => self.overhead_min_pairs = Some(n),
+                _ => return Err(pairs_error(format!("'{value}'"))),
+            },
+            "overhead_max_seconds" => self.overhead_max_seconds = Some(secs(value)?),
             _ => {
                 return Err(format!("unknown knob (known: {})", KNOB_ORDER.join(", ")));
             }
@@ -362,9 +398,15 @@ impl RuntimeKnobs {
     /// Checks knobs that arrived already parsed (over the wire) by the rules of [`Self::set`];
     /// the error names the knob.
     pub fn validate(&self) -> Result<(), String> {
+        if let Some(n) = self.overhead_min_pairs
+            && !pairs_in_range(n)
+        {
+            return Err(format!("overhead_min_pairs: {}", pairs_error(n)));
+        }
         for (name, seconds) in [
             ("sampling_interval_seconds", self.sampling_interval_seconds),
             ("flush_every_seconds", self.flush_every_seconds),
+            ("overhead_max_seconds", self.overhead_max_seconds),
         ] {
             if let Some(x) = seconds
                 && !seconds_in_range(x)
@@ -386,6 +428,39 @@ impl RuntimeKnobs {
         }
         Ok(())
     }
+
+    /// Pairs the overhead scenario runs at least.
+    pub fn overhead_min_pairs(&self) -> u64 {
+        self.overhead_min_pairs
+            .unwrap_or(DEFAULT_OVERHEAD_MIN_PAIRS)
+            .clamp(OVERHEAD_MIN_PAIRS_FLOOR, OVERHEAD_MAX_PAIRS)
+    }
+
+    /// Time cap of the overhead scenario (clamped to the accepted range, so it never panics).
+    pub fn overhead_max_duration(&self) -> Duration {
+        Duration::from_secs_f64(
+            self.overhead_max_seconds
+                .unwrap_or(DEFAULT_OVERHEAD_MAX_SECONDS)
+                .clamp(MIN_SECONDS_KNOB, MAX_SECONDS_KNOB),
+        )
+    }
+
+    /// These knobs without the [`MEASUREMENT_KNOBS`].
+    pub fn without_measurement(&self) -> RuntimeKnobs {
+        RuntimeKnobs {
+            overhead_min_pairs: None,
+            overhead_max_seconds: None,
+            ..*self
+        }
+    }
+}
+
+fn pairs_in_range(n: u64) -> bool {
+    (OVERHEAD_MIN_PAIRS_FLOOR..=OVERHEAD_MAX_PAIRS).contains(&n)
+}
+
+fn pairs_error(got: impl std::fmt::Display) -> String {
+    format!("must be an integer from {OVERHEAD_MIN_PAIRS_FLOOR} to {OVERHEAD_MAX_PAIRS}, got {got}")
 }
 
 /// Shortest seconds knob accepted (1 µs: anything shorter is no interval at all).
@@ -609,7 +684,12 @@ impl RunConfig {
             profile_equivalent_hours: self.profile_equivalent_hours,
             runtimes: self.runtimes.clone(),
             retention_validation: self.retention_validation,
-            knobs: self.knobs.clone(),
+            knobs: self
+                .knobs
+                .iter()
+                .map(|(runtime, k)| (runtime.clone(), k.without_measurement()))
+                .filter(|(_, k)| !k.is_empty())
+                .collect(),
         }
     }
 }
@@ -755,6 +835,71 @@ mod tests {
     }
 
     #[test]
+    fn overhead_measurement_knobs_are_checked_and_not_compared_with_a_baseline() {
+        let mut k = RuntimeKnobs::default();
+        assert_eq!(k.overhead_min_pairs(), DEFAULT_OVERHEAD_MIN_PAIRS);
+        assert_eq!(
+            k.overhead_max_duration(),
+            Duration::from_secs_f64(DEFAULT_OVERHEAD_MAX_SECONDS)
+        );
+        for bad in ["5", "201", "x"] {
+            assert_eq!(
+                k.set("overhead_min_pairs", bad).unwrap_err(),
+                format!("must be an integer from 6 to 200, got '{bad}'")
+            );
+        }
+        k.set("overhead_min_pairs", "6").unwrap();
+        k.set("overhead_max_seconds", "20").unwrap();
+        assert_eq!(k.overhead_min_pairs(), 6);
+        assert_eq!(k.overhead_max_duration(), Duration::from_secs(20));
+        assert!(k.set("overhead_max_seconds", "0").is_err());
+        let wire = RuntimeKnobs {
+            overhead_min_pairs: Some(2),
+            ..RuntimeKnobs::default()
+        };
+        assert_eq!(
+            wire.validate().unwrap_err(),
+            "overhead_min_pairs: must be an integer from 6 to 200, got 2"
+        );
+        // A run with only measurement knobs set matches a baseline recorded without them.
+        let mut knobs = Knobs::new();
+        knobs.insert("gpumemprof_cpu".to_owned(), k);
+        let mut tuned = k;
+        tuned.max_history = Some(10);
+        knobs.insert("tfmemprof_cpu".to_owned(), tuned);
+        let config = RunConfig {
+            profile: Profile::Pr,
+            mode: Mode::All,
+            iterations: 1,
+            allocation_kb: 1,
+            workload: WorkloadKind::Reference,
+            profile_equivalent_hours: 1.0,
+            runtimes: BTreeMap::new(),
+            retention_validation: RetentionValidationLimits::default(),
+            knobs,
+            overhead_scratch_root: None,
+            budgets_path: None,
+            baseline_path: None,
+            tolerances_path: None,
+            budgets_source: None,
+            budgets_sha256: None,
+            baseline_source: None,
+            baseline_sha256: None,
+            tolerances_source: None,
+            tolerances_sha256: None,
+        };
+        let comparable = config.comparable().knobs;
+        assert_eq!(comparable.len(), 1);
+        assert_eq!(
+            comparable["tfmemprof_cpu"],
+            RuntimeKnobs {
+                max_history: Some(10),
+                ..RuntimeKnobs::default()
+            }
+        );
+    }
+
+    #[test]
     fn seconds_knobs_must_become_real_durations_and_errors_stay_one_line() {
         let mut k = RuntimeKnobs::default();
         for bad in ["1e30", "1e-10", "inf", "0"] {
@@ -779,7 +924,7 @@ mod tests {
         .unwrap_err();
         assert_eq!(
             e.to_string(),
-            "k.json: gpumemprof_cpu.x\\ny: unknown knob (known: sampling_interval_seconds, flush_every_events, flush_every_seconds, rollover_max_bytes, rollover_max_events, retention_max_files, retention_max_total_bytes, max_history)"
+            "k.json: gpumemprof_cpu.x\\ny: unknown knob (known: sampling_interval_seconds, flush_every_events, flush_every_seconds, rollover_max_bytes, rollover_max_events, retention_max_files, retention_max_total_bytes, max_history, overhead_min_pairs, overhead_max_seconds)"
         );
     }
 }

@@ -10,6 +10,7 @@ use std::path::Path;
 use crate::config::ComparableConfig;
 use crate::fleet::threshold_candidates;
 use crate::report::{BudgetCheck, REPORT_VERSION, RegressionCheck, is_two_sided};
+use crate::stats::{self, Decision, DualCriterion, Interval};
 
 /// A gate asset cannot be used. Displays as one line: `<file>: <what is wrong>`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -277,10 +278,23 @@ impl Budgets {
         require_coverage(Kind::Budget, &self.path, &self.budgets, expected, class_of)
     }
 
-    /// One check per produced metric (a metric without a budget fails its check).
+    /// One check per produced metric (a metric without a budget fails its check):
+    /// `value <= max`.
     pub fn check(
         &self,
         metrics: &BTreeMap<String, f64>,
+        class_of: ClassOf<'_>,
+    ) -> BTreeMap<String, BudgetCheck> {
+        self.check_intervals(metrics, &BTreeMap::new(), class_of)
+    }
+
+    /// As [`Self::check`], but a metric with a 95 % interval in `intervals` is decided by
+    /// [`stats::budget_decision`]: it passes when `hi <= max`, fails when `lo > max`, and is
+    /// otherwise inconclusive. An interval the rule rejects (NaN) fails.
+    pub fn check_intervals(
+        &self,
+        metrics: &BTreeMap<String, f64>,
+        intervals: &BTreeMap<String, Interval>,
         class_of: ClassOf<'_>,
     ) -> BTreeMap<String, BudgetCheck> {
         metrics
@@ -288,13 +302,22 @@ impl Budgets {
             .map(|(metric, &value)| {
                 let (threshold_key, max_allowed) = resolve(&self.budgets, metric, class_of)
                     .unwrap_or_else(|| (String::new(), f64::NEG_INFINITY));
+                let interval = intervals.get(metric);
+                let decision = match interval {
+                    Some(&i) => stats::budget_decision(i, max_allowed).unwrap_or(Decision::Fail),
+                    None if value <= max_allowed => Decision::Pass,
+                    None => Decision::Fail,
+                };
                 (
                     metric.clone(),
                     BudgetCheck {
                         value,
                         max_allowed,
                         threshold_key,
-                        passed: value <= max_allowed,
+                        passed: decision == Decision::Pass,
+                        lo: interval.map(|i| i.lo),
+                        hi: interval.map(|i| i.hi),
+                        inconclusive: decision == Decision::Inconclusive,
                     },
                 )
             })
@@ -350,6 +373,22 @@ impl Tolerances {
         metrics: &BTreeMap<String, f64>,
         class_of: ClassOf<'_>,
     ) -> BTreeMap<String, RegressionCheck> {
+        self.check_intervals(baseline, metrics, &BTreeMap::new(), class_of)
+    }
+
+    /// As [`Self::check`], but a one-sided metric with a 95 % interval in `intervals` is
+    /// decided by [`DualCriterion`] (noise 0 until calibrated baselines exist) on
+    /// `delta = current − baseline` with the interval shifted by the baseline: it fails when
+    /// the interval excludes 0 from above and `delta > tolerance`, passes when its upper bound
+    /// is within the tolerance, and is otherwise inconclusive. No baseline or tolerance (NaN)
+    /// fails.
+    pub fn check_intervals(
+        &self,
+        baseline: &Baseline,
+        metrics: &BTreeMap<String, f64>,
+        intervals: &BTreeMap<String, Interval>,
+        class_of: ClassOf<'_>,
+    ) -> BTreeMap<String, RegressionCheck> {
         metrics
             .iter()
             .map(|(metric, &current_value)| {
@@ -359,8 +398,29 @@ impl Tolerances {
                     .unwrap_or_else(|| (String::new(), f64::NAN));
                 let delta = current_value - baseline_value;
                 let two_sided = is_two_sided(metric);
-                // NaN (no baseline or tolerance) fails both comparisons.
-                let passed = delta <= max_regression && (!two_sided || delta >= -max_regression);
+                let interval = intervals
+                    .get(metric)
+                    .filter(|_| !two_sided)
+                    .map(|i| Interval {
+                        lo: i.lo - baseline_value,
+                        hi: i.hi - baseline_value,
+                    });
+                let decision = match interval {
+                    // NaN (no baseline or tolerance) is an error of the rule: it fails.
+                    Some(i) => DualCriterion {
+                        tolerance: max_regression,
+                        noise: 0.0,
+                        k: 0.0,
+                    }
+                    .decide(delta, i)
+                    .unwrap_or(Decision::Fail),
+                    // NaN (no baseline or tolerance) fails both comparisons.
+                    None if delta <= max_regression && (!two_sided || delta >= -max_regression) => {
+                        Decision::Pass
+                    }
+                    None => Decision::Fail,
+                };
+                let passed = decision == Decision::Pass;
                 (
                     metric.clone(),
                     RegressionCheck {
@@ -371,6 +431,9 @@ impl Tolerances {
                         threshold_key,
                         passed,
                         two_sided,
+                        delta_lo: interval.map(|i| i.lo),
+                        delta_hi: interval.map(|i| i.hi),
+                        inconclusive: decision == Decision::Inconclusive,
                     },
                 )
             })

@@ -119,21 +119,98 @@ pub struct OverheadScenarios {
     pub tracked_default: ScenarioSummary,
 }
 
+/// One unprofiled/tracked pair of the overhead scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct OverheadPair {
+    /// Whether the tracked run went first (pairs alternate: AB, BA, AB, …).
+    pub tracked_first: bool,
+    /// `(tracked − unprofiled wall time) / samples`, in ns.
+    pub added_wall_ns_per_sample: f64,
+    /// `(tracked − unprofiled CPU time) / samples`, in ns.
+    pub added_cpu_ns_per_sample: f64,
+    /// Signed % of tracked vs unprofiled wall time.
+    pub runtime_overhead_pct: f64,
+    /// Signed % of tracked vs unprofiled CPU time.
+    pub cpu_overhead_pct: f64,
+}
+
+/// Added cost per tracked sample, estimated from the pairs.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct AddedCost {
+    /// Wall time, ns per sample.
+    pub wall: crate::stats::Estimate,
+    /// Process CPU time, ns per sample.
+    pub cpu: crate::stats::Estimate,
+}
+
+/// The overhead metrics' estimates with their 95 % intervals.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct OverheadEstimates {
+    /// Hodges–Lehmann estimate of the per-pair `runtime_overhead_pct`.
+    pub runtime_overhead_pct: crate::stats::Estimate,
+    /// Hodges–Lehmann estimate of the per-pair `cpu_overhead_pct`.
+    pub cpu_overhead_pct: crate::stats::Estimate,
+}
+
+/// The smallest true shift this run's pairs detect with 95 % probability by a one-sided test
+/// at 2.5 % (the side of a two-sided 95 % interval), from the pairs' normal-scaled MAD.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct DetectableShift {
+    /// Wall time, ns per sample.
+    pub wall_ns_per_sample: f64,
+    /// CPU time, ns per sample.
+    pub cpu_ns_per_sample: f64,
+    /// `runtime_overhead_pct`, in percentage points.
+    pub runtime_overhead_pct: f64,
+    /// `cpu_overhead_pct`, in percentage points.
+    pub cpu_overhead_pct: f64,
+}
+
+/// Why the overhead scenario stopped adding pairs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PairStop {
+    /// The `runtime_overhead_pct` interval became narrow enough.
+    Precision,
+    /// The time cap was reached.
+    TimeCap,
+    /// The most pairs accepted were run.
+    MaxPairs,
+}
+
 /// The overhead block of a runtime.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OverheadBlock {
-    /// Selected trial's scenarios.
+    /// The representative pair's scenarios (a pair near the estimate: see `docs/harness.md`).
     pub scenarios: OverheadScenarios,
-    /// Selected trial's metrics (recomputed from the promoted summaries).
+    /// The estimates: `runtime_overhead_pct` and `cpu_overhead_pct` are the Hodges–Lehmann
+    /// estimates over the pairs; `artifact_growth_bytes` is the representative pair's
+    /// (recomputed from the promoted summaries).
     pub metrics: OverheadMetrics,
-    /// Trials run.
+    /// Pairs run.
     pub trial_count: u32,
-    /// Quantile of the pick.
+    /// Always 0.5: the representative pair is one near the estimate (kept for readers of the
+    /// five-trial format, whose pick was a quantile).
     pub trial_quantile: f64,
-    /// 1-based index of the selected trial.
+    /// 1-based index of the representative pair.
     pub selected_trial: u32,
-    /// Every trial's metrics, in trial order.
+    /// Every pair's metrics, in pair order.
     pub trial_metrics: Vec<OverheadMetrics>,
+    /// Every pair's added cost, in pair order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pairs: Vec<OverheadPair>,
+    /// Added cost per tracked sample with its 95 % interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub added_ns_per_sample: Option<AddedCost>,
+    /// The overhead metrics with their 95 % intervals.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimates: Option<OverheadEstimates>,
+    /// The smallest regression this run detects with 95 % probability.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detectable_shift: Option<DetectableShift>,
+    /// Why no more pairs were run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_by: Option<PairStop>,
     /// Scratch root used for trial files, if any.
     pub scratch_root: Option<String>,
     /// The trials whose telemetry sink dropped records, failed a write or did not complete its
@@ -477,8 +554,49 @@ pub struct BudgetCheck {
     pub max_allowed: f64,
     /// The budget file key that applied (agent, hardware class, or plain runtime key).
     pub threshold_key: String,
-    /// `value <= max_allowed`.
+    /// Without an interval `value <= max_allowed`; with one, its upper bound `hi <=
+    /// max_allowed` (the budget is shown to hold).
     pub passed: bool,
+    /// Lower bound of the value's 95 % interval (measured metrics such as the overhead).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lo: Option<f64>,
+    /// Upper bound of the value's 95 % interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hi: Option<f64>,
+    /// The interval straddles the budget (`lo <= max_allowed < hi`): neither shown.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub inconclusive: bool,
+}
+
+impl BudgetCheck {
+    /// `PASS`, `FAIL` or `INCONCLUSIVE`.
+    pub fn outcome(&self) -> &'static str {
+        outcome(self.passed, self.inconclusive)
+    }
+
+    /// ` 95% [lo, hi]` when the value has an interval, else nothing.
+    pub fn interval_note(&self, metric: &str) -> String {
+        interval_note(metric, self.lo, self.hi)
+    }
+}
+
+fn outcome(passed: bool, inconclusive: bool) -> &'static str {
+    match (passed, inconclusive) {
+        (true, _) => "PASS",
+        (false, true) => "INCONCLUSIVE",
+        (false, false) => "FAIL",
+    }
+}
+
+fn interval_note(metric: &str, lo: Option<f64>, hi: Option<f64>) -> String {
+    match (lo, hi) {
+        (Some(lo), Some(hi)) => format!(
+            " 95% [{}, {}]",
+            format_value(metric, lo),
+            format_value(metric, hi)
+        ),
+        _ => String::new(),
+    }
 }
 
 /// One regression check.
@@ -500,6 +618,30 @@ pub struct RegressionCheck {
     /// `delta < −max_regression`.
     #[serde(default)]
     pub two_sided: bool,
+    /// Lower bound of the 95 % interval of `delta` (measured metrics such as the overhead:
+    /// the current value's interval minus the baseline). With an interval the check is the
+    /// dual criterion: it fails when `delta_lo > 0` and `delta > max_regression`, passes
+    /// when `delta_hi <= max_regression`, and is otherwise inconclusive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta_lo: Option<f64>,
+    /// Upper bound of the 95 % interval of `delta`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta_hi: Option<f64>,
+    /// Neither a material regression nor its absence is shown.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub inconclusive: bool,
+}
+
+impl RegressionCheck {
+    /// `PASS`, `FAIL` or `INCONCLUSIVE`.
+    pub fn outcome(&self) -> &'static str {
+        outcome(self.passed, self.inconclusive)
+    }
+
+    /// ` 95% [lo, hi]` of the delta when it has an interval, else nothing.
+    pub fn interval_note(&self, metric: &str) -> String {
+        interval_note(metric, self.delta_lo, self.delta_hi)
+    }
 }
 
 /// The baseline as recorded in a regression report.
@@ -532,6 +674,15 @@ pub struct Report {
     pub runtimes: BTreeMap<String, RuntimeSection>,
     /// Flattened `<runtime>.<metric>` values that the gate reads.
     pub metrics: BTreeMap<String, f64>,
+    /// The 95 % intervals of the measured metrics among them (the overhead percentages): the
+    /// gates decide these by their bounds.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metric_intervals: BTreeMap<String, crate::stats::Interval>,
+    /// What the gate can resolve: per gated overhead metric, the smallest regression this
+    /// run detects with 95 % probability, and a line wherever a budget or tolerance is tighter
+    /// than that. Advice only: it does not change the verdict.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gate_power: Vec<String>,
     /// Budgets (budget gate).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub budgets: Option<BTreeMap<String, f64>>,
@@ -617,6 +768,124 @@ pub fn flatten_metrics(runtimes: &BTreeMap<String, RuntimeSection>) -> BTreeMap<
         }
     }
     metrics
+}
+
+/// The 95 % intervals of the flattened metrics that have one (the overhead percentages of
+/// runtimes with status ok), keyed like [`flatten_metrics`].
+pub fn flatten_intervals(
+    runtimes: &BTreeMap<String, RuntimeSection>,
+) -> BTreeMap<String, crate::stats::Interval> {
+    let mut intervals = BTreeMap::new();
+    for (name, section) in runtimes {
+        if section.status != RuntimeStatus::Ok {
+            continue;
+        }
+        if let Some(e) = section.overhead.as_ref().and_then(|o| o.estimates.as_ref()) {
+            intervals.insert(
+                format!("{name}.runtime_overhead_pct"),
+                e.runtime_overhead_pct.interval(),
+            );
+            intervals.insert(
+                format!("{name}.cpu_overhead_pct"),
+                e.cpu_overhead_pct.interval(),
+            );
+        }
+    }
+    intervals
+}
+
+/// What resolves an inconclusive overhead check.
+const RESOLVE_ADVICE: &str = "more pairs (knob overhead_min_pairs, or overhead_max_seconds), the overhead trial files on a RAM scratch root (--overhead-scratch-root), or a quieter host";
+
+/// One line per gated overhead metric: the smallest shift this run detects with 95 %
+/// probability, in percentage points and ns per sample, and whether the budget's headroom or
+/// the tolerance is tighter than that (with what would resolve it).
+pub fn gate_power_lines(
+    runtimes: &BTreeMap<String, RuntimeSection>,
+    budget_checks: Option<&BTreeMap<String, BudgetCheck>>,
+    regression_checks: Option<&BTreeMap<String, RegressionCheck>>,
+) -> Vec<String> {
+    let mut lines = Vec::new();
+    for (name, section) in runtimes {
+        let Some(o) = section.overhead.as_ref() else {
+            continue;
+        };
+        let Some(d) = o.detectable_shift else {
+            continue;
+        };
+        for (metric, pct, ns) in [
+            (
+                "runtime_overhead_pct",
+                d.runtime_overhead_pct,
+                d.wall_ns_per_sample,
+            ),
+            ("cpu_overhead_pct", d.cpu_overhead_pct, d.cpu_ns_per_sample),
+        ] {
+            let key = format!("{name}.{metric}");
+            let what = if let Some(c) = budget_checks.and_then(|c| c.get(&key)) {
+                Some(("budget headroom", c.max_allowed - c.value))
+            } else {
+                regression_checks
+                    .and_then(|c| c.get(&key))
+                    .map(|c| ("tolerance", c.max_regression))
+            };
+            let Some((threshold_name, threshold)) = what else {
+                continue;
+            };
+            let head = format!(
+                "{key}: {} pairs detect a shift of {} ({ns:.0} ns per sample) with 95% power",
+                o.trial_count,
+                format_value(metric, pct)
+            );
+            if threshold_name == "budget headroom" && threshold < 0.0 {
+                lines.push(format!(
+                    "{head}; the estimate is beyond the budget by {}",
+                    format_value(metric, -threshold)
+                ));
+            } else if threshold < pct {
+                lines.push(format!(
+                    "{head}; the {threshold_name} of {} is tighter than that: resolve with {RESOLVE_ADVICE}",
+                    format_value(metric, threshold)
+                ));
+            } else {
+                lines.push(format!(
+                    "{head}; the {threshold_name} is {}",
+                    format_value(metric, threshold)
+                ));
+            }
+        }
+    }
+    lines
+}
+
+/// One line per inconclusive check: its interval, the threshold it straddles, and what
+/// would resolve it.
+pub fn inconclusive_diagnostics(
+    budget_checks: Option<&BTreeMap<String, BudgetCheck>>,
+    regression_checks: Option<&BTreeMap<String, RegressionCheck>>,
+) -> Vec<String> {
+    let mut lines = Vec::new();
+    for (metric, c) in budget_checks.into_iter().flatten() {
+        if c.inconclusive {
+            lines.push(format!(
+                "{metric}: inconclusive: {}{} straddles the budget {}; next knob: none (not a tuning problem: resolve with {RESOLVE_ADVICE})",
+                format_value(metric, c.value),
+                c.interval_note(metric),
+                format_value(metric, c.max_allowed),
+            ));
+        }
+    }
+    for (metric, c) in regression_checks.into_iter().flatten() {
+        if c.inconclusive {
+            lines.push(format!(
+                "{metric}: inconclusive: delta {}{} is neither shown within the tolerance {} nor shown beyond it; next knob: none (not a tuning problem: resolve with {RESOLVE_ADVICE})",
+                format_value(metric, c.delta),
+                c.interval_note(metric),
+                format_value(metric, c.max_regression),
+            ));
+        }
+    }
+    lines
 }
 
 /// Knobs that act on `metric`, in the seed's tuning order.
@@ -825,10 +1094,11 @@ pub fn failure_diagnostics(
             .unwrap_or_default()
     };
     for (metric, check) in budget_checks.into_iter().flatten() {
-        if !check.passed {
+        if !check.passed && !check.inconclusive {
             lines.push(format!(
-                "{metric}: {} > {}{}; {}",
+                "{metric}: {}{} > {}{}; {}",
                 format_value(metric, check.value),
+                check.interval_note(metric),
                 format_value(metric, check.max_allowed),
                 ctx_of(metric),
                 next_knob_advice(&metric_of(metric), knobs.get(&plain(&runtime_of(metric))))
@@ -845,10 +1115,11 @@ pub fn failure_diagnostics(
                 format_value(metric, check.baseline_value),
                 ctx_of(metric),
             ));
-        } else if !check.passed {
+        } else if !check.passed && !check.inconclusive {
             lines.push(format!(
-                "{metric}: delta {} > {}{}; {}",
+                "{metric}: delta {}{} > {}{}; {}",
                 format_value(metric, check.delta),
+                check.interval_note(metric),
                 format_value(metric, check.max_regression),
                 ctx_of(metric),
                 next_knob_advice(&metric_of(metric), knobs.get(&plain(&runtime_of(metric))))

@@ -9,7 +9,8 @@ use fleetgate_common::fleet::{
 };
 use fleetgate_common::report::{
     BaselineSnapshot, REPORT_VERSION, Report, RuntimeSection, RuntimeStatus, failure_diagnostics,
-    flatten_metrics, format_utc, has_inconclusive_loss,
+    flatten_intervals, flatten_metrics, format_utc, gate_power_lines, has_inconclusive_loss,
+    inconclusive_diagnostics,
 };
 
 use crate::plan::{Gate, RunPlan};
@@ -125,6 +126,7 @@ pub fn build_report(
         inconclusive = true;
     }
     let metrics = flatten_metrics(&runtimes);
+    let metric_intervals = flatten_intervals(&runtimes);
     let hardware_classes = class_summaries(&agent_sections, &metrics);
     let mut report = Report {
         version: REPORT_VERSION.to_owned(),
@@ -135,6 +137,8 @@ pub fn build_report(
         config: plan.config.clone(),
         runtimes,
         metrics,
+        metric_intervals,
+        gate_power: Vec::new(),
         budgets: None,
         budget_checks: None,
         baseline: None,
@@ -148,11 +152,17 @@ pub fn build_report(
     };
     match &plan.gate {
         Gate::Budget(budgets) => {
-            report.budget_checks = Some(budgets.check(&report.metrics, &class_of));
+            report.budget_checks =
+                Some(budgets.check_intervals(&report.metrics, &report.metric_intervals, &class_of));
             report.budgets = Some(budgets.budgets.clone());
         }
         Gate::Regression(baseline, tolerances) => {
-            report.regression_checks = Some(tolerances.check(baseline, &report.metrics, &class_of));
+            report.regression_checks = Some(tolerances.check_intervals(
+                baseline,
+                &report.metrics,
+                &report.metric_intervals,
+                &class_of,
+            ));
             report.baseline = Some(BaselineSnapshot {
                 version: baseline.version.clone(),
                 config: baseline.config.clone(),
@@ -168,20 +178,34 @@ pub fn build_report(
         report.regression_checks.as_ref(),
         &report.config.knobs,
     ));
-    report.failure_diagnostics = diagnostics;
-    let checks_pass = report
+    // (passed, inconclusive) of every check.
+    let outcomes: Vec<(bool, bool)> = report
         .budget_checks
         .iter()
-        .flat_map(|c| c.values().map(|c| c.passed))
+        .flat_map(|c| c.values().map(|c| (c.passed, c.inconclusive)))
         .chain(
             report
                 .regression_checks
                 .iter()
-                .flat_map(|c| c.values().map(|c| c.passed)),
+                .flat_map(|c| c.values().map(|c| (c.passed, c.inconclusive))),
         )
-        .all(|p| p);
-    report.passed = checks_pass && report.failure_diagnostics.is_empty() && !agents.is_empty();
-    report.verdict = if inconclusive || agents.is_empty() {
+        .collect();
+    let failed = outcomes.iter().any(|&(p, i)| !p && !i) || !diagnostics.is_empty();
+    let undecided = outcomes.iter().any(|&(_, i)| i);
+    diagnostics.extend(inconclusive_diagnostics(
+        report.budget_checks.as_ref(),
+        report.regression_checks.as_ref(),
+    ));
+    report.gate_power = gate_power_lines(
+        &report.runtimes,
+        report.budget_checks.as_ref(),
+        report.regression_checks.as_ref(),
+    );
+    report.failure_diagnostics = diagnostics;
+    report.passed = !failed && !undecided && !agents.is_empty();
+    // An interval that straddles its threshold leaves the verdict open, unless something
+    // else failed outright.
+    report.verdict = if inconclusive || agents.is_empty() || (undecided && !failed) {
         Verdict::Inconclusive
     } else if report.passed {
         Verdict::Pass

@@ -14,25 +14,31 @@ pub fn console_lines(report: &Report, report_path: &str) -> Vec<String> {
     let mut lines = vec![format!("Operability report written to: {report_path}")];
     for (metric, c) in report.regression_checks.iter().flatten() {
         lines.push(format!(
-            "{metric}: current={} baseline={} delta={} allowed={} [{}]",
+            "{metric}: current={} baseline={} delta={}{} allowed={} [{}]",
             format_value(metric, c.current_value),
             format_value(metric, c.baseline_value),
             format_value(metric, c.delta),
+            c.interval_note(metric),
             format_value(metric, c.max_regression),
-            pass_fail(c.passed)
+            c.outcome()
         ));
     }
     for (metric, c) in report.budget_checks.iter().flatten() {
         lines.push(format!(
-            "{metric}: value={} max={} [{}]",
+            "{metric}: value={}{} max={} [{}]",
             format_value(metric, c.value),
+            c.interval_note(metric),
             format_value(metric, c.max_allowed),
-            pass_fail(c.passed)
+            c.outcome()
         ));
     }
     if !report.failure_diagnostics.is_empty() {
         lines.push("Failures:".to_owned());
         lines.extend(report.failure_diagnostics.iter().map(|d| format!("- {d}")));
+    }
+    if !report.gate_power.is_empty() {
+        lines.push("Gate power:".to_owned());
+        lines.extend(report.gate_power.iter().map(|d| format!("- {d}")));
     }
     lines.push(format!("Overall status: {}", pass_fail(report.passed)));
     lines.push(format!("Fleet verdict: {}", report.verdict.name()));
@@ -49,6 +55,7 @@ struct CheckRow<'a> {
     value: f64,
     threshold: String,
     passed: bool,
+    inconclusive: bool,
 }
 
 fn check_rows(report: &Report) -> Vec<CheckRow<'_>> {
@@ -61,6 +68,7 @@ fn check_rows(report: &Report) -> Vec<CheckRow<'_>> {
             value: c.value,
             threshold: format!("max {}", format_value(m, c.max_allowed)),
             passed: c.passed,
+            inconclusive: c.inconclusive,
         })
         .collect();
     rows.extend(
@@ -77,6 +85,7 @@ fn check_rows(report: &Report) -> Vec<CheckRow<'_>> {
                     format_value(m, c.max_regression)
                 ),
                 passed: c.passed,
+                inconclusive: c.inconclusive,
             }),
     );
     rows
@@ -108,7 +117,11 @@ pub fn markdown(report: &Report) -> String {
             row.metric,
             format_value(row.metric, row.value),
             row.threshold,
-            if row.passed { "pass" } else { "**FAIL**" }
+            match (row.passed, row.inconclusive) {
+                (true, _) => "pass",
+                (false, true) => "**INCONCLUSIVE**",
+                (false, false) => "**FAIL**",
+            }
         ));
     }
     if !report.failure_diagnostics.is_empty() {

@@ -126,7 +126,21 @@ fn a_tiny_run_writes_a_report_that_matches_the_schema_and_its_summaries() {
     assert_eq!(soak["sample_count"], 360);
     assert_eq!(soak["retention_validation"]["passed"], true);
     let overhead = &report["runtimes"][&runtime]["overhead"];
-    assert_eq!(overhead["trial_metrics"].as_array().unwrap().len(), 5);
+    // At least the default minimum of pairs, each with its added cost, and the estimates.
+    let pairs = overhead["trial_count"].as_u64().unwrap();
+    assert!(pairs >= 10, "{pairs}");
+    assert_eq!(
+        overhead["trial_metrics"].as_array().unwrap().len() as u64,
+        pairs
+    );
+    assert_eq!(overhead["pairs"].as_array().unwrap().len() as u64, pairs);
+    let wall = &overhead["added_ns_per_sample"]["wall"];
+    assert!(wall["lo"].as_f64().unwrap() <= wall["estimate"].as_f64().unwrap());
+    assert!(wall["estimate"].as_f64().unwrap() <= wall["hi"].as_f64().unwrap());
+    assert_eq!(
+        report["metrics"][format!("{runtime}.runtime_overhead_pct")],
+        overhead["estimates"]["runtime_overhead_pct"]["estimate"]
+    );
     assert!(!artifacts.join("gpumemprof_cpu/.overhead_trials").exists());
     assert!(
         artifacts
@@ -139,10 +153,22 @@ fn a_tiny_run_writes_a_report_that_matches_the_schema_and_its_summaries() {
         lines[0],
         format!("Operability report written to: {}", out.display())
     );
-    assert_eq!(lines.len(), 1 + 14 + 2, "{stdout}");
+    assert_eq!(lines.len(), 1 + 14 + 3 + 2, "{stdout}");
     assert!(lines[1..15].iter().all(|l| l.ends_with("[PASS]")));
-    assert_eq!(lines[15], "Overall status: PASS");
-    assert_eq!(lines[16], "Fleet verdict: pass");
+    // The overhead percentages show their interval.
+    let overhead_line = lines[1..15]
+        .iter()
+        .find(|l| l.contains(".runtime_overhead_pct: value="))
+        .unwrap();
+    assert!(overhead_line.contains(" 95% ["), "{overhead_line}");
+    assert_eq!(lines[15], "Gate power:");
+    assert!(
+        lines[16].contains(".runtime_overhead_pct: ") && lines[16].contains("with 95% power"),
+        "{stdout}"
+    );
+    assert!(lines[17].contains(".cpu_overhead_pct: "), "{stdout}");
+    assert_eq!(lines[18], "Overall status: PASS");
+    assert_eq!(lines[19], "Fleet verdict: pass");
 
     let md = std::fs::read_to_string(&md).unwrap();
     assert!(md.starts_with("## fleetgate v0.4 report: PASS"));

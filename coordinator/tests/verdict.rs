@@ -83,7 +83,7 @@ fn soak_section_with(
     }
 }
 
-/// A real overhead comparison (five trials of 50 steps) under `dir`.
+/// A real overhead comparison (six pairs of 50 steps) under `dir`.
 fn overhead_section(dir: &Path, faults: &FaultInjector) -> RuntimeSection {
     let spec = OverheadSpec {
         tracker: tracker(Some(faults)),
@@ -96,6 +96,10 @@ fn overhead_section(dir: &Path, faults: &FaultInjector) -> RuntimeSection {
         runtime_dir: dir.to_owned(),
         scratch_dir: None,
         samples: 50,
+        limits: scenario::PairLimits {
+            min_pairs: 6,
+            max_duration: std::time::Duration::ZERO,
+        },
     };
     let cancel = AtomicBool::new(false);
     let mut progress = |_| {};
@@ -815,5 +819,98 @@ fn a_regression_run_with_fewer_rollovers_than_its_baseline_exits_4() {
             recorded + 5.0
         )),
         "{stdout}"
+    );
+}
+
+// === Interval decisions and gate power ===
+
+/// A real overhead section whose `runtime_overhead_pct` is replaced by `estimate` with the
+/// interval `[lo, hi]` and whose detectable shift of it is `detectable` points.
+fn with_overhead_interval(
+    section: &RuntimeSection,
+    (estimate, lo, hi): (f64, f64, f64),
+    detectable: f64,
+) -> RuntimeSection {
+    let mut section = section.clone();
+    let o = section.overhead.as_mut().unwrap();
+    o.metrics.runtime_overhead_pct = estimate;
+    let e = &mut o.estimates.as_mut().unwrap().runtime_overhead_pct;
+    (e.estimate, e.lo, e.hi) = (estimate, lo, hi);
+    o.detectable_shift.as_mut().unwrap().runtime_overhead_pct = detectable;
+    // A CPU overhead clearly within its budget, so that only the runtime check decides.
+    o.metrics.cpu_overhead_pct = 10.0;
+    let e = &mut o.estimates.as_mut().unwrap().cpu_overhead_pct;
+    (e.estimate, e.lo, e.hi) = (10.0, 5.0, 15.0);
+    o.detectable_shift.as_mut().unwrap().cpu_overhead_pct = 5.0;
+    section
+}
+
+#[test]
+fn an_overhead_interval_across_the_budget_is_inconclusive_and_the_report_states_its_power() {
+    let work = tempfile::tempdir().unwrap();
+    let measured = overhead_section(work.path(), &FaultInjector::default());
+    let plan = budget_plan(Mode::Overhead);
+    let metric = format!("{RUNTIME}.runtime_overhead_pct");
+    let budget = 100.0;
+
+    // Clearly within: passes, and the power line names the headroom.
+    let report = report_of(
+        &plan,
+        &with_overhead_interval(&measured, (40.0, 30.0, 50.0), 8.0),
+    );
+    let check = &report.budget_checks.as_ref().unwrap()[&metric];
+    assert_eq!((check.lo, check.hi), (Some(30.0), Some(50.0)));
+    assert!(check.passed && !check.inconclusive);
+    let power = report.gate_power.join("\n");
+    assert!(
+        power.contains(&format!("{metric}: 6 pairs detect a shift of 8.00% (",))
+            && power.contains("with 95% power; the budget headroom is 60.00%"),
+        "{power}"
+    );
+    assert!(!power.contains("tighter"), "{power}");
+
+    // Straddling: inconclusive, with one diagnostic saying what would resolve it.
+    let report = report_of(
+        &plan,
+        &with_overhead_interval(&measured, (95.0, 80.0, budget + 10.0), 30.0),
+    );
+    let check = &report.budget_checks.as_ref().unwrap()[&metric];
+    assert!(!check.passed && check.inconclusive);
+    assert_eq!(
+        (report.verdict, report.passed),
+        (Verdict::Inconclusive, false)
+    );
+    let lines: Vec<&String> = report
+        .failure_diagnostics
+        .iter()
+        .filter(|l| l.starts_with(&metric))
+        .collect();
+    assert_eq!(
+        lines,
+        [&format!(
+            "{metric}: inconclusive: 95.00% 95% [80.00%, 110.00%] straddles the budget 100.00%; next knob: none (not a tuning problem: resolve with more pairs (knob overhead_min_pairs, or overhead_max_seconds), the overhead trial files on a RAM scratch root (--overhead-scratch-root), or a quieter host)"
+        )]
+    );
+    let power = report.gate_power.join("\n");
+    assert!(
+        power
+            .contains("the budget headroom of 5.00% is tighter than that: resolve with more pairs"),
+        "{power}"
+    );
+
+    // Shown beyond the budget: fails.
+    let report = report_of(
+        &plan,
+        &with_overhead_interval(&measured, (130.0, budget + 0.5, 150.0), 30.0),
+    );
+    let check = &report.budget_checks.as_ref().unwrap()[&metric];
+    assert!(!check.passed && !check.inconclusive);
+    assert_eq!(report.verdict, Verdict::Fail);
+    assert!(
+        diagnostics(&report).contains(&format!(
+            "{metric}: 130.00% 95% [100.50%, 150.00%] > 100.00%"
+        )),
+        "{}",
+        diagnostics(&report)
     );
 }

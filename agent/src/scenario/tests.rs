@@ -1,37 +1,129 @@
 use std::sync::atomic::AtomicBool;
 
-use fleetgate_common::report::OverheadMetrics;
-
 use super::*;
 use crate::runtime::RuntimeKind;
 
-fn trial(runtime: f64, cpu: f64) -> OverheadMetrics {
-    OverheadMetrics {
-        runtime_overhead_pct: runtime,
-        cpu_overhead_pct: cpu,
-        artifact_growth_bytes: 0,
+fn pair(wall_ns: f64, cpu_ns: f64, wall_pct: f64) -> OverheadPair {
+    OverheadPair {
+        tracked_first: false,
+        added_wall_ns_per_sample: wall_ns,
+        added_cpu_ns_per_sample: cpu_ns,
+        runtime_overhead_pct: wall_pct,
+        cpu_overhead_pct: wall_pct / 2.0,
     }
 }
 
 #[test]
-fn the_25th_percentile_trial_is_picked() {
-    let trials = [100.0, 120.0, 200.0, 800.0, 1000.0].map(|r| trial(r, 0.0));
-    assert_eq!(select_trial(&trials), 1);
-    let shuffled = [800.0, 1000.0, 120.0, 100.0, 200.0].map(|r| trial(r, 0.0));
+fn the_kept_pair_is_the_nearer_of_the_kept_and_the_newest() {
+    let pairs = [10.0, 30.0, 19.0, 21.0, 50.0].map(|r| pair(0.0, 0.0, r));
+    assert_eq!(nearer_pair(&pairs, None, 0, 20.0), 0);
+    assert_eq!(nearer_pair(&pairs, Some(0), 1, 20.0), 0);
+    assert_eq!(nearer_pair(&pairs, Some(0), 2, 20.0), 2);
+    // A tie keeps the kept pair.
+    assert_eq!(nearer_pair(&pairs, Some(2), 3, 20.0), 2);
+    assert_eq!(nearer_pair(&pairs, Some(3), 4, 45.0), 4);
+}
+
+#[test]
+fn a_pair_costs_its_difference_per_sample() {
+    let summary = |wall: f64, cpu: f64| ScenarioSummary {
+        name: String::new(),
+        wall_seconds: wall,
+        cpu_seconds: cpu,
+        checksum: 0,
+        artifact_dir: String::new(),
+        artifact_size_bytes: 0,
+        sample_count: None,
+        emitted_samples: None,
+        event_count: None,
+        collector_failure_event_count: None,
+        stats: None,
+        output_path: None,
+    };
+    // 1000 samples: +3 ms wall is 3000 ns per sample, −1 ms CPU is −1000.
+    let p = pair_cost(&summary(0.010, 0.008), &summary(0.013, 0.007), 1000, true);
+    assert!(p.tracked_first);
+    assert!((p.added_wall_ns_per_sample - 3000.0).abs() < 1e-6);
+    assert!((p.added_cpu_ns_per_sample + 1000.0).abs() < 1e-6);
+    assert!((p.runtime_overhead_pct - 30.0).abs() < 1e-9);
+    assert!((p.cpu_overhead_pct + 12.5).abs() < 1e-9);
+}
+
+#[test]
+fn paired_estimates_are_hodges_lehmann_with_signed_rank_intervals() {
+    // Ten pairs 1..=10 µs: the Walsh-average median is 5.5 µs; the exact 95 % signed-rank
+    // interval uses the 9th smallest and largest of the 55 Walsh averages (R:
+    // wilcox.test(1:10, conf.int = TRUE) gives [3, 8]).
+    let pairs: Vec<OverheadPair> = (1..=10)
+        .map(|i| pair(f64::from(i) * 1000.0, 500.0, f64::from(i)))
+        .collect();
+    let e = estimate_pairs(&pairs).unwrap();
+    assert_eq!(e.added.wall.estimate, 5500.0);
+    assert_eq!((e.added.wall.lo, e.added.wall.hi), (3000.0, 8000.0));
+    assert_eq!(e.added.wall.n, 10);
+    assert_eq!(e.pct.runtime_overhead_pct.estimate, 5.5);
     assert_eq!(
-        shuffled[select_trial(&shuffled)].runtime_overhead_pct,
-        120.0
+        (e.pct.runtime_overhead_pct.lo, e.pct.runtime_overhead_pct.hi),
+        (3.0, 8.0)
     );
-    // Ties on runtime overhead are broken by CPU overhead, then by trial order.
-    let tied = [
-        trial(5.0, 3.0),
-        trial(5.0, 1.0),
-        trial(5.0, 2.0),
-        trial(9.0, 0.0),
-        trial(9.0, 0.0),
-    ];
-    assert_eq!(select_trial(&tied), 2);
-    assert_eq!(select_trial(&[trial(1.0, 1.0)]), 0);
+    // Constant CPU cost: a zero-width interval and nothing to resolve.
+    assert_eq!((e.added.cpu.lo, e.added.cpu.hi), (500.0, 500.0));
+    assert_eq!(e.detectable.cpu_ns_per_sample, 0.0);
+    // MAD of 1..=10 is 1.4826 × 2.5; the shift is (z(0.975) + z(0.95)) × MAD / √(10 × 3/π).
+    let expected = 3.604_818 * 1.482_602_2 * 2500.0 / (10.0 * 3.0 / std::f64::consts::PI).sqrt();
+    assert!(
+        (e.detectable.wall_ns_per_sample - expected).abs() < 1.0,
+        "{}",
+        e.detectable.wall_ns_per_sample
+    );
+    // Five pairs cannot give a 95 % interval.
+    assert!(estimate_pairs(&pairs[..5]).is_err());
+}
+
+#[test]
+fn pairs_stop_at_precision_or_the_cap_and_never_below_the_minimum() {
+    let limits = PairLimits {
+        min_pairs: 10,
+        max_duration: Duration::from_secs(3),
+    };
+    let second = Duration::from_secs(1);
+    let narrow: Vec<OverheadPair> = (0..10)
+        .map(|i| pair(0.0, 0.0, 40.0 + f64::from(i % 2)))
+        .collect();
+    let narrow = estimate_pairs(&narrow).unwrap();
+    let wide: Vec<OverheadPair> = (0..10)
+        .map(|i| pair(0.0, 0.0, f64::from(i) * 10.0))
+        .collect();
+    let wide = estimate_pairs(&wide).unwrap();
+    // Below the minimum nothing stops it, not even the cap.
+    assert_eq!(
+        stop_after(9, &limits, 10 * second, second, Some(&narrow)),
+        None
+    );
+    assert_eq!(
+        stop_after(10, &limits, second, second, Some(&narrow)),
+        Some(PairStop::Precision)
+    );
+    // Wide: goes on while the next pair would end within the cap.
+    assert_eq!(stop_after(10, &limits, second, second, Some(&wide)), None);
+    assert_eq!(
+        stop_after(10, &limits, 2 * second, second, Some(&wide)),
+        None
+    );
+    assert_eq!(
+        stop_after(10, &limits, 2 * second, 2 * second, Some(&wide)),
+        Some(PairStop::TimeCap)
+    );
+    assert_eq!(
+        stop_after(200, &limits, second, Duration::ZERO, Some(&wide)),
+        Some(PairStop::MaxPairs)
+    );
+    // No estimate (a non-finite pair): only the cap ends it.
+    assert_eq!(stop_after(10, &limits, second, second, None), None);
+    assert_eq!(
+        stop_after(10, &limits, 3 * second, second, None),
+        Some(PairStop::TimeCap)
+    );
 }
 
 #[test]
@@ -66,20 +158,50 @@ fn overhead_trials_live_in_the_scratch_root_and_only_the_pick_survives() {
         runtime_dir: runtime_dir.clone(),
         scratch_dir: Some(scratch.join("gpumemprof_cpu")),
         samples: 40,
+        limits: PairLimits {
+            min_pairs: 6,
+            max_duration: Duration::ZERO,
+        },
     };
     let cancel = AtomicBool::new(false);
     let mut seen = Vec::new();
-    let mut progress = |p: Progress| seen.push(p.done);
+    let trial_root = scratch.join("gpumemprof_cpu/overhead_trials");
+    let mut most_pair_dirs = 0;
+    let mut progress = |p: Progress| {
+        seen.push(p.done);
+        let dirs = std::fs::read_dir(&trial_root).map_or(0, |d| d.count());
+        most_pair_dirs = most_pair_dirs.max(dirs);
+    };
     let block = run_overhead(
         &spec,
         || RuntimeKind::GpumemprofCpu.open_collector(512, 0),
         &mut quiet_hooks(&mut progress, &cancel),
     )
     .unwrap();
-    assert_eq!(seen, (1..=10).collect::<Vec<u64>>());
-    assert_eq!(block.trial_count, 5);
-    assert_eq!(block.trial_metrics.len(), 5);
-    assert!((1..=5).contains(&block.selected_trial));
+    // A zero time cap: exactly the minimum, unless six pairs were already precise enough.
+    assert_eq!(seen, (1..=12).collect::<Vec<u64>>());
+    assert_eq!(block.trial_count, 6);
+    // Only the kept pair and the one being measured are ever on disk.
+    assert_eq!(most_pair_dirs, 2);
+    assert_eq!(block.trial_metrics.len(), 6);
+    assert_eq!(block.pairs.len(), 6);
+    assert!(matches!(
+        block.stopped_by,
+        Some(PairStop::TimeCap | PairStop::Precision)
+    ));
+    // ABBA: the tracked run goes first in every second pair.
+    let order: Vec<bool> = block.pairs.iter().map(|p| p.tracked_first).collect();
+    assert_eq!(order, [false, true, false, true, false, true]);
+    assert!((1..=6).contains(&block.selected_trial));
+    let e = block.estimates.unwrap();
+    let r = e.runtime_overhead_pct;
+    assert!(
+        r.lo <= block.metrics.runtime_overhead_pct && block.metrics.runtime_overhead_pct <= r.hi
+    );
+    assert_eq!(r.estimate, block.metrics.runtime_overhead_pct);
+    let added = block.added_ns_per_sample.unwrap();
+    assert_eq!(added.wall.n, 6);
+    assert!(block.detectable_shift.is_some());
     assert_eq!(
         block.scratch_root.as_deref(),
         Some(scratch.to_str().unwrap())

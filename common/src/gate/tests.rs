@@ -339,3 +339,88 @@ fn a_two_sided_counter_without_a_baseline_or_tolerance_fails() {
     let checks = tolerances.check(&baseline, &metrics, &no_classes);
     assert!(!checks["r.rollover_count"].passed);
 }
+
+fn interval(lo: f64, hi: f64) -> crate::stats::Interval {
+    crate::stats::Interval { lo, hi }
+}
+
+#[test]
+fn a_budget_with_an_interval_is_decided_by_its_bounds() {
+    let budgets = Budgets {
+        path: "b".into(),
+        budgets: BTreeMap::from([("r.pct".to_owned(), 10.0), ("r.count".to_owned(), 10.0)]),
+    };
+    // (interval, passed, inconclusive): the point value 9 lies inside every interval.
+    for ((lo, hi), passed, inconclusive) in [
+        ((8.0, 9.5), true, false),
+        ((8.0, 10.0), true, false),
+        ((8.0, 10.001), false, true),
+        ((9.0, 12.0), false, true),
+        ((10.0, 12.0), false, true),
+        ((10.001, 12.0), false, false),
+    ] {
+        let value = (lo + hi) / 2.0;
+        let metrics = BTreeMap::from([("r.pct".to_owned(), value), ("r.count".to_owned(), 10.0)]);
+        let intervals = BTreeMap::from([("r.pct".to_owned(), interval(lo, hi))]);
+        let checks = budgets.check_intervals(&metrics, &intervals, &no_classes);
+        let c = &checks["r.pct"];
+        assert_eq!(
+            (c.passed, c.inconclusive),
+            (passed, inconclusive),
+            "[{lo}, {hi}]"
+        );
+        assert_eq!((c.lo, c.hi), (Some(lo), Some(hi)));
+        // A metric without an interval stays exact: 10 <= 10.
+        let exact = &checks["r.count"];
+        assert!(exact.passed && !exact.inconclusive);
+        assert_eq!((exact.lo, exact.hi), (None, None));
+    }
+    // A NaN bound fails rather than passing.
+    let metrics = BTreeMap::from([("r.pct".to_owned(), 1.0)]);
+    let intervals = BTreeMap::from([("r.pct".to_owned(), interval(f64::NAN, 2.0))]);
+    let c = &budgets.check_intervals(&metrics, &intervals, &no_classes)["r.pct"];
+    assert!(!c.passed && !c.inconclusive);
+}
+
+#[test]
+fn a_regression_with_an_interval_is_the_dual_criterion() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(&dir, "base.json", &baseline_text(&config()));
+    // Baseline r.a = 100, tolerance 10.
+    let baseline = load_baseline(&path).unwrap();
+    let tolerances = Tolerances {
+        path: "t".into(),
+        tolerances: BTreeMap::from([("r.a".to_owned(), 10.0), ("r.b".to_owned(), 0.0)]),
+    };
+    // (current, current's interval, passed, inconclusive)
+    for (current, (lo, hi), passed, inconclusive) in [
+        // Within the tolerance, shown: pass (an improvement too).
+        (105.0, (101.0, 110.0), true, false),
+        (80.0, (70.0, 90.0), true, false),
+        // Significant and material: fail.
+        (112.0, (100.5, 120.0), false, false),
+        // Material shift but the interval reaches 0: inconclusive.
+        (115.0, (100.0, 130.0), false, true),
+        // Significant but not shown to be immaterial (delta 8 <= 10 < hi − 100): inconclusive.
+        (108.0, (101.0, 111.0), false, true),
+        // Exactly at the tolerance, interval above 0: not material (delta must exceed it).
+        (110.0, (105.0, 110.0), true, false),
+        (110.0, (105.0, 115.0), false, true),
+    ] {
+        let metrics = BTreeMap::from([("r.a".to_owned(), current), ("r.b".to_owned(), 5.0)]);
+        let intervals = BTreeMap::from([("r.a".to_owned(), interval(lo, hi))]);
+        let checks = tolerances.check_intervals(&baseline, &metrics, &intervals, &no_classes);
+        let c = &checks["r.a"];
+        assert_eq!(
+            (c.passed, c.inconclusive),
+            (passed, inconclusive),
+            "{current} [{lo}, {hi}]"
+        );
+        assert_eq!(
+            (c.delta_lo, c.delta_hi),
+            (Some(lo - 100.0), Some(hi - 100.0))
+        );
+        let exact = &checks["r.b"];
+        assert!(exact.passed && !exact.inconclusive && exact.delta_lo.is_none());
+    }
+}
