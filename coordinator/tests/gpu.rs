@@ -2,6 +2,9 @@
 //! loaded through nvml-wrapper's library-path option) simulates the GPUs — the only stand-in in
 //! these tests; everything else is the real binary, real gRPC and real worker processes.
 
+#[path = "support/relaxed_budgets.rs"]
+mod relaxed_budgets;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -32,6 +35,7 @@ fn run_cuda(work: &Path, mode: &str, gpus: &str, control_lines: &str) -> (Output
     std::fs::write(&control, control_lines).unwrap();
     let out = work.join("report.json");
     let artifacts = work.join("artifacts");
+    let budgets = relaxed_budgets::relaxed_overhead_budgets(work);
     let result = fleetgate(
         &[
             "run",
@@ -48,6 +52,8 @@ fn run_cuda(work: &Path, mode: &str, gpus: &str, control_lines: &str) -> (Output
             out.to_str().unwrap(),
             "--artifact-root",
             artifacts.to_str().unwrap(),
+            "--budgets",
+            budgets.to_str().unwrap(),
         ],
         gpus,
         &control,

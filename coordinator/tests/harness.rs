@@ -1,6 +1,9 @@
 //! The `fleetgate run` harness end to end, through the real binary, and the behaviours the
 //! shipped gate assets must catch.
 
+#[path = "support/relaxed_budgets.rs"]
+mod relaxed_budgets;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -39,6 +42,7 @@ fn a_tiny_run_writes_a_report_that_matches_the_schema_and_its_summaries() {
     let md = work.path().join("summary.md");
     let junit = work.path().join("junit.xml");
     let artifacts = work.path().join("artifacts");
+    let budgets = relaxed_budgets::relaxed_overhead_budgets(work.path());
     let mut args = vec![
         "run",
         "--mode",
@@ -49,6 +53,8 @@ fn a_tiny_run_writes_a_report_that_matches_the_schema_and_its_summaries() {
     ];
     args.extend_from_slice(&TINY);
     args.extend_from_slice(&[
+        "--budgets",
+        budgets.to_str().unwrap(),
         "--output",
         out.to_str().unwrap(),
         "--artifact-root",
@@ -400,9 +406,12 @@ fn tfmemprof_cpu_runs_on_real_tensorflow_with_the_reference_counters() {
     let work = tempfile::tempdir().unwrap();
     let out = work.path().join("tf.json");
     let artifacts = work.path().join("artifacts");
+    let budgets = relaxed_budgets::relaxed_overhead_budgets(work.path());
     let result = fleetgate_tf(
         &[
             "run",
+            "--budgets",
+            budgets.to_str().unwrap(),
             "--runtimes",
             "tfmemprof_cpu",
             "--mode",

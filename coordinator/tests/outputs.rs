@@ -2,6 +2,9 @@
 //! before anything runs, a report write that fails keeps the old report whole, and
 //! `fleetgate certs` neither replaces a key unasked nor writes through a symbolic link.
 
+#[path = "support/relaxed_budgets.rs"]
+mod relaxed_budgets;
+
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -197,8 +200,11 @@ fn a_run_replaces_its_outputs_whole_and_keeps_a_link_to_the_report() {
     let link = work.path().join("latest.json");
     std::os::unix::fs::symlink(&target, &link).unwrap();
     let markdown = work.path().join("new/folder/summary.md");
+    let budgets = relaxed_budgets::relaxed_overhead_budgets(work.path());
     let mut args = TINY.to_vec();
     args.extend([
+        "--budgets",
+        budgets.to_str().unwrap(),
         "--artifact-root",
         artifacts.to_str().unwrap(),
         "--output",
@@ -223,7 +229,16 @@ fn a_run_replaces_its_outputs_whole_and_keeps_a_link_to_the_report() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     names.sort();
-    assert_eq!(names, ["artifacts", "latest.json", "new", "run-1.json"]);
+    assert_eq!(
+        names,
+        [
+            "artifacts",
+            "latest.json",
+            "new",
+            "relaxed-overhead-budgets.json",
+            "run-1.json"
+        ]
+    );
 }
 
 /// The report's folder is a 256 KiB tmpfs, full: the run completes, the report cannot be
