@@ -5,7 +5,7 @@
 //! leaves the old file whole.
 //!
 //! Every file fleetgate writes for the operator (reports, summaries, baselines, certificates
-//! and keys) goes through [`write`].
+//! and keys) goes through [`write()`].
 
 use std::fs::{File, OpenOptions, Permissions};
 use std::io::{self, Write as _};
@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use tempfile::NamedTempFile;
 
-/// How [`write`] places the file.
+/// How [`write()`] places the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WriteOptions {
     /// Permission bits given to the file explicitly (the umask does not apply); `None`: those
@@ -34,7 +34,7 @@ impl WriteOptions {
     };
 }
 
-/// Why [`write`] failed. The file at the path is as it was before the call, except for
+/// Why [`write()`] failed. The file at the path is as it was before the call, except for
 /// [`AtomicWriteError::SyncFolder`], which comes after the new file is in place.
 #[derive(Debug, thiserror::Error)]
 pub enum AtomicWriteError {
@@ -83,7 +83,7 @@ pub fn write(path: &Path, bytes: &[u8], options: WriteOptions) -> Result<(), Ato
     write_with(path, options, |file| file.write_all(bytes))
 }
 
-/// As [`write`], with the content written by `fill` into the temporary file.
+/// As [`write()`], with the content written by `fill` into the temporary file.
 fn write_with(
     path: &Path,
     options: WriteOptions,
