@@ -171,8 +171,13 @@ fn run_soak(args: SoakArgs) -> anyhow::Result<()> {
     let mut json = serde_json::to_vec_pretty(&result)?;
     json.push(b'\n');
     match args.output {
-        Some(path) => std::fs::write(&path, &json)
-            .with_context(|| format!("cannot write {}", path.display()))?,
+        // Replaced whole or not at all: a failed write leaves an earlier file as it was.
+        Some(path) => fleetgate_common::atomic_file::write(
+            &path,
+            &json,
+            fleetgate_common::atomic_file::WriteOptions::REPLACE,
+        )
+        .with_context(|| format!("--output {}", path.display()))?,
         None => std::io::stdout().write_all(&json)?,
     }
     Ok(())
