@@ -1,30 +1,17 @@
 //! The `fleetgate run` harness end to end, through the real binary, and the behaviours the
 //! shipped gate assets must catch.
 
+#[path = "support/cli.rs"]
+mod cli;
 #[path = "support/relaxed_budgets.rs"]
 mod relaxed_budgets;
+
+use cli::{fleetgate, repo, text};
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use fleetgate_common::report::Report;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn fleetgate(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fleetgate"))
-        .current_dir(repo())
-        .env("FLEETGATE_LOG", "warn")
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 /// A run small enough for a test: 50 workload steps and a 60 s sampling interval, so the `pr`
 /// soak is 360 samples and the overhead scenario emits 1 sample.

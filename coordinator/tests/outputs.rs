@@ -2,32 +2,16 @@
 //! before anything runs, a report write that fails keeps the old report whole, and
 //! `fleetgate certs` neither replaces a key unasked nor writes through a symbolic link.
 
+#[path = "support/cli.rs"]
+mod cli;
 #[path = "support/relaxed_budgets.rs"]
 mod relaxed_budgets;
 
+use cli::{fleetgate, repo, text};
+
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn fleetgate(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fleetgate"))
-        .current_dir(repo())
-        .env("FLEETGATE_LOG", "warn")
-        .env_remove("FLEETGATE_COORDINATOR")
-        .env_remove("FLEETGATE_CLIENT_TOKEN_FILE")
-        .env_remove("FLEETGATE_CA_FILE")
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+use std::process::Command;
 
 /// A run small enough for a test (50 steps, a 60 s interval: one overhead sample).
 const TINY: [&str; 10] = [
