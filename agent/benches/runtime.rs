@@ -20,7 +20,8 @@ use std::process::Command;
 use std::time::Instant;
 
 use fleetgate_agent::collector::RssCollector;
-use fleetgate_agent::runtime::{RuntimeKind, Tracker, TrackerConfig};
+use fleetgate_agent::runtime::{Tracker, TrackerConfig, open_collector};
+use fleetgate_common::runtime::RuntimeKind;
 use std::sync::atomic::AtomicBool;
 
 use fleetgate_agent::scenario::{self, Hooks, Progress, SoakSpec, equivalent_time};
@@ -147,9 +148,7 @@ fn per_sample_cost(kind: RuntimeKind, samples: u64, dir: &Path) {
     std::fs::remove_dir_all(&sink_dir).ok();
     let config = TrackerConfig::new(RuntimeKind::GpumemprofCpu, Some(sink_dir.clone()));
     let interval = config.sampling_interval;
-    let collector = RuntimeKind::GpumemprofCpu
-        .open_collector(512, 0)
-        .expect("collector");
+    let collector = open_collector(RuntimeKind::GpumemprofCpu, 512, 0).expect("collector");
     let mut tracker = Tracker::start(collector, config).expect("tracker");
     let mut ns = Vec::with_capacity(samples as usize);
     for i in 0..samples {
@@ -196,7 +195,7 @@ fn soak_throughput(kind: RuntimeKind, samples: u64, repeat: usize, dir: &Path) -
         let mut progress = |_: Progress| {};
         let result = scenario::run_soak(
             &spec,
-            || kind.open_collector(512, 0),
+            || fleetgate_agent::runtime::open_collector(kind, 512, 0),
             &mut Hooks::new(&mut progress, &cancel),
         )
         .expect("soak");

@@ -10,20 +10,19 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use fleetgate_common::convert::{self, JobRequest};
+use fleetgate_common::convert;
 use fleetgate_common::fleet::{HostFacts, JobUpdate, RuntimeAvailability, derive_hardware_class};
+use fleetgate_common::job::JobAssignment;
+use fleetgate_common::report::RuntimeSection;
 use fleetgate_proto::v1 as pb;
 use pb::agent_service_client::AgentServiceClient;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::worker::{self, MemoryLimit, WorkerCommand, WorkerHandle, WorkerJob};
+use crate::worker::{self, MemoryLimit, WorkerCommand, WorkerHandle, WorkerInput};
 use fleetgate_common::auth::Token;
 use fleetgate_common::tls::{ClientTlsFiles, CoordinatorLink};
-
-/// Protocol version this agent speaks.
-pub const PROTOCOL_VERSION: u32 = 1;
 
 /// Agent configuration.
 #[derive(Debug, Clone)]
@@ -693,7 +692,7 @@ struct Agent {
     runtimes: Vec<RuntimeAvailability>,
     hardware_class: String,
     outboxes: BTreeMap<String, Outbox>,
-    queue: VecDeque<JobRequest>,
+    queue: VecDeque<JobAssignment>,
     running: Option<(String, WorkerHandle)>,
     updates_tx: mpsc::UnboundedSender<(String, JobUpdate)>,
     updates_rx: mpsc::UnboundedReceiver<(String, JobUpdate)>,
@@ -832,7 +831,7 @@ impl Agent {
             body: Some(pb::agent_message::Body::Hello(pb::Hello {
                 agent_id: self.config.agent_id.clone(),
                 agent_version: env!("CARGO_PKG_VERSION").to_owned(),
-                protocol_version: PROTOCOL_VERSION,
+                protocol_version: fleetgate_proto::PROTOCOL_VERSION,
                 facts: Some(pb::HostFacts::from(&self.facts)),
                 runtimes: self
                     .runtimes
@@ -964,10 +963,22 @@ impl Agent {
         match message.body {
             Some(Body::AssignJob(assign)) => {
                 let Some(spec) = assign.job else { return };
-                match JobRequest::try_from(spec) {
+                let job_id = spec.job_id.clone();
+                let runtime = spec.runtime.clone();
+                match JobAssignment::try_from(spec) {
                     Ok(job) if is_safe_id(&job.job_id) => self.enqueue(job),
                     Ok(job) => {
                         tracing::warn!(job_id = %job.job_id, "Refused a job whose id is not a safe file name.")
+                    }
+                    // A runtime of a newer build: the job reports it unavailable here.
+                    Err(e) if e.field == "runtime" && is_safe_id(&job_id) => {
+                        self.report_unavailable(
+                            job_id,
+                            format!(
+                                "runtime '{}' is not built into this agent",
+                                fleetgate_common::input::one_line(&runtime)
+                            ),
+                        );
                     }
                     Err(e) => tracing::warn!(error = %e, "Refused an unusable job."),
                 }
@@ -978,12 +989,26 @@ impl Agent {
         }
     }
 
-    fn enqueue(&mut self, job: JobRequest) {
+    /// Answers a job whose runtime this build lacks with an `unavailable` section.
+    fn report_unavailable(&mut self, job_id: String, reason: String) {
+        if self.outboxes.contains_key(&job_id) {
+            return;
+        }
+        tracing::warn!(job_id = %job_id, reason = %reason, "Job's runtime is unavailable here.");
+        self.outboxes
+            .insert(job_id.clone(), Outbox::new(&self.outbox_dir, &job_id));
+        let report = JobUpdate::Report {
+            section: Box::new(RuntimeSection::unavailable(reason)),
+        };
+        self.updates_tx.send((job_id, report)).ok();
+    }
+
+    fn enqueue(&mut self, job: JobAssignment) {
         if self.outboxes.contains_key(&job.job_id) {
             // Already have it (a re-sent assignment after a reconnect).
             return;
         }
-        tracing::info!(job_id = %job.job_id, runtime = %job.runtime, "Job assigned.");
+        tracing::info!(job_id = %job.job_id, runtime = %job.spec.runtime, "Job assigned.");
         self.outboxes.insert(
             job.job_id.clone(),
             Outbox::new(&self.outbox_dir, &job.job_id),
@@ -999,9 +1024,10 @@ impl Agent {
         let Some(job) = self.queue.pop_front() else {
             return;
         };
-        if let Some(root) = &job.overhead_scratch_root
-            && !scratch_root_allowed(&self.config.scratch_roots, Path::new(root))
+        if let Some(root) = &job.spec.scratch_root
+            && !scratch_root_allowed(&self.config.scratch_roots, root)
         {
+            let root = root.display();
             let reason = format!(
                 "overhead scratch root {root} is not allowed on this agent (start it with --allow-scratch-root {root})"
             );
@@ -1012,25 +1038,17 @@ impl Agent {
         let now_ms = crate::sink::unix_now_ns() / 1_000_000;
         let remaining = Duration::from_millis(job.deadline_unix_ms.saturating_sub(now_ms));
         let deadline = tokio::time::Instant::now() + remaining;
-        let worker_job = WorkerJob {
-            runtime: job.runtime.clone(),
-            device: job.device,
-            profile: job.profile,
-            mode: job.mode,
-            iterations: job.iterations,
-            allocation_kb: job.allocation_kb,
-            workload: job.workload,
+        let worker_input = WorkerInput {
             // Jobs run one at a time and each scenario resets its directory, so one tree per
             // runtime keeps the disk bounded on a long-lived agent.
             artifact_root: self.config.artifact_root.clone(),
-            scratch_root: job.overhead_scratch_root.as_ref().map(PathBuf::from),
-            knobs: job.knobs,
+            job: job.spec,
         };
         let available = worker::host_memory_available()
             .map_err(|e| tracing::warn!(error = %e, "Host memory unknown; only --max-job-memory-mib applies."))
             .ok();
         if let Some(limit) = MemoryLimit::new(available, self.config.max_job_memory_bytes)
-            && let Err(too_large) = worker::check_memory(&worker_job, limit)
+            && let Err(too_large) = worker::check_memory(&worker_input.job, limit)
         {
             let reason = too_large.to_string();
             tracing::warn!(job_id = %job.job_id, reason = %reason, "Job refused: its workload does not fit in memory.");
@@ -1038,7 +1056,7 @@ impl Agent {
             return self.start_next();
         }
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let handle = worker::spawn_worker(&self.config.worker, &worker_job, deadline, tx);
+        let handle = worker::spawn_worker(&self.config.worker, &worker_input, deadline, tx);
         let forward = self.updates_tx.clone();
         let job_id = job.job_id.clone();
         tokio::spawn(async move {

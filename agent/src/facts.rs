@@ -2,7 +2,7 @@
 
 use fleetgate_common::fleet::{HostFacts, RuntimeAvailability};
 
-use crate::runtime::RuntimeKind;
+use fleetgate_common::runtime::RuntimeKind;
 
 /// Reads the host's facts once (sysinfo; no per-sample use).
 pub fn host_facts() -> HostFacts {
@@ -46,7 +46,7 @@ pub fn runtime_availability() -> Vec<RuntimeAvailability> {
             let result = if kind.uses_tensorflow() {
                 crate::tensorflow::library_present().map(|_| ())
             } else {
-                kind.open_collector(1, 0)
+                crate::runtime::open_collector(kind, 1, 0)
                     .map(|_| ())
                     .map_err(|e| e.to_string())
             };

@@ -7,9 +7,6 @@
 
 use std::collections::VecDeque;
 
-/// Default window of every ring (samples, events, alerts).
-pub const DEFAULT_HISTORY_LIMIT: usize = 10_000;
-
 /// A fixed-capacity ring that evicts its oldest entry and counts the evictions.
 #[derive(Debug, Clone)]
 pub struct BoundedHistory<T> {

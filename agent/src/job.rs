@@ -2,50 +2,39 @@
 //! of the v0.4 report (overhead and/or soak, per the mode), or `unavailable` with the reason
 //! when the runtime cannot run here.
 
-use std::path::PathBuf;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
 
-use fleetgate_common::config::{
-    Mode, Profile, RetentionValidationLimits, RuntimeKnobs, RuntimePlan, WorkloadKind,
-    overhead_sample_count, soak_sample_count,
-};
+use fleetgate_common::config::{RetentionValidationLimits, WorkloadKind};
+use fleetgate_common::job::JobSpec;
+use fleetgate_common::knobs::{KnobCheckError, RuntimeKnobs};
 use fleetgate_common::report::{RuntimeSection, RuntimeStatus};
+use fleetgate_common::runtime::RuntimeKind;
 
-use crate::runtime::{RuntimeKind, TrackerConfig};
+use crate::runtime::{TrackerConfig, open_collector};
 use crate::scenario::{self, Hooks, OverheadSpec, ScenarioError, SoakSpec};
 use crate::sink::SinkConfig;
 use crate::workload::Workload;
 
-/// What a job runs.
-#[derive(Debug, Clone)]
-pub struct JobSpec {
+/// A runtime's knobs cannot be used; names `<runtime>.<knob>`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{runtime}.{error}")]
+pub struct TrackerKnobError {
     /// The runtime.
     pub runtime: RuntimeKind,
-    /// The GPU, for the per-GPU runtimes.
-    pub device: Option<u32>,
-    /// Soak profile.
-    pub profile: Profile,
-    /// Scenarios.
-    pub mode: Mode,
-    /// Workload steps.
-    pub iterations: u32,
-    /// KiB per workload step.
-    pub allocation_kb: u32,
-    /// Overhead workload (the TensorFlow workload applies to the TensorFlow runtimes only).
-    pub workload: WorkloadKind,
-    /// Root of the artifacts; this job writes under `<root>/<runtime>`.
-    pub artifact_root: PathBuf,
-    /// RAM-backed root for overhead trial files, if any.
-    pub scratch_root: Option<PathBuf>,
-    /// Tuning knobs of this runtime.
-    pub knobs: RuntimeKnobs,
-    /// The forced-churn subtest's limits.
-    pub retention: RetentionValidationLimits,
+    /// What is wrong.
+    pub error: KnobCheckError,
 }
 
 /// The runtime's tracker configuration with the knobs applied (sink directory still to be
-/// set by the scenario). The error names the knob.
-pub fn tracker_config(kind: RuntimeKind, knobs: &RuntimeKnobs) -> Result<TrackerConfig, String> {
+/// set by the scenario). Knobs are checked by the knob table's rules first.
+pub fn tracker_config(
+    kind: RuntimeKind,
+    knobs: &RuntimeKnobs,
+) -> Result<TrackerConfig, TrackerKnobError> {
+    knobs.check().map_err(|error| TrackerKnobError {
+        runtime: kind,
+        error,
+    })?;
     let mut config = TrackerConfig::new(kind, Some(PathBuf::new()));
     if let Some(interval) = knobs.sampling_interval() {
         config.sampling_interval = interval;
@@ -59,12 +48,7 @@ pub fn tracker_config(kind: RuntimeKind, knobs: &RuntimeKnobs) -> Result<Tracker
     if let Some(n) = knobs.flush_every_events {
         sink.flush_every_events = usize::try_from(n).unwrap_or(usize::MAX);
     }
-    if let Some(s) = knobs.flush_every_seconds {
-        sink.flush_every = Duration::from_secs_f64(s.clamp(
-            fleetgate_common::config::MIN_SECONDS_KNOB,
-            fleetgate_common::config::MAX_SECONDS_KNOB,
-        ));
-    }
+    sink.flush_every = knobs.flush_every();
     if let Some(n) = knobs.rollover_max_bytes {
         sink.rollover_max_bytes = n;
     }
@@ -77,66 +61,42 @@ pub fn tracker_config(kind: RuntimeKind, knobs: &RuntimeKnobs) -> Result<Tracker
     if let Some(n) = knobs.retention_max_total_bytes {
         sink.retention_max_total_bytes = n;
     }
-    sink.validate().map_err(|e| match e {
-        crate::sink::SinkError::InvalidConfig { message, .. } => {
-            format!("{}.{message}", kind.name())
-        }
-        other => other.to_string(),
-    })?;
     Ok(config)
 }
 
-/// The runtime's entry in the report's config: effective interval and sample counts.
-pub fn runtime_plan(
-    kind: RuntimeKind,
-    knobs: &RuntimeKnobs,
-    profile: Profile,
-    iterations: u32,
-) -> RuntimePlan {
-    let interval = knobs
-        .sampling_interval()
-        .unwrap_or_else(|| kind.default_interval());
-    RuntimePlan {
-        default_interval: interval.as_secs_f64(),
-        overhead_sample_count: overhead_sample_count(iterations, interval),
-        soak_sample_count: soak_sample_count(profile.hours(), interval),
-    }
-}
-
-/// Runs the job's scenarios and returns the runtime's report section. A runtime whose
-/// collector cannot open on this host is `unavailable` with the collector's reason; an
-/// artifact directory that cannot be written, or an interruption, is an error.
-pub fn run_job(spec: &JobSpec, hooks: &mut Hooks<'_>) -> Result<RuntimeSection, ScenarioError> {
+/// Runs the job's scenarios under `artifact_root` and returns the runtime's report section.
+/// A runtime whose collector cannot open on this host is `unavailable` with the collector's
+/// reason; an artifact directory that cannot be written, or an interruption, is an error.
+pub fn run_job(
+    spec: &JobSpec,
+    artifact_root: &Path,
+    hooks: &mut Hooks<'_>,
+) -> Result<RuntimeSection, ScenarioError> {
     let kind = spec.runtime;
-    if let Err(reason) = kind.open_collector(spec.allocation_kb, spec.device.unwrap_or(0)) {
+    let workload = &spec.workload;
+    let open = || open_collector(kind, workload.allocation_kb, spec.device.unwrap_or(0));
+    if let Err(reason) = open() {
         return Ok(RuntimeSection::unavailable(reason.to_string()));
     }
-    let tracker = tracker_config(kind, &spec.knobs).map_err(|message| {
-        ScenarioError::Tracker(crate::runtime::TrackerError::InvalidConfig(message))
+    let tracker = tracker_config(kind, &spec.knobs).map_err(|e| {
+        ScenarioError::Tracker(crate::runtime::TrackerError::InvalidConfig(e.to_string()))
     })?;
-    let plan = runtime_plan(kind, &spec.knobs, spec.profile, spec.iterations);
+    let plan = kind.plan(&spec.knobs, workload.profile, workload.iterations);
     // Per-GPU jobs of one host get a directory each.
-    let runtime_dir = match spec.device {
-        Some(gpu) => spec.artifact_root.join(format!("{}@{gpu}", kind.name())),
-        None => spec.artifact_root.join(kind.name()),
-    };
-    let overhead = if spec.mode.runs_overhead() {
+    let runtime_dir = artifact_root.join(spec.dir_name());
+    let overhead = if workload.mode.runs_overhead() {
         let overhead = OverheadSpec {
             tracker: tracker.clone(),
             workload: Workload {
-                iterations: spec.iterations,
-                allocation_kb: spec.allocation_kb,
+                iterations: workload.iterations,
+                allocation_kb: workload.allocation_kb,
             },
             workload_kind: if kind.uses_tensorflow() {
-                spec.workload
+                workload.kind
             } else {
                 WorkloadKind::Reference
             },
-            tensorflow_device: if kind == RuntimeKind::TfmemprofGpu {
-                "/GPU:0"
-            } else {
-                "/CPU:0"
-            },
+            tensorflow_device: kind.tensorflow_device(),
             runtime_dir: runtime_dir.clone(),
             scratch_dir: spec
                 .scratch_root
@@ -145,27 +105,19 @@ pub fn run_job(spec: &JobSpec, hooks: &mut Hooks<'_>) -> Result<RuntimeSection, 
             samples: plan.overhead_sample_count,
             limits: scenario::PairLimits::from_knobs(&spec.knobs),
         };
-        Some(scenario::run_overhead(
-            &overhead,
-            || kind.open_collector(spec.allocation_kb, spec.device.unwrap_or(0)),
-            hooks,
-        )?)
+        Some(scenario::run_overhead(&overhead, open, hooks)?)
     } else {
         None
     };
-    let soak = if spec.mode.runs_soak() {
+    let soak = if workload.mode.runs_soak() {
         let soak = SoakSpec {
             tracker,
             samples: plan.soak_sample_count,
-            profile: spec.profile.name().to_owned(),
+            profile: workload.profile.name().to_owned(),
             artifact_dir: runtime_dir.join("soak"),
-            retention: spec.retention,
+            retention: RetentionValidationLimits::default(),
         };
-        Some(scenario::run_soak(
-            &soak,
-            || kind.open_collector(spec.allocation_kb, spec.device.unwrap_or(0)),
-            hooks,
-        )?)
+        Some(scenario::run_soak(&soak, open, hooks)?)
     } else {
         None
     };
@@ -180,31 +132,26 @@ pub fn run_job(spec: &JobSpec, hooks: &mut Hooks<'_>) -> Result<RuntimeSection, 
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
-    fn knobs_reach_the_tracker_and_the_plan() {
+    fn knobs_reach_the_tracker() {
         let knobs = RuntimeKnobs {
             sampling_interval_seconds: Some(1.0),
             rollover_max_events: Some(500),
             max_history: Some(42),
+            flush_every_seconds: Some(0.5),
             ..RuntimeKnobs::default()
         };
         let config = tracker_config(RuntimeKind::GpumemprofCpu, &knobs).unwrap();
         assert_eq!(config.sampling_interval, Duration::from_secs(1));
         assert_eq!(config.max_history, 42);
-        assert_eq!(config.sink.unwrap().rollover_max_events, 500);
-        let plan = runtime_plan(RuntimeKind::GpumemprofCpu, &knobs, Profile::Pr, 5_000);
-        assert_eq!(plan.soak_sample_count, 21_600);
-        assert_eq!(plan.overhead_sample_count, 500);
-        let plan = runtime_plan(
-            RuntimeKind::GpumemprofCpu,
-            &RuntimeKnobs::default(),
-            Profile::Nightly,
-            5_000,
-        );
-        assert_eq!(plan.soak_sample_count, 864_000);
-        assert_eq!(plan.default_interval, 0.1);
+        let sink = config.sink.unwrap();
+        assert_eq!(sink.rollover_max_events, 500);
+        assert_eq!(sink.flush_every, Duration::from_millis(500));
+        assert_eq!(sink.validate().ok(), Some(()));
     }
 
     #[test]
@@ -215,7 +162,9 @@ mod tests {
             ..RuntimeKnobs::default()
         };
         assert_eq!(
-            tracker_config(RuntimeKind::GpumemprofCpu, &knobs).unwrap_err(),
+            tracker_config(RuntimeKind::GpumemprofCpu, &knobs)
+                .unwrap_err()
+                .to_string(),
             "gpumemprof_cpu.retention_max_total_bytes must be >= rollover_max_bytes"
         );
     }

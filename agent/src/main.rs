@@ -6,14 +6,15 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use fleetgate_agent::runtime::RuntimeKind;
 use std::sync::atomic::AtomicBool;
 
 use fleetgate_agent::daemon::{self, DaemonArgs};
 use fleetgate_agent::job;
 use fleetgate_agent::scenario::{self, Hooks, Phase, Progress, SoakSpec};
 use fleetgate_agent::worker::WorkerCommand;
-use fleetgate_common::config::{Profile, RetentionValidationLimits, RuntimeKnobs};
+use fleetgate_common::config::{Profile, RetentionValidationLimits};
+use fleetgate_common::knobs::RuntimeKnobs;
+use fleetgate_common::runtime::RuntimeKind;
 use fleetgate_common::{exit, telemetry};
 
 /// fleetgate agent: native memory-monitoring runtimes and the jobs that qualify them.
@@ -75,21 +76,8 @@ struct SoakArgs {
     /// Print a progress line on stderr every N samples.
     #[arg(long, default_value_t = 10_000)]
     progress_every: u64,
-    /// Sink: records per batch handed to the writer.
-    #[arg(long)]
-    flush_every_events: Option<u64>,
-    /// Sink: roll a segment over at this many records.
-    #[arg(long)]
-    rollover_max_events: Option<u64>,
-    /// Sink: roll a segment over at this many bytes.
-    #[arg(long)]
-    rollover_max_bytes: Option<u64>,
-    /// Sink: keep at most this many segment files.
-    #[arg(long)]
-    retention_max_files: Option<u64>,
-    /// Sink: keep at most this many bytes of segments.
-    #[arg(long)]
-    retention_max_total_bytes: Option<u64>,
+    #[command(flatten)]
+    knobs: RuntimeKnobs,
 }
 
 fn main() -> ExitCode {
@@ -137,16 +125,9 @@ fn run_daemon(args: DaemonArgs) -> anyhow::Result<()> {
     reason = "progress lines are the command's stderr output"
 )]
 fn run_soak(args: SoakArgs) -> anyhow::Result<()> {
-    let knobs = RuntimeKnobs {
-        flush_every_events: args.flush_every_events,
-        rollover_max_events: args.rollover_max_events,
-        rollover_max_bytes: args.rollover_max_bytes,
-        retention_max_files: args.retention_max_files,
-        retention_max_total_bytes: args.retention_max_total_bytes,
-        ..RuntimeKnobs::default()
-    };
-    let tracker = job::tracker_config(args.runtime, &knobs).map_err(anyhow::Error::msg)?;
-    let plan = job::runtime_plan(args.runtime, &knobs, args.profile, 1);
+    let knobs = args.knobs;
+    let tracker = job::tracker_config(args.runtime, &knobs)?;
+    let plan = args.runtime.plan(&knobs, args.profile, 1);
     let spec = SoakSpec {
         tracker,
         samples: args.samples.unwrap_or(plan.soak_sample_count).max(1),
@@ -166,8 +147,12 @@ fn run_soak(args: SoakArgs) -> anyhow::Result<()> {
     let mut hooks = Hooks::new(&mut progress, &cancel);
     hooks.progress_every = args.progress_every;
     let kind = args.runtime;
-    let result = scenario::run_soak(&spec, || kind.open_collector(512, 0), &mut hooks)
-        .with_context(|| format!("{} soak", kind.name()))?;
+    let result = scenario::run_soak(
+        &spec,
+        || fleetgate_agent::runtime::open_collector(kind, 512, 0),
+        &mut hooks,
+    )
+    .with_context(|| format!("{} soak", kind.name()))?;
     let mut json = serde_json::to_vec_pretty(&result)?;
     json.push(b'\n');
     match args.output {

@@ -8,11 +8,12 @@
 
 use std::time::{Duration, Instant};
 
+use fleetgate_common::runtime::RuntimeKind;
 use serde::Serialize;
 
 use crate::collector::{AnyCollector, CollectError, Collector, RssCollector};
 use crate::health::{CollectorHealth, HealthStatus, Transition};
-use crate::history::{BoundedHistory, DEFAULT_HISTORY_LIMIT};
+use crate::history::BoundedHistory;
 use crate::record::{
     Context, EventType, HeaderSpec, Identity, Reading, RecordBody, RecordHeader, TransitionMeta,
     encode_record,
@@ -22,114 +23,32 @@ use crate::sink::{
     unix_now_ns,
 };
 
-/// The runtimes fleetgate can qualify.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RuntimeKind {
-    /// `gpumemprof track`'s CPU fallback: process RSS at 0.1 s.
-    GpumemprofCpu,
-    /// `gpumemprof track` on a GPU: one GPU's memory through NVML at 0.1 s.
-    GpumemprofCuda,
-    /// `tfmemprof track --device /CPU:0`: RSS and TensorFlow's CPU allocator at 1.0 s.
-    TfmemprofCpu,
-    /// `tfmemprof track --device /GPU:0`: RSS and TensorFlow's GPU allocator at 1.0 s.
-    TfmemprofGpu,
-}
-
-impl RuntimeKind {
-    /// Every runtime, in report order.
-    pub const ALL: [RuntimeKind; 4] = [
-        RuntimeKind::GpumemprofCpu,
-        RuntimeKind::GpumemprofCuda,
-        RuntimeKind::TfmemprofCpu,
-        RuntimeKind::TfmemprofGpu,
-    ];
-
-    /// The runtime's name in reports and on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            RuntimeKind::GpumemprofCpu => "gpumemprof_cpu",
-            RuntimeKind::GpumemprofCuda => "gpumemprof_cuda",
-            RuntimeKind::TfmemprofCpu => "tfmemprof_cpu",
-            RuntimeKind::TfmemprofGpu => "tfmemprof_gpu",
-        }
-    }
-
-    /// Parses a runtime name.
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|k| k.name() == name)
-    }
-
-    /// Parses a runtime name, with an error listing the known ones (for command lines).
-    pub fn parse(name: &str) -> Result<Self, String> {
-        Self::from_name(name).ok_or_else(|| {
-            let known: Vec<&str> = Self::ALL.iter().map(|k| k.name()).collect();
-            format!("unknown runtime '{name}' (known: {})", known.join(", "))
-        })
-    }
-
-    /// Default sampling interval.
-    pub fn default_interval(self) -> Duration {
-        match self {
-            RuntimeKind::GpumemprofCpu | RuntimeKind::GpumemprofCuda => Duration::from_millis(100),
-            RuntimeKind::TfmemprofCpu | RuntimeKind::TfmemprofGpu => Duration::from_secs(1),
-        }
-    }
-
-    /// Session source written to the manifest's ledger.
-    pub fn session_source(self) -> &'static str {
-        match self {
-            RuntimeKind::GpumemprofCpu => "fleetgate.gpumemprof_cpu",
-            RuntimeKind::GpumemprofCuda => "fleetgate.gpumemprof_cuda",
-            RuntimeKind::TfmemprofCpu => "fleetgate.tfmemprof_cpu",
-            RuntimeKind::TfmemprofGpu => "fleetgate.tfmemprof_gpu",
-        }
-    }
-
-    /// Whether the runtime needs libtensorflow.
-    pub fn uses_tensorflow(self) -> bool {
-        matches!(self, RuntimeKind::TfmemprofCpu | RuntimeKind::TfmemprofGpu)
-    }
-
-    /// Whether the runtime runs one job per GPU of the host.
-    pub fn per_gpu(self) -> bool {
-        self == RuntimeKind::GpumemprofCuda
-    }
-
-    /// Whether the runtime keeps a window of sample values. The gpumemprof trackers keep only
-    /// events (so their dropped-sample counter stays 0, as in the reference); the TensorFlow
-    /// tracker keeps both.
-    fn keeps_sample_history(self) -> bool {
-        self.uses_tensorflow()
-    }
-
-    /// Opens the runtime's collector on this host, on GPU `device` for the per-GPU runtimes
-    /// (TensorFlow runtimes load libtensorflow and warm up a graph of about `allocation_kb`
-    /// KiB); a runtime that cannot run here is [`CollectError::Unavailable`] with the reason.
-    pub fn open_collector(
-        self,
-        allocation_kb: u32,
-        device: u32,
-    ) -> Result<AnyCollector, CollectError> {
-        match self {
-            RuntimeKind::GpumemprofCpu => Ok(Box::new(RssCollector::open()?)),
-            RuntimeKind::GpumemprofCuda => Ok(Box::new(crate::nvml::NvmlCollector::open(device)?)),
-            RuntimeKind::TfmemprofCpu => Ok(Box::new(crate::tensorflow::TfCollector::open(
-                "/CPU:0",
-                allocation_kb,
-            )?)),
-            RuntimeKind::TfmemprofGpu => {
-                let gpus = crate::tensorflow::list_gpus().map_err(CollectError::Unavailable)?;
-                if gpus.is_empty() {
-                    return Err(CollectError::Unavailable(
-                        "the loaded TensorFlow lists no GPU on this host".into(),
-                    ));
-                }
-                Ok(Box::new(crate::tensorflow::TfCollector::open(
-                    "/GPU:0",
-                    allocation_kb,
-                )?))
+/// Opens `kind`'s collector on this host, on GPU `device` for the per-GPU runtimes
+/// (TensorFlow runtimes load libtensorflow and warm up a graph of about `allocation_kb` KiB);
+/// a runtime that cannot run here is [`CollectError::Unavailable`] with the reason.
+pub fn open_collector(
+    kind: RuntimeKind,
+    allocation_kb: u32,
+    device: u32,
+) -> Result<AnyCollector, CollectError> {
+    match kind {
+        RuntimeKind::GpumemprofCpu => Ok(Box::new(RssCollector::open()?)),
+        RuntimeKind::GpumemprofCuda => Ok(Box::new(crate::nvml::NvmlCollector::open(device)?)),
+        RuntimeKind::TfmemprofCpu => Ok(Box::new(crate::tensorflow::TfCollector::open(
+            "/CPU:0",
+            allocation_kb,
+        )?)),
+        RuntimeKind::TfmemprofGpu => {
+            let gpus = crate::tensorflow::list_gpus().map_err(CollectError::Unavailable)?;
+            if gpus.is_empty() {
+                return Err(CollectError::Unavailable(
+                    "the loaded TensorFlow lists no GPU on this host".into(),
+                ));
             }
+            Ok(Box::new(crate::tensorflow::TfCollector::open(
+                "/GPU:0",
+                allocation_kb,
+            )?))
         }
     }
 }
@@ -159,7 +78,8 @@ impl TrackerConfig {
         TrackerConfig {
             kind,
             sampling_interval: kind.default_interval(),
-            max_history: DEFAULT_HISTORY_LIMIT,
+            max_history: usize::try_from(fleetgate_common::knobs::DEFAULT_MAX_HISTORY)
+                .unwrap_or(usize::MAX),
             alert_threshold_bytes: None,
             sink: sink_dir.map(SinkConfig::new),
             host: host_name(),

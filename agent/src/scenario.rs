@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use fleetgate_common::config::{
-    OVERHEAD_MAX_PAIRS, OVERHEAD_MIN_PAIRS_FLOOR, OVERHEAD_TARGET_HALF_WIDTH_PCT,
-    RetentionValidationLimits, RuntimeKnobs, WorkloadKind, checkpoint_indices,
+use fleetgate_common::config::{RetentionValidationLimits, WorkloadKind, checkpoint_indices};
+use fleetgate_common::knobs::{
+    OVERHEAD_MAX_PAIRS, OVERHEAD_MIN_PAIRS_FLOOR, OVERHEAD_TARGET_HALF_WIDTH_PCT, RuntimeKnobs,
 };
 use fleetgate_common::report::{
     AddedCost, DetectableShift, OverheadBlock, OverheadEstimates, OverheadMetrics, OverheadPair,

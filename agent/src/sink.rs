@@ -68,22 +68,20 @@ pub struct SinkConfig {
 /// make a buffer grow once, and it keeps its size).
 const ESTIMATED_RECORD_BYTES: usize = 640;
 
-/// 64 MiB.
-pub const DEFAULT_ROLLOVER_MAX_BYTES: u64 = 64 * 1024 * 1024;
-/// 512 MiB.
-pub const DEFAULT_RETENTION_MAX_TOTAL_BYTES: u64 = 512 * 1024 * 1024;
-
 impl SinkConfig {
-    /// The defaults for a sink rooted at `root_dir`.
+    /// The defaults for a sink rooted at `root_dir`: the knob table's
+    /// ([`fleetgate_common::knobs`]) for what a knob can change.
     pub fn new(root_dir: impl Into<PathBuf>) -> Self {
+        use fleetgate_common::knobs;
+        let size = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
         SinkConfig {
             root_dir: root_dir.into(),
-            flush_every_events: 50,
-            flush_every: Duration::from_secs(2),
-            rollover_max_bytes: DEFAULT_ROLLOVER_MAX_BYTES,
-            rollover_max_events: 10_000,
-            retention_max_files: 8,
-            retention_max_total_bytes: DEFAULT_RETENTION_MAX_TOTAL_BYTES,
+            flush_every_events: size(knobs::DEFAULT_FLUSH_EVERY_EVENTS),
+            flush_every: Duration::from_secs_f64(knobs::DEFAULT_FLUSH_EVERY_SECONDS),
+            rollover_max_bytes: knobs::DEFAULT_ROLLOVER_MAX_BYTES,
+            rollover_max_events: knobs::DEFAULT_ROLLOVER_MAX_EVENTS,
+            retention_max_files: size(knobs::DEFAULT_RETENTION_MAX_FILES),
+            retention_max_total_bytes: knobs::DEFAULT_RETENTION_MAX_TOTAL_BYTES,
             max_queued_batches: 16,
             failure_backoff: Duration::from_secs(1),
             failure_backoff_max: Duration::from_secs(60),

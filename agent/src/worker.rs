@@ -11,44 +11,25 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use fleetgate_common::config::{
-    Mode, Profile, RetentionValidationLimits, RuntimeKnobs, WorkloadKind,
-};
+use fleetgate_common::config::WorkloadKind;
 use fleetgate_common::fleet::JobUpdate;
-use fleetgate_common::report::RuntimeSection;
+use fleetgate_common::job::JobSpec;
+use fleetgate_common::runtime::RuntimeKind;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::mpsc;
 
-use crate::job::{self, JobSpec};
-use crate::runtime::RuntimeKind;
+use crate::job;
 use crate::scenario::{Hooks, Progress, ScenarioError};
 
-/// A job as the worker receives it.
+/// What a worker reads on stdin: its job, and where its artifacts go.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct WorkerJob {
-    /// Runtime name.
-    pub runtime: String,
-    /// The GPU, for the per-GPU runtimes.
-    #[serde(default)]
-    pub device: Option<u32>,
-    /// Soak profile.
-    pub profile: Profile,
-    /// Scenarios.
-    pub mode: Mode,
-    /// Workload steps.
-    pub iterations: u32,
-    /// KiB per step.
-    pub allocation_kb: u32,
-    /// Overhead workload.
-    #[serde(default)]
-    pub workload: WorkloadKind,
+#[serde(deny_unknown_fields)]
+pub struct WorkerInput {
     /// Root of the artifacts (the job writes under `<root>/<runtime>`).
     pub artifact_root: PathBuf,
-    /// RAM-backed root for overhead trial files.
-    pub scratch_root: Option<PathBuf>,
-    /// Tuning knobs.
-    pub knobs: RuntimeKnobs,
+    /// The job.
+    pub job: JobSpec,
 }
 
 const MIB: u64 = 1024 * 1024;
@@ -78,22 +59,21 @@ impl Footprint {
     /// matrices are device memory, so only the reference buffer counts against the host.
     /// Measured on `tfmemprof_cpu` with 256 MiB: soak 2.2 copies, overhead with the reference
     /// workload 3.5 copies; with the TensorFlow workload 6.1 copies at 64 MiB.
-    pub fn of(job: &WorkerJob) -> Self {
-        let kind = RuntimeKind::from_name(&job.runtime);
-        let base_bytes = if kind.is_some_and(RuntimeKind::uses_tensorflow) {
+    pub fn of(job: &JobSpec) -> Self {
+        let base_bytes = if job.runtime.uses_tensorflow() {
             TENSORFLOW_WORKER_BASE_BYTES
         } else {
             WORKER_BASE_BYTES
         };
-        let copies = match (kind, job.workload) {
-            (Some(RuntimeKind::TfmemprofCpu), WorkloadKind::Reference) => 4,
-            (Some(RuntimeKind::TfmemprofCpu), WorkloadKind::Tensorflow) => 7,
+        let copies = match (job.runtime, job.workload.kind) {
+            (RuntimeKind::TfmemprofCpu, WorkloadKind::Reference) => 4,
+            (RuntimeKind::TfmemprofCpu, WorkloadKind::Tensorflow) => 7,
             _ => 1,
         };
         Footprint {
             base_bytes,
             copies,
-            allocation_bytes: u64::from(job.allocation_kb) * 1024,
+            allocation_bytes: u64::from(job.workload.allocation_kb) * 1024,
         }
     }
 
@@ -174,15 +154,15 @@ pub struct JobTooLarge {
 }
 
 /// Refuses `job` when its expected peak exceeds `limit`.
-pub fn check_memory(job: &WorkerJob, limit: MemoryLimit) -> Result<(), JobTooLarge> {
+pub fn check_memory(job: &JobSpec, limit: MemoryLimit) -> Result<(), JobTooLarge> {
     let footprint = Footprint::of(job);
     let needed = footprint.total_bytes();
     if needed <= limit.bytes() {
         return Ok(());
     }
     Err(JobTooLarge {
-        allocation_kb: job.allocation_kb,
-        runtime: job.runtime.clone(),
+        allocation_kb: job.workload.allocation_kb,
+        runtime: job.runtime.name().to_owned(),
         needed_mib: needed.div_ceil(MIB),
         copies: footprint.copies,
         allocation_mib: footprint.allocation_bytes.div_ceil(MIB),
@@ -209,7 +189,7 @@ pub fn host_memory_available() -> Result<u64, sysinfo::Error> {
 pub fn run_worker_process() -> anyhow::Result<()> {
     let mut input = String::new();
     std::io::stdin().lock().read_line(&mut input)?;
-    let job: WorkerJob = serde_json::from_str(&input)
+    let input: WorkerInput = serde_json::from_str(&input)
         .map_err(|e| anyhow::anyhow!("worker job on stdin is not valid: {e}"))?;
     let cancel = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
@@ -225,38 +205,18 @@ pub fn run_worker_process() -> anyhow::Result<()> {
             out.flush().ok();
         }
     };
-    let event = run_job_events(&job, &cancel, &emit);
+    let event = run_job_events(&input, &cancel, &emit);
     emit(&event);
     Ok(())
 }
 
-/// Runs `job`, passing progress and checkpoints to `emit`; returns the terminal event.
+/// Runs the input's job, passing progress and checkpoints to `emit`; returns the terminal
+/// event.
 pub fn run_job_events(
-    job: &WorkerJob,
+    input: &WorkerInput,
     cancel: &AtomicBool,
     emit: &dyn Fn(&JobUpdate),
 ) -> JobUpdate {
-    let Some(kind) = RuntimeKind::from_name(&job.runtime) else {
-        return JobUpdate::Report {
-            section: Box::new(RuntimeSection::unavailable(format!(
-                "runtime '{}' is not built into this agent",
-                job.runtime
-            ))),
-        };
-    };
-    let spec = JobSpec {
-        runtime: kind,
-        device: job.device,
-        profile: job.profile,
-        mode: job.mode,
-        iterations: job.iterations,
-        allocation_kb: job.allocation_kb,
-        workload: job.workload,
-        artifact_root: job.artifact_root.clone(),
-        scratch_root: job.scratch_root.clone(),
-        knobs: job.knobs,
-        retention: RetentionValidationLimits::default(),
-    };
     let mut phase = "starting";
     let mut last_tenth = u64::MAX;
     let mut progress = |p: Progress| {
@@ -282,7 +242,7 @@ pub fn run_job_events(
     let result = {
         let mut hooks = Hooks::new(&mut progress, cancel);
         hooks.on_checkpoint = Some(&mut checkpoint);
-        job::run_job(&spec, &mut hooks)
+        job::run_job(&input.job, &input.artifact_root, &mut hooks)
     };
     match result {
         Ok(section) => JobUpdate::Report {
@@ -316,8 +276,7 @@ pub fn run_probe_process() -> anyhow::Result<()> {
     let runtimes = RuntimeKind::ALL
         .iter()
         .map(|&kind| {
-            let result = kind
-                .open_collector(64, 0)
+            let result = crate::runtime::open_collector(kind, 64, 0)
                 .map(|_| ())
                 .map_err(|e| e.to_string());
             fleetgate_common::fleet::RuntimeAvailability {
@@ -420,7 +379,7 @@ impl WorkerHandle {
 /// terminal event) arrive on `events`. The worker is killed at `deadline`.
 pub fn spawn_worker(
     command: &WorkerCommand,
-    job: &WorkerJob,
+    job: &WorkerInput,
     deadline: tokio::time::Instant,
     events: mpsc::UnboundedSender<JobUpdate>,
 ) -> WorkerHandle {
@@ -438,7 +397,7 @@ pub fn spawn_worker(
 
 async fn supervise(
     command: &WorkerCommand,
-    job: &WorkerJob,
+    job: &WorkerInput,
     deadline: tokio::time::Instant,
     mut kill: tokio::sync::oneshot::Receiver<String>,
     events: &mpsc::UnboundedSender<JobUpdate>,
@@ -536,6 +495,8 @@ async fn supervise(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fleetgate_common::config::{Mode, Profile, Workload};
+    use fleetgate_common::knobs::RuntimeKnobs;
 
     #[test]
     fn events_round_trip_as_tagged_json_lines() {
@@ -553,46 +514,19 @@ mod tests {
         assert!(!e.is_terminal());
     }
 
-    #[test]
-    fn an_unknown_runtime_is_reported_unavailable() {
-        let job = WorkerJob {
-            runtime: "nope".into(),
+    fn job(runtime: &str, allocation_kb: u32, kind: WorkloadKind) -> JobSpec {
+        JobSpec {
+            runtime: RuntimeKind::from_name(runtime).unwrap(),
             device: None,
-            profile: Profile::Pr,
-            mode: Mode::Soak,
-            iterations: 1,
-            allocation_kb: 1,
-            workload: WorkloadKind::Reference,
-            artifact_root: PathBuf::from("/nonexistent"),
-            scratch_root: None,
+            workload: Workload {
+                profile: Profile::Pr,
+                mode: Mode::All,
+                iterations: 10,
+                allocation_kb,
+                kind,
+            },
             knobs: RuntimeKnobs::default(),
-        };
-        let event = run_job_events(&job, &AtomicBool::new(false), &|_| {});
-        match event {
-            JobUpdate::Report { section } => {
-                assert!(
-                    section
-                        .reason
-                        .unwrap()
-                        .contains("not built into this agent")
-                );
-            }
-            other => panic!("{other:?}"),
-        }
-    }
-
-    fn job(runtime: &str, allocation_kb: u32, workload: WorkloadKind) -> WorkerJob {
-        WorkerJob {
-            runtime: runtime.into(),
-            device: None,
-            profile: Profile::Pr,
-            mode: Mode::All,
-            iterations: 10,
-            allocation_kb,
-            workload,
-            artifact_root: PathBuf::from("/nonexistent"),
             scratch_root: None,
-            knobs: RuntimeKnobs::default(),
         }
     }
 

@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::knobs::Knobs;
+use crate::runtime::RuntimePlan;
+
 /// Equivalent hours of the `pr` soak.
 pub const PR_HOURS: f64 = 6.0;
 /// Equivalent hours of the `nightly` soak.
@@ -112,6 +115,57 @@ impl GateMode {
             GateMode::Budget => "budget",
             GateMode::Regression => "regression",
         }
+    }
+}
+
+/// What a run (and each of its jobs) runs: the soak profile, the scenarios and the overhead
+/// workload's size and kind. Its fields are also the `fleetgate run` flags of the same names,
+/// and the first keys of the report's `config`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::Args)]
+#[deny(missing_docs)]
+pub struct Workload {
+    /// Soak profile: pr = 6 h-equivalent, nightly = 24 h-equivalent.
+    #[arg(long, value_enum, default_value = "pr")]
+    pub profile: Profile,
+    /// Scenarios to run.
+    #[arg(long, value_enum, default_value = "all")]
+    pub mode: Mode,
+    /// Reference workload steps (1 to 10000000).
+    #[arg(long, default_value_t = 5_000)]
+    pub iterations: u32,
+    /// KiB allocated per workload step (1 to 1048576, i.e. 1 GiB).
+    #[arg(long, default_value_t = 512)]
+    pub allocation_kb: u32,
+    /// Overhead workload: the reference allocation churn, or (for the TensorFlow runtimes)
+    /// TensorFlow graph steps on the runtime's device.
+    #[arg(long = "workload", value_enum, default_value = "reference")]
+    #[serde(rename = "workload", default)]
+    pub kind: WorkloadKind,
+}
+
+/// A workload field out of its range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {range}")]
+pub struct WorkloadError {
+    /// `iterations` or `allocation_kb`.
+    pub field: &'static str,
+    /// The range it broke.
+    pub range: OutOfRange,
+}
+
+impl Workload {
+    /// Checks the sizes: iterations by [`check_iterations`], the allocation by
+    /// [`check_allocation_kb`].
+    pub fn check(&self) -> Result<(), WorkloadError> {
+        check_iterations(self.iterations).map_err(|range| WorkloadError {
+            field: "iterations",
+            range,
+        })?;
+        check_allocation_kb(self.allocation_kb).map_err(|range| WorkloadError {
+            field: "allocation_kb",
+            range,
+        })?;
+        Ok(())
     }
 }
 
@@ -257,349 +311,13 @@ impl Default for RetentionValidationLimits {
     }
 }
 
-/// Per-runtime tuning knobs, in the seed's tuning order. Unset knobs keep the runtime's
-/// defaults; set ones are recorded in the report's config, so a regression baseline only
-/// matches a run with the same knobs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RuntimeKnobs {
-    /// Sampling interval in seconds (also sets the soak and overhead sample counts).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub sampling_interval_seconds: Option<f64>,
-    /// Sink: records per batch handed to the writer.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub flush_every_events: Option<u64>,
-    /// Sink: seconds before an idle batch is written.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub flush_every_seconds: Option<f64>,
-    /// Sink: roll a segment over at this many bytes.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rollover_max_bytes: Option<u64>,
-    /// Sink: roll a segment over at this many records.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rollover_max_events: Option<u64>,
-    /// Sink: keep at most this many segment files.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub retention_max_files: Option<u64>,
-    /// Sink: keep at most this many bytes of segments.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub retention_max_total_bytes: Option<u64>,
-    /// History window of each ring (the TensorFlow tracker's `max_history`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_history: Option<u64>,
-    /// Overhead measurement: unprofiled/tracked pairs always run (default
-    /// [`DEFAULT_OVERHEAD_MIN_PAIRS`], from [`OVERHEAD_MIN_PAIRS_FLOOR`] to
-    /// [`OVERHEAD_MAX_PAIRS`]). Not part of the config a baseline must match.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub overhead_min_pairs: Option<u64>,
-    /// Overhead measurement: seconds after which no further pair starts once the minimum is
-    /// run (default [`DEFAULT_OVERHEAD_MAX_SECONDS`]). Not part of the config a baseline must
-    /// match.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub overhead_max_seconds: Option<f64>,
-}
-
-/// Pairs the overhead scenario runs at least, unless `overhead_min_pairs` is set.
-pub const DEFAULT_OVERHEAD_MIN_PAIRS: u64 = 10;
-/// Fewest pairs accepted: the 95 % signed-rank interval needs 6.
-pub const OVERHEAD_MIN_PAIRS_FLOOR: u64 = 6;
-/// Most pairs the overhead scenario runs (the exact signed-rank interval's range).
-pub const OVERHEAD_MAX_PAIRS: u64 = 200;
-/// Seconds after which the overhead scenario starts no further pair (once the minimum is run),
-/// unless `overhead_max_seconds` is set.
-pub const DEFAULT_OVERHEAD_MAX_SECONDS: f64 = 3.0;
-/// The overhead scenario stops adding pairs once the 95 % interval of `runtime_overhead_pct`
-/// is at most this many percentage points either side of its estimate (half its width).
-pub const OVERHEAD_TARGET_HALF_WIDTH_PCT: f64 = 2.5;
-
-/// Knobs that only change how the overhead is measured, not what runs: a baseline matches a
-/// run whatever their values.
-pub const MEASUREMENT_KNOBS: [&str; 2] = ["overhead_min_pairs", "overhead_max_seconds"];
-
-/// Knob names in the seed's tuning order: sampling interval, sink flush cadence, rollover
-/// size or count, retention limits, history window.
-pub const KNOB_ORDER: [&str; 10] = [
-    "sampling_interval_seconds",
-    "flush_every_events",
-    "flush_every_seconds",
-    "rollover_max_bytes",
-    "rollover_max_events",
-    "retention_max_files",
-    "retention_max_total_bytes",
-    "max_history",
-    "overhead_min_pairs",
-    "overhead_max_seconds",
-];
-
-impl RuntimeKnobs {
-    /// Whether no knob is set.
-    pub fn is_empty(&self) -> bool {
-        *self == RuntimeKnobs::default()
-    }
-
-    /// Whether the knob `name` is set.
-    pub fn is_set(&self, name: &str) -> bool {
-        match name {
-            "sampling_interval_seconds" => self.sampling_interval_seconds.is_some(),
-            "flush_every_events" => self.flush_every_events.is_some(),
-            "flush_every_seconds" => self.flush_every_seconds.is_some(),
-            "rollover_max_bytes" => self.rollover_max_bytes.is_some(),
-            "rollover_max_events" => self.rollover_max_events.is_some(),
-            "retention_max_files" => self.retention_max_files.is_some(),
-            "retention_max_total_bytes" => self.retention_max_total_bytes.is_some(),
-            "max_history" => self.max_history.is_some(),
-            "overhead_min_pairs" => self.overhead_min_pairs.is_some(),
-            "overhead_max_seconds" => self.overhead_max_seconds.is_some(),
-            _ => false,
-        }
-    }
-
-    /// Sets knob `name` from its text form; the error says what is wrong with the value.
-    pub fn set(&mut self, name: &str, value: &str) -> Result<(), String> {
-        let int = |v: &str| -> Result<u64, String> {
-            match v.trim().parse::<u64>() {
-                Ok(n) if n >= 1 => Ok(n),
-                _ => Err(count_error(format!("'{v}'"))),
-            }
-        };
-        let secs = |v: &str| -> Result<f64, String> {
-            match v.trim().parse::<f64>() {
-                Ok(x) if seconds_in_range(x) => Ok(x),
-                _ => Err(seconds_error(format!("'{v}'"))),
-            }
-        };
-        match name {
-            "sampling_interval_seconds" => self.sampling_interval_seconds = Some(secs(value)?),
-            "flush_every_events" => self.flush_every_events = Some(int(value)?),
-            "flush_every_seconds" => self.flush_every_seconds = Some(secs(value)?),
-            "rollover_max_bytes" => self.rollover_max_bytes = Some(int(value)?),
-            "rollover_max_events" => self.rollover_max_events = Some(int(value)?),
-            "retention_max_files" => self.retention_max_files = Some(int(value)?),
-            "retention_max_total_bytes" => self.retention_max_total_bytes = Some(int(value)?),
-            "max_history" => self.max_history = Some(int(value)?),
-            "overhead_min_pairs" => match value.trim().parse::<u64>() {
-                Ok(n) if pairs_in_range(n) => self.overhead_min_pairs = Some(n),
-                _ => return Err(pairs_error(format!("'{value}'"))),
-            },
-            "overhead_max_seconds" => self.overhead_max_seconds = Some(secs(value)?),
-            _ => {
-                return Err(format!("unknown knob (known: {})", KNOB_ORDER.join(", ")));
-            }
-        }
-        Ok(())
-    }
-
-    /// Sampling interval, if set (clamped to the accepted range, so it never panics).
-    pub fn sampling_interval(&self) -> Option<Duration> {
-        self.sampling_interval_seconds
-            .map(|s| Duration::from_secs_f64(s.clamp(MIN_SECONDS_KNOB, MAX_SECONDS_KNOB)))
-    }
-
-    /// Checks knobs that arrived already parsed (over the wire) by the rules of [`Self::set`];
-    /// the error names the knob.
-    pub fn validate(&self) -> Result<(), String> {
-        if let Some(n) = self.overhead_min_pairs
-            && !pairs_in_range(n)
-        {
-            return Err(format!("overhead_min_pairs: {}", pairs_error(n)));
-        }
-        for (name, seconds) in [
-            ("sampling_interval_seconds", self.sampling_interval_seconds),
-            ("flush_every_seconds", self.flush_every_seconds),
-            ("overhead_max_seconds", self.overhead_max_seconds),
-        ] {
-            if let Some(x) = seconds
-                && !seconds_in_range(x)
-            {
-                return Err(format!("{name}: {}", seconds_error(x)));
-            }
-        }
-        for (name, count) in [
-            ("flush_every_events", self.flush_every_events),
-            ("rollover_max_bytes", self.rollover_max_bytes),
-            ("rollover_max_events", self.rollover_max_events),
-            ("retention_max_files", self.retention_max_files),
-            ("retention_max_total_bytes", self.retention_max_total_bytes),
-            ("max_history", self.max_history),
-        ] {
-            if count == Some(0) {
-                return Err(format!("{name}: {}", count_error(0)));
-            }
-        }
-        Ok(())
-    }
-
-    /// Pairs the overhead scenario runs at least.
-    pub fn overhead_min_pairs(&self) -> u64 {
-        self.overhead_min_pairs
-            .unwrap_or(DEFAULT_OVERHEAD_MIN_PAIRS)
-            .clamp(OVERHEAD_MIN_PAIRS_FLOOR, OVERHEAD_MAX_PAIRS)
-    }
-
-    /// Time cap of the overhead scenario (clamped to the accepted range, so it never panics).
-    pub fn overhead_max_duration(&self) -> Duration {
-        Duration::from_secs_f64(
-            self.overhead_max_seconds
-                .unwrap_or(DEFAULT_OVERHEAD_MAX_SECONDS)
-                .clamp(MIN_SECONDS_KNOB, MAX_SECONDS_KNOB),
-        )
-    }
-
-    /// These knobs without the [`MEASUREMENT_KNOBS`].
-    pub fn without_measurement(&self) -> RuntimeKnobs {
-        RuntimeKnobs {
-            overhead_min_pairs: None,
-            overhead_max_seconds: None,
-            ..*self
-        }
-    }
-}
-
-fn pairs_in_range(n: u64) -> bool {
-    (OVERHEAD_MIN_PAIRS_FLOOR..=OVERHEAD_MAX_PAIRS).contains(&n)
-}
-
-fn pairs_error(got: impl std::fmt::Display) -> String {
-    format!("must be an integer from {OVERHEAD_MIN_PAIRS_FLOOR} to {OVERHEAD_MAX_PAIRS}, got {got}")
-}
-
-/// Shortest seconds knob accepted (1 µs: anything shorter is no interval at all).
-pub const MIN_SECONDS_KNOB: f64 = 1e-6;
-/// Longest seconds knob accepted (one day, the longest profile).
-pub const MAX_SECONDS_KNOB: f64 = 86_400.0;
-
-fn seconds_in_range(x: f64) -> bool {
-    x.is_finite() && (MIN_SECONDS_KNOB..=MAX_SECONDS_KNOB).contains(&x)
-}
-
-/// What is wrong with seconds knob value `got`.
-fn seconds_error(got: impl std::fmt::Display) -> String {
-    format!("must be a number of seconds from {MIN_SECONDS_KNOB} to {MAX_SECONDS_KNOB}, got {got}")
-}
-
-/// What is wrong with count knob value `got`.
-fn count_error(got: impl std::fmt::Display) -> String {
-    format!("must be an integer >= 1, got {got}")
-}
-
-/// A tuning-knob input could not be used.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "{}: {}: {}",
-    crate::input::one_line(.origin),
-    crate::input::one_line(.key),
-    crate::input::one_line(.message)
-)]
-pub struct KnobError {
-    /// The knobs file, or `--set`.
-    pub origin: String,
-    /// `<runtime>.<knob>` (or the runtime alone).
-    pub key: String,
-    /// What is wrong.
-    pub message: String,
-}
-
-/// Knobs of every runtime, by runtime name.
-pub type Knobs = BTreeMap<String, RuntimeKnobs>;
-
-/// Reads a knobs file: a JSON object `{"<runtime>": {"<knob>": value, …}, …}`. Every value
-/// is checked; `known_runtimes` are the runtime names this build has.
-pub fn parse_knobs_file(
-    origin: &str,
-    text: &[u8],
-    known_runtimes: &[&str],
-) -> Result<Knobs, KnobError> {
-    let err = |key: &str, message: String| KnobError {
-        origin: origin.to_owned(),
-        key: key.to_owned(),
-        message,
-    };
-    let value = crate::input::parse_json(text).map_err(|e| err("(file)", e))?;
-    let object = value
-        .as_object()
-        .ok_or_else(|| err("(file)", "must be a JSON object of runtimes".into()))?;
-    let mut knobs = Knobs::new();
-    for (runtime, entries) in object {
-        if !known_runtimes.contains(&runtime.as_str()) {
-            return Err(err(
-                runtime,
-                format!("unknown runtime (known: {})", known_runtimes.join(", ")),
-            ));
-        }
-        let entries = entries
-            .as_object()
-            .ok_or_else(|| err(runtime, "must be a JSON object of knobs".into()))?;
-        let slot = knobs.entry(runtime.clone()).or_default();
-        for (name, v) in entries {
-            let key = format!("{runtime}.{name}");
-            let text = match v {
-                serde_json::Value::Number(n) => n.to_string(),
-                other => return Err(err(&key, format!("must be a number, got {other}"))),
-            };
-            slot.set(name, &text).map_err(|m| err(&key, m))?;
-        }
-    }
-    knobs.retain(|_, k| !k.is_empty());
-    Ok(knobs)
-}
-
-/// Applies one `--set <runtime>.<knob>=<value>` to `knobs`.
-pub fn apply_knob_assignment(
-    knobs: &mut Knobs,
-    assignment: &str,
-    known_runtimes: &[&str],
-) -> Result<(), KnobError> {
-    let err = |key: &str, message: String| KnobError {
-        origin: "--set".to_owned(),
-        key: key.to_owned(),
-        message,
-    };
-    let (key, value) = assignment
-        .split_once('=')
-        .ok_or_else(|| err(assignment, "expected <runtime>.<knob>=<value>".into()))?;
-    let (runtime, name) = key
-        .split_once('.')
-        .ok_or_else(|| err(key, "expected <runtime>.<knob>".into()))?;
-    if !known_runtimes.contains(&runtime) {
-        return Err(err(
-            key,
-            format!("unknown runtime (known: {})", known_runtimes.join(", ")),
-        ));
-    }
-    knobs
-        .entry(runtime.to_owned())
-        .or_default()
-        .set(name, value)
-        .map_err(|m| err(key, m))
-}
-
-/// Per-runtime entry of the report's config.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RuntimePlan {
-    /// Effective sampling interval in seconds (the default, or the knob).
-    pub default_interval: f64,
-    /// Samples of the tracked overhead scenario.
-    pub overhead_sample_count: u64,
-    /// Samples of the soak.
-    pub soak_sample_count: u64,
-}
-
 /// The part of the config a regression baseline must match exactly.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ComparableConfig {
-    /// Profile.
-    pub profile: Profile,
-    /// Mode.
-    pub mode: Mode,
-    /// Workload steps.
-    pub iterations: u32,
-    /// KiB allocated per step.
-    pub allocation_kb: u32,
-    /// Overhead workload.
-    #[serde(default)]
-    pub workload: WorkloadKind,
+    /// Profile, mode and workload.
+    #[serde(flatten)]
+    pub workload: Workload,
     /// Soak hours.
     pub profile_equivalent_hours: f64,
     /// Runtimes, by name.
@@ -623,16 +341,9 @@ impl fmt::Display for ComparableConfig {
 /// The report's `config` block.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunConfig {
-    /// Profile.
-    pub profile: Profile,
-    /// Mode.
-    pub mode: Mode,
-    /// Workload steps.
-    pub iterations: u32,
-    /// KiB allocated per step.
-    pub allocation_kb: u32,
-    /// Overhead workload.
-    pub workload: WorkloadKind,
+    /// Profile, mode and workload.
+    #[serde(flatten)]
+    pub workload: Workload,
     /// Soak hours.
     pub profile_equivalent_hours: f64,
     /// Runtimes, by name.
@@ -676,10 +387,6 @@ impl RunConfig {
     /// The part a baseline must match.
     pub fn comparable(&self) -> ComparableConfig {
         ComparableConfig {
-            profile: self.profile,
-            mode: self.mode,
-            iterations: self.iterations,
-            allocation_kb: self.allocation_kb,
             workload: self.workload,
             profile_equivalent_hours: self.profile_equivalent_hours,
             runtimes: self.runtimes.clone(),
@@ -697,8 +404,6 @@ impl RunConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const KNOWN: [&str; 1] = ["gpumemprof_cpu"];
 
     #[test]
     fn workload_sizes_and_deadlines_have_documented_bounds() {
@@ -782,85 +487,11 @@ mod tests {
     }
 
     #[test]
-    fn knob_file_and_flags_are_checked_key_by_key() {
-        let k = parse_knobs_file(
-            "k.json",
-            br#"{"gpumemprof_cpu": {"sampling_interval_seconds": 0.5, "max_history": 100}}"#,
-            &KNOWN,
-        )
-        .unwrap();
-        assert_eq!(k["gpumemprof_cpu"].sampling_interval_seconds, Some(0.5));
-        assert_eq!(k["gpumemprof_cpu"].max_history, Some(100));
-
-        let e =
-            parse_knobs_file("k.json", br#"{"gpumemprof_cpu": {"nope": 1}}"#, &KNOWN).unwrap_err();
-        assert_eq!(e.key, "gpumemprof_cpu.nope");
-        assert!(
-            e.to_string()
-                .starts_with("k.json: gpumemprof_cpu.nope: unknown knob")
-        );
-        let e = parse_knobs_file(
-            "k.json",
-            br#"{"gpumemprof_cpu": {"flush_every_events": 0}}"#,
-            &KNOWN,
-        )
-        .unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "k.json: gpumemprof_cpu.flush_every_events: must be an integer >= 1, got '0'"
-        );
-        let e = parse_knobs_file("k.json", br#"{"tf": {}}"#, &KNOWN).unwrap_err();
-        assert_eq!(e.key, "tf");
-        let e = parse_knobs_file(
-            "k.json",
-            br#"{"gpumemprof_cpu": {"sampling_interval_seconds": "fast"}}"#,
-            &KNOWN,
-        )
-        .unwrap_err();
-        assert!(e.message.contains("must be a number"));
-        assert!(parse_knobs_file("k.json", b"[", &KNOWN).is_err());
-
-        let mut knobs = k;
-        apply_knob_assignment(&mut knobs, "gpumemprof_cpu.rollover_max_events=500", &KNOWN)
-            .unwrap();
-        assert_eq!(knobs["gpumemprof_cpu"].rollover_max_events, Some(500));
-        let e = apply_knob_assignment(
-            &mut knobs,
-            "gpumemprof_cpu.sampling_interval_seconds=-1",
-            &KNOWN,
-        )
-        .unwrap_err();
-        assert_eq!(e.origin, "--set");
-        assert!(apply_knob_assignment(&mut knobs, "gpumemprof_cpu", &KNOWN).is_err());
-    }
-
-    #[test]
-    fn overhead_measurement_knobs_are_checked_and_not_compared_with_a_baseline() {
+    fn measurement_knobs_are_not_compared_with_a_baseline() {
+        use crate::knobs::{Knobs, RuntimeKnobs};
         let mut k = RuntimeKnobs::default();
-        assert_eq!(k.overhead_min_pairs(), DEFAULT_OVERHEAD_MIN_PAIRS);
-        assert_eq!(
-            k.overhead_max_duration(),
-            Duration::from_secs_f64(DEFAULT_OVERHEAD_MAX_SECONDS)
-        );
-        for bad in ["5", "201", "x"] {
-            assert_eq!(
-                k.set("overhead_min_pairs", bad).unwrap_err(),
-                format!("must be an integer from 6 to 200, got '{bad}'")
-            );
-        }
         k.set("overhead_min_pairs", "6").unwrap();
         k.set("overhead_max_seconds", "20").unwrap();
-        assert_eq!(k.overhead_min_pairs(), 6);
-        assert_eq!(k.overhead_max_duration(), Duration::from_secs(20));
-        assert!(k.set("overhead_max_seconds", "0").is_err());
-        let wire = RuntimeKnobs {
-            overhead_min_pairs: Some(2),
-            ..RuntimeKnobs::default()
-        };
-        assert_eq!(
-            wire.validate().unwrap_err(),
-            "overhead_min_pairs: must be an integer from 6 to 200, got 2"
-        );
         // A run with only measurement knobs set matches a baseline recorded without them.
         let mut knobs = Knobs::new();
         knobs.insert("gpumemprof_cpu".to_owned(), k);
@@ -868,11 +499,13 @@ mod tests {
         tuned.max_history = Some(10);
         knobs.insert("tfmemprof_cpu".to_owned(), tuned);
         let config = RunConfig {
-            profile: Profile::Pr,
-            mode: Mode::All,
-            iterations: 1,
-            allocation_kb: 1,
-            workload: WorkloadKind::Reference,
+            workload: Workload {
+                profile: Profile::Pr,
+                mode: Mode::All,
+                iterations: 1,
+                allocation_kb: 1,
+                kind: WorkloadKind::Reference,
+            },
             profile_equivalent_hours: 1.0,
             runtimes: BTreeMap::new(),
             retention_validation: RetentionValidationLimits::default(),
@@ -900,31 +533,55 @@ mod tests {
     }
 
     #[test]
-    fn seconds_knobs_must_become_real_durations_and_errors_stay_one_line() {
-        let mut k = RuntimeKnobs::default();
-        for bad in ["1e30", "1e-10", "inf", "0"] {
-            assert_eq!(
-                k.set("sampling_interval_seconds", bad).unwrap_err(),
-                format!("must be a number of seconds from 0.000001 to 86400, got '{bad}'")
-            );
-        }
-        let wire = RuntimeKnobs {
-            flush_every_seconds: Some(1e30),
-            ..RuntimeKnobs::default()
+    fn the_config_keeps_its_flat_keys_and_a_baseline_config_refuses_unknown_ones() {
+        let workload = Workload {
+            profile: Profile::Pr,
+            mode: Mode::All,
+            iterations: 5_000,
+            allocation_kb: 512,
+            kind: WorkloadKind::Tensorflow,
         };
+        let config = ComparableConfig {
+            workload,
+            profile_equivalent_hours: 6.0,
+            runtimes: BTreeMap::new(),
+            retention_validation: RetentionValidationLimits::default(),
+            knobs: crate::knobs::Knobs::new(),
+        };
+        let json = serde_json::to_value(&config).unwrap();
+        let text = serde_json::to_string(&config).unwrap();
+        let mut keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_by_key(|k| text.find(&format!("\"{k}\":")).unwrap());
         assert_eq!(
-            wire.validate().unwrap_err(),
-            "flush_every_seconds: must be a number of seconds from 0.000001 to 86400, got 1000000000000000000000000000000"
+            keys,
+            [
+                "profile",
+                "mode",
+                "iterations",
+                "allocation_kb",
+                "workload",
+                "profile_equivalent_hours",
+                "runtimes",
+                "retention_validation",
+                "knobs"
+            ]
         );
-        let e = parse_knobs_file(
-            "k.json",
-            br#"{"gpumemprof_cpu": {"x\ny": 1}}"#,
-            &["gpumemprof_cpu"],
-        )
-        .unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "k.json: gpumemprof_cpu.x\\ny: unknown knob (known: sampling_interval_seconds, flush_every_events, flush_every_seconds, rollover_max_bytes, rollover_max_events, retention_max_files, retention_max_total_bytes, max_history, overhead_min_pairs, overhead_max_seconds)"
-        );
+        let back: ComparableConfig = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(back, config);
+        // A baseline recorded before the workload kind existed still loads.
+        let mut old = json.clone();
+        old.as_object_mut().unwrap().remove("workload");
+        let back: ComparableConfig = serde_json::from_value(old).unwrap();
+        assert_eq!(back.workload.kind, WorkloadKind::Reference);
+        let mut typo = json;
+        typo.as_object_mut()
+            .unwrap()
+            .insert("iteration".into(), 1.into());
+        assert!(serde_json::from_value::<ComparableConfig>(typo).is_err());
     }
 }

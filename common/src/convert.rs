@@ -3,13 +3,20 @@
 //! [`ConvertError`] naming the field.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
 
 use fleetgate_proto::v1 as pb;
 use prost::Message as _;
 
-use crate::config::{self, GateMode, Mode, Profile, RuntimeKnobs, WorkloadKind};
+use crate::config::{self, GateMode, Mode, Profile, Workload, WorkloadKind};
 use crate::fleet::{GpuFacts, HostFacts, JobUpdate, RuntimeAvailability};
+use crate::gate::AssetSource;
+use crate::job::{JobAssignment, JobSpec};
+use crate::knobs::{Knobs, RuntimeKnobs};
 use crate::report::RuntimeSection;
+use crate::run::{Asset, RunSpec, Selection};
+use crate::runtime::RuntimeKind;
 
 /// A wire message could not be turned into a domain value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -62,8 +69,6 @@ pub const MAX_ID_BYTES: usize = 128;
 pub const MAX_PATH_BYTES: usize = 4096;
 /// Most agent ids a run may select by name.
 pub const MAX_SELECTED_AGENTS: usize = 10_000;
-/// Longest knobs JSON, in bytes.
-pub const MAX_KNOBS_JSON_BYTES: usize = 64 * 1024;
 /// Largest runtime report section an agent may send, as JSON (a real one is a few KiB).
 pub const MAX_SECTION_BYTES: usize = 1 << 20;
 /// Longest failure reason kept from an agent, in bytes; a longer one is cut at this length.
@@ -213,9 +218,6 @@ pub fn check_submit_run(r: &pb::SubmitRunRequest) -> Result<(), ConvertError> {
         config::deadline_from_millis(r.deadline_ms)
             .map_err(|e| err("deadline_ms", format!("{e} (0: the coordinator's default)")))?;
     }
-    config::check_iterations(r.iterations).map_err(|e| err("iterations", e.to_string()))?;
-    config::check_allocation_kb(r.allocation_kb)
-        .map_err(|e| err("allocation_kb", e.to_string()))?;
     at_most_items("runtimes", r.runtimes.len(), MAX_RUNTIMES, "runtimes")?;
     for runtime in &r.runtimes {
         at_most_bytes("runtimes", runtime, MAX_FACT_BYTES)?;
@@ -231,7 +233,6 @@ pub fn check_submit_run(r: &pb::SubmitRunRequest) -> Result<(), ConvertError> {
     }
     check_labels("labels", &r.labels)?;
     at_most_bytes("hardware_class", &r.hardware_class, MAX_FACT_BYTES)?;
-    at_most_bytes("workload", &r.workload, MAX_FACT_BYTES)?;
     at_most_bytes(
         "overhead_scratch_root",
         &r.overhead_scratch_root,
@@ -244,7 +245,10 @@ pub fn check_submit_run(r: &pb::SubmitRunRequest) -> Result<(), ConvertError> {
     at_most_bytes("budgets_json", &r.budgets_json, asset_max)?;
     at_most_bytes("baseline_json", &r.baseline_json, asset_max)?;
     at_most_bytes("tolerances_json", &r.tolerances_json, asset_max)?;
-    at_most_bytes("knobs_json", &r.knobs_json, MAX_KNOBS_JSON_BYTES)?;
+    at_most_items("knobs", r.knobs.len(), MAX_RUNTIMES, "runtimes")?;
+    for runtime in r.knobs.keys() {
+        at_most_bytes("knobs", runtime, MAX_FACT_BYTES)?;
+    }
     Ok(())
 }
 
@@ -402,71 +406,123 @@ pub fn gate_mode_from_pb(v: i32) -> Result<GateMode, ConvertError> {
     }
 }
 
-/// A job as an agent receives it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct JobRequest {
-    /// Job id.
-    pub job_id: String,
-    /// Run id.
-    pub run_id: String,
-    /// Runtime name.
-    pub runtime: String,
-    /// The GPU, for the per-GPU runtimes.
-    pub device: Option<u32>,
-    /// Profile.
-    pub profile: Profile,
-    /// Mode.
-    pub mode: Mode,
-    /// Workload steps.
-    pub iterations: u32,
-    /// KiB per step.
-    pub allocation_kb: u32,
-    /// Overhead workload.
-    pub workload: WorkloadKind,
-    /// Deadline, milliseconds since the Unix epoch.
-    pub deadline_unix_ms: u64,
-    /// Tuning knobs of the runtime.
-    pub knobs: RuntimeKnobs,
-    /// RAM-backed scratch root on the agent's host.
-    pub overhead_scratch_root: Option<String>,
-}
-
-impl From<&JobRequest> for pb::JobSpec {
-    fn from(j: &JobRequest) -> Self {
-        pb::JobSpec {
-            job_id: j.job_id.clone(),
-            run_id: j.run_id.clone(),
-            runtime: j.runtime.clone(),
-            profile: profile_to_pb(j.profile),
-            mode: mode_to_pb(j.mode),
-            iterations: j.iterations,
-            allocation_kb: j.allocation_kb,
-            deadline_unix_ms: j.deadline_unix_ms,
-            knobs_json: if j.knobs.is_empty() {
-                String::new()
-            } else {
-                serde_json::to_string(&j.knobs).unwrap_or_default()
-            },
-            overhead_scratch_root: j.overhead_scratch_root.clone().unwrap_or_default(),
-            workload: j.workload.name().to_owned(),
-            device_index: j.device,
-        }
+/// Wire value of a workload kind.
+pub fn workload_kind_to_pb(k: WorkloadKind) -> i32 {
+    match k {
+        WorkloadKind::Reference => pb::WorkloadKind::Reference as i32,
+        WorkloadKind::Tensorflow => pb::WorkloadKind::Tensorflow as i32,
     }
 }
 
-/// Workload from its wire name (empty: the reference workload).
-pub fn workload_from_pb(name: &str) -> Result<WorkloadKind, ConvertError> {
-    match name {
-        "" | "reference" => Ok(WorkloadKind::Reference),
-        "tensorflow" => Ok(WorkloadKind::Tensorflow),
-        other => Err(err(
-            "workload",
-            format!("must be reference or tensorflow, got {other:?}"),
+/// Workload kind from its wire value.
+pub fn workload_kind_from_pb(v: i32) -> Result<WorkloadKind, ConvertError> {
+    match pb::WorkloadKind::try_from(v) {
+        Ok(pb::WorkloadKind::Reference) => Ok(WorkloadKind::Reference),
+        Ok(pb::WorkloadKind::Tensorflow) => Ok(WorkloadKind::Tensorflow),
+        _ => Err(err(
+            "workload_spec.kind",
+            format!("must be reference or tensorflow, got {v}"),
         )),
     }
 }
 
-impl TryFrom<pb::JobSpec> for JobRequest {
+impl From<&Workload> for pb::Workload {
+    fn from(w: &Workload) -> Self {
+        pb::Workload {
+            profile: profile_to_pb(w.profile),
+            mode: mode_to_pb(w.mode),
+            iterations: w.iterations,
+            allocation_kb: w.allocation_kb,
+            kind: workload_kind_to_pb(w.kind),
+        }
+    }
+}
+
+/// The workload of a job or run, which every protocol-2 peer sends; its absence means a
+/// peer of protocol 1.
+fn workload_from_pb(w: Option<pb::Workload>) -> Result<Workload, ConvertError> {
+    let w = w.ok_or_else(|| {
+        err(
+            "workload_spec",
+            format!(
+                "missing: the sender speaks an older protocol than this build's {} (upgrade it)",
+                fleetgate_proto::PROTOCOL_VERSION
+            ),
+        )
+    })?;
+    let workload = Workload {
+        profile: profile_from_pb(w.profile)?,
+        mode: mode_from_pb(w.mode)?,
+        iterations: w.iterations,
+        allocation_kb: w.allocation_kb,
+        kind: workload_kind_from_pb(w.kind)?,
+    };
+    workload.check().map_err(|e| match e.field {
+        "iterations" => err("iterations", e.range.to_string()),
+        _ => err("allocation_kb", e.range.to_string()),
+    })?;
+    Ok(workload)
+}
+
+impl From<&RuntimeKnobs> for pb::RuntimeKnobs {
+    fn from(k: &RuntimeKnobs) -> Self {
+        pb::RuntimeKnobs {
+            sampling_interval_seconds: k.sampling_interval_seconds,
+            flush_every_events: k.flush_every_events,
+            flush_every_seconds: k.flush_every_seconds,
+            rollover_max_bytes: k.rollover_max_bytes,
+            rollover_max_events: k.rollover_max_events,
+            retention_max_files: k.retention_max_files,
+            retention_max_total_bytes: k.retention_max_total_bytes,
+            max_history: k.max_history,
+            overhead_min_pairs: k.overhead_min_pairs,
+            overhead_max_seconds: k.overhead_max_seconds,
+        }
+    }
+}
+
+/// One runtime's knobs from the wire, checked by the knob table's rules; the error names
+/// `<runtime>.<knob>`.
+fn knobs_from_pb(runtime: &str, k: pb::RuntimeKnobs) -> Result<RuntimeKnobs, ConvertError> {
+    let knobs = RuntimeKnobs {
+        sampling_interval_seconds: k.sampling_interval_seconds,
+        flush_every_events: k.flush_every_events,
+        flush_every_seconds: k.flush_every_seconds,
+        rollover_max_bytes: k.rollover_max_bytes,
+        rollover_max_events: k.rollover_max_events,
+        retention_max_files: k.retention_max_files,
+        retention_max_total_bytes: k.retention_max_total_bytes,
+        max_history: k.max_history,
+        overhead_min_pairs: k.overhead_min_pairs,
+        overhead_max_seconds: k.overhead_max_seconds,
+    };
+    knobs
+        .check()
+        .map_err(|e| err("knobs", format!("{}.{e}", crate::input::one_line(runtime))))?;
+    Ok(knobs)
+}
+
+impl From<&JobAssignment> for pb::JobSpec {
+    fn from(j: &JobAssignment) -> Self {
+        pb::JobSpec {
+            job_id: j.job_id.clone(),
+            run_id: j.run_id.clone(),
+            runtime: j.spec.runtime.name().to_owned(),
+            deadline_unix_ms: j.deadline_unix_ms,
+            overhead_scratch_root: j
+                .spec
+                .scratch_root
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            device_index: j.spec.device,
+            workload_spec: Some(pb::Workload::from(&j.spec.workload)),
+            knobs: (!j.spec.knobs.is_empty()).then(|| pb::RuntimeKnobs::from(&j.spec.knobs)),
+        }
+    }
+}
+
+impl TryFrom<pb::JobSpec> for JobAssignment {
     type Error = ConvertError;
 
     fn try_from(j: pb::JobSpec) -> Result<Self, ConvertError> {
@@ -478,9 +534,8 @@ impl TryFrom<pb::JobSpec> for JobRequest {
             return Err(err("runtime", "must not be empty"));
         }
         at_most_bytes("runtime", &j.runtime, MAX_FACT_BYTES)?;
-        config::check_iterations(j.iterations).map_err(|e| err("iterations", e.to_string()))?;
-        config::check_allocation_kb(j.allocation_kb)
-            .map_err(|e| err("allocation_kb", e.to_string()))?;
+        let runtime = RuntimeKind::parse(&j.runtime).map_err(|e| err("runtime", e.to_string()))?;
+        let workload = workload_from_pb(j.workload_spec)?;
         if j.deadline_unix_ms > MAX_DEADLINE_UNIX_MS {
             return Err(err(
                 "deadline_unix_ms",
@@ -495,26 +550,112 @@ impl TryFrom<pb::JobSpec> for JobRequest {
             &j.overhead_scratch_root,
             MAX_PATH_BYTES,
         )?;
-        at_most_bytes("knobs_json", &j.knobs_json, MAX_KNOBS_JSON_BYTES)?;
-        let knobs = if j.knobs_json.is_empty() {
-            RuntimeKnobs::default()
-        } else {
-            serde_json::from_str(&j.knobs_json).map_err(|e| err("knobs_json", e.to_string()))?
+        let knobs = match j.knobs {
+            Some(k) => knobs_from_pb(&j.runtime, k)?,
+            None => RuntimeKnobs::default(),
         };
-        knobs.validate().map_err(|m| err("knobs_json", m))?;
-        Ok(JobRequest {
+        Ok(JobAssignment {
             job_id: j.job_id,
             run_id: j.run_id,
-            runtime: j.runtime,
-            device: j.device_index,
-            profile: profile_from_pb(j.profile)?,
-            mode: mode_from_pb(j.mode)?,
-            iterations: j.iterations,
-            allocation_kb: j.allocation_kb,
-            workload: workload_from_pb(&j.workload)?,
             deadline_unix_ms: j.deadline_unix_ms,
+            spec: JobSpec {
+                runtime,
+                device: j.device_index,
+                workload,
+                knobs,
+                scratch_root: non_empty(j.overhead_scratch_root).map(PathBuf::from),
+            },
+        })
+    }
+}
+
+/// A file's document and path; nothing for a built-in asset, which the coordinator supplies
+/// from its own copy.
+fn asset_to_pb(asset: Option<&Asset>) -> (String, String) {
+    let file = asset.filter(|a| a.source == AssetSource::Path);
+    file.map_or_else(Default::default, |a| {
+        (
+            String::from_utf8_lossy(&a.bytes).into_owned(),
+            a.name.clone(),
+        )
+    })
+}
+
+fn asset_from_pb(json: String, path: String, default_name: &str) -> Option<Asset> {
+    (!json.is_empty()).then(|| Asset {
+        name: if path.is_empty() {
+            default_name.to_owned()
+        } else {
+            path
+        },
+        bytes: json.into_bytes(),
+        source: AssetSource::Path,
+    })
+}
+
+impl From<&RunSpec> for pb::SubmitRunRequest {
+    fn from(s: &RunSpec) -> Self {
+        let (budgets_json, budgets_path) = asset_to_pb(s.budgets.as_ref());
+        let (baseline_json, baseline_path) = asset_to_pb(s.baseline.as_ref());
+        let (tolerances_json, tolerances_path) = asset_to_pb(s.tolerances.as_ref());
+        pb::SubmitRunRequest {
+            gate_mode: gate_mode_to_pb(s.gate_mode),
+            runtimes: s.runtimes.clone(),
+            agent_ids: s.selection.agent_ids.clone(),
+            labels: s.selection.labels.clone().into_iter().collect(),
+            hardware_class: s.selection.hardware_class.clone().unwrap_or_default(),
+            min_agents: s.selection.min_agents,
+            deadline_ms: s
+                .deadline
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            budgets_json,
+            baseline_json,
+            tolerances_json,
+            overhead_scratch_root: s.overhead_scratch_root.clone().unwrap_or_default(),
+            budgets_path,
+            baseline_path,
+            tolerances_path,
+            workload_spec: Some(pb::Workload::from(&s.workload)),
+            knobs: s
+                .knobs
+                .iter()
+                .map(|(runtime, k)| (runtime.clone(), pb::RuntimeKnobs::from(k)))
+                .collect(),
+        }
+    }
+}
+
+impl TryFrom<pb::SubmitRunRequest> for RunSpec {
+    type Error = ConvertError;
+
+    /// Checks the request's sizes ([`check_submit_run`]) and builds the run; the gate assets
+    /// are parsed later, by the plan.
+    fn try_from(r: pb::SubmitRunRequest) -> Result<Self, ConvertError> {
+        check_submit_run(&r)?;
+        let workload = workload_from_pb(r.workload_spec)?;
+        let mut knobs = Knobs::new();
+        for (runtime, k) in r.knobs {
+            let k = knobs_from_pb(&runtime, k)?;
+            if !k.is_empty() {
+                knobs.insert(runtime, k);
+            }
+        }
+        Ok(RunSpec {
+            workload,
+            gate_mode: gate_mode_from_pb(r.gate_mode)?,
+            runtimes: r.runtimes,
+            selection: Selection {
+                agent_ids: r.agent_ids,
+                labels: r.labels.into_iter().collect(),
+                hardware_class: non_empty(r.hardware_class),
+                min_agents: r.min_agents,
+            },
+            deadline: (r.deadline_ms > 0).then(|| Duration::from_millis(r.deadline_ms)),
             knobs,
-            overhead_scratch_root: non_empty(j.overhead_scratch_root),
+            overhead_scratch_root: non_empty(r.overhead_scratch_root),
+            budgets: asset_from_pb(r.budgets_json, r.budgets_path, "budgets"),
+            baseline: asset_from_pb(r.baseline_json, r.baseline_path, "baseline"),
+            tolerances: asset_from_pb(r.tolerances_json, r.tolerances_path, "tolerances"),
         })
     }
 }
@@ -611,27 +752,50 @@ mod tests {
 
     #[test]
     fn jobs_and_updates_round_trip() {
-        let job = JobRequest {
+        let job = JobAssignment {
             job_id: "j1".into(),
             run_id: "r1".into(),
-            runtime: "gpumemprof_cpu".into(),
-            device: Some(1),
-            profile: Profile::Nightly,
-            mode: Mode::Soak,
-            iterations: 10,
-            allocation_kb: 4,
-            workload: WorkloadKind::Tensorflow,
             deadline_unix_ms: 123,
-            knobs: RuntimeKnobs {
-                max_history: Some(7),
-                ..RuntimeKnobs::default()
+            spec: JobSpec {
+                runtime: RuntimeKind::GpumemprofCpu,
+                device: Some(1),
+                workload: Workload {
+                    profile: Profile::Nightly,
+                    mode: Mode::Soak,
+                    iterations: 10,
+                    allocation_kb: 4,
+                    kind: WorkloadKind::Tensorflow,
+                },
+                knobs: RuntimeKnobs {
+                    max_history: Some(7),
+                    sampling_interval_seconds: Some(0.25),
+                    ..RuntimeKnobs::default()
+                },
+                scratch_root: Some("/dev/shm/x".into()),
             },
-            overhead_scratch_root: Some("/dev/shm/x".into()),
         };
-        assert_eq!(JobRequest::try_from(pb::JobSpec::from(&job)).unwrap(), job);
+        assert_eq!(
+            JobAssignment::try_from(pb::JobSpec::from(&job)).unwrap(),
+            job
+        );
         let mut bad = pb::JobSpec::from(&job);
-        bad.profile = 0;
-        assert_eq!(JobRequest::try_from(bad).unwrap_err().field, "profile");
+        bad.workload_spec.as_mut().unwrap().profile = 0;
+        assert_eq!(JobAssignment::try_from(bad).unwrap_err().field, "profile");
+        let mut old = pb::JobSpec::from(&job);
+        old.workload_spec = None;
+        assert_eq!(
+            JobAssignment::try_from(old).unwrap_err().to_string(),
+            "workload_spec: missing: the sender speaks an older protocol than this build's 2 (upgrade it)"
+        );
+        let mut bad = pb::JobSpec::from(&job);
+        bad.knobs.as_mut().unwrap().max_history = Some(0);
+        assert_eq!(
+            JobAssignment::try_from(bad).unwrap_err().to_string(),
+            "knobs: gpumemprof_cpu.max_history: must be an integer >= 1, got 0"
+        );
+        let mut bad = pb::JobSpec::from(&job);
+        bad.runtime = "nope".into();
+        assert_eq!(JobAssignment::try_from(bad).unwrap_err().field, "runtime");
 
         for update in [
             JobUpdate::Started { pid: 9 },
@@ -778,16 +942,23 @@ mod tests {
     #[test]
     fn a_submitted_run_is_bounded_before_anything_is_built_from_it() {
         let ok = pb::SubmitRunRequest {
-            iterations: 5_000,
-            allocation_kb: 512,
+            gate_mode: pb::GateMode::Budget as i32,
             runtimes: vec!["gpumemprof_cpu".into()],
+            workload_spec: Some(pb::Workload {
+                profile: pb::Profile::Pr as i32,
+                mode: pb::Mode::All as i32,
+                iterations: 5_000,
+                allocation_kb: 512,
+                kind: pb::WorkloadKind::Reference as i32,
+            }),
             ..pb::SubmitRunRequest::default()
         };
         assert_eq!(check_submit_run(&ok), Ok(()));
+        assert!(RunSpec::try_from(ok.clone()).is_ok());
         let refused = |f: &dyn Fn(&mut pb::SubmitRunRequest)| {
             let mut r = ok.clone();
             f(&mut r);
-            check_submit_run(&r).unwrap_err().to_string()
+            RunSpec::try_from(r).unwrap_err().to_string()
         };
         assert_eq!(
             refused(&|r| r.deadline_ms = u64::MAX),
@@ -798,12 +969,28 @@ mod tests {
             "deadline_ms: must be from 1 to 604800000, got 604800001 (0: the coordinator's default)"
         );
         assert_eq!(
-            refused(&|r| r.iterations = 0),
+            refused(&|r| r.workload_spec.as_mut().unwrap().iterations = 0),
             "iterations: must be from 1 to 10000000, got 0"
         );
         assert_eq!(
-            refused(&|r| r.allocation_kb = u32::MAX),
+            refused(&|r| r.workload_spec.as_mut().unwrap().allocation_kb = u32::MAX),
             "allocation_kb: must be from 1 to 1048576, got 4294967295"
+        );
+        assert_eq!(
+            refused(&|r| r.workload_spec = None),
+            "workload_spec: missing: the sender speaks an older protocol than this build's 2 (upgrade it)"
+        );
+        assert_eq!(
+            refused(&|r| {
+                r.knobs.insert(
+                    "gpumemprof_cpu".into(),
+                    pb::RuntimeKnobs {
+                        overhead_min_pairs: Some(2),
+                        ..pb::RuntimeKnobs::default()
+                    },
+                );
+            }),
+            "knobs: gpumemprof_cpu.overhead_min_pairs: must be an integer from 6 to 200, got 2"
         );
         assert_eq!(
             refused(&|r| r.overhead_scratch_root = "/".repeat(MAX_PATH_BYTES + 1)),
@@ -819,9 +1006,10 @@ mod tests {
         );
         let mut max = ok.clone();
         max.deadline_ms = 604_800_000;
-        max.iterations = config::MAX_ITERATIONS;
-        max.allocation_kb = config::MAX_ALLOCATION_KB;
-        assert_eq!(check_submit_run(&max), Ok(()));
+        let w = max.workload_spec.as_mut().unwrap();
+        w.iterations = config::MAX_ITERATIONS;
+        w.allocation_kb = config::MAX_ALLOCATION_KB;
+        assert!(RunSpec::try_from(max).is_ok());
     }
 
     #[test]
@@ -829,25 +1017,28 @@ mod tests {
         let job = pb::JobSpec {
             job_id: "j1".into(),
             runtime: "gpumemprof_cpu".into(),
-            profile: pb::Profile::Pr as i32,
-            mode: pb::Mode::Soak as i32,
-            iterations: 1,
-            allocation_kb: 1,
+            workload_spec: Some(pb::Workload {
+                profile: pb::Profile::Pr as i32,
+                mode: pb::Mode::Soak as i32,
+                iterations: 1,
+                allocation_kb: 1,
+                kind: pb::WorkloadKind::Reference as i32,
+            }),
             deadline_unix_ms: MAX_DEADLINE_UNIX_MS,
             ..pb::JobSpec::default()
         };
-        assert!(JobRequest::try_from(job.clone()).is_ok());
+        assert!(JobAssignment::try_from(job.clone()).is_ok());
         let field = |f: &dyn Fn(&mut pb::JobSpec)| {
             let mut j = job.clone();
             f(&mut j);
-            JobRequest::try_from(j).unwrap_err().to_string()
+            JobAssignment::try_from(j).unwrap_err().to_string()
         };
         assert_eq!(
-            field(&|j| j.allocation_kb = u32::MAX),
+            field(&|j| j.workload_spec.as_mut().unwrap().allocation_kb = u32::MAX),
             "allocation_kb: must be from 1 to 1048576, got 4294967295"
         );
         assert_eq!(
-            field(&|j| j.iterations = 0),
+            field(&|j| j.workload_spec.as_mut().unwrap().iterations = 0),
             "iterations: must be from 1 to 10000000, got 0"
         );
         assert_eq!(

@@ -210,13 +210,17 @@ pub fn parse_baseline(file: &str, bytes: Option<&[u8]>) -> Result<Baseline, Asse
     let config = object
         .get("config")
         .ok_or_else(|| err("Baseline file missing key 'config'".to_owned()))?;
-    let config: ComparableConfig = serde_path_to_error::deserialize(config).map_err(|e| {
+    let invalid = |e: serde_path_to_error::Error<serde_json::Error>| {
         let at = e.path().to_string();
         err(format!(
             "Baseline file config key '{at}' is not valid: {}",
             e.inner()
         ))
-    })?;
+    };
+    // The workload's keys are flattened into the config, where a deserializer no longer
+    // knows their path: check them on their own first, so an error names the key.
+    serde_path_to_error::deserialize::<_, crate::config::Workload>(config).map_err(invalid)?;
+    let config: ComparableConfig = serde_path_to_error::deserialize(config).map_err(invalid)?;
     Ok(Baseline {
         path: file.to_owned(),
         version: REPORT_VERSION.to_owned(),

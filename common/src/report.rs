@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{KNOB_ORDER, Mode, RunConfig, RuntimeKnobs};
+use crate::config::{Mode, RunConfig};
+use crate::knobs::RuntimeKnobs;
 
 /// `version` of every report.
 pub const REPORT_VERSION: &str = "v0.4";
@@ -888,60 +889,22 @@ pub fn inconclusive_diagnostics(
     lines
 }
 
-/// Knobs that act on `metric`, in the seed's tuning order.
-fn knobs_for(metric: &str) -> &'static [&'static str] {
-    match metric {
-        "runtime_overhead_pct" | "cpu_overhead_pct" => &[
-            "sampling_interval_seconds",
-            "flush_every_events",
-            "flush_every_seconds",
-        ],
-        "artifact_growth_bytes" | "rollover_count" | "pruned_segment_count" | "pruned_bytes" => &[
-            "sampling_interval_seconds",
-            "flush_every_events",
-            "rollover_max_bytes",
-            "rollover_max_events",
-            "retention_max_files",
-            "retention_max_total_bytes",
-        ],
-        "final_retained_bytes" | "final_retained_files" => &[
-            "rollover_max_bytes",
-            "rollover_max_events",
-            "retention_max_files",
-            "retention_max_total_bytes",
-        ],
-        "rss_growth_per_24h_equiv" | "max_rss_delta_bytes" => &[
-            "sampling_interval_seconds",
-            "flush_every_events",
-            "max_history",
-        ],
-        "history_dropped_events" | "history_dropped_samples" | "history_dropped_alerts" => {
-            &["sampling_interval_seconds", "max_history"]
-        }
-        "collector_failure_event_count" | "collector_health" => &["sampling_interval_seconds"],
-        "telemetry_loss" => &[
-            "retention_max_files",
-            "retention_max_total_bytes",
-            "rollover_max_events",
-            "rollover_max_bytes",
-        ],
-        _ => &[],
-    }
-}
-
-/// The diagnostic's closing advice: the first knob (in the seed's order) that acts on the
-/// metric and that this run has not already changed.
+/// The diagnostic's closing advice: the first knob (in the knob table's order) that acts on
+/// the metric and that this run has not already changed.
 pub fn next_knob_advice(metric: &str, knobs: Option<&RuntimeKnobs>) -> String {
-    let relevant = knobs_for(metric);
-    debug_assert!(relevant.iter().all(|k| KNOB_ORDER.contains(k)));
+    let relevant = crate::knobs::acting_on(metric);
     let untouched = relevant
         .iter()
-        .find(|k| !knobs.is_some_and(|set| set.is_set(k)));
+        .find(|k| !knobs.is_some_and(|set| k.get(set).is_some()));
     match (untouched, relevant.first()) {
-        (Some(knob), _) => format!("next knob: {knob}"),
+        (Some(knob), _) => format!("next knob: {}", knob.name),
         (None, Some(_)) => format!(
             "next knob: none left (already tuned: {})",
-            relevant.join(", ")
+            relevant
+                .iter()
+                .map(|k| k.name)
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
         (None, None) => "next knob: none (not a tuning problem)".to_owned(),
     }
@@ -1027,7 +990,7 @@ pub fn failure_diagnostics(
     runtimes: &BTreeMap<String, RuntimeSection>,
     budget_checks: Option<&BTreeMap<String, BudgetCheck>>,
     regression_checks: Option<&BTreeMap<String, RegressionCheck>>,
-    knobs: &crate::config::Knobs,
+    knobs: &crate::knobs::Knobs,
 ) -> Vec<String> {
     // Runtime names may carry an agent (`<agent>/<runtime>`); knobs are per runtime.
     let plain =

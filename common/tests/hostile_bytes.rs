@@ -3,9 +3,8 @@
 //! into domain types (bytes from the network). None may panic; every refusal is one line.
 //! `PROPTEST_CASES` raises the case count for a longer run.
 
-use fleetgate_common::config;
-use fleetgate_common::convert::JobRequest;
 use fleetgate_common::fleet::{HostFacts, RuntimeAvailability};
+use fleetgate_common::job::JobAssignment;
 use fleetgate_common::{convert, gate, input};
 use fleetgate_proto::v1 as pb;
 use proptest::collection::vec;
@@ -55,7 +54,10 @@ fn parse_every_way(bytes: &[u8]) -> Result<(), TestCaseError> {
     one_line(gate::parse_budgets("b.json", Some(bytes)).map_err(|e| e.to_string()))?;
     one_line(gate::parse_baseline("a.json", Some(bytes)).map_err(|e| e.to_string()))?;
     one_line(gate::parse_tolerances("t.json", Some(bytes)).map_err(|e| e.to_string()))?;
-    one_line(config::parse_knobs_file("k.json", bytes, &known).map_err(|e| e.to_string()))?;
+    one_line(
+        fleetgate_common::knobs::parse_knobs_file("k.json", bytes, &known)
+            .map_err(|e| e.to_string()),
+    )?;
     Ok(())
 }
 
@@ -75,7 +77,7 @@ fn decode_every_way(bytes: &[u8]) -> Result<(), TestCaseError> {
         }
     }
     if let Ok(spec) = pb::JobSpec::decode(bytes) {
-        one_line(JobRequest::try_from(spec).map_err(|e| e.to_string()))?;
+        one_line(JobAssignment::try_from(spec).map_err(|e| e.to_string()))?;
     }
     Ok(())
 }

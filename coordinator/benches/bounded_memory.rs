@@ -14,14 +14,15 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use fleetgate_common::config::{self, GateMode, Knobs, Mode, Profile, RuntimeKnobs, WorkloadKind};
+use fleetgate_common::config::{self, GateMode, Mode, Profile, Workload, WorkloadKind};
 use fleetgate_common::convert;
 use fleetgate_common::fleet::JobUpdate;
 use fleetgate_common::gate::AssetSource;
+use fleetgate_common::knobs::{Knobs, RuntimeKnobs};
 use fleetgate_common::report::RuntimeSection;
+use fleetgate_common::run::{Asset, RunSpec, Selection};
 use fleetgate_common::tls::CoordinatorLink;
 use fleetgate_coordinator::client;
-use fleetgate_coordinator::plan::{Asset, RunSpec, Selection};
 use fleetgate_proto::v1 as pb;
 use pb::agent_service_client::AgentServiceClient;
 use pb::run_service_client::RunServiceClient;
@@ -192,12 +193,14 @@ fn maximal_spec(class: &str) -> RunSpec {
         },
     );
     RunSpec {
-        profile: Profile::Pr,
-        mode: Mode::Soak,
+        workload: Workload {
+            profile: Profile::Pr,
+            mode: Mode::Soak,
+            iterations: config::MAX_ITERATIONS,
+            allocation_kb: config::MAX_ALLOCATION_KB,
+            kind: WorkloadKind::Reference,
+        },
         gate_mode: GateMode::Budget,
-        iterations: config::MAX_ITERATIONS,
-        allocation_kb: config::MAX_ALLOCATION_KB,
-        workload: WorkloadKind::Reference,
         runtimes: vec!["gpumemprof_cpu".into()],
         selection: Selection {
             agent_ids: vec!["worker".into()],

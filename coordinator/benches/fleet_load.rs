@@ -22,9 +22,9 @@ use fleetgate_common::config::{GateMode, Mode, Profile};
 use fleetgate_common::convert;
 use fleetgate_common::fleet::JobUpdate;
 use fleetgate_common::report::RuntimeSection;
+use fleetgate_common::run::{Asset, RunSpec, Selection};
 use fleetgate_common::tls::{CertUse, CoordinatorLink, LabCa};
 use fleetgate_coordinator::client;
-use fleetgate_coordinator::plan::{Asset, RunSpec, Selection};
 use fleetgate_proto::v1 as pb;
 use pb::agent_service_client::AgentServiceClient;
 use tokio::sync::mpsc;
@@ -93,19 +93,23 @@ fn peak_rss(pid: u32) -> u64 {
 /// A real runtime section (from a small real soak) that every simulated agent reports.
 fn sample_section() -> RuntimeSection {
     let dir = std::env::temp_dir().join(format!("fleetgate-load-{}", std::process::id()));
-    let job = fleetgate_agent::worker::WorkerJob {
-        runtime: "gpumemprof_cpu".into(),
-        device: None,
-        profile: Profile::Pr,
-        mode: Mode::Soak,
-        iterations: 1,
-        allocation_kb: 1,
-        workload: fleetgate_common::config::WorkloadKind::Reference,
+    let job = fleetgate_agent::worker::WorkerInput {
         artifact_root: dir.clone(),
-        scratch_root: None,
-        knobs: fleetgate_common::config::RuntimeKnobs {
-            sampling_interval_seconds: Some(60.0),
-            ..Default::default()
+        job: fleetgate_common::job::JobSpec {
+            runtime: fleetgate_common::runtime::RuntimeKind::GpumemprofCpu,
+            device: None,
+            workload: fleetgate_common::config::Workload {
+                profile: Profile::Pr,
+                mode: Mode::Soak,
+                iterations: 1,
+                allocation_kb: 1,
+                kind: fleetgate_common::config::WorkloadKind::Reference,
+            },
+            knobs: fleetgate_common::knobs::RuntimeKnobs {
+                sampling_interval_seconds: Some(60.0),
+                ..Default::default()
+            },
+            scratch_root: None,
         },
     };
     let event = fleetgate_agent::worker::run_job_events(
@@ -309,12 +313,14 @@ async fn run(n: usize, rate: u64, seconds: u64, tls: bool, section: Arc<RuntimeS
             .collect::<serde_json::Map<String, serde_json::Value>>(),
     });
     let spec = RunSpec {
-        profile: Profile::Pr,
-        mode: Mode::Soak,
+        workload: fleetgate_common::config::Workload {
+            profile: Profile::Pr,
+            mode: Mode::Soak,
+            iterations: 1,
+            allocation_kb: 1,
+            kind: fleetgate_common::config::WorkloadKind::Reference,
+        },
         gate_mode: GateMode::Budget,
-        iterations: 1,
-        allocation_kb: 1,
-        workload: fleetgate_common::config::WorkloadKind::Reference,
         runtimes: vec!["gpumemprof_cpu".into()],
         selection: Selection {
             min_agents: u32::try_from(n).unwrap_or(u32::MAX),
@@ -323,7 +329,7 @@ async fn run(n: usize, rate: u64, seconds: u64, tls: bool, section: Arc<RuntimeS
         deadline: Some(Duration::from_secs(seconds * 4 + 60)),
         knobs: [(
             "gpumemprof_cpu".to_owned(),
-            fleetgate_common::config::RuntimeKnobs {
+            fleetgate_common::knobs::RuntimeKnobs {
                 sampling_interval_seconds: Some(60.0),
                 ..Default::default()
             },

@@ -17,9 +17,10 @@ use tonic::Code;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
-use crate::plan::{RunError, RunSpec};
+use crate::plan::RunError;
 use crate::registry::CoordinatorSettings;
 use crate::service;
+use fleetgate_common::run::RunSpec;
 
 /// Extra time past the run's deadline before the client gives up on a silent coordinator.
 const REPORT_GRACE: Duration = Duration::from_secs(60);

@@ -131,8 +131,8 @@ pub fn build_report(
     let mut report = Report {
         version: REPORT_VERSION.to_owned(),
         timestamp_utc: format_utc(unix_seconds),
-        profile: plan.config.profile.name().to_owned(),
-        mode: plan.config.mode.name().to_owned(),
+        profile: plan.config.workload.profile.name().to_owned(),
+        mode: plan.config.workload.mode.name().to_owned(),
         gate_mode: plan.spec.gate_mode.name().to_owned(),
         config: plan.config.clone(),
         runtimes,

@@ -8,21 +8,21 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use fleetgate_agent::runtime::RuntimeKind;
 use fleetgate_agent::worker::WorkerCommand;
 use fleetgate_common::auth::Token;
-use fleetgate_common::config::{
-    GateMode, Knobs, Mode, Profile, WorkloadKind, apply_knob_assignment, parse_knobs_file,
-};
+use fleetgate_common::config::{GateMode, Profile, Workload};
 use fleetgate_common::fleet::Verdict;
 use fleetgate_common::input::one_line;
+use fleetgate_common::knobs::{Knobs, apply_knob_assignment, parse_knobs_file};
 use fleetgate_common::report::Report;
+use fleetgate_common::run::{Asset, RunSpec, Selection};
+use fleetgate_common::runtime::RuntimeKind;
 use fleetgate_common::tls::{
     ClientTlsFiles, CoordinatorLink, LabSetError, LabSetRequest, ServerTls, write_lab_set,
 };
 use fleetgate_common::{exit, telemetry};
 use fleetgate_coordinator::client::{self, EmbeddedAgent};
-use fleetgate_coordinator::plan::{self, Asset, RunError, RunSpec, Selection};
+use fleetgate_coordinator::plan::{self, RunError};
 use fleetgate_coordinator::registry::CoordinatorSettings;
 use fleetgate_coordinator::{fleet_report, output, service};
 use fleetgate_proto::v1 as pb;
@@ -69,25 +69,11 @@ struct RunArgs {
     coordinator: Option<String>,
     #[command(flatten)]
     client: ClientArgs,
-    /// Soak profile: pr = 6 h-equivalent, nightly = 24 h-equivalent.
-    #[arg(long, value_enum, default_value = "pr")]
-    profile: Profile,
-    /// Scenarios to run.
-    #[arg(long, value_enum, default_value = "all")]
-    mode: Mode,
+    #[command(flatten)]
+    workload: Workload,
     /// Gate: absolute budgets, or a baseline plus tolerances.
     #[arg(long, value_enum, default_value = "budget")]
     gate_mode: GateMode,
-    /// Reference workload steps (1 to 10000000).
-    #[arg(long, default_value_t = 5_000)]
-    iterations: u32,
-    /// KiB allocated per workload step (1 to 1048576, i.e. 1 GiB).
-    #[arg(long, default_value_t = 512)]
-    allocation_kb: u32,
-    /// Overhead workload: the reference allocation churn, or (for the TensorFlow runtimes)
-    /// TensorFlow graph steps on the runtime's device.
-    #[arg(long, value_enum, default_value = "reference")]
-    workload: WorkloadKind,
     /// Budget file (budget gate) [default: the built-in copy of
     /// docs/benchmarks/v0.4_operating_budget.json].
     #[arg(long)]
@@ -407,13 +393,17 @@ fn run_spec(args: &RunArgs) -> Result<RunSpec, RunError> {
     }
     // A flag names a file; without one the run uses the built-in copy of the shipped file
     // (resolved by `plan::plan`, which also refuses regression defaults outside `pr`).
-    let read = |path: &Option<PathBuf>, what: &str| {
-        path.as_deref().map(|p| Asset::read(p, what)).transpose()
+    let read = |path: &Option<PathBuf>, what: &'static str| {
+        path.as_deref()
+            .map(|p| Asset::read(p, what))
+            .transpose()
+            .map_err(|e| RunError::InvalidInput(e.to_string()))
     };
     let (budgets, baseline, tolerances) = match args.gate_mode {
         GateMode::Budget => (read(&args.budgets, "Budget file")?, None, None),
         GateMode::Regression => {
-            if args.profile != Profile::Pr && (args.baseline.is_none() || args.tolerances.is_none())
+            if args.workload.profile != Profile::Pr
+                && (args.baseline.is_none() || args.tolerances.is_none())
             {
                 return Err(RunError::Usage(plan::REGRESSION_DEFAULTS_PR_ONLY.into()));
             }
@@ -425,12 +415,8 @@ fn run_spec(args: &RunArgs) -> Result<RunSpec, RunError> {
         }
     };
     Ok(RunSpec {
-        profile: args.profile,
-        mode: args.mode,
-        gate_mode: args.gate_mode,
-        iterations: args.iterations,
-        allocation_kb: args.allocation_kb,
         workload: args.workload,
+        gate_mode: args.gate_mode,
         runtimes: args.runtimes.clone(),
         selection: Selection {
             agent_ids: args.agents.clone(),
@@ -514,8 +500,9 @@ fn check_bounds(args: &RunArgs) -> Result<(), RunError> {
     if let Some(seconds) = args.deadline_seconds {
         config::deadline_from_seconds(seconds).map_err(|e| usage("--deadline-seconds", e))?;
     }
-    config::check_iterations(args.iterations).map_err(|e| usage("--iterations", e))?;
-    config::check_allocation_kb(args.allocation_kb).map_err(|e| usage("--allocation-kb", e))?;
+    config::check_iterations(args.workload.iterations).map_err(|e| usage("--iterations", e))?;
+    config::check_allocation_kb(args.workload.allocation_kb)
+        .map_err(|e| usage("--allocation-kb", e))?;
     Ok(())
 }
 

@@ -3,18 +3,14 @@
 //! anything is sent, and in the coordinator, before any job is dispatched — and never after a
 //! job has run.
 
-use std::collections::BTreeMap;
-use std::time::Duration;
-
-use fleetgate_agent::job;
-use fleetgate_agent::runtime::RuntimeKind;
 use fleetgate_common::config::{
-    GateMode, Knobs, Mode, Profile, RetentionValidationLimits, RunConfig, WorkloadKind,
+    GateMode, Profile, RetentionValidationLimits, RunConfig, WorkloadKind,
 };
-use fleetgate_common::convert;
-use fleetgate_common::gate::{self, AssetSource, Baseline, Budgets, ClassOf, Tolerances};
+use fleetgate_common::gate::{self, Baseline, Budgets, ClassOf, Tolerances};
+use fleetgate_common::job::JobSpec;
 use fleetgate_common::report::expected_metric_keys;
-use fleetgate_proto::v1 as pb;
+use fleetgate_common::run::{Asset, RunSpec};
+use fleetgate_common::runtime::RuntimeKind;
 
 /// The shipped budget file, whose copy is built into the binary (budget gate default).
 pub const DEFAULT_BUDGETS: &str = "docs/benchmarks/v0.4_operating_budget.json";
@@ -85,95 +81,6 @@ impl RunError {
     }
 }
 
-/// A gate asset as used by a run: its name (the file path), its JSON text, and where it came
-/// from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Asset {
-    /// File path, for messages and the report (for a built-in asset, the shipped file's path).
-    pub name: String,
-    /// Its bytes.
-    pub bytes: Vec<u8>,
-    /// A file, or the copy built into this binary.
-    pub source: AssetSource,
-}
-
-impl Asset {
-    /// Reads a file; a file that cannot be read is invalid input naming the file.
-    pub fn read(path: &std::path::Path, what: &str) -> Result<Self, RunError> {
-        let name = path.display().to_string();
-        fleetgate_common::input::read_file(path)
-            .map(|bytes| Asset {
-                name: name.clone(),
-                bytes,
-                source: AssetSource::Path,
-            })
-            .map_err(|e| RunError::InvalidInput(format!("{name}: {what} cannot be read: {e}")))
-    }
-
-    /// The built-in copy of a shipped file.
-    pub fn embedded(name: &str, bytes: &[u8]) -> Self {
-        Asset {
-            name: name.to_owned(),
-            bytes: bytes.to_vec(),
-            source: AssetSource::Embedded,
-        }
-    }
-
-    /// How messages name it: the path, marked when the copy is built in.
-    fn label(&self) -> String {
-        match self.source {
-            AssetSource::Path => self.name.clone(),
-            AssetSource::Embedded => format!("{} (built in)", self.name),
-        }
-    }
-}
-
-/// Which agents a run selects. Every constraint given must match.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Selection {
-    /// Agent ids (empty: any).
-    pub agent_ids: Vec<String>,
-    /// Labels the agent must carry.
-    pub labels: BTreeMap<String, String>,
-    /// Hardware class the agent must be in.
-    pub hardware_class: Option<String>,
-    /// Fewest agents the run accepts.
-    pub min_agents: u32,
-}
-
-/// A run as the CLI asks for it.
-#[derive(Debug, Clone)]
-pub struct RunSpec {
-    /// Soak profile.
-    pub profile: Profile,
-    /// Scenarios.
-    pub mode: Mode,
-    /// Gate.
-    pub gate_mode: GateMode,
-    /// Workload steps.
-    pub iterations: u32,
-    /// KiB per workload step.
-    pub allocation_kb: u32,
-    /// Overhead workload (the TensorFlow workload applies to the TensorFlow runtimes).
-    pub workload: WorkloadKind,
-    /// Runtime names, in run order.
-    pub runtimes: Vec<String>,
-    /// Agent selection.
-    pub selection: Selection,
-    /// Whole-run deadline (None: the coordinator's default for the profile).
-    pub deadline: Option<Duration>,
-    /// Tuning knobs.
-    pub knobs: Knobs,
-    /// RAM-backed root for overhead trial files on the agents' hosts.
-    pub overhead_scratch_root: Option<String>,
-    /// Budget file (budget gate); None: the built-in copy of [`DEFAULT_BUDGETS`].
-    pub budgets: Option<Asset>,
-    /// Baseline file (regression gate); None: the built-in [`DEFAULT_BASELINE`] (`pr` only).
-    pub baseline: Option<Asset>,
-    /// Tolerance file (regression gate); None: the built-in [`DEFAULT_TOLERANCES`] (`pr` only).
-    pub tolerances: Option<Asset>,
-}
-
 /// The loaded gate.
 #[derive(Debug, Clone)]
 pub enum Gate {
@@ -204,12 +111,13 @@ pub fn plan(spec: RunSpec) -> Result<RunPlan, RunError> {
     }
     let mut kinds = Vec::new();
     for name in &spec.runtimes {
-        let kind = RuntimeKind::parse(name).map_err(RunError::Usage)?;
+        let kind = RuntimeKind::parse(name).map_err(|e| RunError::Usage(e.to_string()))?;
         if !kinds.contains(&kind) {
             kinds.push(kind);
         }
     }
-    if spec.workload == WorkloadKind::Tensorflow && !kinds.iter().any(|k| k.uses_tensorflow()) {
+    if spec.workload.kind == WorkloadKind::Tensorflow && !kinds.iter().any(|k| k.uses_tensorflow())
+    {
         return Err(RunError::Usage(
             "--workload tensorflow needs a TensorFlow runtime (tfmemprof_cpu, tfmemprof_gpu) in --runtimes".into(),
         ));
@@ -220,8 +128,9 @@ pub fn plan(spec: RunSpec) -> Result<RunPlan, RunError> {
                 "knobs: unknown runtime '{runtime}'"
             )));
         };
-        job::tracker_config(kind, knobs)
-            .map_err(|m| RunError::InvalidInput(format!("knobs: {m}")))?;
+        knobs
+            .check()
+            .map_err(|e| RunError::InvalidInput(format!("knobs: {kind}.{e}")))?;
     }
     let runtimes = kinds
         .iter()
@@ -229,17 +138,13 @@ pub fn plan(spec: RunSpec) -> Result<RunPlan, RunError> {
             let knobs = spec.knobs.get(kind.name()).copied().unwrap_or_default();
             (
                 kind.name().to_owned(),
-                job::runtime_plan(kind, &knobs, spec.profile, spec.iterations),
+                kind.plan(&knobs, spec.workload.profile, spec.workload.iterations),
             )
         })
         .collect();
     let mut config = RunConfig {
-        profile: spec.profile,
-        mode: spec.mode,
-        iterations: spec.iterations,
-        allocation_kb: spec.allocation_kb,
         workload: spec.workload,
-        profile_equivalent_hours: spec.profile.hours(),
+        profile_equivalent_hours: spec.workload.profile.hours(),
         runtimes,
         retention_validation: RetentionValidationLimits::default(),
         knobs: spec
@@ -286,7 +191,8 @@ pub fn plan(spec: RunSpec) -> Result<RunPlan, RunError> {
             Gate::Budget(budgets)
         }
         GateMode::Regression => {
-            if spec.profile != Profile::Pr && (spec.baseline.is_none() || spec.tolerances.is_none())
+            if spec.workload.profile != Profile::Pr
+                && (spec.baseline.is_none() || spec.tolerances.is_none())
             {
                 return Err(RunError::Usage(REGRESSION_DEFAULTS_PR_ONLY.into()));
             }
@@ -320,11 +226,31 @@ pub fn plan(spec: RunSpec) -> Result<RunPlan, RunError> {
 }
 
 impl RunPlan {
+    /// The job of `runtime` (on GPU `device`, for a per-GPU runtime) on one agent.
+    pub fn job(&self, runtime: RuntimeKind, device: Option<u32>) -> JobSpec {
+        JobSpec {
+            runtime,
+            device,
+            workload: self.config.workload,
+            knobs: self
+                .config
+                .knobs
+                .get(runtime.name())
+                .copied()
+                .unwrap_or_default(),
+            scratch_root: self
+                .config
+                .overhead_scratch_root
+                .as_ref()
+                .map(std::path::PathBuf::from),
+        }
+    }
+
     /// The metric keys the run will produce on `agents`.
     pub fn expected_metrics(&self, agents: &[String]) -> Vec<String> {
         let plain = expected_metric_keys(
             self.config.runtimes.keys().map(String::as_str),
-            self.config.mode,
+            self.config.workload.mode,
         );
         if agents.is_empty() {
             return plain;
@@ -353,110 +279,5 @@ impl RunPlan {
                 tolerances.require(&expected, class_of).map_err(invalid)
             }
         }
-    }
-}
-
-/// A file's document and path; nothing for a built-in asset, which the coordinator supplies
-/// from its own copy.
-fn asset_to_pb(asset: Option<&Asset>) -> (String, String) {
-    let file = asset.filter(|a| a.source == AssetSource::Path);
-    file.map_or_else(Default::default, |a| {
-        (
-            String::from_utf8_lossy(&a.bytes).into_owned(),
-            a.name.clone(),
-        )
-    })
-}
-
-impl From<&RunSpec> for pb::SubmitRunRequest {
-    fn from(s: &RunSpec) -> Self {
-        let (budgets_json, budgets_path) = asset_to_pb(s.budgets.as_ref());
-        let (baseline_json, baseline_path) = asset_to_pb(s.baseline.as_ref());
-        let (tolerances_json, tolerances_path) = asset_to_pb(s.tolerances.as_ref());
-        pb::SubmitRunRequest {
-            profile: convert::profile_to_pb(s.profile),
-            mode: convert::mode_to_pb(s.mode),
-            gate_mode: convert::gate_mode_to_pb(s.gate_mode),
-            iterations: s.iterations,
-            allocation_kb: s.allocation_kb,
-            runtimes: s.runtimes.clone(),
-            agent_ids: s.selection.agent_ids.clone(),
-            labels: s.selection.labels.clone().into_iter().collect(),
-            hardware_class: s.selection.hardware_class.clone().unwrap_or_default(),
-            min_agents: s.selection.min_agents,
-            deadline_ms: s
-                .deadline
-                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-            budgets_json,
-            baseline_json,
-            tolerances_json,
-            knobs_json: if s.knobs.is_empty() {
-                String::new()
-            } else {
-                serde_json::to_string(&s.knobs).unwrap_or_default()
-            },
-            overhead_scratch_root: s.overhead_scratch_root.clone().unwrap_or_default(),
-            workload: s.workload.name().to_owned(),
-            budgets_path,
-            baseline_path,
-            tolerances_path,
-        }
-    }
-}
-
-fn asset_from_pb(json: String, path: String, default_name: &str) -> Option<Asset> {
-    (!json.is_empty()).then(|| Asset {
-        name: if path.is_empty() {
-            default_name.to_owned()
-        } else {
-            path
-        },
-        bytes: json.into_bytes(),
-        source: AssetSource::Path,
-    })
-}
-
-impl TryFrom<pb::SubmitRunRequest> for RunSpec {
-    type Error = RunError;
-
-    fn try_from(r: pb::SubmitRunRequest) -> Result<Self, RunError> {
-        let bad = |e: convert::ConvertError| RunError::InvalidInput(e.to_string());
-        let knobs: Knobs = if r.knobs_json.is_empty() {
-            Knobs::new()
-        } else {
-            serde_json::from_str(&r.knobs_json)
-                .map_err(|e| RunError::InvalidInput(format!("knobs_json: {e}")))?
-        };
-        for (runtime, k) in &knobs {
-            k.validate().map_err(|m| {
-                RunError::InvalidInput(format!(
-                    "knobs_json: {}.{}",
-                    fleetgate_common::input::one_line(runtime),
-                    m
-                ))
-            })?;
-        }
-        Ok(RunSpec {
-            profile: convert::profile_from_pb(r.profile).map_err(bad)?,
-            mode: convert::mode_from_pb(r.mode).map_err(bad)?,
-            gate_mode: convert::gate_mode_from_pb(r.gate_mode).map_err(bad)?,
-            iterations: r.iterations,
-            allocation_kb: r.allocation_kb,
-            workload: convert::workload_from_pb(&r.workload).map_err(bad)?,
-            runtimes: r.runtimes,
-            selection: Selection {
-                agent_ids: r.agent_ids,
-                labels: r.labels.into_iter().collect(),
-                hardware_class: (!r.hardware_class.is_empty()).then_some(r.hardware_class),
-                min_agents: r.min_agents,
-            },
-            deadline: (r.deadline_ms > 0).then(|| Duration::from_millis(r.deadline_ms)),
-            knobs,
-            overhead_scratch_root: (!r.overhead_scratch_root.is_empty())
-                .then_some(r.overhead_scratch_root),
-            budgets: asset_from_pb(r.budgets_json, r.budgets_path, "budgets"),
-            baseline: asset_from_pb(r.baseline_json, r.baseline_path, "baseline"),
-            tolerances: asset_from_pb(r.tolerances_json, r.tolerances_path, "tolerances"),
-        })
     }
 }

@@ -12,11 +12,13 @@ use std::time::Duration;
 
 use fleetgate_common::auth::Token;
 use fleetgate_common::config;
-use fleetgate_common::convert::{self, JobRequest};
+use fleetgate_common::convert;
 use fleetgate_common::fleet::{
     HostFacts, JobStatus, JobSummary, JobUpdate, RuntimeAvailability, derive_hardware_class,
 };
+use fleetgate_common::job::JobAssignment;
 use fleetgate_common::report::RuntimeSection;
+use fleetgate_common::runtime::RuntimeKind;
 use fleetgate_common::tls::ServerTls;
 use fleetgate_proto::v1 as pb;
 use prost::Message as _;
@@ -26,10 +28,11 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 use crate::fleet_report::{self, AgentRecord, JobRecord};
-use crate::plan::{self, RunError, RunPlan, RunSpec};
+use crate::plan::{self, RunError, RunPlan};
+use fleetgate_common::run::RunSpec;
 
 /// The protocol version the coordinator speaks.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub use fleetgate_proto::PROTOCOL_VERSION;
 
 /// Largest message the coordinator sends a client (a report, a page of agents), and the most
 /// the CLI accepts: a reply that would be larger is not built (a report says so instead, the
@@ -259,7 +262,7 @@ impl AgentEntry {
 
 #[derive(Debug)]
 struct JobEntry {
-    request: JobRequest,
+    request: JobAssignment,
     /// How the job appears in the report: the runtime, or `<runtime>@<gpu>`.
     label: String,
     agent_id: String,
@@ -756,7 +759,7 @@ impl Registry {
         let deadline = match plan.spec.deadline {
             Some(deadline) => config::check_deadline(deadline)
                 .map_err(|e| Status::invalid_argument(format!("deadline_ms: {e}")))?,
-            None => match plan.config.profile {
+            None => match plan.config.workload.profile {
                 config::Profile::Pr => self.settings.pr_deadline,
                 config::Profile::Nightly => self.settings.nightly_deadline,
             },
@@ -783,8 +786,10 @@ impl Registry {
             for runtime in plan.config.runtimes.keys() {
                 // Per-GPU runtimes get one job per GPU of the agent (`<runtime>@<gpu>`); on
                 // an agent without GPUs, one job that reports the runtime unavailable.
-                let per_gpu = fleetgate_agent::runtime::RuntimeKind::from_name(runtime)
-                    .is_some_and(|k| k.per_gpu());
+                let Some(kind) = RuntimeKind::from_name(runtime) else {
+                    continue;
+                };
+                let per_gpu = kind.per_gpu();
                 let instances: Vec<(String, Option<u32>)> = if per_gpu && gpus > 0 {
                     (0..gpus)
                         .map(|g| (format!("{runtime}@{g}"), Some(g)))
@@ -794,19 +799,11 @@ impl Registry {
                 };
                 for (label, device) in instances {
                     let job_id = format!("{run_id}-{}", job_ids.len());
-                    let request = JobRequest {
+                    let request = JobAssignment {
                         job_id: job_id.clone(),
                         run_id: run_id.clone(),
-                        runtime: runtime.clone(),
-                        device,
-                        profile: plan.config.profile,
-                        mode: plan.config.mode,
-                        iterations: plan.config.iterations,
-                        allocation_kb: plan.config.allocation_kb,
-                        workload: plan.config.workload,
                         deadline_unix_ms,
-                        knobs: plan.config.knobs.get(runtime).copied().unwrap_or_default(),
-                        overhead_scratch_root: plan.config.overhead_scratch_root.clone(),
+                        spec: plan.job(kind, device),
                     };
                     if let Some((_, outbound)) =
                         self.agents.get(agent_id).and_then(|a| a.conn.as_ref())
@@ -1305,18 +1302,23 @@ mod tests {
             "/../docs/benchmarks/v0.4_operating_budget.json"
         );
         RunSpec {
-            profile: config::Profile::Pr,
-            mode: config::Mode::Soak,
+            workload: config::Workload {
+                profile: config::Profile::Pr,
+                mode: config::Mode::Soak,
+                iterations: 1,
+                allocation_kb: 1,
+                kind: config::WorkloadKind::Reference,
+            },
             gate_mode: config::GateMode::Budget,
-            iterations: 1,
-            allocation_kb: 1,
-            workload: config::WorkloadKind::Reference,
             runtimes: vec!["gpumemprof_cpu".into()],
-            selection: plan::Selection::default(),
+            selection: fleetgate_common::run::Selection::default(),
             deadline,
-            knobs: config::Knobs::new(),
+            knobs: fleetgate_common::knobs::Knobs::new(),
             overhead_scratch_root: None,
-            budgets: Some(plan::Asset::read(std::path::Path::new(budgets), "Budget file").unwrap()),
+            budgets: Some(
+                fleetgate_common::run::Asset::read(std::path::Path::new(budgets), "Budget file")
+                    .unwrap(),
+            ),
             baseline: None,
             tolerances: None,
         }

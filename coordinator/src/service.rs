@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use fleetgate_common::auth::Token;
-use fleetgate_common::{convert, tls};
+use fleetgate_common::tls;
 use fleetgate_proto::v1 as pb;
 use pb::agent_service_server::{AgentService, AgentServiceServer};
 use pb::run_service_server::{RunService, RunServiceServer};
@@ -23,9 +23,9 @@ use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::plan::{RunError, RunSpec};
 use crate::registry::{self, Command, CoordinatorSettings, RegistryHandle};
 use connection::{CallGuard, Connections};
+use fleetgate_common::run::RunSpec;
 
 /// Largest message a coordinator sends to a client and the most the CLI accepts: the same
 /// number on both sides, so whatever the server sends, the client reads.
@@ -204,12 +204,9 @@ impl RunService for RunSvc {
     ) -> Result<Response<Self::SubmitRunStream>, Status> {
         let call = self.connections.call_started(request.remote_addr());
         let request = request.into_inner();
-        // Sizes and bounds first: nothing is built from a request over a limit.
-        convert::check_submit_run(&request).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let spec = RunSpec::try_from(request).map_err(|e| match e {
-            RunError::InvalidInput(m) | RunError::Usage(m) => Status::invalid_argument(m),
-            other => Status::internal(other.to_string()),
-        })?;
+        // Sizes and bounds are checked first: nothing is built from a request over a limit.
+        let spec =
+            RunSpec::try_from(request).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let (tx, rx) = mpsc::channel(1_024);
         self.registry
             .ask(|reply| Command::Submit {

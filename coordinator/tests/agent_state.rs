@@ -319,8 +319,8 @@ async fn a_job_that_would_not_fit_in_memory_fails_before_it_starts_and_the_next_
     wait_connected(addr, "careful", &careful).await;
 
     let mut big = soak_spec(60.0, Duration::from_secs(60));
-    big.mode = Mode::Soak;
-    big.allocation_kb = 64 * 1024;
+    big.workload.mode = Mode::Soak;
+    big.workload.allocation_kb = 64 * 1024;
     let report = tokio::time::timeout(
         Duration::from_secs(60),
         client::submit(&link(addr), None, &big, &mut |_| {}),

@@ -762,11 +762,11 @@ async fn run_bounds_and_hello_limits_are_refused_with_exact_lines() {
             "deadline_ms: must be from 1 to 604800000, got 18446744073709551615 (0: the coordinator's default)",
         ),
         (
-            |r| r.allocation_kb = u32::MAX,
+            |r| r.workload_spec.as_mut().unwrap().allocation_kb = u32::MAX,
             "allocation_kb: must be from 1 to 1048576, got 4294967295",
         ),
         (
-            |r| r.iterations = config::MAX_ITERATIONS + 1,
+            |r| r.workload_spec.as_mut().unwrap().iterations = config::MAX_ITERATIONS + 1,
             "iterations: must be from 1 to 10000000, got 10000001",
         ),
     ] {

@@ -12,9 +12,10 @@ use std::time::Duration;
 
 use fleetgate_common::fleet::{AgentStatus, JobStatus, Verdict};
 use fleetgate_common::report::Report;
+use fleetgate_common::run::RunSpec;
 use fleetgate_common::tls::CoordinatorLink;
 use fleetgate_coordinator::client;
-use fleetgate_coordinator::plan::{RunError, RunSpec};
+use fleetgate_coordinator::plan::RunError;
 use fleetgate_coordinator::registry::CoordinatorSettings;
 use fleetgate_coordinator::service::{self, Coordinator};
 use fleetgate_proto::v1 as pb;

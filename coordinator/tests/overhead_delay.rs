@@ -13,12 +13,12 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use fleetgate_agent::job;
-use fleetgate_agent::runtime::RuntimeKind;
 use fleetgate_agent::scenario::{self, Hooks, OverheadSpec, PairLimits, Progress};
 use fleetgate_agent::workload::Workload;
-use fleetgate_common::config::RuntimeKnobs;
 use fleetgate_common::gate;
+use fleetgate_common::knobs::RuntimeKnobs;
 use fleetgate_common::report::{BudgetCheck, OverheadBlock, RegressionCheck};
+use fleetgate_common::runtime::RuntimeKind;
 
 const METRIC: &str = "gpumemprof_cpu.runtime_overhead_pct";
 
@@ -35,8 +35,8 @@ fn overhead(baseline: &gate::Baseline, delay: Duration) -> OverheadBlock {
     let spec = OverheadSpec {
         tracker: job::tracker_config(kind, &RuntimeKnobs::default()).unwrap(),
         workload: Workload {
-            iterations: config.iterations,
-            allocation_kb: config.allocation_kb,
+            iterations: config.workload.iterations,
+            allocation_kb: config.workload.allocation_kb,
         },
         workload_kind: fleetgate_common::config::WorkloadKind::Reference,
         tensorflow_device: "/CPU:0",
@@ -53,7 +53,12 @@ fn overhead(baseline: &gate::Baseline, delay: Duration) -> OverheadBlock {
     let mut progress = |_: Progress| {};
     let mut hooks = Hooks::new(&mut progress, &cancel);
     hooks.tracked_sample_delay = delay;
-    scenario::run_overhead(&spec, || kind.open_collector(512, 0), &mut hooks).unwrap()
+    scenario::run_overhead(
+        &spec,
+        || fleetgate_agent::runtime::open_collector(kind, 512, 0),
+        &mut hooks,
+    )
+    .unwrap()
 }
 
 fn shipped() -> (gate::Budgets, gate::Baseline, gate::Tolerances) {

@@ -15,9 +15,10 @@ use std::time::Duration;
 
 use fleetgate_agent::daemon::BearerToken;
 use fleetgate_common::auth::Token;
+use fleetgate_common::run::RunSpec;
 use fleetgate_common::tls::{CoordinatorLink, LabCa, ServerTls};
 use fleetgate_coordinator::client;
-use fleetgate_coordinator::plan::{RunError, RunSpec};
+use fleetgate_coordinator::plan::RunError;
 use fleetgate_coordinator::registry::CoordinatorSettings;
 use fleetgate_coordinator::service;
 use fleetgate_proto::v1 as pb;

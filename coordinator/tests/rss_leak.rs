@@ -6,10 +6,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 use fleetgate_agent::job;
-use fleetgate_agent::runtime::RuntimeKind;
 use fleetgate_agent::scenario::{self, Hooks, Progress, SoakSpec};
-use fleetgate_common::config::{RetentionValidationLimits, RuntimeKnobs};
+use fleetgate_common::config::RetentionValidationLimits;
 use fleetgate_common::gate;
+use fleetgate_common::knobs::RuntimeKnobs;
+use fleetgate_common::runtime::RuntimeKind;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -27,8 +28,7 @@ fn shipped() -> (gate::Baseline, gate::Tolerances) {
 fn leak_checks(bytes_per_sample: usize) -> (bool, bool) {
     let work = tempfile::tempdir().unwrap();
     let kind = RuntimeKind::GpumemprofCpu;
-    let plan = job::runtime_plan(
-        kind,
+    let plan = kind.plan(
         &RuntimeKnobs::default(),
         fleetgate_common::config::Profile::Pr,
         5_000,
@@ -49,7 +49,12 @@ fn leak_checks(bytes_per_sample: usize) -> (bool, bool) {
     };
     let mut hooks = Hooks::new(&mut progress, &cancel);
     hooks.after_soak_sample = Some(&mut leak);
-    let soak = scenario::run_soak(&spec, || kind.open_collector(512, 0), &mut hooks).unwrap();
+    let soak = scenario::run_soak(
+        &spec,
+        || fleetgate_agent::runtime::open_collector(kind, 512, 0),
+        &mut hooks,
+    )
+    .unwrap();
     let metrics = std::collections::BTreeMap::from([
         (
             "gpumemprof_cpu.rss_growth_per_24h_equiv".to_owned(),

@@ -11,20 +11,21 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use fleetgate_agent::collector::RssCollector;
-use fleetgate_agent::runtime::{RuntimeKind, TrackerConfig};
+use fleetgate_agent::runtime::TrackerConfig;
 use fleetgate_agent::scenario::{self, Hooks, OverheadSpec, SoakSpec};
 use fleetgate_agent::sink::{FaultInjector, FaultOp};
 use fleetgate_agent::workload::Workload;
-use fleetgate_common::config::{
-    GateMode, Knobs, Mode, Profile, RetentionValidationLimits, WorkloadKind,
-};
+use fleetgate_common::config::{GateMode, Mode, Profile, RetentionValidationLimits, WorkloadKind};
 use fleetgate_common::fleet::{HostFacts, JobStatus, JobSummary, Verdict};
 use fleetgate_common::gate::AssetSource;
+use fleetgate_common::knobs::Knobs;
 use fleetgate_common::report::{Report, RuntimeSection, RuntimeStatus};
+use fleetgate_common::run::{Asset, RunSpec, Selection};
+use fleetgate_common::runtime::RuntimeKind;
 use fleetgate_coordinator::fleet_report::{
     AgentRecord, JobRecord, baseline_document, build_report,
 };
-use fleetgate_coordinator::plan::{self, Asset, RunError, RunPlan, RunSpec, Selection};
+use fleetgate_coordinator::plan::{self, RunError, RunPlan};
 
 const ENOSPC: i32 = 28;
 const EIO: i32 = 5;
@@ -121,12 +122,14 @@ fn spec(
     tolerances: Option<Asset>,
 ) -> RunSpec {
     RunSpec {
-        profile: Profile::Pr,
-        mode,
+        workload: fleetgate_common::config::Workload {
+            profile: Profile::Pr,
+            mode,
+            iterations: 50,
+            allocation_kb: 64,
+            kind: WorkloadKind::Reference,
+        },
         gate_mode,
-        iterations: 50,
-        allocation_kb: 64,
-        workload: WorkloadKind::Reference,
         runtimes: vec!["gpumemprof_cpu".into()],
         selection: Selection::default(),
         deadline: None,
@@ -497,7 +500,7 @@ fn the_report_records_each_gate_asset_source_and_sha256() {
         "{err}"
     );
     let mut nightly = spec(Mode::Soak, GateMode::Regression, None, None);
-    nightly.profile = Profile::Nightly;
+    nightly.workload.profile = Profile::Nightly;
     assert!(matches!(plan::plan(nightly), Err(RunError::Usage(_))));
 }
 

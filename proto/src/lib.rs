@@ -2,7 +2,12 @@
 //! the run API used by the CLI. Generated code only; conversions into domain types live with
 //! the crates that use them. Evolution rules: `docs/protocol.md`.
 
-/// Protocol version 1.
+/// The protocol version this build speaks (`Hello.protocol_version`). Version 2 sends a job's
+/// and a run's workload and knobs as typed messages instead of version 1's loose fields and
+/// JSON text; a coordinator refuses an agent of another version.
+pub const PROTOCOL_VERSION: u32 = 2;
+
+/// Protocol package `fleetgate.v1`.
 #[allow(
     missing_docs,
     unreachable_pub,

@@ -66,7 +66,7 @@ fn lines(dir: &std::path::Path) -> Vec<serde_json::Value> {
 fn gpumemprof_cpu_writes_start_samples_and_stop_through_the_sink() {
     let dir = tempfile::tempdir().unwrap();
     let config = TrackerConfig::new(RuntimeKind::GpumemprofCpu, Some(dir.path().into()));
-    let collector = RuntimeKind::GpumemprofCpu.open_collector(512, 0).unwrap();
+    let collector = crate::runtime::open_collector(RuntimeKind::GpumemprofCpu, 512, 0).unwrap();
     let mut tracker = Tracker::start(collector, config).unwrap();
     for i in 0..1_000 {
         assert!(matches!(
@@ -110,7 +110,7 @@ fn a_sink_on_a_dead_disk_is_reported_with_its_directory_counts_and_errors() {
     sink.max_queued_batches = 2;
     sink.faults = Some(faults.clone());
     faults.arm(crate::sink::FaultOp::Write, u32::MAX, 28, 0);
-    let collector = RuntimeKind::GpumemprofCpu.open_collector(512, 0).unwrap();
+    let collector = crate::runtime::open_collector(RuntimeKind::GpumemprofCpu, 512, 0).unwrap();
     let mut tracker = Tracker::start(collector, config).unwrap();
     for i in 0..500 {
         tracker.emit_sample(i, Duration::ZERO);
@@ -145,7 +145,7 @@ fn a_sink_on_a_dead_disk_is_reported_with_its_directory_counts_and_errors() {
 fn the_event_window_is_bounded_and_counts_what_it_drops() {
     let mut config = TrackerConfig::new(RuntimeKind::GpumemprofCpu, None);
     config.max_history = 100;
-    let collector = RuntimeKind::GpumemprofCpu.open_collector(512, 0).unwrap();
+    let collector = crate::runtime::open_collector(RuntimeKind::GpumemprofCpu, 512, 0).unwrap();
     let mut tracker = Tracker::start(collector, config).unwrap();
     for i in 0..1_000 {
         tracker.emit_sample(i, Duration::ZERO);
@@ -163,7 +163,7 @@ fn the_event_window_is_bounded_and_counts_what_it_drops() {
 fn invalid_tracker_config_is_refused() {
     let mut config = TrackerConfig::new(RuntimeKind::GpumemprofCpu, None);
     config.max_history = 0;
-    let collector = RuntimeKind::GpumemprofCpu.open_collector(512, 0).unwrap();
+    let collector = crate::runtime::open_collector(RuntimeKind::GpumemprofCpu, 512, 0).unwrap();
     let err = Tracker::start(collector, config).unwrap_err();
     assert_eq!(
         err.to_string(),

@@ -1,7 +1,7 @@
 use std::sync::atomic::AtomicBool;
 
 use super::*;
-use crate::runtime::RuntimeKind;
+use fleetgate_common::runtime::RuntimeKind;
 
 fn pair(wall_ns: f64, cpu_ns: f64, wall_pct: f64) -> OverheadPair {
     OverheadPair {
@@ -174,7 +174,7 @@ fn overhead_trials_live_in_the_scratch_root_and_only_the_pick_survives() {
     };
     let block = run_overhead(
         &spec,
-        || RuntimeKind::GpumemprofCpu.open_collector(512, 0),
+        || crate::runtime::open_collector(RuntimeKind::GpumemprofCpu, 512, 0),
         &mut quiet_hooks(&mut progress, &cancel),
     )
     .unwrap();
@@ -251,7 +251,7 @@ fn soak_with_retention_validation_reports_the_reference_counters() {
     let mut progress = |_: Progress| {};
     let block = run_soak(
         &spec,
-        || RuntimeKind::GpumemprofCpu.open_collector(512, 0),
+        || crate::runtime::open_collector(RuntimeKind::GpumemprofCpu, 512, 0),
         &mut quiet_hooks(&mut progress, &cancel),
     )
     .unwrap();
@@ -294,7 +294,7 @@ fn a_cancelled_soak_stops_and_closes_its_session_as_interrupted() {
     hooks.progress_every = 10_000;
     let err = run_soak(
         &spec,
-        || RuntimeKind::GpumemprofCpu.open_collector(512, 0),
+        || crate::runtime::open_collector(RuntimeKind::GpumemprofCpu, 512, 0),
         &mut hooks,
     )
     .unwrap_err();

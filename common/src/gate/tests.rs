@@ -2,7 +2,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::*;
-use crate::config::{Mode, Profile, RetentionValidationLimits, RuntimePlan};
+use crate::config::{Mode, Profile, RetentionValidationLimits};
+use crate::runtime::RuntimePlan;
 
 fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> PathBuf {
     let path = dir.path().join(name);
@@ -12,11 +13,13 @@ fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> PathBuf {
 
 fn config() -> ComparableConfig {
     ComparableConfig {
-        profile: Profile::Pr,
-        mode: Mode::All,
-        iterations: 5_000,
-        allocation_kb: 512,
-        workload: crate::config::WorkloadKind::Reference,
+        workload: crate::config::Workload {
+            profile: Profile::Pr,
+            mode: Mode::All,
+            iterations: 5_000,
+            allocation_kb: 512,
+            kind: crate::config::WorkloadKind::Reference,
+        },
         profile_equivalent_hours: 6.0,
         runtimes: BTreeMap::from([(
             "gpumemprof_cpu".to_owned(),
@@ -138,7 +141,7 @@ fn regression_gate_and_the_config_match_rule() {
     baseline.require(&expected, &config(), &no_classes).unwrap();
 
     let mut other = config();
-    other.iterations = 500;
+    other.workload.iterations = 500;
     let err = baseline
         .require(&expected, &other, &no_classes)
         .unwrap_err();

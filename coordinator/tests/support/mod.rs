@@ -3,8 +3,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use fleetgate_common::config::{GateMode, Knobs, Mode, Profile, WorkloadKind};
-use fleetgate_coordinator::plan::{Asset, RunSpec, Selection};
+use fleetgate_common::config::{GateMode, Mode, Profile, Workload, WorkloadKind};
+use fleetgate_common::knobs::Knobs;
+use fleetgate_common::run::{Asset, RunSpec, Selection};
 
 /// The repository root.
 pub(crate) fn repo() -> PathBuf {
@@ -14,19 +15,21 @@ pub(crate) fn repo() -> PathBuf {
 /// A soak-only run of `samples_interval`-second samples (6 h / interval samples), budget gate.
 pub(crate) fn soak_spec(interval_seconds: f64, deadline: Duration) -> RunSpec {
     let mut knobs = Knobs::new();
-    fleetgate_common::config::apply_knob_assignment(
+    fleetgate_common::knobs::apply_knob_assignment(
         &mut knobs,
         &format!("gpumemprof_cpu.sampling_interval_seconds={interval_seconds}"),
         &["gpumemprof_cpu"],
     )
     .unwrap();
     RunSpec {
-        profile: Profile::Pr,
-        mode: Mode::Soak,
+        workload: Workload {
+            profile: Profile::Pr,
+            mode: Mode::Soak,
+            iterations: 50,
+            allocation_kb: 64,
+            kind: WorkloadKind::Reference,
+        },
         gate_mode: GateMode::Budget,
-        iterations: 50,
-        allocation_kb: 64,
-        workload: WorkloadKind::Reference,
         runtimes: vec!["gpumemprof_cpu".into()],
         selection: Selection::default(),
         deadline: Some(deadline),
