@@ -11,23 +11,22 @@
 
 #![expect(clippy::print_stdout, reason = "a benchmark prints its figures")]
 
+#[path = "../tests/support/hand_agent.rs"]
+mod hand_agent;
+
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use fleetgate_common::config::{self, GateMode, Knobs, Mode, Profile, RuntimeKnobs, WorkloadKind};
 use fleetgate_common::convert;
-use fleetgate_common::fleet::JobUpdate;
 use fleetgate_common::gate::AssetSource;
 use fleetgate_common::report::RuntimeSection;
 use fleetgate_common::tls::CoordinatorLink;
 use fleetgate_coordinator::client;
 use fleetgate_coordinator::plan::{Asset, RunSpec, Selection};
 use fleetgate_proto::v1 as pb;
-use pb::agent_service_client::AgentServiceClient;
 use pb::run_service_client::RunServiceClient;
 use prost::Message as _;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 
 struct Options {
     hellos: usize,
@@ -226,33 +225,11 @@ fn maximal_spec(class: &str) -> RunSpec {
     }
 }
 
-/// Opens a session with `hello`; the sender of its messages and its inbound stream.
-async fn session(
-    url: &str,
-    hello: pb::Hello,
-) -> Option<(
-    mpsc::Sender<pb::AgentMessage>,
-    tonic::Streaming<pb::CoordinatorMessage>,
-)> {
-    let channel = CoordinatorLink::plaintext(url.to_owned())
-        .endpoint()
-        .ok()?
-        .connect()
+/// Opens a plaintext session with `hello`; the sender of its messages and its inbound stream.
+async fn session(url: &str, hello: pb::Hello) -> Option<hand_agent::Session> {
+    hand_agent::session(&CoordinatorLink::plaintext(url.to_owned()), None, hello)
         .await
-        .ok()?;
-    let mut client = AgentServiceClient::new(channel);
-    let (tx, rx) = mpsc::channel(16);
-    tx.send(pb::AgentMessage {
-        body: Some(pb::agent_message::Body::Hello(hello)),
-    })
-    .await
-    .ok()?;
-    let inbound = client
-        .session(ReceiverStream::new(rx))
-        .await
-        .ok()?
-        .into_inner();
-    Some((tx, inbound))
+        .ok()
 }
 
 /// The agent that finishes every run: it answers each job with a real report section at once.
@@ -274,39 +251,8 @@ async fn worker(url: &str, class: &str) {
         hardware_class: class.to_owned(),
         ..pb::Hello::default()
     };
-    let (tx, mut inbound) = session(url, hello).await.expect("worker session");
-    tokio::spawn(async move {
-        let mut beat = tokio::time::interval(Duration::from_secs(1));
-        loop {
-            let message = tokio::select! {
-                _ = beat.tick() => {
-                    let heartbeat = pb::agent_message::Body::Heartbeat(pb::Heartbeat::default());
-                    if tx.send(pb::AgentMessage { body: Some(heartbeat) }).await.is_err() {
-                        return;
-                    }
-                    continue;
-                }
-                message = inbound.message() => message,
-            };
-            let Ok(Some(message)) = message else { return };
-            let Some(pb::coordinator_message::Body::AssignJob(assign)) = message.body else {
-                continue;
-            };
-            let Some(job) = assign.job else { continue };
-            let report = JobUpdate::Report {
-                section: Box::new(section.clone()),
-            };
-            let event = convert::job_event_to_pb(&job.job_id, 1, &report);
-            let body = pb::agent_message::Body::JobEvent(event);
-            if tx
-                .send(pb::AgentMessage { body: Some(body) })
-                .await
-                .is_err()
-            {
-                return;
-            }
-        }
-    });
+    let session = session(url, hello).await.expect("worker session");
+    hand_agent::answer_every_job(session, Duration::from_secs(1), section);
 }
 
 async fn run(o: &Options) {
