@@ -14,7 +14,8 @@ use std::time::Duration;
 use fleetgate_common::config::Mode;
 use fleetgate_common::fleet::{JobStatus, Verdict};
 use support::fleet::{
-    Proxy, link, submit_in_background, submit_within, wait_for_agents, wait_for_soak,
+    Proxy, assert_a_small_run_passes, link, small_run, submit_in_background, submit_within,
+    wait_for_agents, wait_for_soak,
 };
 use support::process::{Process, Serve, agent_command};
 use support::{eventually, soak_spec};
@@ -117,18 +118,7 @@ async fn outboxes_of_jobs_the_coordinator_does_not_know_are_deleted_and_never_re
     );
     // The orphaned job was stopped (jobs run one at a time, so this run proves the agent is
     // free), and the next run's outbox is gone once acknowledged.
-    let report = submit_within(
-        &link(&second.url()),
-        &soak_spec(60.0, Duration::from_secs(60)),
-        Duration::from_secs(120),
-    )
-    .await;
-    assert_eq!(
-        report.verdict,
-        Verdict::Pass,
-        "{:#?}",
-        report.failure_diagnostics
-    );
+    assert_a_small_run_passes(&link(&second.url())).await;
     eventually(
         "the finished run's outbox to be removed",
         Duration::from_secs(10),
@@ -187,12 +177,7 @@ async fn a_job_that_would_not_fit_in_memory_fails_before_it_starts_and_the_next_
     );
 
     // A job within the limit runs as usual.
-    let report = submit_within(
-        &link(&url),
-        &soak_spec(60.0, Duration::from_secs(60)),
-        Duration::from_secs(120),
-    )
-    .await;
+    let report = small_run(&link(&url)).await;
     assert_eq!(
         report.agents["careful"].jobs["gpumemprof_cpu"].status,
         JobStatus::Completed

@@ -16,9 +16,8 @@ use fleetgate_common::tls::CoordinatorLink;
 use fleetgate_common::{config, convert};
 use fleetgate_coordinator::client;
 use fleetgate_proto::v1 as pb;
-use pb::run_service_client::RunServiceClient;
 use support::cli::{fleetgate_async, text};
-use support::fleet::{link, submit_in_background, wait_for_agents, wait_for_soak};
+use support::fleet::{link, run_client, submit_in_background, wait_for_agents, wait_for_soak};
 use support::hand_agent::{Session, answer_every_job, session};
 use support::process::{Serve, plaintext_agent};
 use support::{PATIENCE, eventually, soak_spec};
@@ -172,7 +171,7 @@ async fn hostile_hellos_and_many_finished_runs_leave_the_coordinator_bounded() {
         assert_eq!(report.verdict, Verdict::Inconclusive);
         run_ids.push(run_id);
     }
-    let mut runs = RunServiceClient::new(link.endpoint().unwrap().connect().await.unwrap());
+    let mut runs = run_client(&link).await;
     for (i, run_id) in run_ids.iter().enumerate() {
         let fetched = runs
             .get_report(pb::GetReportRequest {
@@ -276,13 +275,7 @@ async fn silent_sockets_are_closed_and_agents_answers_under_a_low_descriptor_lim
     .await;
 
     // A connection that made a call and then sits idle is closed too.
-    let channel = CoordinatorLink::plaintext(url.clone())
-        .endpoint()
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut runs = RunServiceClient::new(channel);
+    let mut runs = run_client(&link(&url)).await;
     runs.list_agents(pb::ListAgentsRequest::default())
         .await
         .unwrap();
@@ -356,13 +349,7 @@ async fn stalled_tls_handshakes_are_closed() {
     .unwrap()
     .client_tls(None)
     .unwrap();
-    let channel = CoordinatorLink::with_tls(url.clone(), tls)
-        .endpoint()
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut runs = RunServiceClient::new(channel);
+    let mut runs = run_client(&CoordinatorLink::with_tls(url.clone(), tls)).await;
     runs.list_agents(pb::ListAgentsRequest::default())
         .await
         .unwrap();
@@ -503,7 +490,7 @@ async fn run_bounds_and_hello_limits_are_refused_with_exact_lines() {
     let serve = Serve::start(&["--plaintext"], None).await;
     let url = serve.url();
     let link = link(&url);
-    let mut runs = RunServiceClient::new(link.endpoint().unwrap().connect().await.unwrap());
+    let mut runs = run_client(&link).await;
     let valid = pb::SubmitRunRequest::from(&soak_spec(60.0, Duration::from_secs(60)));
     for (change, line) in [
         (

@@ -16,8 +16,8 @@ use fleetgate_coordinator::client;
 use fleetgate_coordinator::plan::RunError;
 use fleetgate_proto::v1 as pb;
 use support::fleet::{
-    Proxy, Refused, fast_settings, in_process, link, submit_in_background, submit_within,
-    wait_for_agents, wait_for_soak,
+    Proxy, Refused, assert_a_small_run_passes, fast_settings, in_process, link, run_client,
+    submit_in_background, submit_within, wait_for_agents, wait_for_soak,
 };
 use support::process::plaintext_agent;
 use support::{eventually, soak_spec};
@@ -232,18 +232,7 @@ async fn a_coordinator_restart_fails_the_client_clearly_and_agents_come_back() {
     let url = second.url();
     proxy.forward_to(second.addr);
     wait_for_agents(&link(&url), None, &["steady"], || agent.text()).await;
-    let report = submit_within(
-        &link(&url),
-        &soak_spec(60.0, Duration::from_secs(60)),
-        Duration::from_secs(120),
-    )
-    .await;
-    assert_eq!(
-        report.verdict,
-        Verdict::Pass,
-        "{:#?}",
-        report.failure_diagnostics
-    );
+    assert_a_small_run_passes(&link(&url)).await;
     second.shutdown().await;
 }
 
@@ -281,9 +270,7 @@ async fn a_run_whose_client_goes_away_is_cancelled_on_its_agents() {
     wait_for_soak(&events, "c1", || agent.text()).await;
     let run_id = events.lock().unwrap()[0].run_id.clone();
     task.abort();
-    let mut runs = pb::run_service_client::RunServiceClient::connect(url.clone())
-        .await
-        .unwrap();
+    let mut runs = run_client(&link(&url)).await;
     let report: Report = eventually(
         "the abandoned run to end",
         Duration::from_secs(30),
@@ -310,20 +297,7 @@ async fn a_run_whose_client_goes_away_is_cancelled_on_its_agents() {
         Some("the client that submitted the run went away")
     );
     // The agent stopped the job and takes the next run.
-    let next = client::submit(
-        &link(&url),
-        None,
-        &soak_spec(60.0, Duration::from_secs(60)),
-        &mut |_| {},
-    )
-    .await
-    .unwrap();
-    assert_eq!(
-        next.verdict,
-        Verdict::Pass,
-        "{:#?}",
-        next.failure_diagnostics
-    );
+    assert_a_small_run_passes(&link(&url)).await;
     coordinator.shutdown().await;
 }
 

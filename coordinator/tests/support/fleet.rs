@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fleetgate_common::auth::Token;
+use fleetgate_common::fleet::Verdict;
 use fleetgate_common::report::Report;
 use fleetgate_common::tls::CoordinatorLink;
 use fleetgate_coordinator::client;
@@ -15,11 +16,13 @@ use fleetgate_coordinator::plan::{RunError, RunSpec};
 use fleetgate_coordinator::registry::CoordinatorSettings;
 use fleetgate_coordinator::service::{self, Coordinator};
 use fleetgate_proto::v1 as pb;
+use pb::run_service_client::RunServiceClient;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
 
-use super::{PATIENCE, eventually};
+use super::{PATIENCE, eventually, soak_spec};
 
 /// Coordinator settings for tests about dispatch and faults: heartbeats every 200 ms (an
 /// agent is lost after 600 ms of silence), swept every 50 ms.
@@ -128,6 +131,33 @@ pub(crate) async fn submit_within(
         .await
         .expect("no report in time")
         .unwrap()
+}
+
+/// A small soak (360 samples at 60 s, a 60 s deadline) submitted without a token; its report,
+/// which must come within 120 s.
+pub(crate) async fn small_run(link: &CoordinatorLink) -> Report {
+    submit_within(
+        link,
+        &soak_spec(60.0, Duration::from_secs(60)),
+        Duration::from_secs(120),
+    )
+    .await
+}
+
+/// Asserts that a [`small_run`] passes.
+pub(crate) async fn assert_a_small_run_passes(link: &CoordinatorLink) {
+    let report = small_run(link).await;
+    assert_eq!(
+        report.verdict,
+        Verdict::Pass,
+        "{:#?}",
+        report.failure_diagnostics
+    );
+}
+
+/// A client of the run service over `link`, connected.
+pub(crate) async fn run_client(link: &CoordinatorLink) -> RunServiceClient<Channel> {
+    RunServiceClient::new(link.endpoint().unwrap().connect().await.unwrap())
 }
 
 /// A TCP proxy on an ephemeral loopback port to a coordinator: it can cut every connection,
