@@ -212,13 +212,22 @@ async fn hostile_hellos_and_many_finished_runs_leave_the_coordinator_bounded() {
         || format!("{:?}", last.lock().unwrap()),
     )
     .await;
+    descriptors_back_to(&serve, idle_descriptors + 2).await;
+}
+
+/// Waits (at most [`PATIENCE`]) until the coordinator holds at most `before` descriptors
+/// again, the connections of clients that have gone closed on its side too; the count then.
+async fn descriptors_back_to(serve: &Serve, before: usize) -> usize {
     eventually(
-        "the coordinator's descriptors to return",
+        &format!("the coordinator's descriptors to return to {before}"),
         PATIENCE,
-        async || (serve.process.descriptors() <= idle_descriptors + 2).then_some(()),
+        async || {
+            let now = serve.process.descriptors();
+            (now <= before).then_some(now)
+        },
         || serve.process.text(),
     )
-    .await;
+    .await
 }
 
 /// Reads what the coordinator sends on `socket` (its HTTP/2 settings, say) until it closes
@@ -250,8 +259,9 @@ async fn silent_sockets_are_closed_and_agents_answers_under_a_low_descriptor_lim
     )
     .await;
     let url = serve.url();
+    let fresh = serve.process.descriptors();
     assert!(listed(&url).await.is_empty());
-    let idle_descriptors = serve.process.descriptors();
+    let idle_descriptors = descriptors_back_to(&serve, fresh).await;
 
     // More silent sockets than the coordinator has descriptors.
     let silent: Vec<std::net::TcpStream> = (0..100)
@@ -266,13 +276,7 @@ async fn silent_sockets_are_closed_and_agents_answers_under_a_low_descriptor_lim
     .await
     .unwrap();
     assert!(closed.iter().all(|c| c == "closed"), "{closed:?}");
-    eventually(
-        "the coordinator's descriptors to return",
-        PATIENCE,
-        async || (serve.process.descriptors() <= idle_descriptors).then_some(()),
-        || serve.process.text(),
-    )
-    .await;
+    descriptors_back_to(&serve, idle_descriptors).await;
 
     // A connection that made a call and then sits idle is closed too.
     let mut runs = run_client(&link(&url)).await;
@@ -280,13 +284,7 @@ async fn silent_sockets_are_closed_and_agents_answers_under_a_low_descriptor_lim
         .await
         .unwrap();
     assert!(serve.process.descriptors() > idle_descriptors);
-    eventually(
-        "the idle connection to be closed",
-        PATIENCE,
-        async || (serve.process.descriptors() <= idle_descriptors).then_some(()),
-        || serve.process.text(),
-    )
-    .await;
+    descriptors_back_to(&serve, idle_descriptors).await;
     drop(runs);
     assert!(
         serve
@@ -319,8 +317,9 @@ async fn stalled_tls_handshakes_are_closed() {
     let url = serve.url();
     let ca = path("ca.pem");
     let agents = ["agents", "--ca-file", &ca, "--coordinator", &url];
+    let fresh = serve.process.descriptors();
     assert_eq!(fleetgate_async(&agents).await.status.code(), Some(0));
-    let idle_descriptors = serve.process.descriptors();
+    let idle_descriptors = descriptors_back_to(&serve, fresh).await;
     // One socket never speaks; one starts a TLS record and stops.
     let silent = std::net::TcpStream::connect(serve.addr).unwrap();
     let mut stalled = std::net::TcpStream::connect(serve.addr).unwrap();
@@ -331,14 +330,9 @@ async fn stalled_tls_handshakes_are_closed() {
         .await
         .unwrap();
     assert_eq!(closed, ["closed", "closed"]);
-    eventually(
-        "the coordinator's descriptors to return",
-        PATIENCE,
-        async || (serve.process.descriptors() <= idle_descriptors).then_some(()),
-        || serve.process.text(),
-    )
-    .await;
+    descriptors_back_to(&serve, idle_descriptors).await;
     assert_eq!(fleetgate_async(&agents).await.status.code(), Some(0));
+    descriptors_back_to(&serve, idle_descriptors).await;
 
     // A TLS connection that made a call is established: it outlives the setup limit (it is
     // only closed when idle, after 60 s).
