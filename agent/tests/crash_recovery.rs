@@ -2,15 +2,17 @@
 //! completed flush is still there and readable, the manifest agrees with the files, and no
 //! half-written line is served.
 
-use std::io::{BufRead, BufReader};
+mod support;
+
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 
 use fleetgate_agent::sink::{
     MANIFEST_FILE, SegmentEntry, SessionSpec, SessionStatus, SessionSummary, SinkConfig,
     TelemetrySink, segment_index,
 };
+use support::{Process, agent_command};
 
 #[derive(Debug, serde::Deserialize)]
 struct Manifest {
@@ -26,25 +28,24 @@ fn read_manifest(dir: &Path) -> Manifest {
 fn sigkill_mid_soak_loses_no_durable_record() {
     let work = tempfile::tempdir().unwrap();
     let artifacts = work.path().join("soak");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fleetgate-agent"))
+    let mut command = agent_command();
+    command
         .args(["soak", "--samples", "50000000", "--progress-every", "2000"])
         .args(["--rollover-max-events", "5000"])
         .args(["--retention-max-files", "100000"])
         .args(["--retention-max-total-bytes", "100000000000"])
         .arg("--artifact-dir")
-        .arg(&artifacts)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .arg(&artifacts);
+    let mut child = Process::spawn(command);
     // Read progress until the child says at least 40,000 records are durable.
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut durable_before_kill = 0u64;
     while durable_before_kill < 40_000 {
-        assert!(Instant::now() < deadline, "soak made no progress");
-        let line = lines.next().expect("soak ended early").unwrap();
+        let line = match child.next_line(deadline) {
+            Ok(line) => line,
+            Err(RecvTimeoutError::Timeout) => panic!("soak made no progress"),
+            Err(RecvTimeoutError::Disconnected) => panic!("soak ended early"),
+        };
         if let Some(v) = line
             .split_whitespace()
             .find_map(|w| w.strip_prefix("durable_records="))
@@ -52,9 +53,7 @@ fn sigkill_mid_soak_loses_no_durable_record() {
             durable_before_kill = v.parse().unwrap();
         }
     }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
-    drop(lines);
+    child.kill(); // SIGKILL
 
     let sink_dir = artifacts.join("sink");
     let before = read_manifest(&sink_dir);

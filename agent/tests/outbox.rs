@@ -6,24 +6,14 @@
 //! bounded wait on SIGTERM while its session waits for the coordinator, and on SIGINT as soon
 //! as it has read its outboxes (its start still under way, or not).
 
-use std::io::{BufRead, BufReader, Write as _};
+mod support;
+
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use rustix::process::Signal;
-
-/// A child process killed (SIGKILL) if it is still running when dropped, so a failing test
-/// leaves nothing behind.
-struct Agent(Child);
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        self.0.kill().ok();
-        self.0.wait().ok();
-    }
-}
+use support::{Process, agent_command};
 
 const STARTED: &str = r#"{"sequence":1,"update":{"event":"started","pid":7}}"#;
 
@@ -119,13 +109,10 @@ fn hostile_outbox(outbox: &Path) -> Vec<(PathBuf, String)> {
     expected
 }
 
-/// Starts the agent on `state`, dialling `coordinator`; returns it and its stderr lines.
-fn start_agent(
-    coordinator: &str,
-    state: &Path,
-    artifacts: &Path,
-) -> (Agent, mpsc::Receiver<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fleetgate-agent"))
+/// Starts the agent on `state`, dialling `coordinator`, logging at `info`.
+fn start_agent(coordinator: &str, state: &Path, artifacts: &Path) -> Process {
+    let mut command = agent_command();
+    command
         .arg("run")
         .args(["--coordinator", coordinator, "--plaintext"])
         .args(["--agent-id", "outbox-test", "--reconnect-max-ms", "300"])
@@ -133,39 +120,8 @@ fn start_agent(
         .arg(state)
         .arg("--artifact-root")
         .arg(artifacts)
-        .env("FLEETGATE_LOG", "info")
-        .env("NO_COLOR", "1")
-        .env_remove("FLEETGATE_AGENT_TOKEN")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { return };
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    (Agent(child), rx)
-}
-
-/// Waits (at most `limit`) for the agent to exit; its status, or `None` if it did not.
-fn wait_exit(agent: &mut Agent, limit: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = agent.0.try_wait().unwrap() {
-            return Some(status);
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+        .env("FLEETGATE_LOG", "info");
+    Process::spawn(command)
 }
 
 /// Starts the agent on a hostile outbox folder and waits for its lines (with `in_session`,
@@ -178,7 +134,7 @@ fn hostile_outbox_then(signal: Signal, in_session: bool) {
     // A coordinator that accepts connections and never answers: the agent's session waits.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", silent.local_addr().unwrap());
-    let (mut agent, lines) = start_agent(&url, &state, &work.path().join("artifacts"));
+    let mut agent = start_agent(&url, &state, &work.path().join("artifacts"));
 
     let mut seen = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -186,8 +142,7 @@ fn hostile_outbox_then(signal: Signal, in_session: bool) {
         .iter()
         .all(|(_, want)| seen.iter().any(|l: &String| l.ends_with(want.as_str())))
     {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match lines.recv_timeout(left) {
+        match agent.next_line(deadline) {
             Ok(line) => seen.push(line),
             Err(_) => panic!(
                 "the agent did not say what it skipped; missing {:#?}\nstderr:\n{}",
@@ -205,9 +160,8 @@ fn hostile_outbox_then(signal: Signal, in_session: bool) {
             .iter()
             .any(|l| l.contains("Agent starting. agent_id=outbox-test"))
         {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = lines
-                .recv_timeout(left)
+            let line = agent
+                .next_line(deadline)
                 .unwrap_or_else(|_| panic!("the agent never started:\n{}", seen.join("\n")));
             seen.push(line);
         }
@@ -224,10 +178,9 @@ fn hostile_outbox_then(signal: Signal, in_session: bool) {
         );
     }
 
-    let pid = rustix::process::Pid::from_raw(agent.0.id() as i32).unwrap();
-    rustix::process::kill_process(pid, signal).unwrap();
-    let status = wait_exit(&mut agent, Duration::from_secs(10));
-    let rest: Vec<String> = lines.try_iter().collect();
+    agent.signal(signal);
+    let status = agent.wait_exit(Duration::from_secs(10));
+    let rest = agent.lines_so_far();
     let status = status.unwrap_or_else(|| {
         panic!(
             "the agent ignored {signal:?} for 10 s:\n{}\n{}",

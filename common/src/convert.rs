@@ -847,7 +847,7 @@ mod tests {
     fn big_hello() -> pb::Hello {
         pb::Hello {
             agent_id: "a1".into(),
-            protocol_version: 1,
+            protocol_version: fleetgate_proto::PROTOCOL_VERSION,
             facts: Some(pb::HostFacts {
                 hostname: "h".repeat(MAX_FACT_BYTES),
                 tensorflow_unavailable_reason: "r".repeat(MAX_REASON_BYTES),

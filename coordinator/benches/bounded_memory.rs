@@ -11,12 +11,14 @@
 
 #![expect(clippy::print_stdout, reason = "a benchmark prints its figures")]
 
+#[path = "../tests/support/hand_agent.rs"]
+mod hand_agent;
+
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use fleetgate_common::config::{self, GateMode, Mode, Profile, Workload, WorkloadKind};
 use fleetgate_common::convert;
-use fleetgate_common::fleet::JobUpdate;
 use fleetgate_common::gate::AssetSource;
 use fleetgate_common::knobs::{Knobs, RuntimeKnobs};
 use fleetgate_common::report::RuntimeSection;
@@ -24,11 +26,8 @@ use fleetgate_common::run::{Asset, RunSpec, Selection};
 use fleetgate_common::tls::CoordinatorLink;
 use fleetgate_coordinator::client;
 use fleetgate_proto::v1 as pb;
-use pb::agent_service_client::AgentServiceClient;
 use pb::run_service_client::RunServiceClient;
 use prost::Message as _;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 
 struct Options {
     hellos: usize,
@@ -96,7 +95,7 @@ fn hostile_hello(id: &str) -> pb::Hello {
     let mut hello = pb::Hello {
         agent_id: id.to_owned(),
         agent_version: fact("v"),
-        protocol_version: 1,
+        protocol_version: fleetgate_proto::PROTOCOL_VERSION,
         facts: Some(pb::HostFacts {
             hostname: fact("h"),
             os: fact("o"),
@@ -229,33 +228,11 @@ fn maximal_spec(class: &str) -> RunSpec {
     }
 }
 
-/// Opens a session with `hello`; the sender of its messages and its inbound stream.
-async fn session(
-    url: &str,
-    hello: pb::Hello,
-) -> Option<(
-    mpsc::Sender<pb::AgentMessage>,
-    tonic::Streaming<pb::CoordinatorMessage>,
-)> {
-    let channel = CoordinatorLink::plaintext(url.to_owned())
-        .endpoint()
-        .ok()?
-        .connect()
+/// Opens a plaintext session with `hello`; the sender of its messages and its inbound stream.
+async fn session(url: &str, hello: pb::Hello) -> Option<hand_agent::Session> {
+    hand_agent::session(&CoordinatorLink::plaintext(url.to_owned()), None, hello)
         .await
-        .ok()?;
-    let mut client = AgentServiceClient::new(channel);
-    let (tx, rx) = mpsc::channel(16);
-    tx.send(pb::AgentMessage {
-        body: Some(pb::agent_message::Body::Hello(hello)),
-    })
-    .await
-    .ok()?;
-    let inbound = client
-        .session(ReceiverStream::new(rx))
-        .await
-        .ok()?
-        .into_inner();
-    Some((tx, inbound))
+        .ok()
 }
 
 /// The agent that finishes every run: it answers each job with a real report section at once.
@@ -266,7 +243,7 @@ async fn worker(url: &str, class: &str) {
     .unwrap();
     let hello = pb::Hello {
         agent_id: "worker".into(),
-        protocol_version: 1,
+        protocol_version: fleetgate_proto::PROTOCOL_VERSION,
         facts: Some(pb::HostFacts {
             hostname: "worker".into(),
             cpu_model: "Bench CPU".into(),
@@ -277,39 +254,8 @@ async fn worker(url: &str, class: &str) {
         hardware_class: class.to_owned(),
         ..pb::Hello::default()
     };
-    let (tx, mut inbound) = session(url, hello).await.expect("worker session");
-    tokio::spawn(async move {
-        let mut beat = tokio::time::interval(Duration::from_secs(1));
-        loop {
-            let message = tokio::select! {
-                _ = beat.tick() => {
-                    let heartbeat = pb::agent_message::Body::Heartbeat(pb::Heartbeat::default());
-                    if tx.send(pb::AgentMessage { body: Some(heartbeat) }).await.is_err() {
-                        return;
-                    }
-                    continue;
-                }
-                message = inbound.message() => message,
-            };
-            let Ok(Some(message)) = message else { return };
-            let Some(pb::coordinator_message::Body::AssignJob(assign)) = message.body else {
-                continue;
-            };
-            let Some(job) = assign.job else { continue };
-            let report = JobUpdate::Report {
-                section: Box::new(section.clone()),
-            };
-            let event = convert::job_event_to_pb(&job.job_id, 1, &report);
-            let body = pb::agent_message::Body::JobEvent(event);
-            if tx
-                .send(pb::AgentMessage { body: Some(body) })
-                .await
-                .is_err()
-            {
-                return;
-            }
-        }
-    });
+    let session = session(url, hello).await.expect("worker session");
+    hand_agent::answer_every_job(session, Duration::from_secs(1), section);
 }
 
 async fn run(o: &Options) {

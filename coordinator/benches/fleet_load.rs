@@ -143,7 +143,7 @@ async fn simulated_agent(
     let hello = pb::Hello {
         agent_id: id.clone(),
         agent_version: "load".into(),
-        protocol_version: 1,
+        protocol_version: fleetgate_proto::PROTOCOL_VERSION,
         facts: Some(pb::HostFacts {
             hostname: id.clone(),
             cpu_model: "Simulated CPU".into(),

@@ -1,5 +1,6 @@
 //! An agent's state against real coordinators: `fleetgate serve` and `fleetgate agent`
-//! processes on loopback. Outboxes of jobs the coordinator does not know (left from before,
+//! processes on loopback (the agent dials a TCP proxy of ours where the coordinator restarts,
+//! so its coordinator address stays). Outboxes of jobs the coordinator does not know (left from before,
 //! or of a run lost when the coordinator restarted mid-job) are deleted when the agent
 //! connects, the orphaned job is stopped and nothing of it is sent again (the coordinator
 //! logs no event for an unknown job); and a job whose workload would not fit in the memory the
@@ -7,173 +8,31 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fleetgate_common::config::Mode;
 use fleetgate_common::fleet::{JobStatus, Verdict};
-use fleetgate_common::tls::CoordinatorLink;
-use fleetgate_coordinator::client;
-use fleetgate_proto::v1 as pb;
-use support::soak_spec;
+use support::fleet::{
+    Proxy, assert_a_small_run_passes, link, small_run, submit_in_background, submit_within,
+    wait_for_agents, wait_for_soak,
+};
+use support::process::{Process, Serve, agent_command};
+use support::{eventually, soak_spec};
 
-/// Lines a child process wrote on stderr, collected as they come.
-type Lines = Arc<Mutex<Vec<String>>>;
-
-/// A child process (SIGKILL when dropped) and its stderr lines.
-struct Process {
-    child: Child,
-    lines: Lines,
+/// `fleetgate serve` in plaintext with 200 ms heartbeats, once it listens.
+async fn serve() -> Serve {
+    Serve::start(&["--plaintext", "--heartbeat-ms", "200"], None).await
 }
 
-impl Process {
-    fn spawn(mut command: Command) -> Self {
-        let mut child = command
-            .env("NO_COLOR", "1")
-            .env_remove("FLEETGATE_AGENT_TOKEN")
-            .env_remove("FLEETGATE_CLIENT_TOKEN")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let lines = Lines::default();
-        let sink = Arc::clone(&lines);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { return };
-                sink.lock().unwrap().push(line);
-            }
-        });
-        Process { child, lines }
-    }
-
-    fn text(&self) -> String {
-        self.lines.lock().unwrap().join("\n")
-    }
-
-    fn said(&self, wanted: &str) -> bool {
-        self.lines
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|l| l.contains(wanted))
-    }
-
-    /// SIGTERM, then waits (at most 20 s) for the exit.
-    async fn stop(mut self) {
-        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).unwrap();
-        rustix::process::kill_process(pid, rustix::process::Signal::TERM).ok();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while self.child.try_wait().unwrap().is_none() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the process ignored SIGTERM"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        self.child.kill().ok();
-        self.child.wait().ok();
-    }
-}
-
-/// Polls `done` every 20 ms for at most `limit`; panics with `what` and `context()` if it
-/// never holds.
-async fn wait_until(
-    what: &str,
-    limit: Duration,
-    mut done: impl FnMut() -> bool,
-    context: impl Fn() -> String,
-) {
-    let deadline = tokio::time::Instant::now() + limit;
-    while !done() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what} within {limit:?}:\n{}",
-            context()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// `fleetgate serve` in plaintext on `listen`; returns it once it listens, and its address.
-async fn serve(listen: &str) -> (Process, SocketAddr) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_fleetgate"));
+/// A plaintext `fleetgate agent` logging at `info`, its artifact root and state under `dir`.
+fn agent(url: &str, id: &str, dir: &Path, extra: &[&str]) -> Process {
+    let mut command = agent_command(url, id, dir);
     command
-        .args([
-            "serve",
-            "--plaintext",
-            "--heartbeat-ms",
-            "200",
-            "--listen",
-            listen,
-        ])
-        .env("FLEETGATE_LOG", "info");
-    let coordinator = Process::spawn(command);
-    let marker = "Coordinator listening. addr=";
-    wait_until(
-        "the coordinator did not listen",
-        Duration::from_secs(30),
-        || coordinator.said(marker),
-        || coordinator.text(),
-    )
-    .await;
-    let addr = coordinator
-        .lines
-        .lock()
-        .unwrap()
-        .iter()
-        .find_map(|l| l.split_once(marker).map(|(_, a)| a.trim().parse().unwrap()))
-        .unwrap();
-    (coordinator, addr)
-}
-
-fn agent(addr: SocketAddr, id: &str, dir: &Path, extra: &[&str]) -> Process {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_fleetgate"));
-    command
-        .arg("agent")
-        .args(["--coordinator", &format!("http://{addr}"), "--plaintext"])
-        .args(["--agent-id", id, "--reconnect-max-ms", "300"])
-        .arg("--artifact-root")
-        .arg(dir.join("artifacts"))
-        .arg("--state-dir")
-        .arg(dir.join("state"))
+        .arg("--plaintext")
         .args(extra)
         .env("FLEETGATE_LOG", "info");
     Process::spawn(command)
-}
-
-fn link(addr: SocketAddr) -> CoordinatorLink {
-    CoordinatorLink::plaintext(format!("http://{addr}"))
-}
-
-async fn wait_connected(addr: SocketAddr, id: &str, agent: &Process) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(agents) = client::list_agents(&link(addr), None).await
-            && agents
-                .iter()
-                .any(|a| a.agent_id == id && a.state == "connected")
-        {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "agent {id} never registered:\n{}",
-            agent.text()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 fn outbox_files(outbox: &Path) -> Vec<String> {
@@ -199,13 +58,16 @@ async fn outboxes_of_jobs_the_coordinator_does_not_know_are_deleted_and_never_re
     )
     .unwrap();
 
-    let (first, addr) = serve("127.0.0.1:0").await;
-    let steady = agent(addr, "steady", work.path(), &[]);
-    wait_connected(addr, "steady", &steady).await;
-    wait_until(
-        "the stale outbox was not deleted",
+    let first = serve().await;
+    // The agent dials the proxy: its coordinator's address stays while the coordinator
+    // behind it is replaced, and no port is given up for another to take.
+    let proxy = Proxy::start(first.addr).await;
+    let steady = agent(&proxy.url(), "steady", work.path(), &[]);
+    wait_for_agents(&link(&first.url()), None, &["steady"], || steady.text()).await;
+    eventually(
+        "the stale outbox to be deleted",
         Duration::from_secs(30),
-        || !stale.exists(),
+        async || (!stale.exists()).then_some(()),
         || steady.text(),
     )
     .await;
@@ -220,31 +82,15 @@ async fn outboxes_of_jobs_the_coordinator_does_not_know_are_deleted_and_never_re
 
     // A run whose coordinator goes away mid-job: the job keeps running on the agent, and its
     // outbox holds events the next coordinator has never heard of.
-    let events = Arc::new(Mutex::new(Vec::<pb::RunEvent>::new()));
-    let seen = Arc::clone(&events);
-    let submitted = tokio::spawn(async move {
-        client::submit(
-            &link(addr),
-            None,
-            &soak_spec(0.05, Duration::from_secs(300)),
-            &mut |e| seen.lock().unwrap().push(e.clone()),
-        )
-        .await
-    });
-    wait_until(
-        "the soak never started",
-        Duration::from_secs(120),
-        || {
-            events.lock().unwrap().iter().any(|e| {
-                matches!(&e.body, Some(pb::run_event::Body::Progress(p)) if p.phase == "soak" && p.done < p.total)
-            })
-        },
-        || steady.text(),
-    )
-    .await;
+    let (submitted, events) = submit_in_background(
+        link(&first.url()),
+        soak_spec(0.05, Duration::from_secs(300)),
+    );
+    wait_for_soak(&events, "steady", || steady.text()).await;
     let run_id = events.lock().unwrap()[0].run_id.clone();
     let orphan = outbox.join(format!("{run_id}-0.events.jsonl"));
     assert!(orphan.exists(), "{:?}", outbox_files(&outbox));
+    proxy.refuse();
     first.stop().await;
     // The client's stream ends with the coordinator.
     tokio::time::timeout(Duration::from_secs(30), submitted)
@@ -253,12 +99,13 @@ async fn outboxes_of_jobs_the_coordinator_does_not_know_are_deleted_and_never_re
         .unwrap()
         .unwrap_err();
 
-    let (second, _) = serve(&addr.to_string()).await;
-    wait_connected(addr, "steady", &steady).await;
-    wait_until(
-        "the orphaned job's outbox was not deleted",
+    let second = serve().await;
+    proxy.forward_to(second.addr);
+    wait_for_agents(&link(&second.url()), None, &["steady"], || steady.text()).await;
+    eventually(
+        "the orphaned job's outbox to be deleted",
         Duration::from_secs(30),
-        || !orphan.exists(),
+        async || (!orphan.exists()).then_some(()),
         || steady.text(),
     )
     .await;
@@ -271,36 +118,19 @@ async fn outboxes_of_jobs_the_coordinator_does_not_know_are_deleted_and_never_re
     );
     // The orphaned job was stopped (jobs run one at a time, so this run proves the agent is
     // free), and the next run's outbox is gone once acknowledged.
-    let report = tokio::time::timeout(
-        Duration::from_secs(120),
-        client::submit(
-            &link(addr),
-            None,
-            &soak_spec(60.0, Duration::from_secs(60)),
-            &mut |_| {},
-        ),
-    )
-    .await
-    .expect("no report in time")
-    .unwrap();
-    assert_eq!(
-        report.verdict,
-        Verdict::Pass,
-        "{:#?}",
-        report.failure_diagnostics
-    );
-    wait_until(
-        "the finished run's outbox stayed",
+    assert_a_small_run_passes(&link(&second.url())).await;
+    eventually(
+        "the finished run's outbox to be removed",
         Duration::from_secs(10),
-        || outbox_files(&outbox).is_empty(),
+        async || outbox_files(&outbox).is_empty().then_some(()),
         || format!("{:?}", outbox_files(&outbox)),
     )
     .await;
     // Nothing of the orphaned job reached the coordinator: no event for an unknown job.
     assert!(
-        !second.said("Event for an unknown job ignored."),
+        !second.process.said("Event for an unknown job ignored."),
         "{}",
-        second.text()
+        second.process.text()
     );
     steady.stop().await;
     second.stop().await;
@@ -309,25 +139,20 @@ async fn outboxes_of_jobs_the_coordinator_does_not_know_are_deleted_and_never_re
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_that_would_not_fit_in_memory_fails_before_it_starts_and_the_next_one_runs() {
     let work = tempfile::tempdir().unwrap();
-    let (coordinator, addr) = serve("127.0.0.1:0").await;
+    let coordinator = serve().await;
+    let url = coordinator.url();
     let careful = agent(
-        addr,
+        &url,
         "careful",
         work.path(),
         &["--max-job-memory-mib", "64"],
     );
-    wait_connected(addr, "careful", &careful).await;
+    wait_for_agents(&link(&url), None, &["careful"], || careful.text()).await;
 
     let mut big = soak_spec(60.0, Duration::from_secs(60));
     big.workload.mode = Mode::Soak;
     big.workload.allocation_kb = 64 * 1024;
-    let report = tokio::time::timeout(
-        Duration::from_secs(60),
-        client::submit(&link(addr), None, &big, &mut |_| {}),
-    )
-    .await
-    .expect("no report in time")
-    .unwrap();
+    let report = submit_within(&link(&url), &big, Duration::from_secs(60)).await;
     let job = &report.agents["careful"].jobs["gpumemprof_cpu"];
     assert_eq!(job.status, JobStatus::Failed, "{job:?}");
     let reason = "allocation_kb 65536 does not fit in memory: a gpumemprof_cpu job needs 96 MiB \
@@ -352,18 +177,7 @@ async fn a_job_that_would_not_fit_in_memory_fails_before_it_starts_and_the_next_
     );
 
     // A job within the limit runs as usual.
-    let report = tokio::time::timeout(
-        Duration::from_secs(120),
-        client::submit(
-            &link(addr),
-            None,
-            &soak_spec(60.0, Duration::from_secs(60)),
-            &mut |_| {},
-        ),
-    )
-    .await
-    .expect("no report in time")
-    .unwrap();
+    let report = small_run(&link(&url)).await;
     assert_eq!(
         report.agents["careful"].jobs["gpumemprof_cpu"].status,
         JobStatus::Completed

@@ -8,153 +8,25 @@
 mod support;
 
 use std::io::{Read as _, Write as _};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fleetgate_common::fleet::{JobStatus, JobUpdate, Verdict};
+use fleetgate_common::fleet::{JobStatus, Verdict};
 use fleetgate_common::report::RuntimeSection;
 use fleetgate_common::tls::CoordinatorLink;
 use fleetgate_common::{config, convert};
 use fleetgate_coordinator::client;
 use fleetgate_proto::v1 as pb;
-use pb::agent_service_client::AgentServiceClient;
-use pb::run_service_client::RunServiceClient;
-use support::{repo, soak_spec};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use support::cli::{fleetgate_async, text};
+use support::fleet::{link, run_client, submit_in_background, wait_for_agents, wait_for_soak};
+use support::hand_agent::{Session, answer_every_job, session};
+use support::process::{Serve, plaintext_agent};
+use support::{PATIENCE, eventually, soak_spec};
 use tonic::Code;
-
-/// Longest any wait in these tests may take.
-const PATIENCE: Duration = Duration::from_secs(60);
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// A `fleetgate serve` process on an ephemeral loopback port; killed when dropped.
-struct Serve {
-    child: Child,
-    log: PathBuf,
-    addr: String,
-}
-
-impl Serve {
-    /// Starts `fleetgate serve --listen 127.0.0.1:0 <args>`, with at most `nofile` open
-    /// descriptors if given, and waits for it to say where it listens.
-    async fn start(dir: &Path, args: &[&str], nofile: Option<u32>) -> Serve {
-        let log = dir.join(format!("serve-{}.log", args.len()));
-        let stderr = std::fs::File::create(&log).unwrap();
-        let program = env!("CARGO_BIN_EXE_fleetgate");
-        let mut command = match nofile {
-            // The shell lowers its own limit, then becomes the coordinator.
-            Some(n) => {
-                let mut c = Command::new("sh");
-                c.arg("-c")
-                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
-                    .arg(program);
-                c
-            }
-            None => Command::new(program),
-        };
-        command
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(args)
-            .env("FLEETGATE_LOG", "info")
-            .env("NO_COLOR", "1")
-            .env_remove("FLEETGATE_AGENT_TOKEN")
-            .env_remove("FLEETGATE_CLIENT_TOKEN")
-            .stdout(Stdio::null())
-            .stderr(stderr);
-        let child = command.spawn().unwrap();
-        let mut serve = Serve {
-            child,
-            log,
-            addr: String::new(),
-        };
-        serve.addr = eventually("the coordinator to listen", || {
-            serve
-                .log_text()
-                .lines()
-                .find(|l| l.contains("Coordinator listening."))
-                .and_then(|l| l.split("addr=").nth(1))
-                .map(|a| a.trim().to_owned())
-        })
-        .await;
-        serve
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Open descriptors of the coordinator process.
-    fn descriptors(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
-            .unwrap()
-            .count()
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        self.child.kill().ok();
-        self.child.wait().ok();
-    }
-}
-
-/// Polls `check` until it gives a value; panics, naming `what`, after [`PATIENCE`].
-async fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "waited {PATIENCE:?} for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// `fleetgate <args>` from the repository root, off the async runtime.
-async fn fleetgate(args: Vec<String>) -> Output {
-    tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_fleetgate"))
-            .current_dir(repo())
-            .env("FLEETGATE_LOG", "warn")
-            .env("NO_COLOR", "1")
-            .env_remove("FLEETGATE_CLIENT_TOKEN")
-            .env_remove("FLEETGATE_COORDINATOR")
-            .args(&args)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap()
-}
-
-fn args(list: &[&str]) -> Vec<String> {
-    list.iter().map(ToString::to_string).collect()
-}
 
 /// `fleetgate agents --json` against a plaintext coordinator: its agent ids, checking it
 /// answered.
 async fn listed(url: &str) -> Vec<String> {
-    let out = fleetgate(args(&[
-        "agents",
-        "--plaintext",
-        "--coordinator",
-        url,
-        "--json",
-    ]))
-    .await;
+    let out = fleetgate_async(&["agents", "--plaintext", "--coordinator", url, "--json"]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     list.as_array()
@@ -179,7 +51,7 @@ fn hostile_hello(id: &str) -> pb::Hello {
     let hello = pb::Hello {
         agent_id: id.to_owned(),
         agent_version: fact.clone(),
-        protocol_version: 1,
+        protocol_version: fleetgate_proto::PROTOCOL_VERSION,
         facts: Some(pb::HostFacts {
             hostname: fact.clone(),
             os: fact.clone(),
@@ -198,43 +70,16 @@ fn hostile_hello(id: &str) -> pb::Hello {
     hello
 }
 
-/// A hand-driven agent session: the sender of its messages and, once welcomed, its inbound
-/// stream — or the status that refused it.
-async fn session(
-    url: &str,
-    hello: pb::Hello,
-) -> Result<
-    (
-        mpsc::Sender<pb::AgentMessage>,
-        tonic::Streaming<pb::CoordinatorMessage>,
-    ),
-    tonic::Status,
-> {
-    let channel = CoordinatorLink::plaintext(url.to_owned())
-        .endpoint()
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut client = AgentServiceClient::new(channel);
-    let (tx, rx) = mpsc::channel(16);
-    tx.send(pb::AgentMessage {
-        body: Some(pb::agent_message::Body::Hello(hello)),
-    })
-    .await
-    .unwrap();
-    let mut inbound = client.session(ReceiverStream::new(rx)).await?.into_inner();
-    match inbound.message().await?.and_then(|m| m.body) {
-        Some(pb::coordinator_message::Body::Welcome(_)) => Ok((tx, inbound)),
-        other => panic!("no welcome: {other:?}"),
-    }
+/// A plaintext agent session saying `hello`, once welcomed, or the status that refused it.
+async fn plaintext_session(url: &str, hello: pb::Hello) -> Result<Session, tonic::Status> {
+    session(&link(url), None, hello).await
 }
 
 /// An agent that finishes every job it is given at once, with an "unavailable" section.
 async fn instant_agent(url: &str, id: &str) -> tokio::task::JoinHandle<()> {
     let hello = pb::Hello {
         agent_id: id.to_owned(),
-        protocol_version: 1,
+        protocol_version: fleetgate_proto::PROTOCOL_VERSION,
         facts: Some(pb::HostFacts {
             hostname: id.to_owned(),
             cpu_model: "Test CPU".into(),
@@ -243,46 +88,16 @@ async fn instant_agent(url: &str, id: &str) -> tokio::task::JoinHandle<()> {
         }),
         ..pb::Hello::default()
     };
-    let (tx, mut inbound) = session(url, hello).await.unwrap();
-    tokio::spawn(async move {
-        let mut beat = tokio::time::interval(Duration::from_millis(200));
-        loop {
-            let message = tokio::select! {
-                _ = beat.tick() => {
-                    let heartbeat = pb::agent_message::Body::Heartbeat(pb::Heartbeat::default());
-                    if tx.send(pb::AgentMessage { body: Some(heartbeat) }).await.is_err() {
-                        return;
-                    }
-                    continue;
-                }
-                message = inbound.message() => message,
-            };
-            let Ok(Some(message)) = message else { return };
-            let Some(pb::coordinator_message::Body::AssignJob(assign)) = message.body else {
-                continue;
-            };
-            let job_id = assign.job.unwrap().job_id;
-            let report = JobUpdate::Report {
-                section: Box::new(RuntimeSection::unavailable("instant test agent")),
-            };
-            let event = convert::job_event_to_pb(&job_id, 1, &report);
-            let body = pb::agent_message::Body::JobEvent(event);
-            if tx
-                .send(pb::AgentMessage { body: Some(body) })
-                .await
-                .is_err()
-            {
-                return;
-            }
-        }
-    })
+    answer_every_job(
+        plaintext_session(url, hello).await.unwrap(),
+        Duration::from_millis(200),
+        RuntimeSection::unavailable("instant test agent"),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_hellos_and_many_finished_runs_leave_the_coordinator_bounded() {
-    let work = tempfile::tempdir().unwrap();
     let serve = Serve::start(
-        work.path(),
         &[
             "--plaintext",
             "--heartbeat-ms",
@@ -297,15 +112,15 @@ async fn hostile_hellos_and_many_finished_runs_leave_the_coordinator_bounded() {
         None,
     )
     .await;
-    let url = format!("http://{}", serve.addr);
+    let url = serve.url();
     let _worker = instant_agent(&url, "worker").await;
-    let idle_descriptors = serve.descriptors();
+    let idle_descriptors = serve.process.descriptors();
 
     // One over a limit is refused with one line naming the field and the limit.
     let mut over = hostile_hello("over");
     over.labels
         .insert("zz".into(), "v".repeat(convert::MAX_LABEL_VALUE_BYTES));
-    let refused = session(&url, over).await.map(|_| ()).unwrap_err();
+    let refused = plaintext_session(&url, over).await.map(|_| ()).unwrap_err();
     assert_eq!(refused.code(), Code::InvalidArgument);
     assert_eq!(
         refused.message(),
@@ -315,7 +130,7 @@ async fn hostile_hellos_and_many_finished_runs_leave_the_coordinator_bounded() {
     // 200 hostile agents at every limit, each on its own connection, heartbeating.
     let mut hostile = Vec::new();
     for i in 0..200 {
-        let (tx, inbound) = session(&url, hostile_hello(&format!("hostile-{i:03}")))
+        let (tx, inbound) = plaintext_session(&url, hostile_hello(&format!("hostile-{i:03}")))
             .await
             .unwrap();
         let beat = tokio::spawn(async move {
@@ -338,11 +153,11 @@ async fn hostile_hellos_and_many_finished_runs_leave_the_coordinator_bounded() {
     }
     let ids = listed(&url).await;
     assert_eq!(ids.len(), 201, "{ids:?}");
-    assert!(serve.descriptors() >= idle_descriptors + 200);
+    assert!(serve.process.descriptors() >= idle_descriptors + 200);
 
     // Five finished runs on the worker: the last three reports are kept, the first two say
     // they were dropped.
-    let link = CoordinatorLink::plaintext(url.clone());
+    let link = link(&url);
     let mut run_ids = Vec::new();
     for _ in 0..5 {
         let mut spec = soak_spec(60.0, Duration::from_secs(60));
@@ -356,7 +171,7 @@ async fn hostile_hellos_and_many_finished_runs_leave_the_coordinator_bounded() {
         assert_eq!(report.verdict, Verdict::Inconclusive);
         run_ids.push(run_id);
     }
-    let mut runs = RunServiceClient::new(link.endpoint().unwrap().connect().await.unwrap());
+    let mut runs = run_client(&link).await;
     for (i, run_id) in run_ids.iter().enumerate() {
         let fetched = runs
             .get_report(pb::GetReportRequest {
@@ -384,19 +199,35 @@ async fn hostile_hellos_and_many_finished_runs_leave_the_coordinator_bounded() {
         beat.abort();
         drop(inbound);
     }
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        let ids = listed(&url).await;
-        if ids == ["worker"] {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{ids:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    eventually("the coordinator's descriptors to return", || {
-        (serve.descriptors() <= idle_descriptors + 2).then_some(())
-    })
+    let last = std::sync::Mutex::new(Vec::new());
+    eventually(
+        "only the worker to be listed",
+        PATIENCE,
+        async || {
+            let ids = listed(&url).await;
+            let only_worker = ids == ["worker"];
+            *last.lock().unwrap() = ids;
+            only_worker.then_some(())
+        },
+        || format!("{:?}", last.lock().unwrap()),
+    )
     .await;
+    descriptors_back_to(&serve, idle_descriptors + 2).await;
+}
+
+/// Waits (at most [`PATIENCE`]) until the coordinator holds at most `before` descriptors
+/// again, the connections of clients that have gone closed on its side too; the count then.
+async fn descriptors_back_to(serve: &Serve, before: usize) -> usize {
+    eventually(
+        &format!("the coordinator's descriptors to return to {before}"),
+        PATIENCE,
+        async || {
+            let now = serve.process.descriptors();
+            (now <= before).then_some(now)
+        },
+        || serve.process.text(),
+    )
+    .await
 }
 
 /// Reads what the coordinator sends on `socket` (its HTTP/2 settings, say) until it closes
@@ -416,9 +247,7 @@ fn closed_by_peer(mut socket: std::net::TcpStream) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_sockets_are_closed_and_agents_answers_under_a_low_descriptor_limit() {
-    let work = tempfile::tempdir().unwrap();
     let serve = Serve::start(
-        work.path(),
         &[
             "--plaintext",
             "--connection-setup-seconds",
@@ -429,13 +258,14 @@ async fn silent_sockets_are_closed_and_agents_answers_under_a_low_descriptor_lim
         Some(64),
     )
     .await;
-    let url = format!("http://{}", serve.addr);
+    let url = serve.url();
+    let fresh = serve.process.descriptors();
     assert!(listed(&url).await.is_empty());
-    let idle_descriptors = serve.descriptors();
+    let idle_descriptors = descriptors_back_to(&serve, fresh).await;
 
     // More silent sockets than the coordinator has descriptors.
     let silent: Vec<std::net::TcpStream> = (0..100)
-        .map(|_| std::net::TcpStream::connect(&serve.addr).unwrap())
+        .map(|_| std::net::TcpStream::connect(serve.addr).unwrap())
         .collect();
     // A legitimate client still gets its answer.
     assert!(listed(&url).await.is_empty());
@@ -446,31 +276,20 @@ async fn silent_sockets_are_closed_and_agents_answers_under_a_low_descriptor_lim
     .await
     .unwrap();
     assert!(closed.iter().all(|c| c == "closed"), "{closed:?}");
-    eventually("the coordinator's descriptors to return", || {
-        (serve.descriptors() <= idle_descriptors).then_some(())
-    })
-    .await;
+    descriptors_back_to(&serve, idle_descriptors).await;
 
     // A connection that made a call and then sits idle is closed too.
-    let channel = CoordinatorLink::plaintext(url.clone())
-        .endpoint()
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut runs = RunServiceClient::new(channel);
+    let mut runs = run_client(&link(&url)).await;
     runs.list_agents(pb::ListAgentsRequest::default())
         .await
         .unwrap();
-    assert!(serve.descriptors() > idle_descriptors);
-    eventually("the idle connection to be closed", || {
-        (serve.descriptors() <= idle_descriptors).then_some(())
-    })
-    .await;
+    assert!(serve.process.descriptors() > idle_descriptors);
+    descriptors_back_to(&serve, idle_descriptors).await;
     drop(runs);
     assert!(
         serve
-            .log_text()
+            .process
+            .text()
             .contains("Cannot accept connections; retrying.")
     );
 }
@@ -479,17 +298,11 @@ async fn silent_sockets_are_closed_and_agents_answers_under_a_low_descriptor_lim
 async fn stalled_tls_handshakes_are_closed() {
     let work = tempfile::tempdir().unwrap();
     let certs = work.path().join("certs");
-    let made = fleetgate(vec![
-        "certs".into(),
-        "--out".into(),
-        certs.display().to_string(),
-    ])
-    .await;
+    let made = fleetgate_async(&["certs", "--out", &certs.display().to_string()]).await;
     assert_eq!(made.status.code(), Some(0), "{}", text(&made.stderr));
     let path = |name: &str| certs.join(name).display().to_string();
     let (cert, key) = (path("coordinator.pem"), path("coordinator.key"));
     let serve = Serve::start(
-        work.path(),
         &[
             "--tls-cert",
             &cert,
@@ -501,13 +314,15 @@ async fn stalled_tls_handshakes_are_closed() {
         None,
     )
     .await;
-    let url = format!("https://{}", serve.addr);
-    let agents = |url: &str| args(&["agents", "--ca-file", &path("ca.pem"), "--coordinator", url]);
-    assert_eq!(fleetgate(agents(&url)).await.status.code(), Some(0));
-    let idle_descriptors = serve.descriptors();
+    let url = serve.url();
+    let ca = path("ca.pem");
+    let agents = ["agents", "--ca-file", &ca, "--coordinator", &url];
+    let fresh = serve.process.descriptors();
+    assert_eq!(fleetgate_async(&agents).await.status.code(), Some(0));
+    let idle_descriptors = descriptors_back_to(&serve, fresh).await;
     // One socket never speaks; one starts a TLS record and stops.
-    let silent = std::net::TcpStream::connect(&serve.addr).unwrap();
-    let mut stalled = std::net::TcpStream::connect(&serve.addr).unwrap();
+    let silent = std::net::TcpStream::connect(serve.addr).unwrap();
+    let mut stalled = std::net::TcpStream::connect(serve.addr).unwrap();
     stalled
         .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
         .unwrap();
@@ -515,11 +330,9 @@ async fn stalled_tls_handshakes_are_closed() {
         .await
         .unwrap();
     assert_eq!(closed, ["closed", "closed"]);
-    eventually("the coordinator's descriptors to return", || {
-        (serve.descriptors() <= idle_descriptors).then_some(())
-    })
-    .await;
-    assert_eq!(fleetgate(agents(&url)).await.status.code(), Some(0));
+    descriptors_back_to(&serve, idle_descriptors).await;
+    assert_eq!(fleetgate_async(&agents).await.status.code(), Some(0));
+    descriptors_back_to(&serve, idle_descriptors).await;
 
     // A TLS connection that made a call is established: it outlives the setup limit (it is
     // only closed when idle, after 60 s).
@@ -530,132 +343,48 @@ async fn stalled_tls_handshakes_are_closed() {
     .unwrap()
     .client_tls(None)
     .unwrap();
-    let channel = CoordinatorLink::with_tls(url.clone(), tls)
-        .endpoint()
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut runs = RunServiceClient::new(channel);
+    let mut runs = run_client(&CoordinatorLink::with_tls(url.clone(), tls)).await;
     runs.list_agents(pb::ListAgentsRequest::default())
         .await
         .unwrap();
-    let open = serve.descriptors();
+    let open = serve.process.descriptors();
     assert!(open > idle_descriptors);
     tokio::time::sleep(Duration::from_secs(4)).await;
-    assert_eq!(serve.descriptors(), open);
+    assert_eq!(serve.process.descriptors(), open);
     runs.list_agents(pb::ListAgentsRequest::default())
         .await
         .unwrap();
-}
-
-/// A `fleetgate agent` process; killed when dropped.
-struct AgentProcess(Child);
-
-impl AgentProcess {
-    fn start(url: &str, id: &str, dir: &Path, extra: &[&str]) -> Self {
-        let child = Command::new(env!("CARGO_BIN_EXE_fleetgate"))
-            .arg("agent")
-            .args(["--coordinator", url, "--agent-id", id, "--plaintext"])
-            .args(["--reconnect-max-ms", "300"])
-            .arg("--artifact-root")
-            .arg(dir.join("artifacts"))
-            .arg("--state-dir")
-            .arg(dir.join("state"))
-            .args(extra)
-            .env("FLEETGATE_LOG", "warn")
-            .env("NO_COLOR", "1")
-            .env_remove("FLEETGATE_AGENT_TOKEN")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        AgentProcess(child)
-    }
-
-    /// Waits (at most [`PATIENCE`]) for the agent to stop; its exit code and stderr.
-    async fn exit(mut self) -> (Option<i32>, String) {
-        tokio::task::spawn_blocking(move || {
-            let deadline = std::time::Instant::now() + PATIENCE;
-            let status = loop {
-                if let Some(status) = self.0.try_wait().unwrap() {
-                    break status;
-                }
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "the agent did not stop"
-                );
-                std::thread::sleep(Duration::from_millis(50));
-            };
-            let mut stderr = String::new();
-            self.0
-                .stderr
-                .take()
-                .unwrap()
-                .read_to_string(&mut stderr)
-                .unwrap();
-            (status.code(), stderr)
-        })
-        .await
-        .unwrap()
-    }
-}
-
-impl Drop for AgentProcess {
-    fn drop(&mut self) {
-        self.0.kill().ok();
-        self.0.wait().ok();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_agent_with_the_same_id_is_refused_and_the_first_keeps_its_run() {
     let work = tempfile::tempdir().unwrap();
-    let serve = Serve::start(work.path(), &["--plaintext", "--heartbeat-ms", "200"], None).await;
-    let url = format!("http://{}", serve.addr);
-    let _first = AgentProcess::start(&url, "twin", &work.path().join("first"), &[]);
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while listed(&url).await != ["twin"] {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "twin never registered"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let serve = Serve::start(&["--plaintext", "--heartbeat-ms", "200"], None).await;
+    let url = serve.url();
+    let first = plaintext_agent(&url, "twin", &work.path().join("first"), &[]);
+    wait_for_agents(&link(&url), None, &["twin"], || first.text()).await;
 
     // A run on the first agent, followed until its soak is under way.
-    let link = CoordinatorLink::plaintext(url.clone());
-    let progress = Arc::new(Mutex::new(0_usize));
-    let seen = Arc::clone(&progress);
-    let run = tokio::spawn(async move {
-        client::submit(
-            &link,
-            None,
-            &soak_spec(0.05, Duration::from_secs(120)),
-            &mut |e| {
-                if matches!(&e.body, Some(pb::run_event::Body::Progress(p)) if p.phase == "soak") {
-                    *seen.lock().unwrap() += 1;
-                }
-            },
-        )
-        .await
-    });
-    eventually("the first agent's soak", || {
-        (*progress.lock().unwrap() > 0).then_some(())
-    })
-    .await;
+    let (run, events) = submit_in_background(link(&url), soak_spec(0.05, Duration::from_secs(120)));
+    wait_for_soak(&events, "twin", || first.text()).await;
 
     // The clone is refused and stops; both sides name the id and the other's address.
-    let (code, stderr) = AgentProcess::start(&url, "twin", &work.path().join("second"), &[])
+    let (code, stderr) = plaintext_agent(&url, "twin", &work.path().join("second"), &[])
         .exit()
         .await;
     assert_eq!(code, Some(1), "{stderr}");
     let line = serve
-        .log_text()
+        .process
+        .text()
         .lines()
         .find(|l| l.contains("Agent refused: its id already has a live session from another peer."))
         .map(str::to_owned)
-        .unwrap_or_else(|| panic!("no refusal in the coordinator's log:\n{}", serve.log_text()));
+        .unwrap_or_else(|| {
+            panic!(
+                "no refusal in the coordinator's log:\n{}",
+                serve.process.text()
+            )
+        });
     let field = |name: &str| {
         line.split(&format!(" {name}="))
             .nth(1)
@@ -733,14 +462,15 @@ async fn run_bounds_and_hello_limits_are_refused_with_exact_lines() {
     ] {
         let work = tempfile::tempdir().unwrap();
         let out = work.path().join("report.json");
-        let refused = fleetgate(vec![
-            "run".into(),
-            flag.into(),
-            value.into(),
-            "--output".into(),
-            out.display().to_string(),
-            "--artifact-root".into(),
-            work.path().join("artifacts").display().to_string(),
+        let artifacts = work.path().join("artifacts");
+        let refused = fleetgate_async(&[
+            "run",
+            flag,
+            value,
+            "--output",
+            &out.display().to_string(),
+            "--artifact-root",
+            &artifacts.display().to_string(),
         ])
         .await;
         assert_eq!(refused.status.code(), Some(2), "{flag} {value}");
@@ -751,10 +481,10 @@ async fn run_bounds_and_hello_limits_are_refused_with_exact_lines() {
 
     // Remotely: INVALID_ARGUMENT naming the field, and the coordinator carries on.
     let work = tempfile::tempdir().unwrap();
-    let serve = Serve::start(work.path(), &["--plaintext"], None).await;
-    let url = format!("http://{}", serve.addr);
-    let link = CoordinatorLink::plaintext(url.clone());
-    let mut runs = RunServiceClient::new(link.endpoint().unwrap().connect().await.unwrap());
+    let serve = Serve::start(&["--plaintext"], None).await;
+    let url = serve.url();
+    let link = link(&url);
+    let mut runs = run_client(&link).await;
     let valid = pb::SubmitRunRequest::from(&soak_spec(60.0, Duration::from_secs(60)));
     for (change, line) in [
         (
@@ -780,7 +510,7 @@ async fn run_bounds_and_hello_limits_are_refused_with_exact_lines() {
 
     // An agent whose labels are over a limit is refused and stops, saying which.
     let value = "v".repeat(300);
-    let (code, stderr) = AgentProcess::start(
+    let (code, stderr) = plaintext_agent(
         &url,
         "labelled",
         work.path(),

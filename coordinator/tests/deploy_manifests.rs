@@ -3,12 +3,16 @@
 //! compose fleet's secrets, made by `make-secrets.sh` into a temporary folder, are readable by
 //! whom they should be.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 
 use serde_yaml::Value;
+use support::cli::{clean, text};
+use support::repo;
 
 fn deploy() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
+    repo().join("deploy")
 }
 
 fn documents(file: &str) -> Vec<Value> {
@@ -26,15 +30,18 @@ fn get<'a>(v: &'a Value, path: &str) -> &'a Value {
         })
 }
 
+/// Every document of every manifest, with its file's name, in name order.
 fn all() -> Vec<(String, Value)> {
-    let mut docs = Vec::new();
-    for entry in std::fs::read_dir(deploy().join("k8s")).unwrap() {
-        let name = entry.unwrap().file_name().into_string().unwrap();
-        if name.ends_with(".yaml") {
-            docs.extend(documents(&name).into_iter().map(|d| (name.clone(), d)));
-        }
-    }
-    docs
+    let mut names: Vec<String> = std::fs::read_dir(deploy().join("k8s"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name.ends_with(".yaml"))
+        .collect();
+    names.sort();
+    names
+        .into_iter()
+        .flat_map(|name| documents(&name).into_iter().map(move |d| (name.clone(), d)))
+        .collect()
 }
 
 #[test]
@@ -381,16 +388,12 @@ fn make_secrets(dir: &Path, uid: Option<u32>) {
         }
         None => std::process::Command::new(&script),
     };
-    let out = command
+    let out = clean(&mut command)
         .arg(dir)
         .env("FLEETGATE_BIN", env!("CARGO_BIN_EXE_fleetgate"))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
 }
 
 /// (mode, uid, gid) of every file in `dir`, by name.

@@ -1,168 +1,50 @@
 //! The fleet over real gRPC on loopback sockets: a coordinator served in the test, agents as
 //! real `fleetgate agent` processes whose jobs run in real worker processes, and a TCP proxy of
-//! our own where a test needs to cut a connection. Nothing of ours is mocked.
+//! our own where a test needs to cut a connection or to keep the agents' coordinator address
+//! while the coordinator behind it restarts. Nothing of ours is mocked. These tests are about
+//! dispatch and faults, so they run in plaintext (asked for explicitly); TLS is exercised by
+//! the rogue-peer test and the embedded default.
 
 mod support;
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fleetgate_common::fleet::{AgentStatus, JobStatus, Verdict};
 use fleetgate_common::report::Report;
-use fleetgate_common::run::RunSpec;
-use fleetgate_common::tls::CoordinatorLink;
 use fleetgate_coordinator::client;
 use fleetgate_coordinator::plan::RunError;
-use fleetgate_coordinator::registry::CoordinatorSettings;
-use fleetgate_coordinator::service::{self, Coordinator};
 use fleetgate_proto::v1 as pb;
-use support::soak_spec;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
-
-const HEARTBEAT: Duration = Duration::from_millis(200);
-
-async fn coordinator_on(listener: TcpListener) -> Coordinator {
-    let settings = CoordinatorSettings {
-        heartbeat_interval: HEARTBEAT,
-        sweep_interval: Duration::from_millis(50),
-        ..CoordinatorSettings::default()
-    };
-    service::serve(listener, settings, CancellationToken::new()).unwrap()
-}
-
-/// These tests are about dispatch and faults, so they run in plaintext (asked for explicitly);
-/// TLS is exercised by the rogue-peer test and the embedded default.
-fn link(url: &str) -> CoordinatorLink {
-    CoordinatorLink::plaintext(url.to_owned())
-}
-
-async fn coordinator() -> Coordinator {
-    coordinator_on(TcpListener::bind("127.0.0.1:0").await.unwrap()).await
-}
-
-/// A `fleetgate agent` process; killed when dropped.
-struct AgentProcess {
-    child: Child,
-}
-
-impl AgentProcess {
-    fn start(url: &str, id: &str, dir: &Path, extra: &[&str]) -> Self {
-        let child = Command::new(env!("CARGO_BIN_EXE_fleetgate"))
-            .arg("agent")
-            .args([
-                "--coordinator",
-                url,
-                "--agent-id",
-                id,
-                "--reconnect-max-ms",
-                "300",
-                "--plaintext",
-            ])
-            .arg("--artifact-root")
-            .arg(dir.join(id).join("artifacts"))
-            .arg("--state-dir")
-            .arg(dir.join(id).join("state"))
-            .args(extra)
-            .env("FLEETGATE_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        AgentProcess { child }
-    }
-
-    fn kill(&mut self) {
-        self.child.kill().ok(); // SIGKILL
-        self.child.wait().ok();
-    }
-}
-
-impl Drop for AgentProcess {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-async fn wait_for_agents(url: &str, ids: &[&str]) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(agents) = client::list_agents(&link(url), None).await {
-            let connected: Vec<&str> = agents
-                .iter()
-                .filter(|a| a.state == "connected")
-                .map(|a| a.agent_id.as_str())
-                .collect();
-            if ids.iter().all(|id| connected.contains(id)) {
-                return;
-            }
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "agents {ids:?} never registered"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Every event a background submission has seen.
-type SeenEvents = Arc<Mutex<Vec<pb::RunEvent>>>;
-
-/// Submits in the background, recording every event.
-fn submit(url: String, spec: RunSpec) -> (JoinHandle<Result<Report, RunError>>, SeenEvents) {
-    let events = Arc::new(Mutex::new(Vec::new()));
-    let seen = Arc::clone(&events);
-    let task = tokio::spawn(async move {
-        client::submit(&link(&url), None, &spec, &mut |e| {
-            seen.lock().unwrap().push(e.clone())
-        })
-        .await
-    });
-    (task, events)
-}
-
-/// Waits until `agent` reported soak progress.
-async fn wait_for_soak(events: &Mutex<Vec<pb::RunEvent>>, agent: &str) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        let started = events.lock().unwrap().iter().any(|e| {
-            matches!(&e.body, Some(pb::run_event::Body::Progress(p)) if p.agent_id == agent && p.phase == "soak" && p.done < p.total)
-        });
-        if started {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{agent} never started its soak"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+use support::fleet::{
+    Proxy, Refused, assert_a_small_run_passes, fast_settings, in_process, link, run_client,
+    submit_in_background, submit_within, wait_for_agents, wait_for_soak,
+};
+use support::process::plaintext_agent;
+use support::{eventually, soak_spec};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_agents_make_one_fleet_report() {
     let work = tempfile::tempdir().unwrap();
-    let coordinator = coordinator().await;
+    let coordinator = in_process(fast_settings()).await;
     let url = coordinator.url();
-    let _agents = [
-        AgentProcess::start(&url, "a1", work.path(), &["--label", "zone=east"]),
-        AgentProcess::start(&url, "a2", work.path(), &["--label", "zone=east"]),
-        AgentProcess::start(&url, "a3", work.path(), &["--hardware-class", "lab-box"]),
+    let dir = |id: &str| work.path().join(id);
+    let agents = [
+        plaintext_agent(&url, "a1", &dir("a1"), &["--label", "zone=east"]),
+        plaintext_agent(&url, "a2", &dir("a2"), &["--label", "zone=east"]),
+        plaintext_agent(&url, "a3", &dir("a3"), &["--hardware-class", "lab-box"]),
     ];
-    wait_for_agents(&url, &["a1", "a2", "a3"]).await;
+    wait_for_agents(&link(&url), None, &["a1", "a2", "a3"], || {
+        agents
+            .iter()
+            .map(|a| a.text())
+            .collect::<Vec<_>>()
+            .join("\n")
+    })
+    .await;
 
     let mut run = soak_spec(60.0, Duration::from_secs(120));
     run.selection.min_agents = 3;
-    let report = tokio::time::timeout(
-        Duration::from_secs(180),
-        client::submit(&link(&url), None, &run, &mut |_| {}),
-    )
-    .await
-    .expect("no report in time")
-    .unwrap();
+    let report = submit_within(&link(&url), &run, Duration::from_secs(180)).await;
     assert_eq!(
         report.verdict,
         Verdict::Pass,
@@ -220,18 +102,19 @@ async fn three_agents_make_one_fleet_report() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_killed_mid_soak_makes_the_run_inconclusive_by_its_deadline() {
     let work = tempfile::tempdir().unwrap();
-    let coordinator = coordinator().await;
+    let coordinator = in_process(fast_settings()).await;
     let url = coordinator.url();
-    let mut victim = AgentProcess::start(&url, "victim", work.path(), &[]);
+    let dir = |id: &str| work.path().join(id);
+    let mut victim = plaintext_agent(&url, "victim", &dir("victim"), &[]);
     let _others = [
-        AgentProcess::start(&url, "b1", work.path(), &[]),
-        AgentProcess::start(&url, "b2", work.path(), &[]),
+        plaintext_agent(&url, "b1", &dir("b1"), &[]),
+        plaintext_agent(&url, "b2", &dir("b2"), &[]),
     ];
-    wait_for_agents(&url, &["victim", "b1", "b2"]).await;
+    wait_for_agents(&link(&url), None, &["victim", "b1", "b2"], || victim.text()).await;
     // 0.1 s → 216,000 samples: about a second, long enough to be killed in the middle.
     let started = tokio::time::Instant::now();
-    let (task, events) = submit(url.clone(), soak_spec(0.1, Duration::from_secs(25)));
-    wait_for_soak(&events, "victim").await;
+    let (task, events) = submit_in_background(link(&url), soak_spec(0.1, Duration::from_secs(25)));
+    wait_for_soak(&events, "victim", || victim.text()).await;
     victim.kill();
     let report = tokio::time::timeout(Duration::from_secs(120), task)
         .await
@@ -269,87 +152,31 @@ async fn an_agent_killed_mid_soak_makes_the_run_inconclusive_by_its_deadline() {
     coordinator.shutdown().await;
 }
 
-/// A TCP proxy that can cut every connection and refuse new ones for a while.
-struct Proxy {
-    addr: std::net::SocketAddr,
-    cut: Arc<tokio::sync::Notify>,
-    blocked: Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl Proxy {
-    async fn start(upstream: std::net::SocketAddr) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let cut = Arc::new(tokio::sync::Notify::new());
-        let blocked = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (c, b) = (Arc::clone(&cut), Arc::clone(&blocked));
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut inbound, _)) = listener.accept().await else {
-                    return;
-                };
-                if b.load(std::sync::atomic::Ordering::SeqCst) {
-                    continue; // dropped: the connection is refused
-                }
-                let c = Arc::clone(&c);
-                tokio::spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect(upstream).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        () = c.notified() => {}
-                    }
-                });
-            }
-        });
-        Proxy { addr, cut, blocked }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// Cuts every open connection and refuses new ones until [`Proxy::restore`].
-    fn cut(&self) {
-        self.blocked
-            .store(true, std::sync::atomic::Ordering::SeqCst);
-        self.cut.notify_waiters();
-    }
-
-    fn restore(&self) {
-        self.blocked
-            .store(false, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_connection_that_comes_back_delivers_everything_once() {
     let work = tempfile::tempdir().unwrap();
-    let coordinator = coordinator().await;
+    let coordinator = in_process(fast_settings()).await;
     let url = coordinator.url();
     let proxy = Proxy::start(coordinator.addr).await;
-    let _agent = AgentProcess::start(&proxy.url(), "flaky", work.path(), &[]);
-    wait_for_agents(&url, &["flaky"]).await;
-    let (task, events) = submit(url.clone(), soak_spec(0.05, Duration::from_secs(90)));
-    wait_for_soak(&events, "flaky").await;
+    let agent = plaintext_agent(&proxy.url(), "flaky", &work.path().join("flaky"), &[]);
+    wait_for_agents(&link(&url), None, &["flaky"], || agent.text()).await;
+    let (task, events) = submit_in_background(link(&url), soak_spec(0.05, Duration::from_secs(90)));
+    wait_for_soak(&events, "flaky", || agent.text()).await;
     proxy.cut();
     // Longer than the heartbeat expiry (3 × 200 ms): the coordinator marks the agent lost.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let agents = client::list_agents(&link(&url), None).await.unwrap();
-        if agents
-            .iter()
-            .any(|a| a.agent_id == "flaky" && a.state == "lost")
-        {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the agent was never marked lost"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        "the agent to be marked lost",
+        Duration::from_secs(10),
+        async || {
+            let agents = client::list_agents(&link(&url), None).await.unwrap();
+            agents
+                .iter()
+                .any(|a| a.agent_id == "flaky" && a.state == "lost")
+                .then_some(())
+        },
+        || agent.text(),
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     proxy.restore();
     let report = tokio::time::timeout(Duration::from_secs(120), task)
@@ -379,14 +206,16 @@ async fn a_dropped_connection_that_comes_back_delivers_everything_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_coordinator_restart_fails_the_client_clearly_and_agents_come_back() {
     let work = tempfile::tempdir().unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let first = coordinator_on(listener).await;
+    let first = in_process(fast_settings()).await;
     let url = first.url();
-    let _agent = AgentProcess::start(&url, "steady", work.path(), &[]);
-    wait_for_agents(&url, &["steady"]).await;
-    let (task, events) = submit(url.clone(), soak_spec(0.05, Duration::from_secs(90)));
-    wait_for_soak(&events, "steady").await;
+    // The agent dials the proxy: its coordinator's address stays while the coordinator
+    // behind it is replaced, and no port is given up for another to take.
+    let proxy = Proxy::start(first.addr).await;
+    let agent = plaintext_agent(&proxy.url(), "steady", &work.path().join("steady"), &[]);
+    wait_for_agents(&link(&url), None, &["steady"], || agent.text()).await;
+    let (task, events) = submit_in_background(link(&url), soak_spec(0.05, Duration::from_secs(90)));
+    wait_for_soak(&events, "steady", || agent.text()).await;
+    proxy.refuse();
     first.shutdown().await;
     // The client gets a clear failure, promptly.
     let outcome = tokio::time::timeout(Duration::from_secs(30), task)
@@ -397,35 +226,21 @@ async fn a_coordinator_restart_fails_the_client_clearly_and_agents_come_back() {
         Err(RunError::Unreachable(message)) => assert!(message.contains(&url), "{message}"),
         other => panic!("expected a clear unreachable error, got {other:?}"),
     }
-    // A new coordinator on the same address: the agent reconnects on its own and runs again.
-    let second = coordinator_on(TcpListener::bind(addr).await.unwrap()).await;
-    wait_for_agents(&url, &["steady"]).await;
-    let report = tokio::time::timeout(
-        Duration::from_secs(120),
-        client::submit(
-            &link(&url),
-            None,
-            &soak_spec(60.0, Duration::from_secs(60)),
-            &mut |_| {},
-        ),
-    )
-    .await
-    .expect("no report in time")
-    .unwrap();
-    assert_eq!(
-        report.verdict,
-        Verdict::Pass,
-        "{:#?}",
-        report.failure_diagnostics
-    );
+    // A new coordinator at the agent's coordinator address: the agent reconnects on its own
+    // and runs again.
+    let second = in_process(fast_settings()).await;
+    let url = second.url();
+    proxy.forward_to(second.addr);
+    wait_for_agents(&link(&url), None, &["steady"], || agent.text()).await;
+    assert_a_small_run_passes(&link(&url)).await;
     second.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_coordinator_is_a_clear_error() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    drop(listener);
+    // Nothing listens there, and nothing can while the test runs.
+    let nowhere = Refused::new();
+    let url = format!("http://{}", nowhere.addr);
     match client::submit(
         &link(&url),
         None,
@@ -447,34 +262,33 @@ async fn an_unreachable_coordinator_is_a_clear_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_whose_client_goes_away_is_cancelled_on_its_agents() {
     let work = tempfile::tempdir().unwrap();
-    let coordinator = coordinator().await;
+    let coordinator = in_process(fast_settings()).await;
     let url = coordinator.url();
-    let _agent = AgentProcess::start(&url, "c1", work.path(), &[]);
-    wait_for_agents(&url, &["c1"]).await;
-    let (task, events) = submit(url.clone(), soak_spec(0.05, Duration::from_secs(90)));
-    wait_for_soak(&events, "c1").await;
+    let agent = plaintext_agent(&url, "c1", &work.path().join("c1"), &[]);
+    wait_for_agents(&link(&url), None, &["c1"], || agent.text()).await;
+    let (task, events) = submit_in_background(link(&url), soak_spec(0.05, Duration::from_secs(90)));
+    wait_for_soak(&events, "c1", || agent.text()).await;
     let run_id = events.lock().unwrap()[0].run_id.clone();
     task.abort();
-    let mut runs = pb::run_service_client::RunServiceClient::connect(url.clone())
-        .await
-        .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let report: Report = loop {
-        match runs
+    let mut runs = run_client(&link(&url)).await;
+    let report: Report = eventually(
+        "the abandoned run to end",
+        Duration::from_secs(30),
+        async || match runs
             .get_report(pb::GetReportRequest {
                 run_id: run_id.clone(),
             })
             .await
         {
-            Ok(r) => break serde_json::from_str(&r.into_inner().report_json).unwrap(),
-            Err(status) => assert_eq!(status.code(), tonic::Code::NotFound),
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the abandoned run never ended"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+            Ok(r) => Some(serde_json::from_str(&r.into_inner().report_json).unwrap()),
+            Err(status) => {
+                assert_eq!(status.code(), tonic::Code::NotFound);
+                None
+            }
+        },
+        || agent.text(),
+    )
+    .await;
     assert_eq!(report.verdict, Verdict::Inconclusive);
     let job = &report.agents["c1"].jobs["gpumemprof_cpu"];
     assert_eq!(job.status, JobStatus::Cancelled);
@@ -483,37 +297,24 @@ async fn a_run_whose_client_goes_away_is_cancelled_on_its_agents() {
         Some("the client that submitted the run went away")
     );
     // The agent stopped the job and takes the next run.
-    let next = client::submit(
-        &link(&url),
-        None,
-        &soak_spec(60.0, Duration::from_secs(60)),
-        &mut |_| {},
-    )
-    .await
-    .unwrap();
-    assert_eq!(
-        next.verdict,
-        Verdict::Pass,
-        "{:#?}",
-        next.failure_diagnostics
-    );
+    assert_a_small_run_passes(&link(&url)).await;
     coordinator.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scratch_root_the_agent_does_not_allow_fails_the_job_and_nothing_is_touched() {
     let work = tempfile::tempdir().unwrap();
-    let coordinator = coordinator().await;
+    let coordinator = in_process(fast_settings()).await;
     let url = coordinator.url();
     let allowed = work.path().join("shm");
     let allow = allowed.display().to_string();
-    let _agent = AgentProcess::start(
+    let agent = plaintext_agent(
         &url,
         "careful",
-        work.path(),
+        &work.path().join("careful"),
         &["--allow-scratch-root", &allow],
     );
-    wait_for_agents(&url, &["careful"]).await;
+    wait_for_agents(&link(&url), None, &["careful"], || agent.text()).await;
     // A coordinator's scratch root is remote input: one outside the agent's allowed roots, or
     // one that climbs out of it, fails the job before anything is written or cleared.
     let victim = work.path().join("victim");

@@ -2,25 +2,21 @@
 //! loaded through nvml-wrapper's library-path option) simulates the GPUs — the only stand-in in
 //! these tests; everything else is the real binary, real gRPC and real worker processes.
 
-#[path = "support/relaxed_budgets.rs"]
-mod relaxed_budgets;
+mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::Duration;
+use std::path::Path;
+use std::process::Output;
 
 use fleetgate_common::fleet::Verdict;
 use fleetgate_common::report::{Report, RuntimeStatus};
+use support::cli::fleetgate_command;
+use support::fleet::{in_process, link, wait_for_agents};
+use support::process::{Process, agent_command};
+use support::relaxed_budgets;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// `fleetgate` with the stand-in simulating `gpus` GPUs, controlled through `control`.
-fn fleetgate(args: &[&str], gpus: &str, control: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fleetgate"))
-        .current_dir(repo())
-        .env("FLEETGATE_LOG", "warn")
+/// `fleetgate ARGS` with the stand-in simulating `gpus` GPUs, controlled through `control`.
+fn fleetgate_with_gpus(args: &[&str], gpus: &str, control: &Path) -> Output {
+    fleetgate_command()
         .env("FLEETGATE_NVML_LIBRARY", fleetgate_nvml_standin::LIBRARY)
         .env("NVML_STANDIN_DEVICES", gpus)
         .env("NVML_STANDIN_CONTROL", control)
@@ -36,7 +32,7 @@ fn run_cuda(work: &Path, mode: &str, gpus: &str, control_lines: &str) -> (Output
     let out = work.join("report.json");
     let artifacts = work.join("artifacts");
     let budgets = relaxed_budgets::relaxed_overhead_budgets(work);
-    let result = fleetgate(
+    let result = fleetgate_with_gpus(
         &[
             "run",
             "--runtimes",
@@ -214,9 +210,7 @@ fn hosts_without_a_usable_gpu_report_the_runtime_unavailable() {
 
     // No NVML library at all: the same, with the loader's reason; nothing crashes.
     let out = work.path().join("none.json");
-    let result = Command::new(env!("CARGO_BIN_EXE_fleetgate"))
-        .current_dir(repo())
-        .env("FLEETGATE_LOG", "warn")
+    let result = fleetgate_command()
         .env(
             "FLEETGATE_NVML_LIBRARY",
             work.path().join("libnvidia-ml.so.missing"),
@@ -258,52 +252,21 @@ fn an_agent_reports_its_two_simulated_gpus_to_the_coordinator() {
     let work = tempfile::tempdir().unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let coordinator = fleetgate_coordinator::service::serve(
-            listener,
-            fleetgate_coordinator::registry::CoordinatorSettings::default(),
-            tokio_util::sync::CancellationToken::new(),
-        )
-        .unwrap();
+        let coordinator =
+            in_process(fleetgate_coordinator::registry::CoordinatorSettings::default()).await;
         let url = coordinator.url();
-        let mut agent = Command::new(env!("CARGO_BIN_EXE_fleetgate"))
-            .args([
-                "agent",
-                "--plaintext",
-                "--coordinator",
-                &url,
-                "--agent-id",
-                "gpu-box",
-            ])
-            .arg("--artifact-root")
-            .arg(work.path().join("a"))
-            .arg("--state-dir")
-            .arg(work.path().join("s"))
-            .env("FLEETGATE_LOG", "warn")
+        let mut command = agent_command(&url, "gpu-box", work.path());
+        command
+            .arg("--plaintext")
             .env("FLEETGATE_NVML_LIBRARY", fleetgate_nvml_standin::LIBRARY)
-            .env("NVML_STANDIN_DEVICES", "2")
-            .stdout(Stdio::null())
-            .spawn()
+            .env("NVML_STANDIN_DEVICES", "2");
+        let mut agent = Process::spawn(command);
+        let agents = wait_for_agents(&link(&url), None, &["gpu-box"], || agent.text()).await;
+        agent.kill();
+        let summary = agents
+            .into_iter()
+            .find(|a| a.agent_id == "gpu-box")
             .unwrap();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        let summary = loop {
-            let agents = fleetgate_coordinator::client::list_agents(
-                &fleetgate_common::tls::CoordinatorLink::plaintext(url.clone()),
-                None,
-            )
-            .await
-            .unwrap_or_default();
-            if let Some(a) = agents.into_iter().find(|a| a.agent_id == "gpu-box") {
-                break a;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the agent never registered"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
-        agent.kill().ok();
-        agent.wait().ok();
         let facts = summary.facts.unwrap();
         assert_eq!(facts.gpus.len(), 2);
         assert_eq!(facts.gpus[0].memory_total_bytes, 81_559 << 20);

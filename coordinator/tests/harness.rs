@@ -1,26 +1,14 @@
 //! The `fleetgate run` harness end to end, through the real binary, and the behaviours the
 //! shipped gate assets must catch.
 
-#[path = "support/cli.rs"]
-mod cli;
-#[path = "support/relaxed_budgets.rs"]
-mod relaxed_budgets;
-
-use cli::{fleetgate, repo, text};
+mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use fleetgate_common::report::Report;
-
-/// A run small enough for a test: 50 workload steps and a 60 s sampling interval, so the `pr`
-/// soak is 360 samples and the overhead scenario emits 1 sample.
-const TINY: [&str; 4] = [
-    "--iterations",
-    "50",
-    "--set",
-    "gpumemprof_cpu.sampling_interval_seconds=60",
-];
+use support::cli::{fleetgate, fleetgate_command, text, tiny_run};
+use support::{assert_matches_schema, relaxed_budgets, repo};
 
 #[test]
 fn a_tiny_run_writes_a_report_that_matches_the_schema_and_its_summaries() {
@@ -30,16 +18,9 @@ fn a_tiny_run_writes_a_report_that_matches_the_schema_and_its_summaries() {
     let junit = work.path().join("junit.xml");
     let artifacts = work.path().join("artifacts");
     let budgets = relaxed_budgets::relaxed_overhead_budgets(work.path());
-    let mut args = vec![
-        "run",
-        "--mode",
-        "all",
-        "--check",
-        "--runtimes",
-        "gpumemprof_cpu",
-    ];
-    args.extend_from_slice(&TINY);
+    let mut args = tiny_run("all", "gpumemprof_cpu");
     args.extend_from_slice(&[
+        "--check",
         "--budgets",
         budgets.to_str().unwrap(),
         "--output",
@@ -61,19 +42,7 @@ fn a_tiny_run_writes_a_report_that_matches_the_schema_and_its_summaries() {
     );
 
     let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
-    let schema: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(repo().join("docs/report-v0.4.schema.json")).unwrap(),
-    )
-    .unwrap();
-    let validator = jsonschema::validator_for(&schema).unwrap();
-    let errors: Vec<String> = validator
-        .iter_errors(&report)
-        .map(|e| format!("{e} at {}", e.instance_path()))
-        .collect();
-    assert!(
-        errors.is_empty(),
-        "report does not match the schema: {errors:#?}"
-    );
+    assert_matches_schema(&report);
 
     assert_eq!(report["passed"], true);
     assert_eq!(report["verdict"], "pass");
@@ -328,16 +297,9 @@ fn a_failed_gate_is_exit_4_with_check_and_names_the_next_knob() {
     let path = write(work.path(), "tight.json", &budgets.to_string());
     let out = work.path().join("r.json");
     let artifacts = work.path().join("a");
-    let mut args = vec![
-        "run",
-        "--mode",
-        "soak",
-        "--check",
-        "--runtimes",
-        "gpumemprof_cpu",
-    ];
-    args.extend_from_slice(&TINY);
+    let mut args = tiny_run("soak", "gpumemprof_cpu");
     args.extend_from_slice(&[
+        "--check",
         "--budgets",
         path.to_str().unwrap(),
         "--output",
@@ -376,12 +338,10 @@ fn a_failed_gate_is_exit_4_with_check_and_names_the_next_knob() {
     assert_eq!(fleetgate(&args).status.code(), Some(0));
 }
 
-/// `fleetgate run` with `TENSORFLOW_DIR` set to `tensorflow_dir` (None: as the test runs).
+/// `fleetgate ARGS` with `TENSORFLOW_DIR` set to `tensorflow_dir` (None: as the test runs).
 fn fleetgate_tf(args: &[&str], tensorflow_dir: Option<&Path>) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fleetgate"));
-    cmd.current_dir(repo())
-        .env("FLEETGATE_LOG", "warn")
-        .args(args);
+    let mut cmd = fleetgate_command();
+    cmd.args(args);
     if let Some(dir) = tensorflow_dir {
         cmd.env("TENSORFLOW_DIR", dir);
     }
@@ -492,16 +452,9 @@ fn without_libtensorflow_the_runtime_is_unavailable_and_the_verdict_inconclusive
     std::fs::create_dir_all(&empty).unwrap();
     let out = work.path().join("r.json");
     let artifacts = work.path().join("artifacts");
-    let mut args = vec![
-        "run",
-        "--runtimes",
-        "gpumemprof_cpu,tfmemprof_cpu",
-        "--mode",
-        "soak",
-        "--check",
-    ];
-    args.extend_from_slice(&TINY);
+    let mut args = tiny_run("soak", "gpumemprof_cpu,tfmemprof_cpu");
     args.extend_from_slice(&[
+        "--check",
         "--output",
         out.to_str().unwrap(),
         "--artifact-root",

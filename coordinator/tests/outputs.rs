@@ -2,30 +2,21 @@
 //! before anything runs, a report write that fails keeps the old report whole, and
 //! `fleetgate certs` neither replaces a key unasked nor writes through a symbolic link.
 
-#[path = "support/cli.rs"]
-mod cli;
-#[path = "support/relaxed_budgets.rs"]
-mod relaxed_budgets;
-
-use cli::{fleetgate, repo, text};
+mod support;
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use support::cli::{clean, fleetgate, text, tiny_run};
+use support::{relaxed_budgets, repo};
+
 /// A run small enough for a test (50 steps, a 60 s interval: one overhead sample).
-const TINY: [&str; 10] = [
-    "run",
-    "--mode",
-    "overhead",
-    "--runtimes",
-    "gpumemprof_cpu",
-    "--iterations",
-    "50",
-    "--set",
-    "gpumemprof_cpu.sampling_interval_seconds=60",
-    "--check",
-];
+fn tiny() -> Vec<&'static str> {
+    let mut args = tiny_run("overhead", "gpumemprof_cpu");
+    args.push("--check");
+    args
+}
 
 /// Every file under `dir`, with its content, in name order.
 fn snapshot(dir: &Path) -> Vec<(PathBuf, Option<Vec<u8>>)> {
@@ -139,7 +130,7 @@ fn every_unsafe_output_is_refused_before_the_run_with_one_line() {
     .collect();
 
     for (extra, code, line) in &cases {
-        let mut args: Vec<&str> = TINY.to_vec();
+        let mut args: Vec<&str> = tiny();
         args.extend(["--artifact-root", &artifacts]);
         args.extend(extra.iter().map(String::as_str));
         let result = fleetgate(&args);
@@ -185,7 +176,7 @@ fn a_run_replaces_its_outputs_whole_and_keeps_a_link_to_the_report() {
     std::os::unix::fs::symlink(&target, &link).unwrap();
     let markdown = work.path().join("new/folder/summary.md");
     let budgets = relaxed_budgets::relaxed_overhead_budgets(work.path());
-    let mut args = TINY.to_vec();
+    let mut args = tiny();
     args.extend([
         "--budgets",
         budgets.to_str().unwrap(),
@@ -252,14 +243,12 @@ fn a_report_write_that_fails_on_a_full_disk_leaves_the_old_report_byte_identical
         echo "rc=$rc same=$same files=$(ls -A "$dir" | tr '\n' ' ')"
     "#;
     let mut command = Command::new("unshare");
-    command
-        .current_dir(repo())
-        .env("FLEETGATE_LOG", "warn")
+    clean(&mut command)
         .args(["-rm", "sh", "-c", script, "sh"])
         .arg(&mount)
         .arg(&old)
         .arg(env!("CARGO_BIN_EXE_fleetgate"))
-        .args(TINY)
+        .args(tiny())
         .arg("--artifact-root")
         .arg(&artifacts);
     let result = command

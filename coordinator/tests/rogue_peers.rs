@@ -10,44 +10,27 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use fleetgate_agent::daemon::BearerToken;
 use fleetgate_common::auth::Token;
 use fleetgate_common::run::RunSpec;
 use fleetgate_common::tls::{CoordinatorLink, LabCa, ServerTls};
 use fleetgate_coordinator::client;
 use fleetgate_coordinator::plan::RunError;
 use fleetgate_coordinator::registry::CoordinatorSettings;
-use fleetgate_coordinator::service;
 use fleetgate_proto::v1 as pb;
 use pb::agent_message::Body;
-use pb::agent_service_client::AgentServiceClient;
-use support::{repo, soak_spec};
-use tokio::net::TcpListener;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
-use tokio_util::sync::CancellationToken;
+use support::cli::{fleetgate_async, text, tiny_run};
+use support::fleet::{fast_settings, in_process, wait_for_agents};
+use support::hand_agent::{Session, session};
+use support::process::{Process, agent_command};
+use support::soak_spec;
 use tonic::Code;
 use tonic::transport::ClientTlsConfig;
 
 const AGENT_TOKEN: &str = "agent-token-0123456789abcdef";
 const CLIENT_TOKEN: &str = "client-token-fedcba9876543210";
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// A `fleetgate agent` process; killed when dropped.
-struct AgentProcess(Child);
-
-impl Drop for AgentProcess {
-    fn drop(&mut self) {
-        self.0.kill().ok();
-        self.0.wait().ok();
-    }
-}
 
 /// The lab certificates made by `fleetgate certs` for this test.
 struct Certs(PathBuf);
@@ -79,58 +62,23 @@ fn agent(
     certs: &Certs,
     dir: &Path,
     token: Option<&str>,
-) -> AgentProcess {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fleetgate"));
-    cmd.arg("agent")
-        .args(["--coordinator", url, "--agent-id", id])
+) -> Process {
+    let mut command: Command = agent_command(url, id, &dir.join(id));
+    command
         .arg("--ca-file")
         .arg(certs.path("ca.pem"))
         .arg("--cert-file")
         .arg(certs.path(&format!("agent-{cert_of}.pem")))
         .arg("--key-file")
-        .arg(certs.path(&format!("agent-{cert_of}.key")))
-        .args(["--reconnect-max-ms", "300"])
-        .arg("--artifact-root")
-        .arg(dir.join(id).join("artifacts"))
-        .arg("--state-dir")
-        .arg(dir.join(id).join("state"))
-        .env("FLEETGATE_LOG", "warn")
-        .env_remove("FLEETGATE_AGENT_TOKEN")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+        .arg(certs.path(&format!("agent-{cert_of}.key")));
     if let Some(token) = token {
-        cmd.env("FLEETGATE_AGENT_TOKEN", token);
+        command.env("FLEETGATE_AGENT_TOKEN", token);
     }
-    AgentProcess(cmd.spawn().unwrap())
+    Process::spawn(command)
 }
 
-/// Waits for an agent process that is expected to stop; its exit status and stderr.
-async fn exit_of(mut agent: AgentProcess) -> (std::process::ExitStatus, String) {
-    tokio::task::spawn_blocking(move || {
-        let status = agent.0.wait().unwrap();
-        let mut stderr = String::new();
-        std::io::Read::read_to_string(agent.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
-        (status, stderr)
-    })
-    .await
-    .unwrap()
-}
-
-/// `fleetgate <args>` from the repository root, off the async runtime.
-async fn fleetgate(args: Vec<String>) -> Output {
-    tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_fleetgate"))
-            .current_dir(repo())
-            .env("FLEETGATE_LOG", "warn")
-            .env_remove("FLEETGATE_CLIENT_TOKEN")
-            .args(&args)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap()
-}
-
+/// `fleetgate run` against the coordinator at `url`, trusting `ca`, of a tiny soak on three
+/// agents.
 fn run_args(
     url: &str,
     ca: &Path,
@@ -138,26 +86,18 @@ fn run_args(
     artifacts: &Path,
     token_file: Option<&Path>,
 ) -> Vec<String> {
-    let mut args: Vec<String> = [
-        "run",
-        "--coordinator",
-        url,
-        "--mode",
-        "soak",
-        "--check",
-        "--runtimes",
-        "gpumemprof_cpu",
-        "--iterations",
-        "50",
-        "--set",
-        "gpumemprof_cpu.sampling_interval_seconds=60",
-        "--min-agents",
-        "3",
-        "--output",
-    ]
-    .iter()
-    .map(ToString::to_string)
-    .collect();
+    let mut args: Vec<String> = tiny_run("soak", "gpumemprof_cpu")
+        .into_iter()
+        .chain([
+            "--coordinator",
+            url,
+            "--check",
+            "--min-agents",
+            "3",
+            "--output",
+        ])
+        .map(ToString::to_string)
+        .collect();
     args.push(out.display().to_string());
     args.push("--ca-file".into());
     args.push(ca.display().to_string());
@@ -170,51 +110,16 @@ fn run_args(
     args
 }
 
-/// Opens an agent session by hand as `id`; returns its sender and, after the welcome, its
-/// inbound stream — or the status that refused it.
-async fn raw_session(
-    url: &str,
-    tls: ClientTlsConfig,
-    id: &str,
-) -> Result<
-    (
-        mpsc::Sender<pb::AgentMessage>,
-        tonic::Streaming<pb::CoordinatorMessage>,
-    ),
-    tonic::Status,
-> {
-    let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
-        .unwrap()
-        .tls_config(tls)
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut client = AgentServiceClient::with_interceptor(
-        channel,
-        BearerToken(Some(Token::new(AGENT_TOKEN).unwrap())),
-    );
-    let (tx, rx) = mpsc::channel(64);
+/// Opens an agent session by hand as `id` with the agent token and `tls`; once welcomed, its
+/// sender and inbound stream — or the status that refused it.
+async fn raw_session(url: &str, tls: ClientTlsConfig, id: &str) -> Result<Session, tonic::Status> {
     let hello = pb::Hello {
         agent_id: id.to_owned(),
-        protocol_version: 1,
+        protocol_version: fleetgate_proto::PROTOCOL_VERSION,
         ..pb::Hello::default()
     };
-    tx.send(pb::AgentMessage {
-        body: Some(Body::Hello(hello)),
-    })
-    .await
-    .unwrap();
-    let mut inbound = client.session(ReceiverStream::new(rx)).await?.into_inner();
-    let first = inbound.message().await?;
-    assert!(
-        matches!(
-            first.and_then(|m| m.body),
-            Some(pb::coordinator_message::Body::Welcome(_))
-        ),
-        "no welcome for {id}"
-    );
-    Ok((tx, inbound))
+    let link = CoordinatorLink::with_tls(url.to_owned(), tls);
+    session(&link, Some(Token::new(AGENT_TOKEN).unwrap()), hello).await
 }
 
 fn job_event(job_id: &str, sequence: u64) -> pb::AgentMessage {
@@ -240,19 +145,17 @@ fn tiny_spec() -> RunSpec {
 async fn rogue_peers_are_refused_or_contained_and_the_honest_fleet_completes() {
     let work = tempfile::tempdir().unwrap();
     let dir = work.path();
-    let made = fleetgate(vec![
-        "certs".into(),
-        "--out".into(),
-        dir.join("certs").display().to_string(),
-        "--agent".into(),
-        "a1,a2,a3,rogue,flooder,bulky,extra".into(),
+    let made = fleetgate_async(&[
+        "certs",
+        "--out",
+        &dir.join("certs").display().to_string(),
+        "--agent",
+        "a1,a2,a3,rogue,flooder,bulky,extra",
     ])
     .await;
     assert_eq!(made.status.code(), Some(0), "{}", text(&made.stderr));
     let certs = Certs(dir.join("certs"));
     let settings = CoordinatorSettings {
-        heartbeat_interval: Duration::from_millis(200),
-        sweep_interval: Duration::from_millis(50),
         agent_token: Some(Token::new(AGENT_TOKEN).unwrap()),
         client_token: Some(Token::new(CLIENT_TOKEN).unwrap()),
         max_agents: 5,
@@ -267,10 +170,9 @@ async fn rogue_peers_are_refused_or_contained_and_the_honest_fleet_completes() {
             )
             .unwrap(),
         ),
-        ..CoordinatorSettings::default()
+        ..fast_settings()
     };
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let coordinator = service::serve(listener, settings, CancellationToken::new()).unwrap();
+    let coordinator = in_process(settings).await;
     let url = coordinator.url();
     assert!(url.starts_with("https://127.0.0.1:"), "{url}");
     let link = CoordinatorLink::with_tls(url.clone(), certs.client_tls(None));
@@ -278,16 +180,10 @@ async fn rogue_peers_are_refused_or_contained_and_the_honest_fleet_completes() {
 
     // A rogue agent with the client's token (a wrong one) is refused and stops, saying why
     // without echoing what it sent.
-    let (status, stderr) = exit_of(agent(
-        &url,
-        "rogue",
-        "rogue",
-        &certs,
-        dir,
-        Some(CLIENT_TOKEN),
-    ))
-    .await;
-    assert_eq!(status.code(), Some(1), "{stderr}");
+    let (code, stderr) = agent(&url, "rogue", "rogue", &certs, dir, Some(CLIENT_TOKEN))
+        .exit()
+        .await;
+    assert_eq!(code, Some(1), "{stderr}");
     assert!(
         stderr.contains(&format!(
             "the coordinator at {url} refused this agent: missing or wrong agent token"
@@ -298,8 +194,10 @@ async fn rogue_peers_are_refused_or_contained_and_the_honest_fleet_completes() {
 
     // An impostor with the join token and a1's certificate cannot register as a2 (nor take
     // over a2's jobs later): the certificate names the only id it may use.
-    let (status, stderr) = exit_of(agent(&url, "a2", "a1", &certs, dir, Some(AGENT_TOKEN))).await;
-    assert_eq!(status.code(), Some(1), "{stderr}");
+    let (code, stderr) = agent(&url, "a2", "a1", &certs, dir, Some(AGENT_TOKEN))
+        .exit()
+        .await;
+    assert_eq!(code, Some(1), "{stderr}");
     assert!(
         stderr.contains(&format!(
             "the coordinator at {url} refused this agent: agent id a2 is not named by this connection's client certificate (this coordinator requires one per agent: --agent-ca)"
@@ -307,21 +205,18 @@ async fn rogue_peers_are_refused_or_contained_and_the_honest_fleet_completes() {
         "{stderr}"
     );
 
-    let _honest: Vec<AgentProcess> = ["a1", "a2", "a3"]
+    let honest: Vec<Process> = ["a1", "a2", "a3"]
         .iter()
         .map(|id| agent(&url, id, id, &certs, dir, Some(AGENT_TOKEN)))
         .collect();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let agents = loop {
-        let agents = client::list_agents(&link, Some(&client_token))
-            .await
-            .unwrap();
-        if agents.iter().filter(|a| a.state == "connected").count() == 3 {
-            break agents;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{agents:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let agents = wait_for_agents(&link, Some(&client_token), &["a1", "a2", "a3"], || {
+        honest
+            .iter()
+            .map(Process::text)
+            .collect::<Vec<_>>()
+            .join("\n")
+    })
+    .await;
     let mut ids: Vec<&str> = agents.iter().map(|a| a.agent_id.as_str()).collect();
     ids.sort_unstable();
     assert_eq!(
@@ -332,7 +227,7 @@ async fn rogue_peers_are_refused_or_contained_and_the_honest_fleet_completes() {
 
     // A client that does not trust the coordinator's CA, or that tries plaintext, gets
     // nowhere; listing without the client token is refused.
-    let untrusting = fleetgate(vec!["agents".into(), "--coordinator".into(), url.clone()]).await;
+    let untrusting = fleetgate_async(&["agents", "--coordinator", &url]).await;
     assert_eq!(
         untrusting.status.code(),
         Some(7),
@@ -345,13 +240,7 @@ async fn rogue_peers_are_refused_or_contained_and_the_honest_fleet_completes() {
         text(&untrusting.stderr)
     );
     let plain_url = url.replace("https://", "http://");
-    let plaintext = fleetgate(vec![
-        "agents".into(),
-        "--plaintext".into(),
-        "--coordinator".into(),
-        plain_url,
-    ])
-    .await;
+    let plaintext = fleetgate_async(&["agents", "--plaintext", "--coordinator", &plain_url]).await;
     assert_eq!(
         plaintext.status.code(),
         Some(7),
@@ -363,14 +252,8 @@ async fn rogue_peers_are_refused_or_contained_and_the_honest_fleet_completes() {
         "{}",
         text(&plaintext.stderr)
     );
-    let listed = fleetgate(vec![
-        "agents".into(),
-        "--ca-file".into(),
-        certs.path("ca.pem").display().to_string(),
-        "--coordinator".into(),
-        url.clone(),
-    ])
-    .await;
+    let ca_file = certs.path("ca.pem").display().to_string();
+    let listed = fleetgate_async(&["agents", "--ca-file", &ca_file, "--coordinator", &url]).await;
     assert_eq!(listed.status.code(), Some(2), "{}", text(&listed.stderr));
     assert_eq!(
         text(&listed.stderr),
@@ -489,7 +372,7 @@ async fn rogue_peers_are_refused_or_contained_and_the_honest_fleet_completes() {
     let out = dir.join("report.json");
     let artifacts = dir.join("client-artifacts");
     let ca = certs.path("ca.pem");
-    let refused = fleetgate(run_args(&url, &ca, &out, &artifacts, None)).await;
+    let refused = fleetgate_async(&run_args(&url, &ca, &out, &artifacts, None)).await;
     assert_eq!(refused.status.code(), Some(2), "{}", text(&refused.stderr));
     assert!(
         text(&refused.stderr).contains("refused this client: missing or wrong client token"),
@@ -500,7 +383,7 @@ async fn rogue_peers_are_refused_or_contained_and_the_honest_fleet_completes() {
 
     let token_file = dir.join("client.token");
     std::fs::write(&token_file, format!("{CLIENT_TOKEN}\n")).unwrap();
-    let accepted = fleetgate(run_args(&url, &ca, &out, &artifacts, Some(&token_file))).await;
+    let accepted = fleetgate_async(&run_args(&url, &ca, &out, &artifacts, Some(&token_file))).await;
     assert_eq!(
         accepted.status.code(),
         Some(0),

@@ -3,12 +3,13 @@
 //! the sink's fault injector), and the real `fleetgate` binary on a full disk and from a
 //! directory without assets.
 
+mod support;
+
 use std::collections::BTreeMap;
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::AtomicBool;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fleetgate_agent::collector::RssCollector;
 use fleetgate_agent::runtime::TrackerConfig;
@@ -18,23 +19,20 @@ use fleetgate_agent::workload::Workload;
 use fleetgate_common::config::{GateMode, Mode, Profile, RetentionValidationLimits, WorkloadKind};
 use fleetgate_common::fleet::{HostFacts, JobStatus, JobSummary, Verdict};
 use fleetgate_common::gate::AssetSource;
-use fleetgate_common::knobs::Knobs;
 use fleetgate_common::report::{Report, RuntimeSection, RuntimeStatus};
-use fleetgate_common::run::{Asset, RunSpec, Selection};
+use fleetgate_common::run::{Asset, RunSpec};
 use fleetgate_common::runtime::RuntimeKind;
 use fleetgate_coordinator::fleet_report::{
     AgentRecord, JobRecord, baseline_document, build_report,
 };
 use fleetgate_coordinator::plan::{self, RunError, RunPlan};
+use support::cli::{clean, fleetgate_command, run_bounded, tiny_run};
+use support::{assert_matches_schema, repo, run_spec};
 
 const ENOSPC: i32 = 28;
 const EIO: i32 = 5;
 const AGENT: &str = "a1";
 const RUNTIME: &str = "a1/gpumemprof_cpu";
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 // === The report builder on real scenario output ===
 
@@ -122,22 +120,9 @@ fn spec(
     tolerances: Option<Asset>,
 ) -> RunSpec {
     RunSpec {
-        workload: fleetgate_common::config::Workload {
-            profile: Profile::Pr,
-            mode,
-            iterations: 50,
-            allocation_kb: 64,
-            kind: WorkloadKind::Reference,
-        },
-        gate_mode,
-        runtimes: vec!["gpumemprof_cpu".into()],
-        selection: Selection::default(),
-        deadline: None,
-        knobs: Knobs::new(),
-        overhead_scratch_root: None,
-        budgets: None,
         baseline,
         tolerances,
+        ..run_spec(mode, gate_mode)
     }
 }
 
@@ -544,69 +529,15 @@ fn a_remote_submission_carries_only_the_files_given_and_the_coordinator_supplies
 
 // === The real binary ===
 
-/// Runs `command` to completion, at most `limit`; returns (exit code, stdout, stderr).
-fn run_bounded(command: &mut Command, limit: Duration) -> (Option<i32>, String, String) {
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
-    let drain = |mut pipe: Box<dyn std::io::Read + Send>| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            pipe.read_to_string(&mut text).ok();
-            text
-        })
-    };
-    let stdout = drain(Box::new(child.stdout.take().unwrap()));
-    let stderr = drain(Box::new(child.stderr.take().unwrap()));
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            child.kill().ok();
-            child.wait().ok();
-            panic!(
-                "{command:?} did not finish within {limit:?}; stderr:\n{}",
-                stderr.join().unwrap()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    (
-        status.code(),
-        stdout.join().unwrap(),
-        stderr.join().unwrap(),
-    )
-}
-
-fn fleetgate(cwd: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_fleetgate"));
-    command.current_dir(cwd).env("FLEETGATE_LOG", "warn");
+/// `fleetgate` run from `cwd`.
+fn fleetgate_in(cwd: &Path) -> Command {
+    let mut command = fleetgate_command();
+    command.current_dir(cwd);
     command
 }
 
 fn read_report(path: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
-}
-
-fn assert_matches_schema(report: &serde_json::Value) {
-    let schema: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(repo().join("docs/report-v0.4.schema.json")).unwrap(),
-    )
-    .unwrap();
-    let validator = jsonschema::validator_for(&schema).unwrap();
-    let errors: Vec<String> = validator
-        .iter_errors(report)
-        .map(|e| format!("{e} at {}", e.instance_path()))
-        .collect();
-    assert!(
-        errors.is_empty(),
-        "report does not match the schema: {errors:#?}"
-    );
 }
 
 /// Exit status of the shell wrapper when the tmpfs cannot be mounted.
@@ -624,9 +555,8 @@ fn a_pr_soak_on_a_full_20_mib_tmpfs_never_passes_and_names_the_loss_with_its_pat
         "mount -t tmpfs -o size=20m tmpfs \"$1\" || {{ echo 'cannot mount a 20 MiB tmpfs at '\"$1\" >&2; exit {MOUNT_FAILED}; }}; shift; exec \"$@\""
     );
     let mut command = Command::new("unshare");
-    command
+    clean(&mut command)
         .current_dir(work.path())
-        .env("FLEETGATE_LOG", "warn")
         .args(["-rm", "sh", "-c", &script, "sh"])
         .arg(&art)
         .arg(env!("CARGO_BIN_EXE_fleetgate"))
@@ -698,28 +628,21 @@ fn a_pr_soak_on_a_full_20_mib_tmpfs_never_passes_and_names_the_loss_with_its_pat
     assert!(stdout.contains("Overall status: FAIL"), "{stdout}");
 }
 
-/// 50 workload steps and a 60 s interval: a `pr` soak of 360 samples.
-const SHORT: [&str; 10] = [
-    "--mode",
-    "soak",
-    "--runtimes",
-    "gpumemprof_cpu",
-    "--iterations",
-    "50",
-    "--set",
-    "gpumemprof_cpu.sampling_interval_seconds=60",
-    "--set",
-    "gpumemprof_cpu.rollover_max_events=100",
-];
+/// `fleetgate run` with 50 workload steps and a 60 s interval (a `pr` soak of 360 samples),
+/// rolling over every 100 records.
+fn short_run() -> Vec<&'static str> {
+    let mut args = tiny_run("soak", "gpumemprof_cpu");
+    args.extend(["--set", "gpumemprof_cpu.rollover_max_events=100"]);
+    args
+}
 
 #[test]
 fn a_run_from_a_directory_without_assets_passes_on_the_built_in_defaults() {
     let work = tempfile::tempdir().unwrap();
     let out = work.path().join("report.json");
     let (code, stdout, stderr) = run_bounded(
-        fleetgate(work.path())
-            .arg("run")
-            .args(SHORT)
+        fleetgate_in(work.path())
+            .args(short_run())
             .args(["--check", "--artifact-root", "art", "--output"])
             .arg(&out),
         Duration::from_secs(600),
@@ -740,9 +663,9 @@ fn a_run_from_a_directory_without_assets_passes_on_the_built_in_defaults() {
     // The regression defaults are built in too: outside the repository the built-in baseline
     // is read (and refused for this short run's config), not looked for on disk.
     let (code, _, stderr) = run_bounded(
-        fleetgate(work.path())
-            .args(["run", "--gate-mode", "regression"])
-            .args(SHORT),
+        fleetgate_in(work.path())
+            .args(short_run())
+            .args(["--gate-mode", "regression"]),
         Duration::from_secs(120),
     );
     assert_eq!(code, Some(5), "{stderr}");
@@ -759,9 +682,8 @@ fn a_regression_run_with_fewer_rollovers_than_its_baseline_exits_4() {
     let work = tempfile::tempdir().unwrap();
     let baseline = work.path().join("baseline.json");
     let (code, stdout, stderr) = run_bounded(
-        fleetgate(work.path())
-            .arg("run")
-            .args(SHORT)
+        fleetgate_in(work.path())
+            .args(short_run())
             .args([
                 "--artifact-root",
                 "art",
@@ -786,12 +708,12 @@ fn a_regression_run_with_fewer_rollovers_than_its_baseline_exits_4() {
 
     let out = work.path().join("report.json");
     let (code, stdout, stderr) = run_bounded(
-        fleetgate(work.path())
-            .args(["run", "--gate-mode", "regression", "--check", "--baseline"])
+        fleetgate_in(work.path())
+            .args(short_run())
+            .args(["--gate-mode", "regression", "--check", "--baseline"])
             .arg(&baseline)
             .arg("--tolerances")
             .arg(repo().join(plan::DEFAULT_TOLERANCES))
-            .args(SHORT)
             .args(["--artifact-root", "art", "--output"])
             .arg(&out),
         Duration::from_secs(600),

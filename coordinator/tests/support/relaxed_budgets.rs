@@ -5,15 +5,16 @@
 //! enough to straddle the shipped budget: the gate then rightly says "inconclusive". Tests of
 //! dispatch, reports, GPUs or outputs are not about that decision, so they gate against the
 //! shipped budgets with the overhead maxima out of reach; the overhead gate itself is tested
-//! in `overhead_delay.rs` and `verdict.rs`.
+//! in `agent/tests/overhead_delay.rs` and `verdict.rs`.
 
 use std::path::{Path, PathBuf};
+
+use super::repo;
 
 /// Writes the shipped budget file, with every `*_overhead_pct` maximum raised to 10⁹ %, into
 /// `dir`; its path.
 pub(crate) fn relaxed_overhead_budgets(dir: &Path) -> PathBuf {
-    let shipped =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/benchmarks/v0.4_operating_budget.json");
+    let shipped = repo().join("docs/benchmarks/v0.4_operating_budget.json");
     let mut budgets: serde_json::Value =
         serde_json::from_slice(&std::fs::read(shipped).unwrap()).unwrap();
     for (key, max) in budgets["budgets"].as_object_mut().unwrap() {

@@ -1,8 +1,10 @@
 //! Behaviours the shipped gate assets must catch, measured in this test process: a synthetic
-//! leak in the soak, and an injected per-sample delay in the overhead scenario. Each lives in a
-//! test binary of its own, so no other test shares the process's RSS or CPU while it measures.
+//! leak in the soak here, and an injected per-sample delay in the overhead scenario in
+//! `overhead_delay.rs`. Each lives in a test binary of its own, so no other test shares the
+//! process's RSS or CPU while it measures.
 
-use std::path::{Path, PathBuf};
+mod support;
+
 use std::sync::atomic::AtomicBool;
 
 use fleetgate_agent::job;
@@ -11,17 +13,7 @@ use fleetgate_common::config::RetentionValidationLimits;
 use fleetgate_common::gate;
 use fleetgate_common::knobs::RuntimeKnobs;
 use fleetgate_common::runtime::RuntimeKind;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn shipped() -> (gate::Baseline, gate::Tolerances) {
-    (
-        gate::load_baseline(&repo().join("docs/benchmarks/v0.4_baseline.json")).unwrap(),
-        gate::load_tolerances(&repo().join("docs/benchmarks/v0.4_tolerances.json")).unwrap(),
-    )
-}
+use support::{shipped_baseline, shipped_tolerances};
 
 /// Runs a `pr`-size gpumemprof_cpu soak that leaks `bytes_per_sample` and returns whether the
 /// two RSS regression checks pass against the shipped baseline and tolerances.
@@ -65,7 +57,7 @@ fn leak_checks(bytes_per_sample: usize) -> (bool, bool) {
             soak.max_rss_delta_bytes as f64,
         ),
     ]);
-    let (baseline, tolerances) = shipped();
+    let (baseline, tolerances) = (shipped_baseline(), shipped_tolerances());
     let checks = tolerances.check(&baseline, &metrics, &gate::no_classes);
     (
         checks["gpumemprof_cpu.rss_growth_per_24h_equiv"].passed,

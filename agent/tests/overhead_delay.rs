@@ -7,8 +7,9 @@
 //! binary may be a debug build, whose monitor costs several times more per sample. The
 //! tolerance and the budget are the shipped ones.
 
+mod support;
+
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
@@ -19,12 +20,9 @@ use fleetgate_common::gate;
 use fleetgate_common::knobs::RuntimeKnobs;
 use fleetgate_common::report::{BudgetCheck, OverheadBlock, RegressionCheck};
 use fleetgate_common::runtime::RuntimeKind;
+use support::{shipped_baseline, shipped_budgets, shipped_tolerances};
 
 const METRIC: &str = "gpumemprof_cpu.runtime_overhead_pct";
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 /// The `pr` overhead scenario of `gpumemprof_cpu` as the shipped baseline recorded it, with
 /// `delay` added after every tracked sample.
@@ -61,18 +59,10 @@ fn overhead(baseline: &gate::Baseline, delay: Duration) -> OverheadBlock {
     .unwrap()
 }
 
-fn shipped() -> (gate::Budgets, gate::Baseline, gate::Tolerances) {
-    (
-        gate::load_budgets(&repo().join("docs/benchmarks/v0.4_operating_budget.json")).unwrap(),
-        gate::load_baseline(&repo().join("docs/benchmarks/v0.4_baseline.json")).unwrap(),
-        gate::load_tolerances(&repo().join("docs/benchmarks/v0.4_tolerances.json")).unwrap(),
-    )
-}
-
 /// The budget and regression checks of `runtime_overhead_pct` with `delay` against the shipped
 /// budget and tolerance and `baseline`, with the estimate.
 fn gated(baseline: &gate::Baseline, delay: Duration) -> (f64, BudgetCheck, RegressionCheck) {
-    let (budgets, _, tolerances) = shipped();
+    let (budgets, tolerances) = (shipped_budgets(), shipped_tolerances());
     let block = overhead(baseline, delay);
     let estimate = block.estimates.unwrap().runtime_overhead_pct;
     let metrics = BTreeMap::from([(METRIC.to_owned(), estimate.estimate)]);
@@ -93,7 +83,7 @@ fn clean_run_must_pass_the_budget() -> bool {
 
 #[test]
 fn ten_microseconds_per_tracked_sample_fails_both_gates_and_none_passes() {
-    let (_, mut baseline, _) = shipped();
+    let mut baseline = shipped_baseline();
     // The baseline value of this build, from a clean run.
     let (reference, _, _) = gated(&baseline, Duration::ZERO);
     baseline.metrics.insert(METRIC.to_owned(), reference);
