@@ -14,7 +14,7 @@ use std::time::Duration;
 use fleetgate_common::config::{
     Mode, Profile, RetentionValidationLimits, RuntimeKnobs, WorkloadKind,
 };
-use fleetgate_common::fleet::JobUpdate;
+use fleetgate_common::job::JobUpdate;
 use fleetgate_common::report::RuntimeSection;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncBufReadExt;
@@ -303,7 +303,7 @@ pub fn run_job_events(
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Probe {
     /// Per runtime.
-    pub runtimes: Vec<fleetgate_common::fleet::RuntimeAvailability>,
+    pub runtimes: Vec<fleetgate_common::host::RuntimeAvailability>,
     /// Whether libtensorflow loaded.
     pub tensorflow_available: bool,
     /// Why not.
@@ -320,7 +320,7 @@ pub fn run_probe_process() -> anyhow::Result<()> {
                 .open_collector(64, 0)
                 .map(|_| ())
                 .map_err(|e| e.to_string());
-            fleetgate_common::fleet::RuntimeAvailability {
+            fleetgate_common::host::RuntimeAvailability {
                 runtime: kind.name().to_owned(),
                 available: result.is_ok(),
                 reason: result.err(),

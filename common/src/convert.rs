@@ -8,7 +8,8 @@ use fleetgate_proto::v1 as pb;
 use prost::Message as _;
 
 use crate::config::{self, GateMode, Mode, Profile, RuntimeKnobs, WorkloadKind};
-use crate::fleet::{GpuFacts, HostFacts, JobUpdate, RuntimeAvailability};
+use crate::host::{GpuFacts, HostFacts, RuntimeAvailability};
+use crate::job::JobUpdate;
 use crate::report::RuntimeSection;
 
 /// A wire message could not be turned into a domain value.

@@ -5,7 +5,7 @@
 
 use fleetgate_common::config;
 use fleetgate_common::convert::JobRequest;
-use fleetgate_common::fleet::{HostFacts, RuntimeAvailability};
+use fleetgate_common::host::{HostFacts, RuntimeAvailability};
 use fleetgate_common::{convert, gate, input};
 use fleetgate_proto::v1 as pb;
 use proptest::collection::vec;

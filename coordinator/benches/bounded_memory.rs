@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use fleetgate_common::config::{self, GateMode, Knobs, Mode, Profile, RuntimeKnobs, WorkloadKind};
 use fleetgate_common::convert;
-use fleetgate_common::fleet::JobUpdate;
 use fleetgate_common::gate::AssetSource;
+use fleetgate_common::job::JobUpdate;
 use fleetgate_common::report::RuntimeSection;
 use fleetgate_common::tls::CoordinatorLink;
 use fleetgate_coordinator::client;

@@ -14,9 +14,8 @@ use fleetgate_common::auth::Token;
 use fleetgate_common::config::{
     GateMode, Knobs, Mode, Profile, WorkloadKind, apply_knob_assignment, parse_knobs_file,
 };
-use fleetgate_common::fleet::Verdict;
 use fleetgate_common::input::one_line;
-use fleetgate_common::report::Report;
+use fleetgate_common::report::{Report, Verdict, baseline_document};
 use fleetgate_common::tls::{
     ClientTlsFiles, CoordinatorLink, LabSetError, LabSetRequest, ServerTls, write_lab_set,
 };
@@ -24,7 +23,7 @@ use fleetgate_common::{exit, telemetry};
 use fleetgate_coordinator::client::{self, EmbeddedAgent};
 use fleetgate_coordinator::plan::{self, Asset, RunError, RunSpec, Selection};
 use fleetgate_coordinator::registry::CoordinatorSettings;
-use fleetgate_coordinator::{fleet_report, output, service};
+use fleetgate_coordinator::{output, service};
 use fleetgate_proto::v1 as pb;
 
 /// fleetgate: qualify always-on memory monitoring on this host and across a fleet.
@@ -564,7 +563,7 @@ async fn run(args: RunArgs) -> Result<i32, RunError> {
     if args.coordinator.is_none() {
         let agent_id = local_agent_id();
         let class = tokio::task::spawn_blocking(|| {
-            fleetgate_common::fleet::derive_hardware_class(&fleetgate_agent::facts::host_facts())
+            fleetgate_common::host::derive_hardware_class(&fleetgate_agent::facts::host_facts())
         })
         .await
         .map_err(|e| RunError::Internal(e.to_string()))?;
@@ -622,7 +621,7 @@ fn finish(args: &RunArgs, report: &Report) -> Result<i32, RunError> {
         write_file(
             "--write-baseline",
             path,
-            &json_bytes(&fleet_report::baseline_document(report, &host))?,
+            &json_bytes(&baseline_document(report, &host))?,
         )?;
     }
     let mut stdout = std::io::stdout().lock();
@@ -749,7 +748,7 @@ async fn agents_command(args: AgentsArgs) -> i32 {
         let list: Vec<serde_json::Value> = agents
             .iter()
             .map(|a| {
-                let facts = fleetgate_common::fleet::HostFacts::from(a.facts.clone().unwrap_or_default());
+                let facts = fleetgate_common::host::HostFacts::from(a.facts.clone().unwrap_or_default());
                 serde_json::json!({
                     "agent_id": a.agent_id,
                     "state": a.state,

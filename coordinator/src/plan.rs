@@ -12,7 +12,7 @@ use fleetgate_common::config::{
     GateMode, Knobs, Mode, Profile, RetentionValidationLimits, RunConfig, WorkloadKind,
 };
 use fleetgate_common::convert;
-use fleetgate_common::gate::{self, AssetSource, Baseline, Budgets, ClassOf, Tolerances};
+use fleetgate_common::gate::{self, AssetSource, ClassOf, Gate};
 use fleetgate_common::report::expected_metric_keys;
 use fleetgate_proto::v1 as pb;
 
@@ -172,15 +172,6 @@ pub struct RunSpec {
     pub baseline: Option<Asset>,
     /// Tolerance file (regression gate); None: the built-in [`DEFAULT_TOLERANCES`] (`pr` only).
     pub tolerances: Option<Asset>,
-}
-
-/// The loaded gate.
-#[derive(Debug, Clone)]
-pub enum Gate {
-    /// Absolute maxima.
-    Budget(Budgets),
-    /// Baseline plus tolerances.
-    Regression(Baseline, Tolerances),
 }
 
 /// A validated run.

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fleetgate_common::config::Mode;
-use fleetgate_common::fleet::{JobStatus, Verdict};
+use fleetgate_common::report::{JobStatus, Verdict};
 use fleetgate_common::tls::CoordinatorLink;
 use fleetgate_coordinator::client;
 use fleetgate_proto::v1 as pb;

@@ -13,8 +13,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fleetgate_common::fleet::{JobStatus, JobUpdate, Verdict};
-use fleetgate_common::report::RuntimeSection;
+use fleetgate_common::job::JobUpdate;
+use fleetgate_common::report::{JobStatus, RuntimeSection, Verdict};
 use fleetgate_common::tls::CoordinatorLink;
 use fleetgate_common::{config, convert};
 use fleetgate_coordinator::client;

@@ -10,8 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fleetgate_common::fleet::{AgentStatus, JobStatus, Verdict};
-use fleetgate_common::report::Report;
+use fleetgate_common::report::{AgentStatus, JobStatus, Report, Verdict};
 use fleetgate_common::tls::CoordinatorLink;
 use fleetgate_coordinator::client;
 use fleetgate_coordinator::plan::{RunError, RunSpec};

@@ -9,8 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use fleetgate_common::fleet::Verdict;
-use fleetgate_common::report::{Report, RuntimeStatus};
+use fleetgate_common::report::{Report, RuntimeStatus, Verdict};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")

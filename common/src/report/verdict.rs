@@ -1,19 +1,22 @@
-//! Aggregation: the jobs' runtime sections, keyed `<agent>/<runtime>`, become one gated v0.4
-//! report for the whole fleet, with the agents' sections, the per-class summary and the
-//! verdict.
+//! The fleet report and its verdict: the jobs' runtime sections, keyed `<agent>/<runtime>`,
+//! become one gated v0.4 report for the whole fleet, with the agents' sections, the per-class
+//! summary, the diagnostics and the verdict.
 
 use std::collections::BTreeMap;
 
-use fleetgate_common::fleet::{
-    AgentSection, AgentStatus, HostFacts, JobStatus, JobSummary, Verdict, class_summaries,
+use crate::config::RunConfig;
+use crate::gate::{Gate, strip_instance};
+use crate::host::HostFacts;
+use crate::report::diagnostics::{
+    failure_diagnostics, gate_power_lines, has_inconclusive_loss, inconclusive_diagnostics,
 };
-use fleetgate_common::report::{
-    BaselineSnapshot, REPORT_VERSION, Report, RuntimeSection, RuntimeStatus, failure_diagnostics,
-    flatten_intervals, flatten_metrics, format_utc, gate_power_lines, has_inconclusive_loss,
-    inconclusive_diagnostics,
+use crate::report::fleet::{
+    AgentSection, AgentStatus, ClassSummary, JobStatus, JobSummary, MetricSpread,
 };
-
-use crate::plan::{Gate, RunPlan};
+use crate::report::metrics::{flatten_intervals, flatten_metrics};
+use crate::report::model::{
+    BaselineSnapshot, REPORT_VERSION, Report, RuntimeSection, RuntimeStatus, Verdict,
+};
 
 /// An agent of the run, as the coordinator knew it.
 #[derive(Debug, Clone)]
@@ -54,9 +57,21 @@ fn agent_status(jobs: &[&JobRecord]) -> AgentStatus {
     }
 }
 
-/// Builds the gated fleet report.
+/// Builds the gated fleet report of a run with `config` and `gate` from its agents and their
+/// jobs, dated `unix_seconds`.
+///
+/// Every completed job's section joins `runtimes` under `<agent>/<runtime>`; a job that did not
+/// complete adds a diagnostic naming its agent, runtime, phase and progress. The diagnostics
+/// list those first, then [`failure_diagnostics`], then [`inconclusive_diagnostics`]. `passed`
+/// is set when every check passed, no failure diagnostic was raised and the run had an agent.
+/// The verdict is [`Verdict::Inconclusive`] when the run had no agent, a job did not complete
+/// (lost, timed out, still running, failed or cancelled), a runtime was unavailable, a
+/// telemetry session ended unclosed with nothing dropped and no failed write, or a check was
+/// inconclusive with nothing else failing; otherwise [`Verdict::Pass`] when `passed`, else
+/// [`Verdict::Fail`].
 pub fn build_report(
-    plan: &RunPlan,
+    config: &RunConfig,
+    gate: &Gate,
     agents: &[AgentRecord],
     jobs: &[JobRecord],
     unix_seconds: u64,
@@ -131,10 +146,10 @@ pub fn build_report(
     let mut report = Report {
         version: REPORT_VERSION.to_owned(),
         timestamp_utc: format_utc(unix_seconds),
-        profile: plan.config.profile.name().to_owned(),
-        mode: plan.config.mode.name().to_owned(),
-        gate_mode: plan.spec.gate_mode.name().to_owned(),
-        config: plan.config.clone(),
+        profile: config.profile.name().to_owned(),
+        mode: config.mode.name().to_owned(),
+        gate_mode: gate.mode().name().to_owned(),
+        config: config.clone(),
         runtimes,
         metrics,
         metric_intervals,
@@ -150,7 +165,7 @@ pub fn build_report(
         agents: agent_sections,
         hardware_classes,
     };
-    match &plan.gate {
+    match gate {
         Gate::Budget(budgets) => {
             report.budget_checks =
                 Some(budgets.check_intervals(&report.metrics, &report.metric_intervals, &class_of));
@@ -239,4 +254,122 @@ pub fn baseline_document(report: &Report, host: &str) -> serde_json::Value {
         "config": report.config.comparable(),
         "metrics": metrics,
     })
+}
+
+/// Per-class worst and median of every `<agent>/<runtime>.<metric>` value.
+pub fn class_summaries(
+    agents: &BTreeMap<String, AgentSection>,
+    metrics: &BTreeMap<String, f64>,
+) -> BTreeMap<String, ClassSummary> {
+    let mut classes: BTreeMap<String, ClassSummary> = BTreeMap::new();
+    for (id, agent) in agents {
+        classes
+            .entry(agent.hardware_class.clone())
+            .or_insert_with(|| ClassSummary {
+                agents: Vec::new(),
+                metrics: BTreeMap::new(),
+            })
+            .agents
+            .push(id.clone());
+    }
+    let mut values: BTreeMap<(String, String), Vec<f64>> = BTreeMap::new();
+    for (key, &value) in metrics {
+        let Some((agent, rest)) = key.split_once('/') else {
+            continue;
+        };
+        let Some(section) = agents.get(agent) else {
+            continue;
+        };
+        values
+            .entry((section.hardware_class.clone(), strip_instance(rest)))
+            .or_default()
+            .push(value);
+    }
+    for ((class, metric), mut v) in values {
+        v.sort_by(f64::total_cmp);
+        let median = if v.len() % 2 == 1 {
+            v[v.len() / 2]
+        } else {
+            (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
+        };
+        if let Some(summary) = classes.get_mut(&class) {
+            summary.metrics.insert(
+                metric,
+                MetricSpread {
+                    worst: v[v.len() - 1],
+                    median,
+                    agents: v.len() as u64,
+                },
+            );
+        }
+    }
+    classes
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` for a Unix time in seconds.
+pub fn format_utc(unix_seconds: u64) -> String {
+    let days = unix_seconds / 86_400;
+    let secs = unix_seconds % 86_400;
+    // Civil-from-days (proleptic Gregorian), valid for every date after 1970.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        secs / 3_600,
+        secs % 3_600 / 60,
+        secs % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_formatting() {
+        assert_eq!(format_utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(format_utc(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(format_utc(1_795_812_000), "2026-11-27T20:40:00Z");
+    }
+
+    #[test]
+    fn class_summary_takes_worst_and_median() {
+        let section = |class: &str| AgentSection {
+            hardware_class: class.into(),
+            labels: BTreeMap::new(),
+            facts: HostFacts::default(),
+            status: AgentStatus::Completed,
+            jobs: BTreeMap::new(),
+        };
+        let agents = BTreeMap::from([
+            ("a".to_owned(), section("c1")),
+            ("b".to_owned(), section("c1")),
+            ("c".to_owned(), section("c1")),
+            ("d".to_owned(), section("c2")),
+        ]);
+        let metrics = BTreeMap::from([
+            ("a/rt.m".to_owned(), 1.0),
+            ("b/rt.m".to_owned(), 5.0),
+            ("c/rt.m".to_owned(), 3.0),
+            ("d/rt.m".to_owned(), 7.0),
+        ]);
+        let s = class_summaries(&agents, &metrics);
+        assert_eq!(s["c1"].agents, ["a", "b", "c"]);
+        assert_eq!(
+            s["c1"].metrics["rt.m"],
+            MetricSpread {
+                worst: 5.0,
+                median: 3.0,
+                agents: 3
+            }
+        );
+        assert_eq!(s["c2"].metrics["rt.m"].worst, 7.0);
+    }
 }
