@@ -331,8 +331,9 @@ fn context(section: &RuntimeSection) -> String {
 
 /// Builds the failure diagnostics: runtime problems first (unavailable, lost telemetry,
 /// collector failures, failed retention checks, unhealthy collector), then failed budget
-/// checks, then failed regression checks (a two-sided counter below its baseline says so). Each line carries the runtime's collector, sink and history context
-/// and ends with the knob to adjust next.
+/// checks, then failed regression checks (a two-sided counter below its baseline says so).
+/// Each line carries the runtime's collector, sink and history context and ends with the knob
+/// to adjust next.
 pub fn failure_diagnostics(
     runtimes: &BTreeMap<String, RuntimeSection>,
     budget_checks: Option<&BTreeMap<String, BudgetCheck>>,

@@ -442,7 +442,8 @@ pub struct RegressionCheck {
     pub threshold_key: String,
     /// `delta <= max_regression`, and for a two-sided check also `delta >= −max_regression`.
     pub passed: bool,
-    /// Whether the check is two-sided (see [`TWO_SIDED_METRICS`]): it then also fails when
+    /// Whether the check is two-sided (see
+    /// [`TWO_SIDED_METRICS`](crate::report::TWO_SIDED_METRICS)): it then also fails when
     /// `delta < −max_regression`.
     #[serde(default)]
     pub two_sided: bool,

@@ -44,6 +44,8 @@ pub struct JobRecord {
     pub section: Option<RuntimeSection>,
 }
 
+/// How an agent's part of the run ended: the worst of its jobs' statuses (lost, then timed out
+/// or still running, then failed or cancelled).
 fn agent_status(jobs: &[&JobRecord]) -> AgentStatus {
     let has = |s: JobStatus| jobs.iter().any(|j| j.summary.status == s);
     if has(JobStatus::Lost) {
@@ -60,10 +62,11 @@ fn agent_status(jobs: &[&JobRecord]) -> AgentStatus {
 /// Builds the gated fleet report of a run with `config` and `gate` from its agents and their
 /// jobs, dated `unix_seconds`.
 ///
-/// Every completed job's section joins `runtimes` under `<agent>/<runtime>`; a job that did not
-/// complete adds a diagnostic naming its agent, runtime, phase and progress. The diagnostics
-/// list those first, then [`failure_diagnostics`], then [`inconclusive_diagnostics`]. `passed`
-/// is set when every check passed, no failure diagnostic was raised and the run had an agent.
+/// Every job's section, when it has one, joins `runtimes` under `<agent>/<runtime>`; a job that
+/// did not complete adds a diagnostic naming its agent, runtime, phase and progress. The
+/// diagnostics list those first, then [`failure_diagnostics`], then
+/// [`inconclusive_diagnostics`]. `passed` is set when no check failed or was inconclusive, no
+/// job or failure diagnostic was raised and the run had an agent.
 /// The verdict is [`Verdict::Inconclusive`] when the run had no agent, a job did not complete
 /// (lost, timed out, still running, failed or cancelled), a runtime was unavailable, a
 /// telemetry session ended unclosed with nothing dropped and no failed write, or a check was
@@ -329,47 +332,4 @@ pub fn format_utc(unix_seconds: u64) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn utc_formatting() {
-        assert_eq!(format_utc(0), "1970-01-01T00:00:00Z");
-        assert_eq!(format_utc(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(format_utc(1_795_812_000), "2026-11-27T20:40:00Z");
-    }
-
-    #[test]
-    fn class_summary_takes_worst_and_median() {
-        let section = |class: &str| AgentSection {
-            hardware_class: class.into(),
-            labels: BTreeMap::new(),
-            facts: HostFacts::default(),
-            status: AgentStatus::Completed,
-            jobs: BTreeMap::new(),
-        };
-        let agents = BTreeMap::from([
-            ("a".to_owned(), section("c1")),
-            ("b".to_owned(), section("c1")),
-            ("c".to_owned(), section("c1")),
-            ("d".to_owned(), section("c2")),
-        ]);
-        let metrics = BTreeMap::from([
-            ("a/rt.m".to_owned(), 1.0),
-            ("b/rt.m".to_owned(), 5.0),
-            ("c/rt.m".to_owned(), 3.0),
-            ("d/rt.m".to_owned(), 7.0),
-        ]);
-        let s = class_summaries(&agents, &metrics);
-        assert_eq!(s["c1"].agents, ["a", "b", "c"]);
-        assert_eq!(
-            s["c1"].metrics["rt.m"],
-            MetricSpread {
-                worst: 5.0,
-                median: 3.0,
-                agents: 3
-            }
-        );
-        assert_eq!(s["c2"].metrics["rt.m"].worst, 7.0);
-    }
-}
+mod tests;
