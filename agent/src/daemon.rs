@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use fleetgate_common::convert;
-use fleetgate_common::fleet::{HostFacts, JobUpdate, RuntimeAvailability, derive_hardware_class};
-use fleetgate_common::job::JobAssignment;
+use fleetgate_common::host::{HostFacts, RuntimeAvailability, derive_hardware_class};
+use fleetgate_common::job::{JobAssignment, JobUpdate};
 use fleetgate_common::report::RuntimeSection;
 use fleetgate_proto::v1 as pb;
 use pb::agent_service_client::AgentServiceClient;

@@ -1,6 +1,6 @@
 //! Host facts and runtime availability, as an agent reports them when it registers.
 
-use fleetgate_common::fleet::{HostFacts, RuntimeAvailability};
+use fleetgate_common::host::{HostFacts, RuntimeAvailability};
 
 use fleetgate_common::runtime::RuntimeKind;
 

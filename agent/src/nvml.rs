@@ -7,7 +7,7 @@
 use std::ffi::OsStr;
 use std::sync::OnceLock;
 
-use fleetgate_common::fleet::GpuFacts;
+use fleetgate_common::host::GpuFacts;
 use nvml_wrapper::Nvml;
 use nvml_wrapper::enums::device::UsedGpuMemory;
 use nvml_wrapper::error::NvmlError;

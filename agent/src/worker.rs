@@ -12,8 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use fleetgate_common::config::WorkloadKind;
-use fleetgate_common::fleet::JobUpdate;
-use fleetgate_common::job::JobSpec;
+use fleetgate_common::job::{JobSpec, JobUpdate};
 use fleetgate_common::runtime::RuntimeKind;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncBufReadExt;
@@ -263,7 +262,7 @@ pub fn run_job_events(
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Probe {
     /// Per runtime.
-    pub runtimes: Vec<fleetgate_common::fleet::RuntimeAvailability>,
+    pub runtimes: Vec<fleetgate_common::host::RuntimeAvailability>,
     /// Whether libtensorflow loaded.
     pub tensorflow_available: bool,
     /// Why not.
@@ -279,7 +278,7 @@ pub fn run_probe_process() -> anyhow::Result<()> {
             let result = crate::runtime::open_collector(kind, 64, 0)
                 .map(|_| ())
                 .map_err(|e| e.to_string());
-            fleetgate_common::fleet::RuntimeAvailability {
+            fleetgate_common::host::RuntimeAvailability {
                 runtime: kind.name().to_owned(),
                 available: result.is_ok(),
                 reason: result.err(),

@@ -338,6 +338,17 @@ impl fmt::Display for ComparableConfig {
     }
 }
 
+/// Where a gate asset used by a run came from (recorded in the report's `config`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AssetSource {
+    /// The copy of the shipped `docs/benchmarks/` file built into the binary that planned the
+    /// run (no file was given).
+    Embedded,
+    /// A file the user named (`--budgets`, `--baseline`, `--tolerances`).
+    Path,
+}
+
 /// The report's `config` block.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunConfig {
@@ -365,19 +376,19 @@ pub struct RunConfig {
     pub tolerances_path: Option<String>,
     /// Where the budgets came from (`embedded`: `budgets_path` names the shipped file).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub budgets_source: Option<crate::gate::AssetSource>,
+    pub budgets_source: Option<AssetSource>,
     /// SHA-256 of the budget document used, lowercase hex.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budgets_sha256: Option<String>,
     /// Where the baseline came from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub baseline_source: Option<crate::gate::AssetSource>,
+    pub baseline_source: Option<AssetSource>,
     /// SHA-256 of the baseline document used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baseline_sha256: Option<String>,
     /// Where the tolerances came from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tolerances_source: Option<crate::gate::AssetSource>,
+    pub tolerances_source: Option<AssetSource>,
     /// SHA-256 of the tolerance document used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tolerances_sha256: Option<String>,

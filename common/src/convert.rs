@@ -10,9 +10,9 @@ use fleetgate_proto::v1 as pb;
 use prost::Message as _;
 
 use crate::config::{self, GateMode, Mode, Profile, Workload, WorkloadKind};
-use crate::fleet::{GpuFacts, HostFacts, JobUpdate, RuntimeAvailability};
 use crate::gate::AssetSource;
-use crate::job::{JobAssignment, JobSpec};
+use crate::host::{GpuFacts, HostFacts, RuntimeAvailability};
+use crate::job::{JobAssignment, JobSpec, JobUpdate};
 use crate::knobs::{Knobs, RuntimeKnobs};
 use crate::report::RuntimeSection;
 use crate::run::{Asset, RunSpec, Selection};

@@ -1,4 +1,4 @@
-//! Gate assets (budget, baseline, tolerance files) and the two gates.
+//! Gate assets (budget, baseline, tolerance files), the two gates, and threshold resolution.
 //!
 //! Assets are loaded and validated before any job runs: a missing or unreadable file, bad
 //! JSON, a wrong version, a non-numeric value, a metric without a threshold or a baseline whose
@@ -7,10 +7,12 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::config::ComparableConfig;
-use crate::fleet::threshold_candidates;
-use crate::report::{BudgetCheck, REPORT_VERSION, RegressionCheck, is_two_sided};
+use crate::config::{ComparableConfig, GateMode};
+use crate::report::metrics::is_two_sided;
+use crate::report::model::{BudgetCheck, REPORT_VERSION, RegressionCheck};
 use crate::stats::{self, Decision, DualCriterion, Interval};
+
+pub use crate::config::AssetSource;
 
 /// A gate asset cannot be used. Displays as one line: `<file>: <what is wrong>`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -20,17 +22,6 @@ pub struct AssetError {
     pub file: String,
     /// What is wrong, naming the key.
     pub message: String,
-}
-
-/// Where a gate asset used by a run came from (recorded in the report's `config`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AssetSource {
-    /// The copy of the shipped `docs/benchmarks/` file built into the binary that planned the
-    /// run (no file was given).
-    Embedded,
-    /// A file the user named (`--budgets`, `--baseline`, `--tolerances`).
-    Path,
 }
 
 /// Which asset a message is about.
@@ -88,6 +79,25 @@ pub struct Tolerances {
     pub path: String,
     /// `<runtime>.<metric>` → allowed increase.
     pub tolerances: BTreeMap<String, f64>,
+}
+
+/// A run's loaded gate.
+#[derive(Debug, Clone)]
+pub enum Gate {
+    /// Absolute maxima.
+    Budget(Budgets),
+    /// Baseline plus tolerances.
+    Regression(Baseline, Tolerances),
+}
+
+impl Gate {
+    /// Which of the two gates this is.
+    pub fn mode(&self) -> GateMode {
+        match self {
+            Gate::Budget(_) => GateMode::Budget,
+            Gate::Regression(..) => GateMode::Regression,
+        }
+    }
 }
 
 type Object = serde_json::Map<String, serde_json::Value>;
@@ -229,11 +239,48 @@ pub fn parse_baseline(file: &str, bytes: Option<&[u8]>) -> Result<Baseline, Asse
     })
 }
 
+/// Threshold keys for a fleet metric key, most specific first: `<agent>/<runtime>.<metric>`,
+/// then `<hardware_class>/<runtime>.<metric>`, then the plain `<runtime>.<metric>`. A plain key
+/// resolves only to itself.
+pub fn threshold_candidates(
+    metric_key: &str,
+    class_of: impl Fn(&str) -> Option<String>,
+) -> Vec<String> {
+    match metric_key.split_once('/') {
+        Some((agent, rest)) => {
+            // A per-GPU instance (`<runtime>@<gpu>.<metric>`) also takes its runtime's keys.
+            let base = strip_instance(rest);
+            let mut keys = vec![metric_key.to_owned()];
+            if base != rest {
+                keys.push(format!("{agent}/{base}"));
+            }
+            if let Some(class) = class_of(agent) {
+                keys.push(format!("{class}/{base}"));
+            }
+            keys.push(base);
+            keys
+        }
+        None => vec![strip_instance(metric_key)],
+    }
+}
+
+/// `<runtime>@<gpu>.<metric>` → `<runtime>.<metric>`, `<runtime>@<gpu>` → `<runtime>`
+/// (anything else unchanged).
+pub fn strip_instance(key: &str) -> String {
+    match key.split_once('@') {
+        Some((runtime, after)) => match after.split_once('.') {
+            Some((_, metric)) => format!("{runtime}.{metric}"),
+            None => runtime.to_owned(),
+        },
+        None => key.to_owned(),
+    }
+}
+
 /// Maps an agent id to its hardware class, for threshold resolution.
 pub type ClassOf<'a> = &'a dyn Fn(&str) -> Option<String>;
 
-/// The value for `metric` in `map`, most specific key first (see
-/// [`crate::fleet::threshold_candidates`]), with the key that matched.
+/// The value for `metric` in `map`, most specific key first (see [`threshold_candidates`]),
+/// with the key that matched.
 fn resolve(
     map: &BTreeMap<String, f64>,
     metric: &str,

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Workload;
 use crate::knobs::RuntimeKnobs;
+use crate::report::model::RuntimeSection;
 use crate::runtime::RuntimeKind;
 
 /// What one job runs.
@@ -52,4 +53,51 @@ pub struct JobAssignment {
     pub deadline_unix_ms: u64,
     /// What it runs.
     pub spec: JobSpec,
+}
+
+/// One update of a running job, as a worker writes it (one JSON line each) and as the agent
+/// forwards it to the coordinator (a numbered `JobEvent`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum JobUpdate {
+    /// The worker process started.
+    Started {
+        /// Its pid.
+        pid: u32,
+    },
+    /// Progress within a phase.
+    Progress {
+        /// `starting`, `overhead`, `soak` or `retention_validation`.
+        phase: String,
+        /// Units done.
+        done: u64,
+        /// Units in the phase.
+        total: u64,
+    },
+    /// An RSS checkpoint of the soak.
+    Checkpoint {
+        /// Sample index.
+        sample_index: u64,
+        /// RSS in bytes.
+        rss_bytes: u64,
+    },
+    /// The job's report section. Terminal.
+    Report {
+        /// The section.
+        section: Box<RuntimeSection>,
+    },
+    /// The job failed. Terminal.
+    Failed {
+        /// The phase it reached.
+        phase: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl JobUpdate {
+    /// Whether nothing follows this update.
+    pub fn is_terminal(&self) -> bool {
+        matches!(self, JobUpdate::Report { .. } | JobUpdate::Failed { .. })
+    }
 }

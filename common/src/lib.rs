@@ -1,15 +1,16 @@
 //! What the fleetgate agent and coordinator share: the run configuration and tuning knobs,
-//! the v0.4 report model with its metrics and failure diagnostics, the gate assets and gates,
-//! the documented exit codes, shutdown signals, the process-wide tracing set-up, and atomic
-//! file writes.
+//! host facts and hardware classes, a job's updates, the v0.4 report model with its metrics,
+//! failure diagnostics and the fleet report's verdict, the gate assets and gates, the
+//! documented exit codes, shutdown signals, the process-wide tracing set-up, and atomic file
+//! writes.
 
 pub mod atomic_file;
 pub mod auth;
 pub mod config;
 pub mod convert;
 pub mod exit;
-pub mod fleet;
 pub mod gate;
+pub mod host;
 pub mod input;
 pub mod job;
 pub mod knobs;

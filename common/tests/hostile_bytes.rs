@@ -3,7 +3,7 @@
 //! into domain types (bytes from the network). None may panic; every refusal is one line.
 //! `PROPTEST_CASES` raises the case count for a longer run.
 
-use fleetgate_common::fleet::{HostFacts, RuntimeAvailability};
+use fleetgate_common::host::{HostFacts, RuntimeAvailability};
 use fleetgate_common::job::JobAssignment;
 use fleetgate_common::{convert, gate, input};
 use fleetgate_proto::v1 as pb;

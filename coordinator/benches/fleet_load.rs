@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use fleetgate_common::config::{GateMode, Mode, Profile};
 use fleetgate_common::convert;
-use fleetgate_common::fleet::JobUpdate;
+use fleetgate_common::job::JobUpdate;
 use fleetgate_common::report::RuntimeSection;
 use fleetgate_common::run::{Asset, RunSpec, Selection};
 use fleetgate_common::tls::{CertUse, CoordinatorLink, LabCa};

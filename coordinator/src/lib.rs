@@ -2,11 +2,10 @@
 //!
 //! A run is validated ([`plan`]), dispatched by the coordinator's [`registry`] to agents over
 //! gRPC ([`service`]), and its jobs' sections are aggregated into one gated fleet report
-//! ([`fleet_report`]); the CLI submits runs and follows them ([`client`]) and renders the
-//! console summary, Markdown and JUnit files ([`output`]).
+//! ([`fleetgate_common::report::build_report`]); the CLI submits runs and follows them
+//! ([`client`]) and renders the console summary, Markdown and JUnit files ([`output`]).
 
 pub mod client;
-pub mod fleet_report;
 pub mod output;
 pub mod plan;
 pub mod registry;

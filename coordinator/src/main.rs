@@ -11,10 +11,9 @@ use clap::{Parser, Subcommand};
 use fleetgate_agent::worker::WorkerCommand;
 use fleetgate_common::auth::Token;
 use fleetgate_common::config::{GateMode, Profile, Workload};
-use fleetgate_common::fleet::Verdict;
 use fleetgate_common::input::one_line;
 use fleetgate_common::knobs::{Knobs, apply_knob_assignment, parse_knobs_file};
-use fleetgate_common::report::Report;
+use fleetgate_common::report::{Report, Verdict, baseline_document};
 use fleetgate_common::run::{Asset, RunSpec, Selection};
 use fleetgate_common::runtime::RuntimeKind;
 use fleetgate_common::tls::{
@@ -24,7 +23,7 @@ use fleetgate_common::{exit, telemetry};
 use fleetgate_coordinator::client::{self, EmbeddedAgent};
 use fleetgate_coordinator::plan::{self, RunError};
 use fleetgate_coordinator::registry::CoordinatorSettings;
-use fleetgate_coordinator::{fleet_report, output, service};
+use fleetgate_coordinator::{output, service};
 use fleetgate_proto::v1 as pb;
 
 /// fleetgate: qualify always-on memory monitoring on this host and across a fleet.
@@ -551,7 +550,7 @@ async fn run(args: RunArgs) -> Result<i32, RunError> {
     if args.coordinator.is_none() {
         let agent_id = local_agent_id();
         let class = tokio::task::spawn_blocking(|| {
-            fleetgate_common::fleet::derive_hardware_class(&fleetgate_agent::facts::host_facts())
+            fleetgate_common::host::derive_hardware_class(&fleetgate_agent::facts::host_facts())
         })
         .await
         .map_err(|e| RunError::Internal(e.to_string()))?;
@@ -609,7 +608,7 @@ fn finish(args: &RunArgs, report: &Report) -> Result<i32, RunError> {
         write_file(
             "--write-baseline",
             path,
-            &json_bytes(&fleet_report::baseline_document(report, &host))?,
+            &json_bytes(&baseline_document(report, &host))?,
         )?;
     }
     let mut stdout = std::io::stdout().lock();
@@ -736,7 +735,7 @@ async fn agents_command(args: AgentsArgs) -> i32 {
         let list: Vec<serde_json::Value> = agents
             .iter()
             .map(|a| {
-                let facts = fleetgate_common::fleet::HostFacts::from(a.facts.clone().unwrap_or_default());
+                let facts = fleetgate_common::host::HostFacts::from(a.facts.clone().unwrap_or_default());
                 serde_json::json!({
                     "agent_id": a.agent_id,
                     "state": a.state,

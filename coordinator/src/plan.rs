@@ -6,7 +6,7 @@
 use fleetgate_common::config::{
     GateMode, Profile, RetentionValidationLimits, RunConfig, WorkloadKind,
 };
-use fleetgate_common::gate::{self, Baseline, Budgets, ClassOf, Tolerances};
+use fleetgate_common::gate::{self, ClassOf, Gate};
 use fleetgate_common::job::JobSpec;
 use fleetgate_common::report::expected_metric_keys;
 use fleetgate_common::run::{Asset, RunSpec};
@@ -79,15 +79,6 @@ impl RunError {
             RunError::Internal(_) => exit::ERROR,
         }
     }
-}
-
-/// The loaded gate.
-#[derive(Debug, Clone)]
-pub enum Gate {
-    /// Absolute maxima.
-    Budget(Budgets),
-    /// Baseline plus tolerances.
-    Regression(Baseline, Tolerances),
 }
 
 /// A validated run.

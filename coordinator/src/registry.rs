@@ -13,11 +13,11 @@ use std::time::Duration;
 use fleetgate_common::auth::Token;
 use fleetgate_common::config;
 use fleetgate_common::convert;
-use fleetgate_common::fleet::{
-    HostFacts, JobStatus, JobSummary, JobUpdate, RuntimeAvailability, derive_hardware_class,
+use fleetgate_common::host::{HostFacts, RuntimeAvailability, derive_hardware_class};
+use fleetgate_common::job::{JobAssignment, JobUpdate};
+use fleetgate_common::report::{
+    AgentRecord, JobRecord, JobStatus, JobSummary, RuntimeSection, build_report,
 };
-use fleetgate_common::job::JobAssignment;
-use fleetgate_common::report::RuntimeSection;
 use fleetgate_common::runtime::RuntimeKind;
 use fleetgate_common::tls::ServerTls;
 use fleetgate_proto::v1 as pb;
@@ -27,7 +27,6 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
-use crate::fleet_report::{self, AgentRecord, JobRecord};
 use crate::plan::{self, RunError, RunPlan};
 use fleetgate_common::run::RunSpec;
 
@@ -1065,7 +1064,13 @@ impl Registry {
                 section: j.section.clone(),
             })
             .collect();
-        let report = fleet_report::build_report(&run.plan, &agents, &jobs, unix_ms() / 1_000);
+        let report = build_report(
+            &run.plan.config,
+            &run.plan.gate,
+            &agents,
+            &jobs,
+            unix_ms() / 1_000,
+        );
         let json = match serde_json::to_string(&report) {
             Ok(json) => json,
             Err(e) => {
@@ -1348,7 +1353,7 @@ mod tests {
                 _ => continue,
             }
         };
-        let report = fleetgate_common::fleet::JobUpdate::Report {
+        let report = fleetgate_common::job::JobUpdate::Report {
             section: Box::new(RuntimeSection::unavailable("test")),
         };
         handle

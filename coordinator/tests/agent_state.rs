@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use fleetgate_common::config::Mode;
-use fleetgate_common::fleet::{JobStatus, Verdict};
+use fleetgate_common::report::{JobStatus, Verdict};
 use support::fleet::{
     Proxy, assert_a_small_run_passes, link, small_run, submit_in_background, submit_within,
     wait_for_agents, wait_for_soak,

@@ -10,8 +10,7 @@ mod support;
 use std::io::{Read as _, Write as _};
 use std::time::Duration;
 
-use fleetgate_common::fleet::{JobStatus, Verdict};
-use fleetgate_common::report::RuntimeSection;
+use fleetgate_common::report::{JobStatus, RuntimeSection, Verdict};
 use fleetgate_common::tls::CoordinatorLink;
 use fleetgate_common::{config, convert};
 use fleetgate_coordinator::client;

@@ -10,8 +10,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use fleetgate_common::fleet::{AgentStatus, JobStatus, Verdict};
-use fleetgate_common::report::Report;
+use fleetgate_common::report::{AgentStatus, JobStatus, Report, Verdict};
 use fleetgate_coordinator::client;
 use fleetgate_coordinator::plan::RunError;
 use fleetgate_proto::v1 as pb;

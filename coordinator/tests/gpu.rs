@@ -7,8 +7,7 @@ mod support;
 use std::path::Path;
 use std::process::Output;
 
-use fleetgate_common::fleet::Verdict;
-use fleetgate_common::report::{Report, RuntimeStatus};
+use fleetgate_common::report::{Report, RuntimeStatus, Verdict};
 use support::cli::fleetgate_command;
 use support::fleet::{in_process, link, wait_for_agents};
 use support::process::{Process, agent_command};

@@ -442,7 +442,7 @@ fn tfmemprof_cpu_runs_on_real_tensorflow_with_the_reference_counters() {
         first_sample["allocator_allocated_bytes"].as_u64().unwrap() > 0,
         "{first_sample}"
     );
-    assert_eq!(report.verdict, fleetgate_common::fleet::Verdict::Pass);
+    assert_eq!(report.verdict, fleetgate_common::report::Verdict::Pass);
 }
 
 #[test]
@@ -498,7 +498,7 @@ fn without_libtensorflow_the_runtime_is_unavailable_and_the_verdict_inconclusive
     );
     assert_eq!(
         report.verdict,
-        fleetgate_common::fleet::Verdict::Inconclusive
+        fleetgate_common::report::Verdict::Inconclusive
     );
     assert!(
         stdout.ends_with("Fleet verdict: inconclusive\n"),

@@ -17,14 +17,14 @@ use fleetgate_agent::scenario::{self, Hooks, OverheadSpec, SoakSpec};
 use fleetgate_agent::sink::{FaultInjector, FaultOp};
 use fleetgate_agent::workload::Workload;
 use fleetgate_common::config::{GateMode, Mode, Profile, RetentionValidationLimits, WorkloadKind};
-use fleetgate_common::fleet::{HostFacts, JobStatus, JobSummary, Verdict};
 use fleetgate_common::gate::AssetSource;
-use fleetgate_common::report::{Report, RuntimeSection, RuntimeStatus};
+use fleetgate_common::host::HostFacts;
+use fleetgate_common::report::{
+    AgentRecord, JobRecord, JobStatus, JobSummary, Report, RuntimeSection, RuntimeStatus, Verdict,
+    baseline_document, build_report,
+};
 use fleetgate_common::run::{Asset, RunSpec};
 use fleetgate_common::runtime::RuntimeKind;
-use fleetgate_coordinator::fleet_report::{
-    AgentRecord, JobRecord, baseline_document, build_report,
-};
 use fleetgate_coordinator::plan::{self, RunError, RunPlan};
 use support::cli::{clean, fleetgate_command, run_bounded, tiny_run};
 use support::{assert_matches_schema, repo, run_spec};
@@ -154,7 +154,7 @@ fn report_of(plan: &RunPlan, section: &RuntimeSection) -> Report {
         },
         section: Some(section.clone()),
     }];
-    build_report(plan, &agents, &jobs, 0)
+    build_report(&plan.config, &plan.gate, &agents, &jobs, 0)
 }
 
 /// The section with `key` of the soak's tracker statistics replaced.

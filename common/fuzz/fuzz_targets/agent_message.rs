@@ -16,7 +16,8 @@
 #![no_main]
 
 use fleetgate_common::convert::{self, *};
-use fleetgate_common::fleet::{HostFacts, JobUpdate, RuntimeAvailability, derive_hardware_class};
+use fleetgate_common::host::{HostFacts, RuntimeAvailability, derive_hardware_class};
+use fleetgate_common::job::JobUpdate;
 use fleetgate_fuzz::assert_one_line;
 use fleetgate_proto::v1 as pb;
 use libfuzzer_sys::fuzz_target;

@@ -11,8 +11,7 @@
 
 use std::collections::BTreeMap;
 
-use fleetgate_common::fleet::threshold_candidates;
-use fleetgate_common::gate::{self, AssetError};
+use fleetgate_common::gate::{self, AssetError, threshold_candidates};
 use fleetgate_common::input;
 use fleetgate_common::report::REPORT_VERSION;
 use fleetgate_fuzz::assert_one_line;

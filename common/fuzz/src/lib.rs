@@ -46,7 +46,7 @@ pub fn numbers_are_finite(value: &Value) -> bool {
 #[cfg(test)]
 mod seeds {
     use fleetgate_common::convert::{self, job_event_to_pb};
-    use fleetgate_common::fleet::JobUpdate;
+    use fleetgate_common::job::JobUpdate;
     use fleetgate_common::report::RuntimeSection;
     use fleetgate_proto::v1 as pb;
     use prost::Message;

@@ -427,3 +427,18 @@ fn a_regression_with_an_interval_is_the_dual_criterion() {
         assert!(exact.passed && !exact.inconclusive && exact.delta_lo.is_none());
     }
 }
+
+#[test]
+fn thresholds_resolve_most_specific_first() {
+    let class = |agent: &str| (agent == "a1").then(|| "cpu-x-2c".to_owned());
+    assert_eq!(
+        threshold_candidates("a1/rt.m", class),
+        ["a1/rt.m", "cpu-x-2c/rt.m", "rt.m"]
+    );
+    assert_eq!(threshold_candidates("a2/rt.m", class), ["a2/rt.m", "rt.m"]);
+    assert_eq!(threshold_candidates("rt.m", class), ["rt.m"]);
+    assert_eq!(
+        threshold_candidates("a1/cuda@1.m", class),
+        ["a1/cuda@1.m", "a1/cuda.m", "cpu-x-2c/cuda.m", "cuda.m"]
+    );
+}

@@ -6,7 +6,7 @@ use std::time::Duration;
 use fleetgate_agent::daemon::BearerToken;
 use fleetgate_common::auth::Token;
 use fleetgate_common::convert;
-use fleetgate_common::fleet::JobUpdate;
+use fleetgate_common::job::JobUpdate;
 use fleetgate_common::report::RuntimeSection;
 use fleetgate_common::tls::CoordinatorLink;
 use fleetgate_proto::v1 as pb;

@@ -1,19 +1,22 @@
-//! Aggregation: the jobs' runtime sections, keyed `<agent>/<runtime>`, become one gated v0.4
-//! report for the whole fleet, with the agents' sections, the per-class summary and the
-//! verdict.
+//! The fleet report and its verdict: the jobs' runtime sections, keyed `<agent>/<runtime>`,
+//! become one gated v0.4 report for the whole fleet, with the agents' sections, the per-class
+//! summary, the diagnostics and the verdict.
 
 use std::collections::BTreeMap;
 
-use fleetgate_common::fleet::{
-    AgentSection, AgentStatus, HostFacts, JobStatus, JobSummary, Verdict, class_summaries,
+use crate::config::RunConfig;
+use crate::gate::{Gate, strip_instance};
+use crate::host::HostFacts;
+use crate::report::diagnostics::{
+    failure_diagnostics, gate_power_lines, has_inconclusive_loss, inconclusive_diagnostics,
 };
-use fleetgate_common::report::{
-    BaselineSnapshot, REPORT_VERSION, Report, RuntimeSection, RuntimeStatus, failure_diagnostics,
-    flatten_intervals, flatten_metrics, format_utc, gate_power_lines, has_inconclusive_loss,
-    inconclusive_diagnostics,
+use crate::report::fleet::{
+    AgentSection, AgentStatus, ClassSummary, JobStatus, JobSummary, MetricSpread,
 };
-
-use crate::plan::{Gate, RunPlan};
+use crate::report::metrics::{flatten_intervals, flatten_metrics};
+use crate::report::model::{
+    BaselineSnapshot, REPORT_VERSION, Report, RuntimeSection, RuntimeStatus, Verdict,
+};
 
 /// An agent of the run, as the coordinator knew it.
 #[derive(Debug, Clone)]
@@ -41,6 +44,8 @@ pub struct JobRecord {
     pub section: Option<RuntimeSection>,
 }
 
+/// How an agent's part of the run ended: the worst of its jobs' statuses (lost, then timed out
+/// or still running, then failed or cancelled).
 fn agent_status(jobs: &[&JobRecord]) -> AgentStatus {
     let has = |s: JobStatus| jobs.iter().any(|j| j.summary.status == s);
     if has(JobStatus::Lost) {
@@ -54,9 +59,22 @@ fn agent_status(jobs: &[&JobRecord]) -> AgentStatus {
     }
 }
 
-/// Builds the gated fleet report.
+/// Builds the gated fleet report of a run with `config` and `gate` from its agents and their
+/// jobs, dated `unix_seconds`.
+///
+/// Every job's section, when it has one, joins `runtimes` under `<agent>/<runtime>`; a job that
+/// did not complete adds a diagnostic naming its agent, runtime, phase and progress. The
+/// diagnostics list those first, then [`failure_diagnostics`], then
+/// [`inconclusive_diagnostics`]. `passed` is set when no check failed or was inconclusive, no
+/// job or failure diagnostic was raised and the run had an agent.
+/// The verdict is [`Verdict::Inconclusive`] when the run had no agent, a job did not complete
+/// (lost, timed out, still running, failed or cancelled), a runtime was unavailable, a
+/// telemetry session ended unclosed with nothing dropped and no failed write, or a check was
+/// inconclusive with nothing else failing; otherwise [`Verdict::Pass`] when `passed`, else
+/// [`Verdict::Fail`].
 pub fn build_report(
-    plan: &RunPlan,
+    config: &RunConfig,
+    gate: &Gate,
     agents: &[AgentRecord],
     jobs: &[JobRecord],
     unix_seconds: u64,
@@ -131,10 +149,10 @@ pub fn build_report(
     let mut report = Report {
         version: REPORT_VERSION.to_owned(),
         timestamp_utc: format_utc(unix_seconds),
-        profile: plan.config.workload.profile.name().to_owned(),
-        mode: plan.config.workload.mode.name().to_owned(),
-        gate_mode: plan.spec.gate_mode.name().to_owned(),
-        config: plan.config.clone(),
+        profile: config.workload.profile.name().to_owned(),
+        mode: config.workload.mode.name().to_owned(),
+        gate_mode: gate.mode().name().to_owned(),
+        config: config.clone(),
         runtimes,
         metrics,
         metric_intervals,
@@ -150,7 +168,7 @@ pub fn build_report(
         agents: agent_sections,
         hardware_classes,
     };
-    match &plan.gate {
+    match gate {
         Gate::Budget(budgets) => {
             report.budget_checks =
                 Some(budgets.check_intervals(&report.metrics, &report.metric_intervals, &class_of));
@@ -240,3 +258,78 @@ pub fn baseline_document(report: &Report, host: &str) -> serde_json::Value {
         "metrics": metrics,
     })
 }
+
+/// Per-class worst and median of every `<agent>/<runtime>.<metric>` value.
+pub fn class_summaries(
+    agents: &BTreeMap<String, AgentSection>,
+    metrics: &BTreeMap<String, f64>,
+) -> BTreeMap<String, ClassSummary> {
+    let mut classes: BTreeMap<String, ClassSummary> = BTreeMap::new();
+    for (id, agent) in agents {
+        classes
+            .entry(agent.hardware_class.clone())
+            .or_insert_with(|| ClassSummary {
+                agents: Vec::new(),
+                metrics: BTreeMap::new(),
+            })
+            .agents
+            .push(id.clone());
+    }
+    let mut values: BTreeMap<(String, String), Vec<f64>> = BTreeMap::new();
+    for (key, &value) in metrics {
+        let Some((agent, rest)) = key.split_once('/') else {
+            continue;
+        };
+        let Some(section) = agents.get(agent) else {
+            continue;
+        };
+        values
+            .entry((section.hardware_class.clone(), strip_instance(rest)))
+            .or_default()
+            .push(value);
+    }
+    for ((class, metric), mut v) in values {
+        v.sort_by(f64::total_cmp);
+        let median = if v.len() % 2 == 1 {
+            v[v.len() / 2]
+        } else {
+            (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
+        };
+        if let Some(summary) = classes.get_mut(&class) {
+            summary.metrics.insert(
+                metric,
+                MetricSpread {
+                    worst: v[v.len() - 1],
+                    median,
+                    agents: v.len() as u64,
+                },
+            );
+        }
+    }
+    classes
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` for a Unix time in seconds.
+pub fn format_utc(unix_seconds: u64) -> String {
+    let days = unix_seconds / 86_400;
+    let secs = unix_seconds % 86_400;
+    // Civil-from-days (proleptic Gregorian), valid for every date after 1970.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        secs / 3_600,
+        secs % 3_600 / 60,
+        secs % 60
+    )
+}
+
+#[cfg(test)]
+mod tests;

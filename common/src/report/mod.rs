@@ -1,0 +1,33 @@
+//! The v0.4 report: the per-runtime sections jobs produce, the flattened metrics the gates
+//! read, the failure diagnostics, and the fleet report with the agents' sections, the
+//! per-class summary and the verdict.
+//!
+//! Everything is re-exported here. `model` (the serde model), `fleet` (the agents' sections)
+//! and `metrics` (metric names, flattened values, formatting) depend on no gate; the gates of
+//! [`crate::gate`] check their metrics; `diagnostics` and `verdict` (the fleet report's
+//! assembly) build on the gates.
+
+pub(crate) mod diagnostics;
+pub(crate) mod fleet;
+pub(crate) mod metrics;
+pub(crate) mod model;
+pub(crate) mod verdict;
+
+pub use diagnostics::{
+    failure_diagnostics, gate_power_lines, has_inconclusive_loss, inconclusive_diagnostics,
+    next_knob_advice, telemetry_losses,
+};
+pub use fleet::{AgentSection, AgentStatus, ClassSummary, JobStatus, JobSummary, MetricSpread};
+pub use metrics::{
+    OVERHEAD_METRICS, SOAK_METRICS, TWO_SIDED_METRICS, expected_metric_keys, flatten_intervals,
+    flatten_metrics, format_value, is_two_sided,
+};
+pub use model::{
+    AddedCost, BaselineSnapshot, BudgetCheck, DetectableShift, OverheadBlock, OverheadEstimates,
+    OverheadMetrics, OverheadPair, OverheadScenarios, PairStop, REPORT_VERSION, RegressionCheck,
+    Report, RetentionChecks, RetentionValidationBlock, RuntimeSection, RuntimeStatus,
+    ScenarioSummary, SoakBlock, TelemetryLoss, Verdict,
+};
+pub use verdict::{
+    AgentRecord, JobRecord, baseline_document, build_report, class_summaries, format_utc,
+};

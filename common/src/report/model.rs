@@ -1,0 +1,554 @@
+//! The report's serde model: the runtime sections jobs produce with their overhead and soak
+//! blocks, the telemetry losses they record, the gate checks, the verdict, and the report
+//! itself. Keys are emitted in a fixed order (struct field order, maps sorted), so two reports
+//! of the same run diff cleanly.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{ComparableConfig, RunConfig};
+use crate::report::fleet::{AgentSection, ClassSummary};
+use crate::stats::{Estimate, Interval};
+
+/// `version` of every report.
+pub const REPORT_VERSION: &str = "v0.4";
+
+/// Whether a runtime ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuntimeStatus {
+    /// It ran; its blocks are present.
+    Ok,
+    /// It could not run on this host (the reason says why).
+    Unavailable,
+}
+
+/// One scenario's summary (`summary.json` in its directory).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScenarioSummary {
+    /// `unprofiled` or `tracked_default`.
+    pub name: String,
+    /// Wall time of the timed region.
+    pub wall_seconds: f64,
+    /// Process CPU time of the timed region.
+    pub cpu_seconds: f64,
+    /// Workload checksum (the same for both scenarios of a trial).
+    pub checksum: u64,
+    /// Where the scenario's files are.
+    pub artifact_dir: String,
+    /// Bytes under `artifact_dir`, `summary.json` included.
+    pub artifact_size_bytes: u64,
+    /// Samples due (tracked only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sample_count: Option<u64>,
+    /// Samples emitted (tracked only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub emitted_samples: Option<u64>,
+    /// Records the tracker produced (tracked only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_count: Option<u64>,
+    /// Collector transitions (tracked only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub collector_failure_event_count: Option<u64>,
+    /// Tracker statistics (tracked only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stats: Option<serde_json::Value>,
+    /// The sink's manifest (tracked only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_path: Option<String>,
+}
+
+/// The overhead metrics of one trial.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct OverheadMetrics {
+    /// Signed % of tracked vs unprofiled wall time.
+    pub runtime_overhead_pct: f64,
+    /// Signed % of tracked vs unprofiled CPU time.
+    pub cpu_overhead_pct: f64,
+    /// `max(0, tracked dir − unprofiled dir)`.
+    pub artifact_growth_bytes: u64,
+}
+
+/// The two scenarios of the selected trial.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OverheadScenarios {
+    /// The workload alone.
+    pub unprofiled: ScenarioSummary,
+    /// The workload with the runtime tracking in its default mode.
+    pub tracked_default: ScenarioSummary,
+}
+
+/// One unprofiled/tracked pair of the overhead scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct OverheadPair {
+    /// Whether the tracked run went first (pairs alternate: AB, BA, AB, …).
+    pub tracked_first: bool,
+    /// `(tracked − unprofiled wall time) / samples`, in ns.
+    pub added_wall_ns_per_sample: f64,
+    /// `(tracked − unprofiled CPU time) / samples`, in ns.
+    pub added_cpu_ns_per_sample: f64,
+    /// Signed % of tracked vs unprofiled wall time.
+    pub runtime_overhead_pct: f64,
+    /// Signed % of tracked vs unprofiled CPU time.
+    pub cpu_overhead_pct: f64,
+}
+
+/// Added cost per tracked sample, estimated from the pairs.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct AddedCost {
+    /// Wall time, ns per sample.
+    pub wall: Estimate,
+    /// Process CPU time, ns per sample.
+    pub cpu: Estimate,
+}
+
+/// The overhead metrics' estimates with their 95 % intervals.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct OverheadEstimates {
+    /// Hodges–Lehmann estimate of the per-pair `runtime_overhead_pct`.
+    pub runtime_overhead_pct: Estimate,
+    /// Hodges–Lehmann estimate of the per-pair `cpu_overhead_pct`.
+    pub cpu_overhead_pct: Estimate,
+}
+
+/// The smallest true shift this run's pairs detect with 95 % probability by a one-sided test
+/// at 2.5 % (the side of a two-sided 95 % interval), from the pairs' normal-scaled MAD.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct DetectableShift {
+    /// Wall time, ns per sample.
+    pub wall_ns_per_sample: f64,
+    /// CPU time, ns per sample.
+    pub cpu_ns_per_sample: f64,
+    /// `runtime_overhead_pct`, in percentage points.
+    pub runtime_overhead_pct: f64,
+    /// `cpu_overhead_pct`, in percentage points.
+    pub cpu_overhead_pct: f64,
+}
+
+/// Why the overhead scenario stopped adding pairs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PairStop {
+    /// The `runtime_overhead_pct` interval became narrow enough.
+    Precision,
+    /// The time cap was reached.
+    TimeCap,
+    /// The most pairs accepted were run.
+    MaxPairs,
+}
+
+/// The overhead block of a runtime.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OverheadBlock {
+    /// The representative pair's scenarios (a pair near the estimate: see `docs/harness.md`).
+    pub scenarios: OverheadScenarios,
+    /// The estimates: `runtime_overhead_pct` and `cpu_overhead_pct` are the Hodges–Lehmann
+    /// estimates over the pairs; `artifact_growth_bytes` is the representative pair's
+    /// (recomputed from the promoted summaries).
+    pub metrics: OverheadMetrics,
+    /// Pairs run.
+    pub trial_count: u32,
+    /// Always 0.5: the representative pair is one near the estimate (kept for readers of the
+    /// five-trial format, whose pick was a quantile).
+    pub trial_quantile: f64,
+    /// 1-based index of the representative pair.
+    pub selected_trial: u32,
+    /// Every pair's metrics, in pair order.
+    pub trial_metrics: Vec<OverheadMetrics>,
+    /// Every pair's added cost, in pair order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pairs: Vec<OverheadPair>,
+    /// Added cost per tracked sample with its 95 % interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub added_ns_per_sample: Option<AddedCost>,
+    /// The overhead metrics with their 95 % intervals.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimates: Option<OverheadEstimates>,
+    /// The smallest regression this run detects with 95 % probability.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detectable_shift: Option<DetectableShift>,
+    /// Why no more pairs were run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_by: Option<PairStop>,
+    /// Scratch root used for trial files, if any.
+    pub scratch_root: Option<String>,
+    /// The trials whose telemetry sink dropped records, failed a write or did not complete its
+    /// session (the selected one included; absent when none did).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub telemetry_losses: Vec<TelemetryLoss>,
+}
+
+/// What one tracked scenario's telemetry sink lost or could not finish, read from the tracker
+/// statistics the agent reports (`stats`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TelemetryLoss {
+    /// `soak`, `retention_validation`, or `overhead trial <n>`.
+    pub scenario: String,
+    /// The sink's directory.
+    pub sink_dir: String,
+    /// Records written and fsynced.
+    pub durable_records: u64,
+    /// Records dropped because they could not be written.
+    pub dropped_records: u64,
+    /// Bytes of those records.
+    pub dropped_bytes: u64,
+    /// Failed writes, fsyncs, cut-backs, segment deletions and manifest writes.
+    pub flush_failures: u64,
+    /// How the telemetry session ended (`completed`, `incomplete`, `interrupted`, …).
+    pub session_status: String,
+    /// The first sink error, `<operation> <path>: <OS error>`.
+    pub first_error: Option<String>,
+    /// The last sink error.
+    pub last_error: Option<String>,
+}
+
+impl TelemetryLoss {
+    /// The loss recorded in a tracker's `stats`, or None when its sink kept everything and
+    /// completed its session (or the statistics carry no session). `sink_dir` is used when the
+    /// statistics do not name the sink's directory.
+    pub fn from_stats(scenario: &str, stats: &serde_json::Value, sink_dir: &str) -> Option<Self> {
+        let count = |key: &str| stats.get(key).and_then(serde_json::Value::as_u64);
+        let text = |key: &str| {
+            stats
+                .get(key)
+                .and_then(serde_json::Value::as_str)
+                .map(|t| crate::input::one_line(t).into_owned())
+        };
+        let session_status = text("session_status")?;
+        let dropped_records = count("sink_dropped_records").unwrap_or(0);
+        let flush_failures = count("sink_flush_failures").unwrap_or(0);
+        if dropped_records == 0 && flush_failures == 0 && session_status == "completed" {
+            return None;
+        }
+        Some(TelemetryLoss {
+            scenario: scenario.to_owned(),
+            sink_dir: text("sink_dir").unwrap_or_else(|| sink_dir.to_owned()),
+            durable_records: count("sink_durable_records").unwrap_or(0),
+            dropped_records,
+            dropped_bytes: count("sink_dropped_bytes").unwrap_or(0),
+            flush_failures,
+            session_status,
+            first_error: text("sink_first_error"),
+            last_error: text("sink_last_error"),
+        })
+    }
+
+    /// Whether this loss makes the verdict inconclusive instead of failing the gate: the
+    /// session did not complete although nothing was dropped and no write failed (the sink
+    /// could not be closed, so what reached the disk is unknown). Dropped records and failed
+    /// writes fail the gate.
+    pub fn is_inconclusive(&self) -> bool {
+        self.dropped_records == 0 && self.flush_failures == 0
+    }
+}
+
+/// The four checks of the forced-churn retention validation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetentionChecks {
+    /// `rollover_count > 0`.
+    pub rollover_observed: bool,
+    /// `pruned_segment_count > 0`.
+    pub pruning_observed: bool,
+    /// `final_retained_files <= retention_max_files`.
+    pub retained_files_bounded: bool,
+    /// `final_retained_bytes <= retention_max_total_bytes`.
+    pub retained_bytes_bounded: bool,
+}
+
+impl RetentionChecks {
+    /// The failed checks, by name.
+    pub fn failed(&self) -> Vec<&'static str> {
+        [
+            ("rollover_observed", self.rollover_observed),
+            ("pruning_observed", self.pruning_observed),
+            ("retained_files_bounded", self.retained_files_bounded),
+            ("retained_bytes_bounded", self.retained_bytes_bounded),
+        ]
+        .into_iter()
+        .filter(|(_, ok)| !ok)
+        .map(|(name, _)| name)
+        .collect()
+    }
+}
+
+/// The retention-validation block of a soak.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RetentionValidationBlock {
+    /// Most samples it could emit.
+    pub sample_limit: u64,
+    /// Samples it emitted before both rollover and pruning were seen.
+    pub emitted_samples: u64,
+    /// Tracker statistics at the end.
+    pub stats: serde_json::Value,
+    /// The checks.
+    pub checks: RetentionChecks,
+    /// All checks passed.
+    pub passed: bool,
+    /// Where its files are.
+    pub artifact_dir: String,
+    /// The sink's manifest.
+    pub output_path: String,
+    /// Bytes under `artifact_dir`.
+    pub artifact_size_bytes: u64,
+}
+
+/// The soak block of a runtime.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SoakBlock {
+    /// `<runtime>_soak`.
+    pub name: String,
+    /// Profile.
+    pub profile: String,
+    /// Samples emitted.
+    pub sample_count: u64,
+    /// Samples × interval.
+    pub equivalent_seconds: f64,
+    /// Equivalent hours.
+    pub equivalent_hours: f64,
+    /// Wall time of the sample loop and finish.
+    pub wall_seconds: f64,
+    /// Process CPU time over the same span.
+    pub cpu_seconds: f64,
+    /// Samples per wall second.
+    pub samples_per_second: f64,
+    /// Where the soak's files are.
+    pub artifact_dir: String,
+    /// The sink's manifest.
+    pub output_path: String,
+    /// Bytes under `artifact_dir`.
+    pub artifact_size_bytes: u64,
+    /// RSS delta over the measured window, normalised to 24 h of equivalent time.
+    pub rss_growth_per_24h_equiv: f64,
+    /// Largest RSS increase over the baseline at any checkpoint.
+    pub max_rss_delta_bytes: u64,
+    /// Samples up to and including the baseline checkpoint.
+    pub rss_warmup_sample_count: u64,
+    /// Samples after it.
+    pub rss_measured_sample_count: u64,
+    /// Equivalent seconds after it.
+    pub rss_measured_equivalent_seconds: f64,
+    /// Checkpoints read.
+    pub rss_checkpoint_count: u64,
+    /// RSS at the first checkpoint.
+    pub rss_baseline_bytes: u64,
+    /// RSS at the last checkpoint.
+    pub rss_final_bytes: u64,
+    /// Final − baseline.
+    pub rss_delta_bytes: i64,
+    /// RSS after finish.
+    pub rss_after_finish_bytes: u64,
+    /// After-finish − final (reported, never gated).
+    pub finalization_rss_delta_bytes: i64,
+    /// Collector transitions.
+    pub collector_failure_event_count: u64,
+    /// Events evicted from the history window.
+    pub history_dropped_events: u64,
+    /// Samples evicted.
+    pub history_dropped_samples: u64,
+    /// Alerts evicted.
+    pub history_dropped_alerts: u64,
+    /// Sink rollovers.
+    pub rollover_count: u64,
+    /// Segments pruned.
+    pub pruned_segment_count: u64,
+    /// Bytes pruned.
+    pub pruned_bytes: u64,
+    /// Segments retained.
+    pub final_retained_files: u64,
+    /// Bytes retained.
+    pub final_retained_bytes: u64,
+    /// Events kept.
+    pub history_retained_events: u64,
+    /// Samples kept.
+    pub history_retained_samples: u64,
+    /// Alerts kept.
+    pub history_retained_alerts: u64,
+    /// Collector health at the end.
+    pub collector_health_status: String,
+    /// Tracker statistics at the end.
+    pub stats: serde_json::Value,
+    /// The forced-churn subtest.
+    pub retention_validation: RetentionValidationBlock,
+}
+
+/// One runtime's section of the report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RuntimeSection {
+    /// Whether it ran.
+    pub status: RuntimeStatus,
+    /// Why it could not run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Effective sampling interval in seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_interval: Option<f64>,
+    /// Overhead block (modes `overhead` and `all`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overhead: Option<OverheadBlock>,
+    /// Soak block (modes `soak` and `all`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub soak: Option<SoakBlock>,
+}
+
+impl RuntimeSection {
+    /// A runtime that could not run, and why.
+    pub fn unavailable(reason: impl Into<String>) -> Self {
+        RuntimeSection {
+            status: RuntimeStatus::Unavailable,
+            reason: Some(reason.into()),
+            default_interval: None,
+            overhead: None,
+            soak: None,
+        }
+    }
+}
+
+/// One budget check.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BudgetCheck {
+    /// Measured value.
+    pub value: f64,
+    /// The budget.
+    pub max_allowed: f64,
+    /// The budget file key that applied (agent, hardware class, or plain runtime key).
+    pub threshold_key: String,
+    /// Without an interval `value <= max_allowed`; with one, its upper bound `hi <=
+    /// max_allowed` (the budget is shown to hold).
+    pub passed: bool,
+    /// Lower bound of the value's 95 % interval (measured metrics such as the overhead).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lo: Option<f64>,
+    /// Upper bound of the value's 95 % interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hi: Option<f64>,
+    /// The interval straddles the budget (`lo <= max_allowed < hi`): neither shown.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub inconclusive: bool,
+}
+
+/// One regression check.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegressionCheck {
+    /// Measured value.
+    pub current_value: f64,
+    /// Baseline value.
+    pub baseline_value: f64,
+    /// `current − baseline`.
+    pub delta: f64,
+    /// Allowed increase.
+    pub max_regression: f64,
+    /// The tolerance file key that applied (agent, hardware class, or plain runtime key).
+    pub threshold_key: String,
+    /// `delta <= max_regression`, and for a two-sided check also `delta >= −max_regression`.
+    pub passed: bool,
+    /// Whether the check is two-sided (see
+    /// [`TWO_SIDED_METRICS`](crate::report::TWO_SIDED_METRICS)): it then also fails when
+    /// `delta < −max_regression`.
+    #[serde(default)]
+    pub two_sided: bool,
+    /// Lower bound of the 95 % interval of `delta` (measured metrics such as the overhead:
+    /// the current value's interval minus the baseline). With an interval the check is the
+    /// dual criterion: it fails when `delta_lo > 0` and `delta > max_regression`, passes
+    /// when `delta_hi <= max_regression`, and is otherwise inconclusive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta_lo: Option<f64>,
+    /// Upper bound of the 95 % interval of `delta`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta_hi: Option<f64>,
+    /// Neither a material regression nor its absence is shown.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub inconclusive: bool,
+}
+
+/// The fleet's verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Every check passed on every agent.
+    Pass,
+    /// A check failed (or a diagnostic was raised) with every agent accounted for.
+    Fail,
+    /// An agent was lost, timed out or failed, or a required runtime was unavailable: the
+    /// run proves nothing either way.
+    Inconclusive,
+}
+
+impl Verdict {
+    /// The verdict's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Verdict::Pass => "pass",
+            Verdict::Fail => "fail",
+            Verdict::Inconclusive => "inconclusive",
+        }
+    }
+}
+
+/// The baseline as recorded in a regression report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BaselineSnapshot {
+    /// Baseline file version.
+    pub version: String,
+    /// Its (matching) config.
+    pub config: ComparableConfig,
+    /// Its metrics.
+    pub metrics: BTreeMap<String, f64>,
+}
+
+/// The v0.4 report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// `v0.4`.
+    pub version: String,
+    /// `YYYY-MM-DDTHH:MM:SSZ`.
+    pub timestamp_utc: String,
+    /// Profile name.
+    pub profile: String,
+    /// Mode name.
+    pub mode: String,
+    /// Gate mode name.
+    pub gate_mode: String,
+    /// What ran.
+    pub config: RunConfig,
+    /// Per runtime, by name.
+    pub runtimes: BTreeMap<String, RuntimeSection>,
+    /// Flattened `<runtime>.<metric>` values that the gate reads.
+    pub metrics: BTreeMap<String, f64>,
+    /// The 95 % intervals of the measured metrics among them (the overhead percentages): the
+    /// gates decide these by their bounds.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metric_intervals: BTreeMap<String, Interval>,
+    /// What the gate can resolve: per gated overhead metric, the smallest regression this
+    /// run detects with 95 % probability, and a line wherever a budget or tolerance is tighter
+    /// than that. Advice only: it does not change the verdict.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gate_power: Vec<String>,
+    /// Budgets (budget gate).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budgets: Option<BTreeMap<String, f64>>,
+    /// Budget checks (budget gate).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget_checks: Option<BTreeMap<String, BudgetCheck>>,
+    /// Baseline (regression gate).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<BaselineSnapshot>,
+    /// Tolerances (regression gate).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tolerances: Option<BTreeMap<String, f64>>,
+    /// Regression checks (regression gate).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub regression_checks: Option<BTreeMap<String, RegressionCheck>>,
+    /// Everything that failed, with context and the knob to adjust next.
+    pub failure_diagnostics: Vec<String>,
+    /// Every check passed and no diagnostic was raised.
+    pub passed: bool,
+    /// `pass`, `fail`, or `inconclusive` (an agent lost, timed out or failed, a required
+    /// runtime unavailable, or a telemetry session that could not be closed: never a silent
+    /// pass).
+    pub verdict: Verdict,
+    /// Per agent: facts, hardware class, labels, how its part ended, its jobs.
+    pub agents: BTreeMap<String, AgentSection>,
+    /// Per hardware class: its agents, and the worst and median of every metric.
+    pub hardware_classes: BTreeMap<String, ClassSummary>,
+}
