@@ -11,7 +11,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use fleetgate_common::convert::{self, JobRequest};
-use fleetgate_common::fleet::{HostFacts, JobUpdate, RuntimeAvailability, derive_hardware_class};
+use fleetgate_common::fleet::{
+    HostFacts, JobPhase, JobUpdate, RuntimeAvailability, derive_hardware_class,
+};
+use fleetgate_common::ids::is_safe_id;
 use fleetgate_proto::v1 as pb;
 use pb::agent_service_client::AgentServiceClient;
 use tokio::sync::mpsc;
@@ -21,9 +24,6 @@ use tokio_util::sync::CancellationToken;
 use crate::worker::{self, MemoryLimit, WorkerCommand, WorkerHandle, WorkerJob};
 use fleetgate_common::auth::Token;
 use fleetgate_common::tls::{ClientTlsFiles, CoordinatorLink};
-
-/// Protocol version this agent speaks.
-pub const PROTOCOL_VERSION: u32 = 1;
 
 /// Agent configuration.
 #[derive(Debug, Clone)]
@@ -285,16 +285,6 @@ pub fn check_health(state_dir: &Path, max_age: Duration) -> Result<(), String> {
             age.as_secs()
         ))
     }
-}
-
-/// Whether a remote id is safe to use in a file name.
-pub fn is_safe_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 128
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
-        && !id.starts_with('.')
 }
 
 const MIB: u64 = 1024 * 1024;
@@ -832,7 +822,7 @@ impl Agent {
             body: Some(pb::agent_message::Body::Hello(pb::Hello {
                 agent_id: self.config.agent_id.clone(),
                 agent_version: env!("CARGO_PKG_VERSION").to_owned(),
-                protocol_version: PROTOCOL_VERSION,
+                protocol_version: fleetgate_proto::PROTOCOL_VERSION,
                 facts: Some(pb::HostFacts::from(&self.facts)),
                 runtimes: self
                     .runtimes
@@ -1117,7 +1107,7 @@ impl Agent {
     /// is numbered, kept and sent at once.
     fn fail_queued(&self, job_id: String, reason: String) {
         let failed = JobUpdate::Failed {
-            phase: "starting".into(),
+            phase: JobPhase::Starting,
             reason,
         };
         self.updates_tx.send((job_id, failed)).ok();
@@ -1161,15 +1151,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn remote_ids_that_could_leave_the_state_directory_are_refused() {
-        assert!(is_safe_id("run-1_job.3"));
-        assert!(!is_safe_id("../etc"));
-        assert!(!is_safe_id("a/b"));
-        assert!(!is_safe_id(".hidden"));
-        assert!(!is_safe_id(""));
-    }
-
-    #[test]
     fn a_scratch_root_must_lie_under_an_allowed_one_without_dot_dot() {
         let allowed = [PathBuf::from("/dev/shm/fleetgate")];
         assert!(scratch_root_allowed(
@@ -1202,7 +1183,7 @@ mod tests {
         assert_eq!(outbox.push(JobUpdate::Started { pid: 1 }), 1);
         assert_eq!(
             outbox.push(JobUpdate::Progress {
-                phase: "soak".into(),
+                phase: JobPhase::Soak,
                 done: 1,
                 total: 2
             }),
@@ -1217,7 +1198,7 @@ mod tests {
         assert_eq!(reloaded.pending.len(), 2);
         assert_eq!(reloaded.next_sequence, 3);
         let sequence = reloaded.push(JobUpdate::Failed {
-            phase: "soak".into(),
+            phase: JobPhase::Soak,
             reason: "x".into(),
         });
         assert_eq!(sequence, 3);

@@ -14,7 +14,8 @@ use fleetgate_common::auth::Token;
 use fleetgate_common::config;
 use fleetgate_common::convert::{self, JobRequest};
 use fleetgate_common::fleet::{
-    HostFacts, JobStatus, JobSummary, JobUpdate, RuntimeAvailability, derive_hardware_class,
+    HostFacts, JobPhase, JobStatus, JobSummary, JobUpdate, RuntimeAvailability,
+    derive_hardware_class,
 };
 use fleetgate_common::report::RuntimeSection;
 use fleetgate_common::tls::ServerTls;
@@ -28,8 +29,7 @@ use tonic::Status;
 use crate::fleet_report::{self, AgentRecord, JobRecord};
 use crate::plan::{self, RunError, RunPlan, RunSpec};
 
-/// The protocol version the coordinator speaks.
-pub const PROTOCOL_VERSION: u32 = 1;
+use fleetgate_proto::PROTOCOL_VERSION;
 
 /// Largest message the coordinator sends a client (a report, a page of agents), and the most
 /// the CLI accepts: a reply that would be larger is not built (a report says so instead, the
@@ -264,7 +264,7 @@ struct JobEntry {
     label: String,
     agent_id: String,
     status: JobStatus,
-    phase: String,
+    phase: JobPhase,
     done: u64,
     total: u64,
     last_sequence: u64,
@@ -438,7 +438,7 @@ impl Registry {
             )));
         }
         let agent_id = hello.agent_id.clone();
-        if !fleetgate_agent::daemon::is_safe_id(&agent_id) {
+        if !fleetgate_common::ids::is_safe_id(&agent_id) {
             return Err(Status::invalid_argument(
                 "agent_id must be 1-128 characters of letters, digits, '-', '_' or '.'",
             ));
@@ -652,7 +652,7 @@ impl Registry {
                 // Waiting for the deadline would only hide it: the job ends now, saying why.
                 tracing::warn!(agent_id, job_id = %job_id, error = %e, "Unusable job event; the job fails.");
                 JobUpdate::Failed {
-                    phase: job.phase.clone(),
+                    phase: job.phase,
                     reason: format!("the agent sent an unusable event: {e}"),
                 }
             }
@@ -665,7 +665,7 @@ impl Registry {
             JobUpdate::Started { .. } => {}
             JobUpdate::Checkpoint { .. } => job.checkpoints += 1,
             JobUpdate::Progress { phase, done, total } => {
-                job.phase.clone_from(&phase);
+                job.phase = phase;
                 job.done = done;
                 job.total = total;
                 if let Some(run) = self.runs.get(&run_id) {
@@ -675,7 +675,7 @@ impl Registry {
                             body: Some(pb::run_event::Body::Progress(pb::AgentProgress {
                                 agent_id: agent_id.to_owned(),
                                 runtime: job.label.clone(),
-                                phase,
+                                phase: phase.name().to_owned(),
                                 done,
                                 total,
                             })),
@@ -826,7 +826,7 @@ impl Registry {
                             label,
                             agent_id: agent_id.clone(),
                             status: JobStatus::Running,
-                            phase: "starting".into(),
+                            phase: JobPhase::Starting,
                             done: 0,
                             total: 0,
                             last_sequence: 0,
@@ -1053,7 +1053,7 @@ impl Registry {
                 summary: JobSummary {
                     job_id: id.clone(),
                     status: j.status,
-                    phase: j.phase.clone(),
+                    phase: j.phase.name().to_owned(),
                     done: j.done,
                     total: j.total,
                     events: j.events,

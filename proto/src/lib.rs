@@ -2,6 +2,9 @@
 //! the run API used by the CLI. Generated code only; conversions into domain types live with
 //! the crates that use them. Evolution rules: `docs/protocol.md`.
 
+/// The protocol version the agent and the coordinator speak (an agent's `Hello` carries it).
+pub const PROTOCOL_VERSION: u32 = 1;
+
 /// Protocol version 1.
 #[allow(
     missing_docs,
