@@ -296,7 +296,7 @@ impl AgentService for AgentSvc {
         let conn = self
             .registry
             .ask(|reply| Command::Connect {
-                hello,
+                hello: Box::new(hello),
                 outbound: tx,
                 peer,
                 reply,

@@ -240,7 +240,7 @@ pub enum Command {
     /// An agent opened its session with a hello.
     Connect {
         /// The hello.
-        hello: AgentHello,
+        hello: Box<AgentHello>,
         /// Its outbound stream.
         outbound: Outbound,
         /// The address the session comes from.
@@ -402,7 +402,7 @@ impl Registry {
                 peer,
                 reply,
             } => {
-                let result = self.connect(hello, outbound, peer);
+                let result = self.connect(*hello, outbound, peer);
                 reply.send(result).ok();
             }
             Command::FromAgent {

@@ -110,7 +110,7 @@ async fn connect(
     let (tx, rx) = mpsc::channel(64);
     handle
         .ask(|reply| Command::Connect {
-            hello,
+            hello: Box::new(hello),
             outbound: tx,
             peer: peer(port),
             reply,
