@@ -1,18 +1,18 @@
 //! Identifiers of agents, runs and jobs, and the check that an id is safe to use as a file
-//! name (agents name files after job ids, and an agent id is a file name in its
-//! certificate's checks and in operators' paths).
+//! name (agents name their outbox files after job ids; the coordinator accepts only safe
+//! agent ids).
 //!
 //! The newtypes do not validate: an id received from a peer is kept as it came (bounded by
 //! the limits of [`crate::convert`]) and compared by its text. Where an id must be safe,
-//! [`is_safe_id`] (or the `checked` constructors) says so.
+//! [`is_safe_id`] says so.
 
 use std::borrow::Borrow;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// Longest safe id, in bytes.
-pub const MAX_SAFE_ID_BYTES: usize = 128;
+/// Longest safe id, in bytes: the longest id a peer may send.
+pub const MAX_SAFE_ID_BYTES: usize = crate::convert::MAX_ID_BYTES;
 
 /// Whether a remote id is safe to use in a file name: 1 to [`MAX_SAFE_ID_BYTES`] bytes of
 /// ASCII letters, digits, `-`, `_` or `.`, not starting with `.`.
@@ -25,11 +25,6 @@ pub fn is_safe_id(id: &str) -> bool {
         && !id.starts_with('.')
 }
 
-/// An id that [`is_safe_id`] refuses.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{} is not a safe id: use 1-{MAX_SAFE_ID_BYTES} characters of letters, digits, '-', '_' or '.'", crate::input::one_line(.0))]
-pub struct UnsafeId(pub String);
-
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
@@ -41,16 +36,6 @@ macro_rules! id_type {
             /// The id as it came, unchecked.
             pub fn new(id: impl Into<String>) -> Self {
                 $name(id.into())
-            }
-
-            /// The id, when [`is_safe_id`] accepts it.
-            pub fn checked(id: impl Into<String>) -> Result<Self, UnsafeId> {
-                let id = id.into();
-                if is_safe_id(&id) {
-                    Ok($name(id))
-                } else {
-                    Err(UnsafeId(id))
-                }
             }
 
             /// The id's text.
@@ -156,7 +141,5 @@ mod tests {
         );
         let map = std::collections::BTreeMap::from([(RunId::new("r1"), 1)]);
         assert_eq!(map.get("r1"), Some(&1));
-        assert_eq!(AgentId::checked("a/b"), Err(UnsafeId("a/b".into())));
-        assert_eq!(AgentId::checked("a.b").unwrap(), "a.b");
     }
 }
