@@ -152,11 +152,11 @@ impl Stream for RunEventStream {
     type Item = Result<pb::RunEvent, Status>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let run_id = self.run_id.clone();
-        Pin::new(&mut self.inner).poll_next(cx).map(|item| {
+        let this = &mut *self;
+        Pin::new(&mut this.inner).poll_next(cx).map(|item| {
             item.map(|event| {
                 event
-                    .map(|event| convert::run_event_to_pb(&run_id, event))
+                    .map(|event| convert::run_event_to_pb(&this.run_id, event))
                     .map_err(Status::from)
             })
         })
