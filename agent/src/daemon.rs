@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use fleetgate_common::convert;
 use fleetgate_common::host::{HostFacts, RuntimeAvailability, derive_hardware_class};
-use fleetgate_common::job::{JobAssignment, JobUpdate};
+use fleetgate_common::ids::is_safe_id;
+use fleetgate_common::job::{JobAssignment, JobPhase, JobUpdate};
 use fleetgate_common::report::RuntimeSection;
 use fleetgate_proto::v1 as pb;
 use pb::agent_service_client::AgentServiceClient;
@@ -284,16 +285,6 @@ pub fn check_health(state_dir: &Path, max_age: Duration) -> Result<(), String> {
             age.as_secs()
         ))
     }
-}
-
-/// Whether a remote id is safe to use in a file name.
-pub fn is_safe_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 128
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
-        && !id.starts_with('.')
 }
 
 const MIB: u64 = 1024 * 1024;
@@ -1135,7 +1126,7 @@ impl Agent {
     /// is numbered, kept and sent at once.
     fn fail_queued(&self, job_id: String, reason: String) {
         let failed = JobUpdate::Failed {
-            phase: "starting".into(),
+            phase: JobPhase::Starting,
             reason,
         };
         self.updates_tx.send((job_id, failed)).ok();
@@ -1179,15 +1170,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn remote_ids_that_could_leave_the_state_directory_are_refused() {
-        assert!(is_safe_id("run-1_job.3"));
-        assert!(!is_safe_id("../etc"));
-        assert!(!is_safe_id("a/b"));
-        assert!(!is_safe_id(".hidden"));
-        assert!(!is_safe_id(""));
-    }
-
-    #[test]
     fn a_scratch_root_must_lie_under_an_allowed_one_without_dot_dot() {
         let allowed = [PathBuf::from("/dev/shm/fleetgate")];
         assert!(scratch_root_allowed(
@@ -1220,7 +1202,7 @@ mod tests {
         assert_eq!(outbox.push(JobUpdate::Started { pid: 1 }), 1);
         assert_eq!(
             outbox.push(JobUpdate::Progress {
-                phase: "soak".into(),
+                phase: JobPhase::Soak,
                 done: 1,
                 total: 2
             }),
@@ -1235,7 +1217,7 @@ mod tests {
         assert_eq!(reloaded.pending.len(), 2);
         assert_eq!(reloaded.next_sequence, 3);
         let sequence = reloaded.push(JobUpdate::Failed {
-            phase: "soak".into(),
+            phase: JobPhase::Soak,
             reason: "x".into(),
         });
         assert_eq!(sequence, 3);

@@ -63,28 +63,10 @@ fn dir_error(path: &Path) -> impl FnOnce(std::io::Error) -> ScenarioError + '_ {
     }
 }
 
-/// Where a scenario is, and what it reports along the way.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    /// Overhead pairs (done/total count scenarios: 2 per pair; the total grows with the pairs
-    /// beyond the minimum).
-    Overhead,
-    /// The soak (done/total count samples).
-    Soak,
-    /// The forced-churn subtest (done/total count samples).
-    RetentionValidation,
-}
-
-impl Phase {
-    /// The phase's name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Phase::Overhead => "overhead",
-            Phase::Soak => "soak",
-            Phase::RetentionValidation => "retention_validation",
-        }
-    }
-}
+/// Where a scenario is, and what it reports along the way: the job phases of the fleet
+/// (a scenario reports [`Phase::Overhead`], [`Phase::Soak`] and
+/// [`Phase::RetentionValidation`]).
+pub use fleetgate_common::job::JobPhase as Phase;
 
 /// Progress of a scenario.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use fleetgate_common::config::WorkloadKind;
-use fleetgate_common::job::{JobSpec, JobUpdate};
+use fleetgate_common::job::{JobPhase, JobSpec, JobUpdate};
 use fleetgate_common::runtime::RuntimeKind;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncBufReadExt;
@@ -216,17 +216,16 @@ pub fn run_job_events(
     cancel: &AtomicBool,
     emit: &dyn Fn(&JobUpdate),
 ) -> JobUpdate {
-    let mut phase = "starting";
+    let mut phase = JobPhase::Starting;
     let mut last_tenth = u64::MAX;
     let mut progress = |p: Progress| {
-        let name = p.phase.name();
         let tenth = p.done.saturating_mul(10) / p.total.max(1);
         // Phase changes and every tenth: enough for a live bar, cheap on the wire.
-        if name != phase || tenth != last_tenth || p.done == p.total {
-            phase = name;
+        if p.phase != phase || tenth != last_tenth || p.done == p.total {
+            phase = p.phase;
             last_tenth = tenth;
             emit(&JobUpdate::Progress {
-                phase: name.to_owned(),
+                phase: p.phase,
                 done: p.done,
                 total: p.total,
             });
@@ -248,11 +247,11 @@ pub fn run_job_events(
             section: Box::new(section),
         },
         Err(ScenarioError::Interrupted) => JobUpdate::Failed {
-            phase: phase.to_owned(),
+            phase,
             reason: "interrupted".to_owned(),
         },
         Err(err) => JobUpdate::Failed {
-            phase: phase.to_owned(),
+            phase,
             reason: err.to_string(),
         },
     }
@@ -401,10 +400,7 @@ async fn supervise(
     mut kill: tokio::sync::oneshot::Receiver<String>,
     events: &mpsc::UnboundedSender<JobUpdate>,
 ) -> JobUpdate {
-    let failed = |phase: &str, reason: String| JobUpdate::Failed {
-        phase: phase.to_owned(),
-        reason,
-    };
+    let failed = |phase: JobPhase, reason: String| JobUpdate::Failed { phase, reason };
     let mut cmd = tokio::process::Command::new(&command.program);
     cmd.args(&command.args)
         .stdin(Stdio::piped())
@@ -416,7 +412,7 @@ async fn supervise(
         Ok(child) => child,
         Err(e) => {
             return failed(
-                "starting",
+                JobPhase::Starting,
                 format!("cannot start worker {}: {e}", command.program.display()),
             );
         }
@@ -433,17 +429,17 @@ async fn supervise(
         if let Err(e) = stdin.write_all(&line).await {
             child.start_kill().ok();
             return failed(
-                "starting",
+                JobPhase::Starting,
                 format!("cannot hand the job to its worker: {e}"),
             );
         }
     }
     let Some(stdout) = child.stdout.take() else {
         child.start_kill().ok();
-        return failed("starting", "worker has no stdout".into());
+        return failed(JobPhase::Starting, "worker has no stdout".into());
     };
     let mut lines = tokio::io::BufReader::new(stdout).lines();
-    let mut phase = "starting".to_owned();
+    let mut phase = JobPhase::Starting;
     let mut terminal = None;
     let stop_reason = loop {
         tokio::select! {
@@ -454,7 +450,7 @@ async fn supervise(
                     }
                     Ok(event) => {
                         if let JobUpdate::Progress { phase: p, .. } = &event {
-                            phase.clone_from(p);
+                            phase = *p;
                         }
                         events.send(event).ok();
                     }
@@ -481,13 +477,13 @@ async fn supervise(
             child.start_kill().ok();
             child.wait().await.ok();
         }
-        return failed(&phase, reason);
+        return failed(phase, reason);
     }
     let status = child.wait().await;
     match (terminal, status) {
         (Some(event), _) => event,
-        (None, Ok(status)) => failed(&phase, format!("worker exited without a report ({status})")),
-        (None, Err(e)) => failed(&phase, format!("worker lost: {e}")),
+        (None, Ok(status)) => failed(phase, format!("worker exited without a report ({status})")),
+        (None, Err(e)) => failed(phase, format!("worker lost: {e}")),
     }
 }
 
@@ -500,7 +496,7 @@ mod tests {
     #[test]
     fn events_round_trip_as_tagged_json_lines() {
         let e = JobUpdate::Progress {
-            phase: "soak".into(),
+            phase: JobPhase::Soak,
             done: 5,
             total: 10,
         };

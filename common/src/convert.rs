@@ -12,8 +12,13 @@ use prost::Message as _;
 use crate::config::{self, GateMode, Mode, Profile, Workload, WorkloadKind};
 use crate::gate::AssetSource;
 use crate::host::{GpuFacts, HostFacts, RuntimeAvailability};
-use crate::job::{JobAssignment, JobSpec, JobUpdate};
+use crate::ids::{AgentId, JobId, RunId};
+use crate::job::{JobAssignment, JobPhase, JobSpec, JobUpdate};
 use crate::knobs::{Knobs, RuntimeKnobs};
+use crate::messages::{
+    AgentHello, AgentState, AgentSummary, FromAgent, Heartbeat, JobEvent, JobResume, RunEvent,
+    ToAgent,
+};
 use crate::report::RuntimeSection;
 use crate::run::{Asset, RunSpec, Selection};
 use crate::runtime::RuntimeKind;
@@ -660,23 +665,25 @@ impl TryFrom<pb::SubmitRunRequest> for RunSpec {
     }
 }
 
-fn phase_to_pb(phase: &str) -> i32 {
+/// Wire value of a job phase.
+pub fn phase_to_pb(phase: JobPhase) -> i32 {
     (match phase {
-        "starting" => pb::JobPhase::Starting,
-        "overhead" => pb::JobPhase::Overhead,
-        "soak" => pb::JobPhase::Soak,
-        "retention_validation" => pb::JobPhase::RetentionValidation,
-        _ => pb::JobPhase::Unspecified,
+        JobPhase::Starting => pb::JobPhase::Starting,
+        JobPhase::Overhead => pb::JobPhase::Overhead,
+        JobPhase::Soak => pb::JobPhase::Soak,
+        JobPhase::RetentionValidation => pb::JobPhase::RetentionValidation,
+        JobPhase::Unknown => pb::JobPhase::Unspecified,
     }) as i32
 }
 
-fn phase_from_pb(v: i32) -> &'static str {
+/// Job phase from its wire value (unspecified or unknown values: [`JobPhase::Unknown`]).
+pub fn phase_from_pb(v: i32) -> JobPhase {
     match pb::JobPhase::try_from(v) {
-        Ok(pb::JobPhase::Starting) => "starting",
-        Ok(pb::JobPhase::Overhead) => "overhead",
-        Ok(pb::JobPhase::Soak) => "soak",
-        Ok(pb::JobPhase::RetentionValidation) => "retention_validation",
-        _ => "unknown",
+        Ok(pb::JobPhase::Starting) => JobPhase::Starting,
+        Ok(pb::JobPhase::Overhead) => JobPhase::Overhead,
+        Ok(pb::JobPhase::Soak) => JobPhase::Soak,
+        Ok(pb::JobPhase::RetentionValidation) => JobPhase::RetentionValidation,
+        Ok(pb::JobPhase::Unspecified) | Err(_) => JobPhase::Unknown,
     }
 }
 
@@ -686,7 +693,7 @@ pub fn job_event_to_pb(job_id: &str, sequence: u64, update: &JobUpdate) -> pb::J
     let body = match update {
         JobUpdate::Started { pid } => Body::Started(pb::JobStarted { worker_pid: *pid }),
         JobUpdate::Progress { phase, done, total } => Body::Progress(pb::JobProgress {
-            phase: phase_to_pb(phase),
+            phase: phase_to_pb(*phase),
             done: *done,
             total: *total,
         }),
@@ -701,7 +708,7 @@ pub fn job_event_to_pb(job_id: &str, sequence: u64, update: &JobUpdate) -> pb::J
             section_json: serde_json::to_string(section).unwrap_or_default(),
         }),
         JobUpdate::Failed { phase, reason } => Body::Failed(pb::JobFailed {
-            phase: phase_to_pb(phase),
+            phase: phase_to_pb(*phase),
             reason: reason.clone(),
         }),
     };
@@ -721,7 +728,7 @@ pub fn job_update_from_pb(event: pb::JobEvent) -> Result<JobUpdate, ConvertError
     Ok(match event.body.ok_or_else(|| err("body", "missing"))? {
         Body::Started(s) => JobUpdate::Started { pid: s.worker_pid },
         Body::Progress(p) => JobUpdate::Progress {
-            phase: phase_from_pb(p.phase).to_owned(),
+            phase: phase_from_pb(p.phase),
             done: p.done,
             total: p.total,
         },
@@ -740,15 +747,220 @@ pub fn job_update_from_pb(event: pb::JobEvent) -> Result<JobUpdate, ConvertError
             }
         }
         Body::Failed(f) => JobUpdate::Failed {
-            phase: phase_from_pb(f.phase).to_owned(),
+            phase: phase_from_pb(f.phase),
             reason: truncated(f.reason, MAX_FAILURE_REASON_BYTES),
         },
     })
 }
 
+// === The agent's session and the run API ===
+
+/// Why an agent's `Hello` is refused before anything is kept from it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HelloError {
+    /// The agent speaks another protocol version.
+    #[error(
+        "protocol version {got} is not supported (this coordinator speaks {})",
+        fleetgate_proto::PROTOCOL_VERSION
+    )]
+    ProtocolVersion {
+        /// The version it speaks.
+        got: u32,
+    },
+    /// The agent id is not safe as a file name ([`crate::ids::is_safe_id`]).
+    #[error("agent_id must be 1-128 characters of letters, digits, '-', '_' or '.'")]
+    AgentId,
+    /// A field is over its limit ([`check_hello`]).
+    #[error(transparent)]
+    Limit(ConvertError),
+}
+
+/// The agent's `Hello` as a domain value: its protocol version, then its id, then its limits
+/// ([`check_hello`]) are checked, in that order. An empty hardware class means "derive it".
+pub fn hello_from_pb(hello: pb::Hello) -> Result<AgentHello, HelloError> {
+    if hello.protocol_version != fleetgate_proto::PROTOCOL_VERSION {
+        return Err(HelloError::ProtocolVersion {
+            got: hello.protocol_version,
+        });
+    }
+    if !crate::ids::is_safe_id(&hello.agent_id) {
+        return Err(HelloError::AgentId);
+    }
+    check_hello(&hello).map_err(HelloError::Limit)?;
+    Ok(AgentHello {
+        agent_id: AgentId::from(hello.agent_id),
+        agent_version: hello.agent_version,
+        facts: HostFacts::from(hello.facts.unwrap_or_default()),
+        runtimes: hello
+            .runtimes
+            .into_iter()
+            .map(RuntimeAvailability::from)
+            .collect(),
+        labels: hello.labels.into_iter().collect(),
+        hardware_class: non_empty(hello.hardware_class),
+        jobs: hello
+            .jobs
+            .into_iter()
+            .map(|j| JobResume {
+                job_id: JobId::from(j.job_id),
+                last_sequence: j.last_sequence,
+                running: j.running,
+            })
+            .collect(),
+    })
+}
+
+impl From<&AgentHello> for pb::Hello {
+    fn from(h: &AgentHello) -> Self {
+        pb::Hello {
+            agent_id: h.agent_id.to_string(),
+            agent_version: h.agent_version.clone(),
+            protocol_version: fleetgate_proto::PROTOCOL_VERSION,
+            facts: Some(pb::HostFacts::from(&h.facts)),
+            runtimes: h
+                .runtimes
+                .iter()
+                .map(pb::RuntimeAvailability::from)
+                .collect(),
+            labels: h.labels.clone().into_iter().collect(),
+            hardware_class: h.hardware_class.clone().unwrap_or_default(),
+            jobs: h
+                .jobs
+                .iter()
+                .map(|j| pb::JobResume {
+                    job_id: j.job_id.to_string(),
+                    last_sequence: j.last_sequence,
+                    running: j.running,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A job's wire event as a domain one: its update, or why it has none usable
+/// ([`job_update_from_pb`]).
+pub fn job_event_from_pb(mut event: pb::JobEvent) -> JobEvent {
+    let job_id = JobId::from(std::mem::take(&mut event.job_id));
+    let sequence = event.sequence;
+    JobEvent {
+        job_id,
+        sequence,
+        update: job_update_from_pb(event),
+    }
+}
+
+/// A message of an agent's session after its `Hello`, as a domain value. A second `Hello` or
+/// an empty message is [`FromAgent::Unexpected`]; an unusable job event keeps its error.
+pub fn from_agent_pb(message: pb::AgentMessage) -> FromAgent {
+    use pb::agent_message::Body;
+    match message.body {
+        Some(Body::Heartbeat(h)) => FromAgent::Heartbeat(Heartbeat {
+            sent_unix_ms: h.sent_unix_ms,
+            running_job_ids: h.running_job_ids.into_iter().map(JobId::from).collect(),
+        }),
+        Some(Body::JobEvent(event)) => FromAgent::JobEvent(job_event_from_pb(event)),
+        Some(Body::Hello(_)) | None => FromAgent::Unexpected,
+    }
+}
+
+impl From<ToAgent> for pb::CoordinatorMessage {
+    fn from(message: ToAgent) -> Self {
+        use pb::coordinator_message::Body;
+        let body = match message {
+            ToAgent::Welcome(w) => Body::Welcome(pb::Welcome {
+                heartbeat_interval_ms: u32::try_from(w.heartbeat_interval.as_millis())
+                    .unwrap_or(u32::MAX),
+                acked_through: w
+                    .acked_through
+                    .into_iter()
+                    .map(|(job_id, sequence)| (job_id.into_string(), sequence))
+                    .collect(),
+                unknown_job_ids: w
+                    .unknown_job_ids
+                    .into_iter()
+                    .map(JobId::into_string)
+                    .collect(),
+            }),
+            ToAgent::Assign(job) => Body::AssignJob(pb::AssignJob {
+                job: Some(pb::JobSpec::from(&*job)),
+            }),
+            ToAgent::Cancel { job_id, reason } => Body::CancelJob(pb::CancelJob {
+                job_id: job_id.into_string(),
+                reason,
+            }),
+            ToAgent::Ack { job_id, sequence } => Body::Ack(pb::Ack {
+                job_id: job_id.into_string(),
+                sequence,
+            }),
+        };
+        pb::CoordinatorMessage { body: Some(body) }
+    }
+}
+
+/// The wire event of run `run_id`.
+pub fn run_event_to_pb(run_id: &RunId, event: RunEvent) -> pb::RunEvent {
+    use pb::run_event::Body;
+    let body = match event {
+        RunEvent::Accepted {
+            agent_ids,
+            deadline_unix_ms,
+        } => Body::Accepted(pb::RunAccepted {
+            agent_ids: agent_ids.into_iter().map(AgentId::into_string).collect(),
+            deadline_unix_ms,
+        }),
+        RunEvent::Progress {
+            agent_id,
+            runtime,
+            phase,
+            done,
+            total,
+        } => Body::Progress(pb::AgentProgress {
+            agent_id: agent_id.into_string(),
+            runtime,
+            phase: phase.name().to_owned(),
+            done,
+            total,
+        }),
+        RunEvent::Report(json) => Body::ReportJson(json),
+    };
+    pb::RunEvent {
+        run_id: run_id.to_string(),
+        body: Some(body),
+    }
+}
+
+/// An agent's state as the fleet listing names it: `connected`, `disconnected` (connected,
+/// but its session's stream is gone) or `lost`.
+pub fn agent_state_name(state: AgentState, session_open: bool) -> &'static str {
+    match (state, session_open) {
+        (AgentState::Connected, true) => "connected",
+        (AgentState::Connected, false) => "disconnected",
+        (AgentState::Lost, _) => "lost",
+    }
+}
+
+impl From<&AgentSummary> for pb::AgentSummary {
+    fn from(a: &AgentSummary) -> Self {
+        pb::AgentSummary {
+            agent_id: a.agent_id.to_string(),
+            facts: Some(pb::HostFacts::from(&a.facts)),
+            runtimes: a
+                .runtimes
+                .iter()
+                .map(pb::RuntimeAvailability::from)
+                .collect(),
+            labels: a.labels.clone().into_iter().collect(),
+            hardware_class: a.hardware_class.clone(),
+            state: agent_state_name(a.state, a.session_open).to_owned(),
+            last_seen_unix_ms: a.last_seen_unix_ms,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::messages::Welcome;
 
     #[test]
     fn jobs_and_updates_round_trip() {
@@ -1071,6 +1283,167 @@ mod tests {
                 assert!(reason.ends_with('…'));
             }
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_hello_is_checked_for_its_version_then_its_id_then_its_limits() {
+        let mut hello = big_hello();
+        hello.agent_version = "1.2.3".into();
+        hello.hardware_class = String::new();
+        let domain = hello_from_pb(hello.clone()).unwrap();
+        assert_eq!(domain.agent_id, "a1");
+        assert_eq!(domain.hardware_class, None);
+        assert_eq!(domain.jobs.len(), 20);
+        assert_eq!(domain.labels.len(), MAX_LABELS);
+        let mut back = pb::Hello::from(&domain);
+        back.labels = hello.labels.clone();
+        assert_eq!(back, hello);
+
+        let mut all_wrong = big_hello();
+        all_wrong.protocol_version = 9;
+        all_wrong.agent_id = "../a".into();
+        all_wrong.labels = label_map(MAX_LABELS + 1, 4, 4);
+        assert_eq!(
+            hello_from_pb(all_wrong.clone()).unwrap_err().to_string(),
+            "protocol version 9 is not supported (this coordinator speaks 2)"
+        );
+        all_wrong.protocol_version = fleetgate_proto::PROTOCOL_VERSION;
+        assert_eq!(
+            hello_from_pb(all_wrong.clone()).unwrap_err(),
+            HelloError::AgentId
+        );
+        all_wrong.agent_id = "a1".into();
+        assert_eq!(
+            hello_from_pb(all_wrong).unwrap_err().to_string(),
+            "labels: 33 labels, more than the limit of 32"
+        );
+    }
+
+    #[test]
+    fn session_messages_convert_both_ways() {
+        use pb::agent_message::Body;
+        let heartbeat = pb::AgentMessage {
+            body: Some(Body::Heartbeat(pb::Heartbeat {
+                sent_unix_ms: 5,
+                running_job_ids: vec!["j1".into()],
+            })),
+        };
+        assert_eq!(
+            from_agent_pb(heartbeat),
+            FromAgent::Heartbeat(Heartbeat {
+                sent_unix_ms: 5,
+                running_job_ids: vec![JobId::new("j1")],
+            })
+        );
+        assert_eq!(
+            from_agent_pb(pb::AgentMessage { body: None }),
+            FromAgent::Unexpected
+        );
+        let progress = JobUpdate::Progress {
+            phase: JobPhase::RetentionValidation,
+            done: 1,
+            total: 2,
+        };
+        let event = pb::AgentMessage {
+            body: Some(Body::JobEvent(job_event_to_pb("j1", 4, &progress))),
+        };
+        assert_eq!(
+            from_agent_pb(event),
+            FromAgent::JobEvent(JobEvent {
+                job_id: JobId::new("j1"),
+                sequence: 4,
+                update: Ok(progress),
+            })
+        );
+        let unusable = pb::JobEvent {
+            job_id: "j2".into(),
+            sequence: 1,
+            body: None,
+        };
+        assert_eq!(
+            job_event_from_pb(unusable).update.unwrap_err().to_string(),
+            "body: missing"
+        );
+
+        use pb::coordinator_message::Body as Down;
+        let welcome = pb::CoordinatorMessage::from(ToAgent::Welcome(Welcome {
+            heartbeat_interval: std::time::Duration::from_secs(2),
+            acked_through: [(JobId::new("j1"), 3)].into(),
+            unknown_job_ids: vec![JobId::new("j9")],
+        }));
+        assert_eq!(
+            welcome.body,
+            Some(Down::Welcome(pb::Welcome {
+                heartbeat_interval_ms: 2_000,
+                acked_through: [("j1".to_owned(), 3)].into(),
+                unknown_job_ids: vec!["j9".into()],
+            }))
+        );
+        assert_eq!(
+            pb::CoordinatorMessage::from(ToAgent::Ack {
+                job_id: JobId::new("j1"),
+                sequence: 2
+            })
+            .body,
+            Some(Down::Ack(pb::Ack {
+                job_id: "j1".into(),
+                sequence: 2
+            }))
+        );
+        assert_eq!(
+            pb::CoordinatorMessage::from(ToAgent::Cancel {
+                job_id: JobId::new("j1"),
+                reason: "why".into()
+            })
+            .body,
+            Some(Down::CancelJob(pb::CancelJob {
+                job_id: "j1".into(),
+                reason: "why".into()
+            }))
+        );
+    }
+
+    #[test]
+    fn run_events_and_listed_agents_keep_their_wire_names() {
+        let run_id = RunId::new("run-1-1");
+        let progress = run_event_to_pb(
+            &run_id,
+            RunEvent::Progress {
+                agent_id: AgentId::new("a1"),
+                runtime: "gpumemprof_cuda@1".into(),
+                phase: JobPhase::RetentionValidation,
+                done: 3,
+                total: 9,
+            },
+        );
+        assert_eq!(progress.run_id, "run-1-1");
+        assert_eq!(
+            progress.body,
+            Some(pb::run_event::Body::Progress(pb::AgentProgress {
+                agent_id: "a1".into(),
+                runtime: "gpumemprof_cuda@1".into(),
+                phase: "retention_validation".into(),
+                done: 3,
+                total: 9,
+            }))
+        );
+        for (state, open, name) in [
+            (AgentState::Connected, true, "connected"),
+            (AgentState::Connected, false, "disconnected"),
+            (AgentState::Lost, false, "lost"),
+            (AgentState::Lost, true, "lost"),
+        ] {
+            assert_eq!(agent_state_name(state, open), name);
+        }
+        for phase in [
+            JobPhase::Starting,
+            JobPhase::Overhead,
+            JobPhase::Soak,
+            JobPhase::RetentionValidation,
+            JobPhase::Unknown,
+        ] {
+            assert_eq!(phase_from_pb(phase_to_pb(phase)), phase);
         }
     }
 

@@ -55,6 +55,59 @@ pub struct JobAssignment {
     pub spec: JobSpec,
 }
 
+/// Where a job is: the phase a worker reports with its progress, and the phase a failed job
+/// reached. Its name (`starting`, `overhead`, `soak`, `retention_validation`, `unknown`) is what
+/// a worker writes, what a client sees in a run's progress and what a report says.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobPhase {
+    /// Assigned, the worker not yet reporting progress.
+    #[default]
+    Starting,
+    /// Overhead pairs (done/total count scenarios: 2 per pair; the total grows with the pairs
+    /// beyond the minimum).
+    Overhead,
+    /// The soak (done/total count samples).
+    Soak,
+    /// The forced-churn subtest (done/total count samples).
+    RetentionValidation,
+    /// A phase this build does not know (an unspecified wire value, a newer worker's name).
+    #[serde(other)]
+    Unknown,
+}
+
+impl JobPhase {
+    /// The phase's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            JobPhase::Starting => "starting",
+            JobPhase::Overhead => "overhead",
+            JobPhase::Soak => "soak",
+            JobPhase::RetentionValidation => "retention_validation",
+            JobPhase::Unknown => "unknown",
+        }
+    }
+}
+
+impl std::fmt::Display for JobPhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl From<&str> for JobPhase {
+    /// The phase named `name`; [`JobPhase::Unknown`] for any other name.
+    fn from(name: &str) -> Self {
+        match name {
+            "starting" => JobPhase::Starting,
+            "overhead" => JobPhase::Overhead,
+            "soak" => JobPhase::Soak,
+            "retention_validation" => JobPhase::RetentionValidation,
+            _ => JobPhase::Unknown,
+        }
+    }
+}
+
 /// One update of a running job, as a worker writes it (one JSON line each) and as the agent
 /// forwards it to the coordinator (a numbered `JobEvent`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -67,8 +120,8 @@ pub enum JobUpdate {
     },
     /// Progress within a phase.
     Progress {
-        /// `starting`, `overhead`, `soak` or `retention_validation`.
-        phase: String,
+        /// The phase.
+        phase: JobPhase,
         /// Units done.
         done: u64,
         /// Units in the phase.
@@ -89,7 +142,7 @@ pub enum JobUpdate {
     /// The job failed. Terminal.
     Failed {
         /// The phase it reached.
-        phase: String,
+        phase: JobPhase,
         /// Why.
         reason: String,
     },
@@ -99,5 +152,39 @@ impl JobUpdate {
     /// Whether nothing follows this update.
     pub fn is_terminal(&self) -> bool {
         matches!(self, JobUpdate::Report { .. } | JobUpdate::Failed { .. })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phases_keep_their_names_and_an_unknown_one_reads_as_unknown() {
+        for phase in [
+            JobPhase::Starting,
+            JobPhase::Overhead,
+            JobPhase::Soak,
+            JobPhase::RetentionValidation,
+            JobPhase::Unknown,
+        ] {
+            let json = serde_json::to_string(&phase).unwrap();
+            assert_eq!(json, format!("\"{}\"", phase.name()));
+            assert_eq!(serde_json::from_str::<JobPhase>(&json).unwrap(), phase);
+            assert_eq!(JobPhase::from(phase.name()), phase);
+        }
+        assert_eq!(
+            serde_json::from_str::<JobPhase>("\"warmup\"").unwrap(),
+            JobPhase::Unknown
+        );
+        assert_eq!(JobPhase::from("warmup"), JobPhase::Unknown);
+        let line = r#"{"event":"failed","phase":"soak","reason":"x"}"#;
+        assert_eq!(
+            serde_json::from_str::<JobUpdate>(line).unwrap(),
+            JobUpdate::Failed {
+                phase: JobPhase::Soak,
+                reason: "x".into()
+            }
+        );
     }
 }

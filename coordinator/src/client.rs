@@ -8,6 +8,8 @@ use std::time::Duration;
 use fleetgate_agent::daemon::{self, AgentConfig, BearerToken};
 use fleetgate_agent::worker::WorkerCommand;
 use fleetgate_common::auth::Token;
+use fleetgate_common::convert;
+use fleetgate_common::messages::AgentState;
 use fleetgate_common::report::Report;
 use fleetgate_common::tls::{self, CoordinatorLink, LabCa};
 use fleetgate_proto::v1 as pb;
@@ -260,11 +262,12 @@ pub async fn run_embedded(
     let result = async {
         // The local agent registers within moments; wait for it, not for a fixed time.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let connected = convert::agent_state_name(AgentState::Connected, true);
         loop {
             let agents = list_agents(&client_link, None).await?;
             if agents
                 .iter()
-                .any(|a| a.agent_id == agent.agent_id && a.state == "connected")
+                .any(|a| a.agent_id == agent.agent_id && a.state == connected)
             {
                 break;
             }

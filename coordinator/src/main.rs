@@ -808,7 +808,7 @@ fn certs_command(args: &CertsArgs) -> i32 {
 
 fn write_certs(args: &CertsArgs) -> Result<Vec<PathBuf>, (i32, String)> {
     for id in &args.agents {
-        if !fleetgate_agent::daemon::is_safe_id(id) {
+        if !fleetgate_common::ids::is_safe_id(id) {
             return Err((
                 exit::USAGE,
                 format!("--agent {id}: use letters, digits, '-', '_' or '.' (at most 128)"),

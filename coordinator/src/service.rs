@@ -1,5 +1,7 @@
 //! The coordinator's gRPC services (agents' streams and the run API for the CLI) and the
-//! server around them. Handlers only translate between the wire and registry commands.
+//! server around them. The service decodes, the registry decides: handlers turn wire messages
+//! into the registry's domain commands (with the conversions of
+//! [`fleetgate_common::convert`]) and what the registry answers back into wire messages.
 
 mod connection;
 
@@ -10,10 +12,16 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use fleetgate_common::auth::Token;
+use fleetgate_common::convert::{self, ConvertError, HelloError};
+use fleetgate_common::ids::{AgentId, RunId};
+use fleetgate_common::input::one_line;
+use fleetgate_common::messages::{AgentListing, RunEvent, ToAgent};
+use fleetgate_common::run::RunSpec;
 use fleetgate_common::tls;
 use fleetgate_proto::v1 as pb;
 use pb::agent_service_server::{AgentService, AgentServiceServer};
 use pb::run_service_server::{RunService, RunServiceServer};
+use prost::Message as _;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
@@ -23,9 +31,9 @@ use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::registry::{self, Command, CoordinatorSettings, RegistryHandle};
+use crate::plan::RunError;
+use crate::registry::{self, Command, CoordinatorSettings, RegistryError, RegistryHandle};
 use connection::{CallGuard, Connections};
-use fleetgate_common::run::RunSpec;
 
 /// Largest message a coordinator sends to a client and the most the CLI accepts: the same
 /// number on both sides, so whatever the server sends, the client reads.
@@ -39,6 +47,151 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 /// See [`KEEPALIVE_INTERVAL`].
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Why the service refuses an agent's session or a client's call before the registry sees it.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// An agent's session did not start with a hello (in time).
+    #[error("the first message must be Hello")]
+    NoHello,
+    /// The agent id is not named by the connection's client certificate.
+    #[error(
+        "agent id {} is not named by this connection's client certificate (this coordinator requires one per agent: --agent-ca)",
+        one_line(.0)
+    )]
+    NotNamedByCertificate(String),
+    /// The agent's hello is unusable.
+    #[error(transparent)]
+    Hello(#[from] HelloError),
+    /// A request is over a limit or malformed.
+    #[error(transparent)]
+    Request(ConvertError),
+    /// A submitted run cannot be read.
+    #[error(transparent)]
+    Run(#[from] RunError),
+}
+
+/// The status of a run that cannot be read or planned.
+fn run_status(e: &RunError) -> Status {
+    match e {
+        RunError::InvalidInput(m) | RunError::Usage(m) => Status::invalid_argument(m.clone()),
+        other => Status::internal(other.to_string()),
+    }
+}
+
+impl From<ServiceError> for Status {
+    fn from(e: ServiceError) -> Self {
+        match &e {
+            ServiceError::NoHello | ServiceError::Request(_) => {
+                Status::invalid_argument(e.to_string())
+            }
+            ServiceError::NotNamedByCertificate(_) => Status::permission_denied(e.to_string()),
+            ServiceError::Hello(HelloError::ProtocolVersion { .. }) => {
+                Status::failed_precondition(e.to_string())
+            }
+            ServiceError::Hello(HelloError::AgentId | HelloError::Limit(_)) => {
+                Status::invalid_argument(e.to_string())
+            }
+            ServiceError::Run(run) => run_status(run),
+        }
+    }
+}
+
+impl From<RegistryError> for Status {
+    fn from(e: RegistryError) -> Self {
+        use RegistryError as E;
+        let message = e.to_string();
+        match &e {
+            E::ShuttingDown | E::StreamClosed | E::ShutDownBeforeFinish(_) => {
+                Status::unavailable(message)
+            }
+            E::AgentIdInUse { .. } => Status::already_exists(message),
+            E::TooManyAgents { .. }
+            | E::OverMessageRate { .. }
+            | E::TooManyRuns { .. }
+            | E::ReportTooLarge(_) => Status::resource_exhausted(message),
+            E::Run(run) => run_status(run),
+            E::AgentNotConnected(_) | E::UnknownAgent(_) | E::TooFewAgents { .. } => {
+                Status::failed_precondition(message)
+            }
+            E::Deadline(_) | E::DeadlineUnrepresentable { .. } => Status::invalid_argument(message),
+            E::RunNotFinished(_) | E::ReportDropped { .. } | E::UnknownRun(_) => {
+                Status::not_found(message)
+            }
+        }
+    }
+}
+
+/// An agent session's outbound stream: what the registry says to the agent, as wire messages.
+#[derive(Debug)]
+pub struct AgentStream {
+    inner: ReceiverStream<Result<ToAgent, RegistryError>>,
+}
+
+impl Stream for AgentStream {
+    type Item = Result<pb::CoordinatorMessage, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        Pin::new(&mut self.inner).poll_next(cx).map(|item| {
+            item.map(|message| {
+                message
+                    .map(pb::CoordinatorMessage::from)
+                    .map_err(Status::from)
+            })
+        })
+    }
+}
+
+/// A run's event stream: what the registry tells the run's client, as wire messages.
+#[derive(Debug)]
+pub struct RunEventStream {
+    inner: ReceiverStream<Result<RunEvent, RegistryError>>,
+    run_id: RunId,
+}
+
+impl Stream for RunEventStream {
+    type Item = Result<pb::RunEvent, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        Pin::new(&mut this.inner).poll_next(cx).map(|item| {
+            item.map(|event| {
+                event
+                    .map(|event| convert::run_event_to_pb(&this.run_id, event))
+                    .map_err(Status::from)
+            })
+        })
+    }
+}
+
+/// One page of the fleet listing: the agents listed, as many as fit in one reply, and the
+/// token of the next page when agents are left.
+fn agent_page(listing: &AgentListing) -> pb::ListAgentsResponse {
+    // Room for the framing and the token (an agent id) around the summaries.
+    let budget = registry::MAX_REPLY_BYTES - 4 * 1_024;
+    let mut page = pb::ListAgentsResponse::default();
+    let mut bytes = 0;
+    let mut full = false;
+    for agent in &listing.agents {
+        let summary = pb::AgentSummary::from(agent);
+        // The summary, its field tag and its length prefix.
+        let size = summary.encoded_len() + 1 + prost::length_delimiter_len(summary.encoded_len());
+        if bytes + size > budget && !page.agents.is_empty() {
+            full = true;
+            break;
+        }
+        bytes += size;
+        page.agents.push(summary);
+    }
+    if full || listing.more {
+        page.next_page_token = page
+            .agents
+            .last()
+            .map(|a| a.agent_id.clone())
+            .unwrap_or_default();
+    }
+    page
+}
 
 /// The agents' side.
 #[derive(Debug, Clone)]
@@ -101,7 +254,7 @@ impl RateLimit {
 
 #[tonic::async_trait]
 impl AgentService for AgentSvc {
-    type SessionStream = ReceiverStream<Result<pb::CoordinatorMessage, Status>>;
+    type SessionStream = AgentStream;
 
     #[tracing::instrument(skip_all)]
     async fn session(
@@ -117,22 +270,26 @@ impl AgentService for AgentSvc {
                 body: Some(pb::agent_message::Body::Hello(hello)),
             }))) => hello,
             Ok(Err(status)) => return Err(status),
-            _ => return Err(Status::invalid_argument("the first message must be Hello")),
+            _ => return Err(ServiceError::NoHello.into()),
         };
-        let agent_id = hello.agent_id.clone();
+        let claimed_id = hello.agent_id.clone();
         // With an agent CA, an agent id is only usable by the holder of a certificate naming
         // it, so a token holder cannot take over another agent's id or jobs.
         if self.agent_certs_required
             && !peer_certs
                 .as_deref()
-                .is_some_and(|certs| tls::certificate_names_agent(certs, &agent_id))
+                .is_some_and(|certs| tls::certificate_names_agent(certs, &claimed_id))
         {
-            tracing::warn!(agent_id = ?agent_id, "Agent refused: no client certificate naming its id.");
-            return Err(Status::permission_denied(format!(
-                "agent id {} is not named by this connection's client certificate (this coordinator requires one per agent: --agent-ca)",
-                fleetgate_common::input::one_line(&agent_id)
-            )));
+            tracing::warn!(agent_id = ?claimed_id, "Agent refused: no client certificate naming its id.");
+            return Err(ServiceError::NotNamedByCertificate(claimed_id).into());
         }
+        let hello = convert::hello_from_pb(hello).map_err(|e| {
+            if let HelloError::Limit(limit) = &e {
+                tracing::warn!(agent_id = %claimed_id, peer = %registry::shown(peer), error = %limit, "Agent refused: its Hello is over a limit.");
+            }
+            ServiceError::Hello(e)
+        })?;
+        let agent_id = hello.agent_id.clone();
         let (tx, rx) = mpsc::channel(1_024);
         // Weak: the outbound stream must end when the registry drops the connection (that is
         // how an agent behind a dead connection learns to reconnect), not when this task does.
@@ -140,7 +297,7 @@ impl AgentService for AgentSvc {
         let conn = self
             .registry
             .ask(|reply| Command::Connect {
-                hello,
+                hello: Box::new(hello),
                 outbound: tx,
                 peer,
                 reply,
@@ -159,9 +316,10 @@ impl AgentService for AgentSvc {
                     tracing::warn!(agent_id = %agent_id, rate, "Agent over its message rate; session closed.");
                     if let Some(outbound) = over_limit.upgrade() {
                         outbound
-                            .try_send(Err(Status::resource_exhausted(format!(
-                                "agent {agent_id} sent more than {rate} messages per second; reconnect and resend from the acknowledged point"
-                            ))))
+                            .try_send(Err(RegistryError::OverMessageRate {
+                                agent_id: agent_id.clone(),
+                                rate,
+                            }))
                             .ok();
                     }
                     break;
@@ -170,7 +328,7 @@ impl AgentService for AgentSvc {
                     .send(Command::FromAgent {
                         agent_id: agent_id.clone(),
                         conn,
-                        message,
+                        message: convert::from_agent_pb(message),
                     })
                     .await;
                 if forwarded.is_err() {
@@ -182,7 +340,9 @@ impl AgentService for AgentSvc {
                 .await
                 .ok();
         });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(AgentStream {
+            inner: ReceiverStream::new(rx),
+        }))
     }
 }
 
@@ -195,7 +355,7 @@ pub struct RunSvc {
 
 #[tonic::async_trait]
 impl RunService for RunSvc {
-    type SubmitRunStream = CallStream<ReceiverStream<Result<pb::RunEvent, Status>>>;
+    type SubmitRunStream = CallStream<RunEventStream>;
 
     #[tracing::instrument(skip_all)]
     async fn submit_run(
@@ -205,10 +365,10 @@ impl RunService for RunSvc {
         let call = self.connections.call_started(request.remote_addr());
         let request = request.into_inner();
         // Sizes and bounds are checked first: nothing is built from a request over a limit.
-        let spec =
-            RunSpec::try_from(request).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let spec = RunSpec::try_from(request).map_err(ServiceError::Request)?;
         let (tx, rx) = mpsc::channel(1_024);
-        self.registry
+        let run_id = self
+            .registry
             .ask(|reply| Command::Submit {
                 spec: Box::new(spec),
                 events: tx,
@@ -216,7 +376,10 @@ impl RunService for RunSvc {
             })
             .await??;
         Ok(Response::new(CallStream {
-            inner: ReceiverStream::new(rx),
+            inner: RunEventStream {
+                inner: ReceiverStream::new(rx),
+                run_id,
+            },
             _call: call,
         }))
     }
@@ -229,22 +392,23 @@ impl RunService for RunSvc {
             page_token,
             page_size,
         } = request.into_inner();
-        let page = self
+        let after = (!page_token.is_empty()).then(|| AgentId::from(page_token));
+        let listing = self
             .registry
             .ask(|reply| Command::ListAgents {
-                page_token,
+                after,
                 page_size,
                 reply,
             })
             .await?;
-        Ok(Response::new(page))
+        Ok(Response::new(agent_page(&listing)))
     }
 
     async fn get_report(
         &self,
         request: Request<pb::GetReportRequest>,
     ) -> Result<Response<pb::GetReportResponse>, Status> {
-        let run_id = request.into_inner().run_id;
+        let run_id = RunId::from(request.into_inner().run_id);
         let report_json = self
             .registry
             .ask(|reply| Command::GetReport { run_id, reply })
@@ -402,4 +566,138 @@ pub fn serve(
         shutdown,
         task,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use fleetgate_common::host::HostFacts;
+    use fleetgate_common::messages::AgentState;
+    use fleetgate_common::messages::AgentSummary;
+
+    use super::*;
+
+    #[test]
+    fn refusals_keep_their_status_codes_and_messages() {
+        let check = |status: Status, code: tonic::Code, message: &str| {
+            assert_eq!(status.code(), code, "{status:?}");
+            assert_eq!(status.message(), message);
+        };
+        check(
+            ServiceError::from(HelloError::ProtocolVersion { got: 9 }).into(),
+            tonic::Code::FailedPrecondition,
+            "protocol version 9 is not supported (this coordinator speaks 1)",
+        );
+        check(
+            ServiceError::from(HelloError::AgentId).into(),
+            tonic::Code::InvalidArgument,
+            "agent_id must be 1-128 characters of letters, digits, '-', '_' or '.'",
+        );
+        let over = pb::Hello {
+            agent_id: "a1".into(),
+            protocol_version: fleetgate_proto::PROTOCOL_VERSION,
+            labels: (0..33).map(|i| (format!("k{i}"), "v".into())).collect(),
+            ..pb::Hello::default()
+        };
+        check(
+            ServiceError::from(convert::hello_from_pb(over).unwrap_err()).into(),
+            tonic::Code::InvalidArgument,
+            "labels: 33 labels, more than the limit of 32",
+        );
+        check(
+            ServiceError::NotNamedByCertificate("a\nb".into()).into(),
+            tonic::Code::PermissionDenied,
+            "agent id a\\nb is not named by this connection's client certificate (this coordinator requires one per agent: --agent-ca)",
+        );
+        check(
+            ServiceError::NoHello.into(),
+            tonic::Code::InvalidArgument,
+            "the first message must be Hello",
+        );
+        check(
+            RegistryError::AgentIdInUse {
+                agent_id: AgentId::new("a1"),
+                holder: "127.0.0.1:1".into(),
+            }
+            .into(),
+            tonic::Code::AlreadyExists,
+            "agent id a1 already has a live session from 127.0.0.1:1 (two agents with one id? give each its own --agent-id)",
+        );
+        check(
+            RegistryError::TooManyRuns { in_progress: 8 }.into(),
+            tonic::Code::ResourceExhausted,
+            "8 runs are in progress, this coordinator's limit (--max-runs); submit again when one ends",
+        );
+        check(
+            RegistryError::OverMessageRate {
+                agent_id: AgentId::new("a1"),
+                rate: 5,
+            }
+            .into(),
+            tonic::Code::ResourceExhausted,
+            "agent a1 sent more than 5 messages per second; reconnect and resend from the acknowledged point",
+        );
+        check(
+            RegistryError::TooFewAgents {
+                matched: 0,
+                needed: 1,
+            }
+            .into(),
+            tonic::Code::FailedPrecondition,
+            "0 connected agent(s) match the selection, the run needs at least 1",
+        );
+        check(
+            RegistryError::Run(RunError::InvalidInput("bad budget".into())).into(),
+            tonic::Code::InvalidArgument,
+            "bad budget",
+        );
+        check(
+            RegistryError::Run(RunError::Internal("disk".into())).into(),
+            tonic::Code::Internal,
+            "disk",
+        );
+        check(
+            RegistryError::UnknownRun(RunId::new("r\n1")).into(),
+            tonic::Code::NotFound,
+            "no run r\\n1 on this coordinator",
+        );
+        check(
+            RegistryError::ShutDownBeforeFinish(RunId::new("r1")).into(),
+            tonic::Code::Unavailable,
+            "the coordinator shut down before run r1 finished",
+        );
+        check(
+            RegistryError::ShuttingDown.into(),
+            tonic::Code::Unavailable,
+            "the coordinator is shutting down",
+        );
+    }
+
+    fn summary(id: &str) -> AgentSummary {
+        AgentSummary {
+            agent_id: AgentId::new(id),
+            facts: HostFacts::default(),
+            runtimes: Vec::new(),
+            labels: BTreeMap::new(),
+            hardware_class: "c".into(),
+            state: AgentState::Connected,
+            session_open: true,
+            last_seen_unix_ms: 1,
+        }
+    }
+
+    #[test]
+    fn an_agent_page_names_the_next_one_only_when_agents_are_left() {
+        let mut listing = AgentListing {
+            agents: vec![summary("a"), summary("b")],
+            more: false,
+        };
+        let page = agent_page(&listing);
+        assert_eq!(page.agents.len(), 2);
+        assert_eq!(page.agents[0].state, "connected");
+        assert_eq!(page.next_page_token, "");
+        listing.more = true;
+        assert_eq!(agent_page(&listing).next_page_token, "b");
+    }
 }

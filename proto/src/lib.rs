@@ -1,6 +1,6 @@
 //! The fleetgate wire protocol, package `fleetgate.v1`: the agent's bidirectional stream and
-//! the run API used by the CLI. Generated code only; conversions into domain types live with
-//! the crates that use them. Evolution rules: `docs/protocol.md`.
+//! the run API used by the CLI. Generated code and the protocol version only; conversions into
+//! domain types live with the crates that use them. Evolution rules: `docs/protocol.md`.
 
 /// The protocol version this build speaks (`Hello.protocol_version`). Version 2 sends a job's
 /// and a run's workload and knobs as typed messages instead of version 1's loose fields and

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fleetgate_common::auth::Token;
-use fleetgate_common::report::Verdict;
 use fleetgate_common::report::Report;
+use fleetgate_common::report::Verdict;
 use fleetgate_common::run::RunSpec;
 use fleetgate_common::tls::CoordinatorLink;
 use fleetgate_coordinator::client;
