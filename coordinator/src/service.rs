@@ -587,7 +587,7 @@ mod tests {
         check(
             ServiceError::from(HelloError::ProtocolVersion { got: 9 }).into(),
             tonic::Code::FailedPrecondition,
-            "protocol version 9 is not supported (this coordinator speaks 1)",
+            "protocol version 9 is not supported (this coordinator speaks 2)",
         );
         check(
             ServiceError::from(HelloError::AgentId).into(),
