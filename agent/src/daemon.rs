@@ -849,7 +849,8 @@ impl Agent {
         let endpoint = self
             .config
             .coordinator
-            .endpoint()?
+            .endpoint()
+            .map_err(|e| e.to_string())?
             .connect_timeout(self.config.connect_timeout)
             .tcp_nodelay(true);
         let channel = tokio::select! {

@@ -31,7 +31,7 @@ pub fn host_facts() -> HostFacts {
     }
     match crate::nvml::gpu_facts() {
         Ok(gpus) => facts.gpus = gpus,
-        Err(reason) => facts.gpu_unavailable_reason = Some(reason),
+        Err(reason) => facts.gpu_unavailable_reason = Some(reason.to_string()),
     }
     facts
 }
@@ -44,7 +44,9 @@ pub fn runtime_availability() -> Vec<RuntimeAvailability> {
         .iter()
         .map(|&kind| {
             let result = if kind.uses_tensorflow() {
-                crate::tensorflow::library_present().map(|_| ())
+                crate::tensorflow::library_present()
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
             } else {
                 crate::runtime::open_collector(kind, 1, 0)
                     .map(|_| ())

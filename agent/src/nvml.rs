@@ -5,7 +5,7 @@
 //! or without devices has "no GPUs" with the loader's reason; nothing here panics or crashes.
 
 use std::ffi::OsStr;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use fleetgate_common::host::GpuFacts;
 use nvml_wrapper::Nvml;
@@ -18,22 +18,53 @@ use crate::record::Reading;
 /// Environment variable naming the NVML library to load instead of `libnvidia-ml.so.1`.
 pub const NVML_LIBRARY_ENV: &str = "FLEETGATE_NVML_LIBRARY";
 
-static NVML: OnceLock<Result<Nvml, String>> = OnceLock::new();
+/// Why NVML did not load (the same error for every use in the process).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("NVML did not load ({library}): {source}")]
+pub struct NvmlLoadError {
+    /// The library file asked for.
+    pub library: String,
+    /// The loader's reason.
+    #[source]
+    pub source: Arc<NvmlError>,
+}
+
+/// Why [`gpu_facts`] found no GPUs.
+#[derive(Debug, thiserror::Error)]
+pub enum GpuFactsError {
+    /// NVML did not load.
+    #[error(transparent)]
+    Load(#[from] NvmlLoadError),
+    /// A system-wide NVML query failed.
+    #[error("NVML {what}: {source}")]
+    Query {
+        /// What was asked for.
+        what: &'static str,
+        /// NVML's error.
+        #[source]
+        source: NvmlError,
+    },
+    /// NVML works but lists no device.
+    #[error("NVML loaded but sees no GPU")]
+    NoGpu,
+}
+
+static NVML: OnceLock<Result<Nvml, NvmlLoadError>> = OnceLock::new();
 
 /// This process's NVML, loaded on first use.
-pub fn nvml() -> Result<&'static Nvml, String> {
+pub fn nvml() -> Result<&'static Nvml, NvmlLoadError> {
     NVML.get_or_init(|| {
         let path = std::env::var_os(NVML_LIBRARY_ENV);
         let mut builder = Nvml::builder();
         if let Some(path) = &path {
             builder.lib_path(path.as_os_str());
         }
-        builder.init().map_err(|e| {
-            let lib = path.as_deref().map_or_else(
+        builder.init().map_err(|e| NvmlLoadError {
+            library: path.as_deref().map_or_else(
                 || "libnvidia-ml.so.1".to_owned(),
                 |p| OsStr::to_string_lossy(p).into_owned(),
-            );
-            format!("NVML did not load ({lib}): {e}")
+            ),
+            source: Arc::new(e),
         })
     })
     .as_ref()
@@ -41,12 +72,12 @@ pub fn nvml() -> Result<&'static Nvml, String> {
 }
 
 /// The GPUs NVML sees, or why there are none.
-pub fn gpu_facts() -> Result<Vec<GpuFacts>, String> {
+pub fn gpu_facts() -> Result<Vec<GpuFacts>, GpuFactsError> {
     let nvml = nvml()?;
-    let err = |what: &str, e: NvmlError| format!("NVML {what}: {e}");
+    let err = |what: &'static str, source: NvmlError| GpuFactsError::Query { what, source };
     let count = nvml.device_count().map_err(|e| err("device count", e))?;
     if count == 0 {
-        return Err("NVML loaded but sees no GPU".into());
+        return Err(GpuFactsError::NoGpu);
     }
     let driver = nvml.sys_driver_version().unwrap_or_default();
     let cuda = nvml
@@ -98,7 +129,7 @@ pub struct NvmlCollector {
 impl NvmlCollector {
     /// Checks that GPU `index` exists (without reading its memory).
     pub fn open(index: u32) -> Result<Self, CollectError> {
-        let nvml = nvml().map_err(CollectError::Unavailable)?;
+        let nvml = nvml().map_err(|e| CollectError::Unavailable(e.to_string()))?;
         let count = nvml
             .device_count()
             .map_err(|e| CollectError::Unavailable(format!("NVML device count: {e}")))?;
@@ -137,7 +168,7 @@ impl Collector for NvmlCollector {
     }
 
     fn read(&mut self) -> Result<Reading, CollectError> {
-        let nvml = nvml().map_err(CollectError::Unavailable)?;
+        let nvml = nvml().map_err(|e| CollectError::Unavailable(e.to_string()))?;
         let device = nvml.device_by_index(self.index).map_err(nvml_error)?;
         let memory = device.memory_info().map_err(nvml_error)?;
         // This process's GPU memory: a process can hold compute and graphics contexts.

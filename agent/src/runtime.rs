@@ -39,7 +39,8 @@ pub fn open_collector(
             allocation_kb,
         )?)),
         RuntimeKind::TfmemprofGpu => {
-            let gpus = crate::tensorflow::list_gpus().map_err(CollectError::Unavailable)?;
+            let gpus = crate::tensorflow::list_gpus()
+                .map_err(|e| CollectError::Unavailable(e.to_string()))?;
             if gpus.is_empty() {
                 return Err(CollectError::Unavailable(
                     "the loaded TensorFlow lists no GPU on this host".into(),

@@ -554,7 +554,7 @@ fn copy_dir(from: &Path, to: &Path) -> Result<(), ScenarioError> {
 
 fn prepare(spec: &OverheadSpec) -> Result<PreparedWorkload, ScenarioError> {
     PreparedWorkload::prepare(spec.workload_kind, spec.workload, spec.tensorflow_device)
-        .map_err(ScenarioError::Workload)
+        .map_err(|e| ScenarioError::Workload(e.to_string()))
 }
 
 fn run_unprofiled(
@@ -569,7 +569,7 @@ fn run_unprofiled(
     let start = Instant::now();
     let checksum = workload
         .run(|_| false, |_| {})
-        .map_err(ScenarioError::Workload)?;
+        .map_err(|e| ScenarioError::Workload(e.to_string()))?;
     let wall_seconds = start.elapsed().as_secs_f64();
     let cpu_seconds = process_cpu_seconds() - cpu;
     let mut summary = ScenarioSummary {
@@ -630,7 +630,7 @@ fn run_tracked<C: Collector>(
         }
     });
     let wall_seconds = start.elapsed().as_secs_f64();
-    let checksum = checksum.map_err(ScenarioError::Workload)?;
+    let checksum = checksum.map_err(|e| ScenarioError::Workload(e.to_string()))?;
     let cpu_seconds = process_cpu_seconds() - cpu;
     while next < samples {
         tracker.emit_sample(next, equivalent_time(interval, next));

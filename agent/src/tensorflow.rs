@@ -28,6 +28,63 @@ pub const TENSORFLOW_VERSION: &str = "2.21.0";
 /// Serialized `RunOptions { trace_level: FULL_TRACE }`.
 const FULL_TRACE: [u8; 2] = [0x08, 0x03];
 
+/// Why libtensorflow is not available to this process.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TfLoadError {
+    /// No `libtensorflow.so` in the folder.
+    #[error(
+        "libtensorflow.so not found in {} (set TENSORFLOW_DIR, or run deploy/tensorflow/fetch-libtensorflow.sh)",
+        dir.display()
+    )]
+    NotFound {
+        /// The folder looked in.
+        dir: PathBuf,
+    },
+    /// The library is in the default folder, but `TENSORFLOW_DIR` does not point at it.
+    #[error(
+        "TENSORFLOW_DIR is not set; the TensorFlow runtimes load libtensorflow from it (found one in {})",
+        dir.display()
+    )]
+    DirNotSet {
+        /// The folder the library was found in.
+        dir: PathBuf,
+    },
+    /// The library is there but did not load.
+    #[error("libtensorflow did not load from {}: {reason}", dir.display())]
+    Load {
+        /// The folder.
+        dir: PathBuf,
+        /// The loader's reason (it reports text only).
+        reason: String,
+    },
+}
+
+/// Why TensorFlow work could not be set up or run.
+#[derive(Debug, thiserror::Error)]
+pub enum TfError {
+    /// libtensorflow is not available.
+    #[error(transparent)]
+    Load(#[from] TfLoadError),
+    /// A TensorFlow call failed.
+    #[error("{what}: {source}")]
+    Status {
+        /// What was being done (`graph`, `session`, `step`, …).
+        what: &'static str,
+        /// TensorFlow's status.
+        #[source]
+        source: tensorflow::Status,
+    },
+    /// TensorFlow does not list the device the work was placed on.
+    #[error("TensorFlow lists no device {device}")]
+    NoDevice {
+        /// The device asked for.
+        device: String,
+    },
+    /// A step's `RunMetadata` could not be decoded.
+    #[error("RunMetadata: {0}")]
+    RunMetadata(#[from] prost::DecodeError),
+}
+
 /// Where libtensorflow is looked for: `TENSORFLOW_DIR`, else the fetch script's cache folder.
 pub fn tensorflow_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("TENSORFLOW_DIR").filter(|d| !d.is_empty()) {
@@ -41,20 +98,17 @@ pub fn tensorflow_dir() -> PathBuf {
 }
 
 /// Whether `libtensorflow.so` is present in [`tensorflow_dir`] (without loading it).
-pub fn library_present() -> Result<PathBuf, String> {
+pub fn library_present() -> Result<PathBuf, TfLoadError> {
     let dir = tensorflow_dir();
     let lib = dir.join("libtensorflow.so");
     if lib.is_file() {
         Ok(dir)
     } else {
-        Err(format!(
-            "libtensorflow.so not found in {} (set TENSORFLOW_DIR, or run deploy/tensorflow/fetch-libtensorflow.sh)",
-            dir.display()
-        ))
+        Err(TfLoadError::NotFound { dir })
     }
 }
 
-static LOADED: OnceLock<Result<(), String>> = OnceLock::new();
+static LOADED: OnceLock<Result<(), TfLoadError>> = OnceLock::new();
 
 /// The statistics of the last traced step of any TensorFlow work in this process: what the
 /// collector reports (the allocator is process-wide, so any traced step sees all of it).
@@ -70,17 +124,14 @@ fn latest() -> StepMemory {
 
 /// Loads libtensorflow once per process. The library is taken from `TENSORFLOW_DIR`, which
 /// must point at the folder found by [`library_present`] (workers get it from their agent).
-pub fn load() -> Result<(), String> {
+pub fn load() -> Result<(), TfLoadError> {
     LOADED
         .get_or_init(|| {
             let dir = library_present()?;
             if std::env::var_os("TENSORFLOW_DIR").is_none() {
-                return Err(format!(
-                    "TENSORFLOW_DIR is not set; the TensorFlow runtimes load libtensorflow from it (found one in {})",
-                    dir.display()
-                ));
+                return Err(TfLoadError::DirNotSet { dir });
             }
-            tensorflow::library::load().map_err(|e| format!("libtensorflow did not load from {}: {e}", dir.display()))
+            tensorflow::library::load().map_err(|reason| TfLoadError::Load { dir, reason })
         })
         .clone()
 }
@@ -142,8 +193,8 @@ struct AllocatorMemoryUsed {
 
 /// The memory figures of a serialized `RunMetadata` for devices whose name contains
 /// `device` (e.g. `CPU:0`, `GPU:1`).
-pub fn step_memory(run_metadata: &[u8], device: &str) -> Result<StepMemory, String> {
-    let metadata = RunMetadata::decode(run_metadata).map_err(|e| format!("RunMetadata: {e}"))?;
+pub fn step_memory(run_metadata: &[u8], device: &str) -> Result<StepMemory, TfError> {
+    let metadata = RunMetadata::decode(run_metadata)?;
     let mut memory = StepMemory::default();
     let positive = |v: i64| u64::try_from(v).unwrap_or(0);
     for dev in metadata.step_stats.iter().flat_map(|s| &s.dev_stats) {
@@ -179,12 +230,12 @@ impl std::fmt::Debug for TfWork {
     }
 }
 
-fn tf_err(what: &str) -> impl Fn(tensorflow::Status) -> String + '_ {
-    move |e| format!("{what}: {e}")
+fn tf_err(what: &'static str) -> impl Fn(tensorflow::Status) -> TfError {
+    move |source| TfError::Status { what, source }
 }
 
 /// GPUs TensorFlow lists, as `(device name, memory bytes)`.
-pub fn list_gpus() -> Result<Vec<(String, u64)>, String> {
+pub fn list_gpus() -> Result<Vec<(String, u64)>, TfError> {
     load()?;
     let scope = Scope::new_root_scope();
     let session =
@@ -201,7 +252,7 @@ pub fn list_gpus() -> Result<Vec<(String, u64)>, String> {
 impl TfWork {
     /// Builds the graph on `device` (`/CPU:0`, `/GPU:0`, …), initialises it and runs one traced
     /// warm-up step, so RSS baselines are taken after TensorFlow is loaded and warm.
-    pub fn open(device: &str, allocation_kb: u32) -> Result<Self, String> {
+    pub fn open(device: &str, allocation_kb: u32) -> Result<Self, TfError> {
         load()?;
         let n = ((f64::from(allocation_kb.max(1)) * 1024.0 / 4.0)
             .sqrt()
@@ -243,7 +294,9 @@ impl TfWork {
             .find(|d| d.name.to_ascii_uppercase().ends_with(&wanted))
             .map(|d| u64::try_from(d.memory_bytes).unwrap_or(0));
         if device_memory_bytes.is_none() {
-            return Err(format!("TensorFlow lists no device {device}"));
+            return Err(TfError::NoDevice {
+                device: device.to_owned(),
+            });
         }
         let work = TfWork {
             session,
@@ -256,7 +309,7 @@ impl TfWork {
     }
 
     /// Runs one step; a traced step refreshes the statistics the collector reports.
-    pub fn run_step(&self, traced: bool) -> Result<(), String> {
+    pub fn run_step(&self, traced: bool) -> Result<(), TfError> {
         let mut args = SessionRunArgs::new();
         args.add_target(&self.step);
         if traced {
@@ -289,7 +342,8 @@ pub struct TfCollector {
 impl TfCollector {
     /// Opens the TensorFlow work on `device` and the RSS reader.
     pub fn open(device: &str, allocation_kb: u32) -> Result<Self, CollectError> {
-        let work = TfWork::open(device, allocation_kb).map_err(CollectError::Unavailable)?;
+        let work = TfWork::open(device, allocation_kb)
+            .map_err(|e| CollectError::Unavailable(e.to_string()))?;
         let device_id = if device.to_ascii_uppercase().contains("CPU") {
             -1
         } else {

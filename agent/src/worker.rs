@@ -287,7 +287,7 @@ pub fn run_probe_process() -> anyhow::Result<()> {
     let probe = Probe {
         runtimes,
         tensorflow_available: loaded.is_ok(),
-        tensorflow_unavailable_reason: loaded.err(),
+        tensorflow_unavailable_reason: loaded.err().map(|e| e.to_string()),
     };
     let mut out = std::io::stdout().lock();
     serde_json::to_writer(&mut out, &probe)?;
@@ -295,8 +295,37 @@ pub fn run_probe_process() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Why a probe worker gave no usable answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// The worker ran past the time limit and was killed.
+    #[error("the probe worker did not answer within {} s", PROBE_TIMEOUT.as_secs())]
+    Timeout,
+    /// The worker could not be started or waited for.
+    #[error("cannot start the probe worker {}: {source}", program.display())]
+    Start {
+        /// The worker program.
+        program: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The worker's output is not a probe.
+    #[error("the probe worker answered nothing usable ({status}): {source}")]
+    Answer {
+        /// How the worker exited.
+        status: std::process::ExitStatus,
+        /// Why its output was refused.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// How long a probe worker may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// Runs a probe worker (`<worker> probe`) and returns what it found, or why it could not.
-pub async fn probe_with_worker(command: &WorkerCommand) -> Result<Probe, String> {
+pub async fn probe_with_worker(command: &WorkerCommand) -> Result<Probe, ProbeError> {
     let mut cmd = tokio::process::Command::new(&command.program);
     cmd.args(&command.args)
         .arg("--probe")
@@ -305,20 +334,16 @@ pub async fn probe_with_worker(command: &WorkerCommand) -> Result<Probe, String>
         .stderr(Stdio::null())
         .kill_on_drop(true);
     worker_env(&mut cmd);
-    let output = tokio::time::timeout(Duration::from_secs(120), cmd.output())
+    let output = tokio::time::timeout(PROBE_TIMEOUT, cmd.output())
         .await
-        .map_err(|_| "the probe worker did not answer within 120 s".to_owned())?
-        .map_err(|e| {
-            format!(
-                "cannot start the probe worker {}: {e}",
-                command.program.display()
-            )
+        .map_err(|_| ProbeError::Timeout)?
+        .map_err(|source| ProbeError::Start {
+            program: command.program.clone(),
+            source,
         })?;
-    serde_json::from_slice(&output.stdout).map_err(|e| {
-        format!(
-            "the probe worker answered nothing usable ({}): {e}",
-            output.status
-        )
+    serde_json::from_slice(&output.stdout).map_err(|source| ProbeError::Answer {
+        status: output.status,
+        source,
     })
 }
 

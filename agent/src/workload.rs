@@ -16,7 +16,7 @@ use std::hint::black_box;
 
 use fleetgate_common::config::WorkloadKind;
 
-use crate::tensorflow::TfWork;
+use crate::tensorflow::{TfError, TfWork};
 
 const PAGE: usize = 4096;
 
@@ -46,7 +46,7 @@ pub enum PreparedWorkload {
 
 impl PreparedWorkload {
     /// Prepares `kind` on TensorFlow `device` (ignored by the reference workload).
-    pub fn prepare(kind: WorkloadKind, size: Workload, device: &str) -> Result<Self, String> {
+    pub fn prepare(kind: WorkloadKind, size: Workload, device: &str) -> Result<Self, TfError> {
         match kind {
             WorkloadKind::Reference => Ok(PreparedWorkload::Reference(size)),
             WorkloadKind::Tensorflow => Ok(PreparedWorkload::Tensorflow {
@@ -71,7 +71,7 @@ impl PreparedWorkload {
         &self,
         traced: impl Fn(u64) -> bool,
         after_step: impl FnMut(u64),
-    ) -> Result<u64, String> {
+    ) -> Result<u64, TfError> {
         match self {
             PreparedWorkload::Reference(w) => Ok(w.run(after_step)),
             PreparedWorkload::Tensorflow { work, .. } => {

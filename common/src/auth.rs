@@ -4,12 +4,69 @@
 //! travels as `authorization: Bearer <token>` on every RPC, and is compared in constant time.
 //! It is never logged: [`Token`]'s `Debug` prints a placeholder.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use crate::input::InputError;
 
 /// The shortest token accepted (a token from `openssl rand -hex 32` is 64 characters).
 pub const MIN_TOKEN_LEN: usize = 16;
 /// The longest token accepted.
 pub const MAX_TOKEN_LEN: usize = 1024;
+
+/// Why text is not a usable token. The message never contains the text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// Shorter than [`MIN_TOKEN_LEN`] or longer than [`MAX_TOKEN_LEN`].
+    #[error("must be {MIN_TOKEN_LEN} to {MAX_TOKEN_LEN} characters (it is {len})")]
+    Length {
+        /// The length found, in bytes.
+        len: usize,
+    },
+    /// A space, a control character or a non-ASCII character.
+    #[error("must be printable ASCII without spaces")]
+    NotPrintable,
+}
+
+/// Why a token could not be loaded. The message names the file or variable, never the token.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenLoadError {
+    /// The token file could not be read.
+    #[error("{}: token file cannot be read: {source}", path.display())]
+    Unreadable {
+        /// The token file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: InputError,
+    },
+    /// The token file is not UTF-8.
+    #[error("{}: token file is not UTF-8", path.display())]
+    NotUtf8 {
+        /// The token file.
+        path: PathBuf,
+        /// The decoding error.
+        #[source]
+        source: std::str::Utf8Error,
+    },
+    /// The token file holds no usable token.
+    #[error("{}: token {source}", path.display())]
+    InvalidInFile {
+        /// The token file.
+        path: PathBuf,
+        /// What is wrong with the token.
+        #[source]
+        source: TokenError,
+    },
+    /// The environment variable holds no usable token.
+    #[error("{var}: token {source}")]
+    InvalidInEnv {
+        /// The environment variable.
+        var: String,
+        /// What is wrong with the token.
+        #[source]
+        source: TokenError,
+    },
+}
 
 /// A shared secret.
 #[derive(Clone, PartialEq, Eq)]
@@ -23,35 +80,45 @@ impl std::fmt::Debug for Token {
 
 impl Token {
     /// Checks `text` (already trimmed) as a token; the error never contains the text.
-    pub fn new(text: &str) -> Result<Self, String> {
+    pub fn new(text: &str) -> Result<Self, TokenError> {
         if text.len() < MIN_TOKEN_LEN || text.len() > MAX_TOKEN_LEN {
-            return Err(format!(
-                "must be {MIN_TOKEN_LEN} to {MAX_TOKEN_LEN} characters (it is {})",
-                text.len()
-            ));
+            return Err(TokenError::Length { len: text.len() });
         }
         if !text.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err("must be printable ASCII without spaces".to_owned());
+            return Err(TokenError::NotPrintable);
         }
         Ok(Token(text.to_owned()))
     }
 
     /// The token from `file` if given, else from the environment variable `env` if set and
     /// not empty, else none. Errors name the file or variable, never the token.
-    pub fn load(file: Option<&Path>, env: &str) -> Result<Option<Self>, String> {
+    pub fn load(file: Option<&Path>, env: &str) -> Result<Option<Self>, TokenLoadError> {
         if let Some(path) = file {
-            let bytes = crate::input::read_file(path)
-                .map_err(|e| format!("{}: token file cannot be read: {e}", path.display()))?;
-            let text = std::str::from_utf8(&bytes)
-                .map_err(|_| format!("{}: token file is not UTF-8", path.display()))?;
-            return Token::new(text.trim())
-                .map(Some)
-                .map_err(|e| format!("{}: token {e}", path.display()));
+            let bytes =
+                crate::input::read_file(path).map_err(|source| TokenLoadError::Unreadable {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+            let text = std::str::from_utf8(&bytes).map_err(|source| TokenLoadError::NotUtf8 {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            return Token::new(text.trim()).map(Some).map_err(|source| {
+                TokenLoadError::InvalidInFile {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            });
         }
         match std::env::var(env) {
-            Ok(text) if !text.trim().is_empty() => Token::new(text.trim())
-                .map(Some)
-                .map_err(|e| format!("{env}: token {e}")),
+            Ok(text) if !text.trim().is_empty() => {
+                Token::new(text.trim())
+                    .map(Some)
+                    .map_err(|source| TokenLoadError::InvalidInEnv {
+                        var: env.to_owned(),
+                        source,
+                    })
+            }
             _ => Ok(None),
         }
     }
@@ -103,9 +170,9 @@ mod tests {
 
     #[test]
     fn weak_tokens_are_refused_and_never_echoed() {
-        let short = Token::new("hunter2").unwrap_err();
+        let short = Token::new("hunter2").unwrap_err().to_string();
         assert_eq!(short, "must be 16 to 1024 characters (it is 7)");
-        let spaced = Token::new("correct horse battery").unwrap_err();
+        let spaced = Token::new("correct horse battery").unwrap_err().to_string();
         assert!(!spaced.contains("horse"), "{spaced}");
         assert_eq!(
             format!("{:?}", Token::new("0123456789abcdef").unwrap()),
@@ -124,12 +191,17 @@ mod tests {
         assert!(token.accepts(Some(b"Bearer 0123456789abcdef")));
         std::fs::write(&path, "short\n").unwrap();
         assert_eq!(
-            Token::load(Some(&path), "FLEETGATE_TEST_UNSET_TOKEN").unwrap_err(),
+            Token::load(Some(&path), "FLEETGATE_TEST_UNSET_TOKEN")
+                .unwrap_err()
+                .to_string(),
             format!(
                 "{}: token must be 16 to 1024 characters (it is 5)",
                 path.display()
             )
         );
-        assert_eq!(Token::load(None, "FLEETGATE_TEST_UNSET_TOKEN"), Ok(None));
+        assert!(matches!(
+            Token::load(None, "FLEETGATE_TEST_UNSET_TOKEN"),
+            Ok(None)
+        ));
     }
 }

@@ -740,6 +740,7 @@ pub fn job_update_from_pb(event: pb::JobEvent) -> Result<JobUpdate, ConvertError
             at_most_bytes("report.section_json", &r.section_json, MAX_SECTION_BYTES)?;
             // From the network: the same defensive reading as an operator's file.
             let section: RuntimeSection = crate::input::parse_json(r.section_json.as_bytes())
+                .map_err(|e| e.to_string())
                 .and_then(|v| serde_json::from_value(v).map_err(|e| e.to_string()))
                 .map_err(|e| err("report.section_json", e))?;
             JobUpdate::Report {

@@ -19,6 +19,60 @@ pub const MAX_INPUT_BYTES: u64 = 4 << 20;
 /// The deepest nesting of objects and arrays accepted. The shipped assets nest 4 deep.
 pub const MAX_DEPTH: usize = 32;
 
+/// Why an input file or document was refused: a phrase that names the place (line and column,
+/// or the key) but not the file, to follow "cannot be read: " or the file's name.
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    /// The file could not be opened or read.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// The file is larger than the limit given to [`read_file_limited`].
+    #[error("larger than the {} KiB limit", limit_bytes >> 10)]
+    OverLimit {
+        /// The limit, in bytes.
+        limit_bytes: u64,
+    },
+    /// The input is larger than [`MAX_INPUT_BYTES`].
+    #[error("larger than the {} MiB limit for input files", MAX_INPUT_BYTES >> 20)]
+    TooLarge,
+    /// The bytes are not UTF-8.
+    #[error("not UTF-8 (invalid byte at line {line} column {column})")]
+    NotUtf8 {
+        /// 1-based line of the first invalid byte.
+        line: usize,
+        /// 1-based column of the first invalid byte.
+        column: usize,
+        /// The decoding error.
+        #[source]
+        source: std::str::Utf8Error,
+    },
+    /// Objects and arrays nest deeper than [`MAX_DEPTH`].
+    #[error("nested deeper than {MAX_DEPTH} levels at line {line} column {column}")]
+    TooDeep {
+        /// 1-based line of the bracket one level too deep.
+        line: usize,
+        /// 1-based column of that bracket.
+        column: usize,
+    },
+    /// `NaN` or `Infinity` outside a string.
+    #[error("{word} is not a JSON number (line {line} column {column})")]
+    NotANumber {
+        /// The spelling found (`NaN` or `Infinity`).
+        word: &'static str,
+        /// 1-based line where it starts.
+        line: usize,
+        /// 1-based column where it starts.
+        column: usize,
+    },
+    /// The text is not one JSON value, or an object repeats a key.
+    #[error("invalid JSON: {source}")]
+    Json {
+        /// The parser's error, with its line and column.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
 /// `text` with control characters and line separators written as escapes (`\n`, `\u{2028}`),
 /// so an error that quotes outside input stays one line.
 pub fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
@@ -39,7 +93,7 @@ pub fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
 
 /// Reads at most [`MAX_INPUT_BYTES`] of `path`; a larger file is refused without reading it
 /// all. The error is a phrase to follow "cannot be read: ".
-pub fn read_file(path: &Path) -> Result<Vec<u8>, String> {
+pub fn read_file(path: &Path) -> Result<Vec<u8>, InputError> {
     let bytes = read_capped(path, MAX_INPUT_BYTES)?;
     check_size(bytes.len())?;
     Ok(bytes)
@@ -47,49 +101,46 @@ pub fn read_file(path: &Path) -> Result<Vec<u8>, String> {
 
 /// Reads at most `max` bytes of `path`; a larger file is refused without reading it all. The
 /// error is one phrase.
-pub fn read_file_limited(path: &Path, max: u64) -> Result<Vec<u8>, String> {
+pub fn read_file_limited(path: &Path, max: u64) -> Result<Vec<u8>, InputError> {
     let bytes = read_capped(path, max)?;
     if bytes.len() as u64 > max {
-        return Err(format!("larger than the {} KiB limit", max >> 10));
+        return Err(InputError::OverLimit { limit_bytes: max });
     }
     Ok(bytes)
 }
 
 /// The first `max + 1` bytes of `path` (one more than allowed tells a file over the limit).
-fn read_capped(path: &Path, max: u64) -> Result<Vec<u8>, String> {
-    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+fn read_capped(path: &Path, max: u64) -> Result<Vec<u8>, InputError> {
+    let file = std::fs::File::open(path)?;
     let mut bytes = Vec::new();
-    file.take(max + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| e.to_string())?;
+    file.take(max + 1).read_to_end(&mut bytes)?;
     Ok(bytes)
 }
 
-fn check_size(len: usize) -> Result<(), String> {
+fn check_size(len: usize) -> Result<(), InputError> {
     if len as u64 > MAX_INPUT_BYTES {
-        return Err(format!(
-            "larger than the {} MiB limit for input files",
-            MAX_INPUT_BYTES >> 20
-        ));
+        return Err(InputError::TooLarge);
     }
     Ok(())
 }
 
 /// Parses `bytes` as one JSON value under the rules in the module documentation. The error is
 /// a phrase to follow "cannot be read: ".
-pub fn parse_json(bytes: &[u8]) -> Result<Value, String> {
+pub fn parse_json(bytes: &[u8]) -> Result<Value, InputError> {
     check_size(bytes.len())?;
-    if let Err(e) = std::str::from_utf8(bytes) {
-        let (line, column) = position(bytes, e.valid_up_to());
-        return Err(format!(
-            "not UTF-8 (invalid byte at line {line} column {column})"
-        ));
+    if let Err(source) = std::str::from_utf8(bytes) {
+        let (line, column) = position(bytes, source.valid_up_to());
+        return Err(InputError::NotUtf8 {
+            line,
+            column,
+            source,
+        });
     }
     scan(bytes)?;
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = Strict::deserialize(&mut de)
         .and_then(|v| de.end().map(|()| v))
-        .map_err(|e| format!("invalid JSON: {e}"))?;
+        .map_err(|source| InputError::Json { source })?;
     Ok(value.0)
 }
 
@@ -107,7 +158,7 @@ fn position(bytes: &[u8], offset: usize) -> (usize, usize) {
 }
 
 /// One pass over the text outside strings: nesting depth and the non-JSON number spellings.
-fn scan(bytes: &[u8]) -> Result<(), String> {
+fn scan(bytes: &[u8]) -> Result<(), InputError> {
     let mut depth = 0usize;
     let mut in_string = false;
     let mut escaped = false;
@@ -127,9 +178,7 @@ fn scan(bytes: &[u8]) -> Result<(), String> {
                 depth += 1;
                 if depth > MAX_DEPTH {
                     let (line, column) = position(bytes, i);
-                    return Err(format!(
-                        "nested deeper than {MAX_DEPTH} levels at line {line} column {column}"
-                    ));
+                    return Err(InputError::TooDeep { line, column });
                 }
             }
             b'}' | b']' => depth = depth.saturating_sub(1),
@@ -137,9 +186,7 @@ fn scan(bytes: &[u8]) -> Result<(), String> {
                 let (line, column) = position(bytes, i);
                 let word = if b == b'N' { "NaN" } else { "Infinity" };
                 if bytes[i..].starts_with(word.as_bytes()) {
-                    return Err(format!(
-                        "{word} is not a JSON number (line {line} column {column})"
-                    ));
+                    return Err(InputError::NotANumber { word, line, column });
                 }
             }
             _ => {}
@@ -258,7 +305,7 @@ mod tests {
         ];
         for (text, want) in cases {
             assert_eq!(
-                parse_json(text).unwrap_err(),
+                parse_json(text).unwrap_err().to_string(),
                 want,
                 "{}",
                 String::from_utf8_lossy(text)
@@ -278,7 +325,7 @@ mod tests {
         assert!(parse_json(ok.as_bytes()).is_ok());
         let deep = format!("{}{}", "[".repeat(MAX_DEPTH + 1), "]".repeat(MAX_DEPTH + 1));
         assert_eq!(
-            parse_json(deep.as_bytes()).unwrap_err(),
+            parse_json(deep.as_bytes()).unwrap_err().to_string(),
             format!("nested deeper than {MAX_DEPTH} levels at line 1 column 33")
         );
         // A million brackets are refused by the scan, long before any recursion.
@@ -286,6 +333,7 @@ mod tests {
         assert!(
             parse_json(bomb.as_bytes())
                 .unwrap_err()
+                .to_string()
                 .starts_with("nested deeper")
         );
     }
@@ -298,8 +346,12 @@ mod tests {
         // Sparse: 1 GiB on paper, nothing on disk.
         file.set_len(1 << 30).unwrap();
         assert_eq!(
-            read_file(&path).unwrap_err(),
+            read_file(&path).unwrap_err().to_string(),
             "larger than the 4 MiB limit for input files"
+        );
+        assert_eq!(
+            read_file_limited(&path, 1 << 20).unwrap_err().to_string(),
+            "larger than the 1024 KiB limit"
         );
         std::fs::write(&path, b"{}").unwrap();
         assert_eq!(read_file(&path).unwrap(), b"{}");

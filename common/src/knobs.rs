@@ -586,7 +586,7 @@ pub fn parse_knobs_file(
         key: key.to_owned(),
         message,
     };
-    let value = crate::input::parse_json(text).map_err(|e| err("(file)", e))?;
+    let value = crate::input::parse_json(text).map_err(|e| err("(file)", e.to_string()))?;
     let object = value
         .as_object()
         .ok_or_else(|| err("(file)", "must be a JSON object of runtimes".into()))?;

@@ -17,39 +17,185 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig};
 
+use crate::input::InputError;
+
 /// The largest PEM file read (a certificate chain is a few KiB).
 const MAX_PEM_BYTES: u64 = 1024 * 1024;
 
 /// How long a TLS handshake may take before the connection is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Reads a PEM file given by `flag`, refusing anything that holds no PEM block. Errors are one
-/// line naming the flag and the file.
-fn read_pem(flag: &str, path: &Path) -> Result<Vec<u8>, String> {
-    let bytes = crate::input::read_file_limited(path, MAX_PEM_BYTES)
-        .map_err(|e| format!("{flag} {}: {e}", path.display()))?;
+/// Why TLS settings could not be made from the operator's flags and files. Each message is one
+/// line naming the flag and the file or URL.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A certificate or key file is unusable.
+    #[error("{flag} {}: {source}", path.display())]
+    File {
+        /// The flag that named the file (`--tls-cert`, `--ca-file`, …).
+        flag: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        #[source]
+        source: PemFileError,
+    },
+    /// `--plaintext` with an `https://` URL.
+    #[error("{flag} {url}: --plaintext contradicts an https:// URL; drop one of them")]
+    PlaintextWithHttps {
+        /// The URL's flag.
+        flag: String,
+        /// The URL.
+        url: String,
+    },
+    /// An `https://` URL without a host.
+    #[error("{flag} {url}: no host")]
+    NoHost {
+        /// The URL's flag.
+        flag: String,
+        /// The URL.
+        url: String,
+    },
+    /// Only one of `--cert-file` and `--key-file`.
+    #[error("--cert-file and --key-file go together")]
+    CertWithoutKey,
+    /// An `http://` URL without `--plaintext`.
+    #[error(
+        "{flag} {url}: plaintext URL; use https:// (TLS), or pass --plaintext to send tokens and results unencrypted"
+    )]
+    PlaintextNotAllowed {
+        /// The URL's flag.
+        flag: String,
+        /// The URL.
+        url: String,
+    },
+    /// Certificate or key files with an `http://` URL.
+    #[error("{flag} {url}: --ca-file, --cert-file and --key-file need an https:// URL")]
+    FilesNeedHttps {
+        /// The URL's flag.
+        flag: String,
+        /// The URL.
+        url: String,
+    },
+    /// A URL that is neither `https://` nor `http://`.
+    #[error("{flag} {url}: expected https://HOST:PORT")]
+    UnknownScheme {
+        /// The URL's flag.
+        flag: String,
+        /// The URL.
+        url: String,
+    },
+    /// The coordinator URL is not a URI tonic accepts.
+    #[error("bad coordinator URL {url}: {source}")]
+    BadUrl {
+        /// The URL.
+        url: String,
+        /// Why.
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// tonic refused the TLS settings for the URL.
+    #[error("TLS settings for {url}: {source}")]
+    Settings {
+        /// The URL.
+        url: String,
+        /// Why.
+        #[source]
+        source: tonic::transport::Error,
+    },
+}
+
+/// What is wrong with a PEM file (the flag and file are named by [`TlsError::File`]).
+#[derive(Debug, thiserror::Error)]
+pub enum PemFileError {
+    /// The file could not be read, or is too large.
+    #[error(transparent)]
+    Unreadable(#[from] InputError),
+    /// The file holds no PEM block.
+    #[error("not a PEM file")]
+    NotPem,
+    /// A certificate block could not be decoded.
+    #[error("unreadable certificate: {0}")]
+    BadCertificate(#[source] rustls_pki_types::pem::Error),
+    /// The file holds PEM blocks but no certificate.
+    #[error("holds no certificate")]
+    NoCertificate,
+    /// The file holds no private key that can be decoded.
+    #[error("no usable private key: {0}")]
+    BadKey(#[source] rustls_pki_types::pem::Error),
+}
+
+/// Why the lab CA could not make or load a key or certificate.
+#[derive(Debug, thiserror::Error)]
+pub enum CaError {
+    /// The CA key could not be generated.
+    #[error("cannot make a CA key: {0}")]
+    CaKey(#[source] rcgen::Error),
+    /// The CA certificate could not be made.
+    #[error("cannot make the CA certificate: {0}")]
+    CaCertificate(#[source] rcgen::Error),
+    /// The CA key PEM could not be used.
+    #[error("unusable CA key: {0}")]
+    UnusableCaKey(#[source] rcgen::Error),
+    /// The names are not valid certificate subject names.
+    #[error("cannot name a certificate {names:?}: {source}")]
+    Names {
+        /// The names asked for.
+        names: Vec<String>,
+        /// Why.
+        #[source]
+        source: rcgen::Error,
+    },
+    /// A certificate's key could not be generated.
+    #[error("cannot make a key: {0}")]
+    Key(#[source] rcgen::Error),
+    /// The certificate could not be signed.
+    #[error("cannot sign a certificate for {names:?}: {source}")]
+    Sign {
+        /// The names asked for.
+        names: Vec<String>,
+        /// Why.
+        #[source]
+        source: rcgen::Error,
+    },
+}
+
+/// Reads the PEM file `path`, refusing anything that holds no PEM block.
+fn read_pem(path: &Path) -> Result<Vec<u8>, PemFileError> {
+    let bytes = crate::input::read_file_limited(path, MAX_PEM_BYTES)?;
     if !bytes.windows(11).any(|w| w == b"-----BEGIN ") {
-        return Err(format!("{flag} {}: not a PEM file", path.display()));
+        return Err(PemFileError::NotPem);
     }
     Ok(bytes)
 }
 
-fn read_certs(flag: &str, path: &Path) -> Result<Vec<u8>, String> {
-    let pem = read_pem(flag, path)?;
-    let certs = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{flag} {}: unreadable certificate: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!("{flag} {}: holds no certificate", path.display()));
-    }
-    Ok(pem)
+/// A file error naming `flag` and `path`.
+fn file_error(flag: &'static str, path: &Path) -> impl FnOnce(PemFileError) -> TlsError {
+    let path = path.to_path_buf();
+    move |source| TlsError::File { flag, path, source }
 }
 
-fn read_key(flag: &str, path: &Path) -> Result<Vec<u8>, String> {
-    let pem = read_pem(flag, path)?;
-    PrivateKeyDer::from_pem_slice(&pem)
-        .map_err(|e| format!("{flag} {}: no usable private key: {e}", path.display()))?;
-    Ok(pem)
+fn read_certs(flag: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
+    let certs = || -> Result<Vec<u8>, PemFileError> {
+        let pem = read_pem(path)?;
+        let certs = CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(PemFileError::BadCertificate)?;
+        if certs.is_empty() {
+            return Err(PemFileError::NoCertificate);
+        }
+        Ok(pem)
+    };
+    certs().map_err(file_error(flag, path))
+}
+
+fn read_key(flag: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
+    let key = || -> Result<Vec<u8>, PemFileError> {
+        let pem = read_pem(path)?;
+        PrivateKeyDer::from_pem_slice(&pem).map_err(PemFileError::BadKey)?;
+        Ok(pem)
+    };
+    key().map_err(file_error(flag, path))
 }
 
 /// The coordinator's TLS settings.
@@ -81,7 +227,7 @@ impl ServerTls {
     }
 
     /// From the files given by `--tls-cert`, `--tls-key` and `--agent-ca`.
-    pub fn load(cert: &Path, key: &Path, agent_ca: Option<&Path>) -> Result<Self, String> {
+    pub fn load(cert: &Path, key: &Path, agent_ca: Option<&Path>) -> Result<Self, TlsError> {
         let cert = read_certs("--tls-cert", cert)?;
         let key = read_key("--tls-key", key)?;
         let ca = agent_ca.map(|p| read_certs("--agent-ca", p)).transpose()?;
@@ -152,15 +298,16 @@ impl CoordinatorLink {
         url: &str,
         files: &ClientTlsFiles,
         plaintext: bool,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, TlsError> {
+        let flag_url = || (flag.to_owned(), url.to_owned());
         if let Some(rest) = url.strip_prefix("https://") {
             if plaintext {
-                return Err(format!(
-                    "{flag} {url}: --plaintext contradicts an https:// URL; drop one of them"
-                ));
+                let (flag, url) = flag_url();
+                return Err(TlsError::PlaintextWithHttps { flag, url });
             }
             if rest.is_empty() {
-                return Err(format!("{flag} {url}: no host"));
+                let (flag, url) = flag_url();
+                return Err(TlsError::NoHost { flag, url });
             }
             let mut config = ClientTlsConfig::new();
             config = match &files.ca {
@@ -177,7 +324,7 @@ impl CoordinatorLink {
                     ));
                 }
                 (None, None) => {}
-                _ => return Err("--cert-file and --key-file go together".to_owned()),
+                _ => return Err(TlsError::CertWithoutKey),
             }
             return Ok(CoordinatorLink {
                 url: url.to_owned(),
@@ -186,14 +333,12 @@ impl CoordinatorLink {
         }
         if url.starts_with("http://") {
             if !plaintext {
-                return Err(format!(
-                    "{flag} {url}: plaintext URL; use https:// (TLS), or pass --plaintext to send tokens and results unencrypted"
-                ));
+                let (flag, url) = flag_url();
+                return Err(TlsError::PlaintextNotAllowed { flag, url });
             }
             if files.ca.is_some() || files.cert.is_some() || files.key.is_some() {
-                return Err(format!(
-                    "{flag} {url}: --ca-file, --cert-file and --key-file need an https:// URL"
-                ));
+                let (flag, url) = flag_url();
+                return Err(TlsError::FilesNeedHttps { flag, url });
             }
             tracing::warn!(
                 url,
@@ -204,7 +349,8 @@ impl CoordinatorLink {
                 tls: None,
             });
         }
-        Err(format!("{flag} {url}: expected https://HOST:PORT"))
+        let (flag, url) = flag_url();
+        Err(TlsError::UnknownScheme { flag, url })
     }
 
     /// A TLS link with settings built in memory (the embedded default).
@@ -221,13 +367,19 @@ impl CoordinatorLink {
     }
 
     /// The endpoint to connect to.
-    pub fn endpoint(&self) -> Result<Endpoint, String> {
-        let endpoint = Endpoint::from_shared(self.url.clone())
-            .map_err(|e| format!("bad coordinator URL {}: {e}", self.url))?;
+    pub fn endpoint(&self) -> Result<Endpoint, TlsError> {
+        let endpoint =
+            Endpoint::from_shared(self.url.clone()).map_err(|source| TlsError::BadUrl {
+                url: self.url.clone(),
+                source,
+            })?;
         match &self.tls {
             Some(tls) => endpoint
                 .tls_config(tls.clone())
-                .map_err(|e| format!("TLS settings for {}: {e}", self.url)),
+                .map_err(|source| TlsError::Settings {
+                    url: self.url.clone(),
+                    source,
+                }),
             None => Ok(endpoint),
         }
     }
@@ -284,13 +436,11 @@ fn validity(params: &mut CertificateParams, days: i64) {
 
 impl LabCa {
     /// A new CA (ECDSA P-256, valid five years).
-    pub fn generate() -> Result<Self, String> {
-        let key = KeyPair::generate().map_err(|e| format!("cannot make a CA key: {e}"))?;
+    pub fn generate() -> Result<Self, CaError> {
+        let key = KeyPair::generate().map_err(CaError::CaKey)?;
         let mut params = ca_params();
         validity(&mut params, 5 * 365);
-        let cert = params
-            .self_signed(&key)
-            .map_err(|e| format!("cannot make the CA certificate: {e}"))?;
+        let cert = params.self_signed(&key).map_err(CaError::CaCertificate)?;
         let key_pem = key.serialize_pem();
         Ok(LabCa {
             issuer: Issuer::new(params, key),
@@ -301,8 +451,8 @@ impl LabCa {
 
     /// A CA made earlier by [`LabCa::generate`], from its certificate and key PEM, to issue
     /// more certificates that chain to it.
-    pub fn load(cert_pem: String, key_pem: String) -> Result<Self, String> {
-        let key = KeyPair::from_pem(&key_pem).map_err(|e| format!("unusable CA key: {e}"))?;
+    pub fn load(cert_pem: String, key_pem: String) -> Result<Self, CaError> {
+        let key = KeyPair::from_pem(&key_pem).map_err(CaError::UnusableCaKey)?;
         Ok(LabCa {
             issuer: Issuer::new(ca_params(), key),
             cert_pem,
@@ -312,9 +462,12 @@ impl LabCa {
 
     /// A certificate (valid one year) for `names` — host names or IP addresses for a server,
     /// the agent id for an agent.
-    pub fn issue(&self, names: &[String], purpose: CertUse) -> Result<IssuedCert, String> {
-        let mut params = CertificateParams::new(names.to_vec())
-            .map_err(|e| format!("cannot name a certificate {names:?}: {e}"))?;
+    pub fn issue(&self, names: &[String], purpose: CertUse) -> Result<IssuedCert, CaError> {
+        let mut params =
+            CertificateParams::new(names.to_vec()).map_err(|source| CaError::Names {
+                names: names.to_vec(),
+                source,
+            })?;
         if let Some(first) = names.first() {
             params
                 .distinguished_name
@@ -327,10 +480,13 @@ impl LabCa {
             CertUse::Agent => ExtendedKeyUsagePurpose::ClientAuth,
         }];
         validity(&mut params, 365);
-        let key = KeyPair::generate().map_err(|e| format!("cannot make a key: {e}"))?;
+        let key = KeyPair::generate().map_err(CaError::Key)?;
         let cert = params
             .signed_by(&key, &self.issuer)
-            .map_err(|e| format!("cannot sign a certificate for {names:?}: {e}"))?;
+            .map_err(|source| CaError::Sign {
+                names: names.to_vec(),
+                source,
+            })?;
         Ok(IssuedCert {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
@@ -341,7 +497,7 @@ impl LabCa {
 impl LabCa {
     /// Server TLS for a coordinator reached as `names`, requiring agents to present a
     /// certificate from this CA naming their id.
-    pub fn server_tls(&self, names: &[String]) -> Result<ServerTls, String> {
+    pub fn server_tls(&self, names: &[String]) -> Result<ServerTls, CaError> {
         let server = self.issue(names, CertUse::Server)?;
         Ok(ServerTls::from_pem(
             server.cert_pem.as_bytes(),
@@ -351,7 +507,7 @@ impl LabCa {
     }
 
     /// Client TLS trusting this CA; for an agent, with a new certificate naming `agent_id`.
-    pub fn client_tls(&self, agent_id: Option<&str>) -> Result<ClientTlsConfig, String> {
+    pub fn client_tls(&self, agent_id: Option<&str>) -> Result<ClientTlsConfig, CaError> {
         let trust = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&self.cert_pem));
         let Some(id) = agent_id else {
             return Ok(trust);
@@ -396,12 +552,13 @@ pub enum LabSetError {
         path: PathBuf,
     },
     /// The CA in the folder cannot be used.
-    #[error("{}: {message}", path.display())]
+    #[error("{}: {source}", path.display())]
     UnusableCa {
         /// The CA key.
         path: PathBuf,
         /// Why.
-        message: String,
+        #[source]
+        source: CaError,
     },
     /// A file or the folder could not be read, inspected or changed.
     #[error("{}: {error}", path.display())]
@@ -412,8 +569,8 @@ pub enum LabSetError {
         error: std::io::Error,
     },
     /// A key or certificate could not be made.
-    #[error("{0}")]
-    Issue(String),
+    #[error(transparent)]
+    Issue(#[from] CaError),
     /// A file could not be written (the file there before, if any, is whole).
     #[error(transparent)]
     Write(#[from] crate::atomic_file::AtomicWriteError),
@@ -543,10 +700,10 @@ pub fn write_lab_set(request: &LabSetRequest) -> Result<Vec<PathBuf>, LabSetErro
     let mut written = Vec::new();
     let ca = if reuse_ca {
         let read = |p: &Path| std::fs::read_to_string(p).map_err(io(p));
-        let ca = LabCa::load(read(&ca_cert)?, read(&ca_key)?).map_err(|message| {
+        let ca = LabCa::load(read(&ca_cert)?, read(&ca_key)?).map_err(|source| {
             LabSetError::UnusableCa {
                 path: ca_key.clone(),
-                message,
+                source,
             }
         })?;
         let mode = std::fs::metadata(&ca_key).map_err(io(&ca_key))?.mode() & 0o777;
@@ -563,7 +720,7 @@ pub fn write_lab_set(request: &LabSetRequest) -> Result<Vec<PathBuf>, LabSetErro
         }
         ca
     } else {
-        let ca = LabCa::generate().map_err(LabSetError::Issue)?;
+        let ca = LabCa::generate()?;
         crate::atomic_file::write(&ca_key, ca.key_pem.as_bytes(), key_options)?;
         written.push(ca_key);
         crate::atomic_file::write(&ca_cert, ca.cert_pem.as_bytes(), cert_options)?;
@@ -571,9 +728,7 @@ pub fn write_lab_set(request: &LabSetRequest) -> Result<Vec<PathBuf>, LabSetErro
         ca
     };
     for pair in pairs {
-        let issued = ca
-            .issue(&pair.names, pair.purpose)
-            .map_err(LabSetError::Issue)?;
+        let issued = ca.issue(&pair.names, pair.purpose)?;
         crate::atomic_file::write(&pair.key, issued.key_pem.as_bytes(), key_options)?;
         written.push(pair.key);
         crate::atomic_file::write(&pair.cert, issued.cert_pem.as_bytes(), cert_options)?;
@@ -637,16 +792,22 @@ mod tests {
     fn plaintext_needs_the_flag_and_tls_needs_an_https_url() {
         let none = ClientTlsFiles::default();
         assert_eq!(
-            CoordinatorLink::new("--coordinator", "http://h:7400", &none, false).unwrap_err(),
+            CoordinatorLink::new("--coordinator", "http://h:7400", &none, false)
+                .unwrap_err()
+                .to_string(),
             "--coordinator http://h:7400: plaintext URL; use https:// (TLS), or pass --plaintext to send tokens and results unencrypted"
         );
         assert!(CoordinatorLink::new("--coordinator", "http://h:7400", &none, true).is_ok());
         assert_eq!(
-            CoordinatorLink::new("--coordinator", "https://h:7400", &none, true).unwrap_err(),
+            CoordinatorLink::new("--coordinator", "https://h:7400", &none, true)
+                .unwrap_err()
+                .to_string(),
             "--coordinator https://h:7400: --plaintext contradicts an https:// URL; drop one of them"
         );
         assert_eq!(
-            CoordinatorLink::new("--coordinator", "h:7400", &none, false).unwrap_err(),
+            CoordinatorLink::new("--coordinator", "h:7400", &none, false)
+                .unwrap_err()
+                .to_string(),
             "--coordinator h:7400: expected https://HOST:PORT"
         );
         let dir = tempfile::tempdir().unwrap();
@@ -657,7 +818,9 @@ mod tests {
             ..ClientTlsFiles::default()
         };
         assert_eq!(
-            CoordinatorLink::new("--coordinator", "https://h:7400", &files, false).unwrap_err(),
+            CoordinatorLink::new("--coordinator", "https://h:7400", &files, false)
+                .unwrap_err()
+                .to_string(),
             format!("--ca-file {}: not a PEM file", bogus.display())
         );
     }

@@ -50,7 +50,7 @@ fn parse_every_way(bytes: &[u8]) -> Result<(), TestCaseError> {
         "tfmemprof_cpu",
         "tfmemprof_gpu",
     ];
-    one_line(input::parse_json(bytes))?;
+    one_line(input::parse_json(bytes).map_err(|e| e.to_string()))?;
     one_line(gate::parse_budgets("b.json", Some(bytes)).map_err(|e| e.to_string()))?;
     one_line(gate::parse_baseline("a.json", Some(bytes)).map_err(|e| e.to_string()))?;
     one_line(gate::parse_tolerances("t.json", Some(bytes)).map_err(|e| e.to_string()))?;

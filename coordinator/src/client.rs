@@ -52,7 +52,7 @@ async fn connect(link: &CoordinatorLink) -> Result<Channel, RunError> {
         RunError::Unreachable(format!("cannot reach the coordinator at {url}: {e}{hint}"))
     };
     link.endpoint()
-        .map_err(RunError::Usage)?
+        .map_err(|e| RunError::Usage(e.to_string()))?
         .connect_timeout(Duration::from_secs(5))
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(20))
@@ -230,7 +230,7 @@ pub async fn run_embedded(
         .map_err(|e| RunError::Internal(format!("cannot listen on 127.0.0.1: {e}")))?;
     // TLS even on loopback, with certificates made for this run only: the embedded default
     // takes the same path as a fleet, mutual TLS and the agent-id check included.
-    let tls_error = |e: String| RunError::Internal(format!("embedded TLS: {e}"));
+    let tls_error = |e: tls::CaError| RunError::Internal(format!("embedded TLS: {e}"));
     let ca = LabCa::generate().map_err(tls_error)?;
     let settings = CoordinatorSettings {
         heartbeat_interval: Duration::from_millis(500),

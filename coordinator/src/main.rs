@@ -234,7 +234,8 @@ struct ClientArgs {
 
 impl ClientArgs {
     fn token(&self) -> Result<Option<Token>, RunError> {
-        Token::load(self.token_file.as_deref(), "FLEETGATE_CLIENT_TOKEN").map_err(RunError::Usage)
+        Token::load(self.token_file.as_deref(), "FLEETGATE_CLIENT_TOKEN")
+            .map_err(|e| RunError::Usage(e.to_string()))
     }
 
     fn link(&self, url: &str) -> Result<CoordinatorLink, RunError> {
@@ -242,7 +243,8 @@ impl ClientArgs {
             ca: self.ca_file.clone(),
             ..ClientTlsFiles::default()
         };
-        CoordinatorLink::new("--coordinator", url, &files, self.plaintext).map_err(RunError::Usage)
+        CoordinatorLink::new("--coordinator", url, &files, self.plaintext)
+            .map_err(|e| RunError::Usage(e.to_string()))
     }
 }
 

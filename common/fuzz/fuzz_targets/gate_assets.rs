@@ -19,7 +19,7 @@ use libfuzzer_sys::fuzz_target;
 use serde_json::{Value, json};
 
 fuzz_target!(|bytes: &[u8]| {
-    let doc = input::parse_json(bytes);
+    let doc = input::parse_json(bytes).map_err(|e| e.to_string());
 
     match gate::parse_budgets("budget.json", Some(bytes)) {
         Ok(budgets) => {

@@ -47,6 +47,7 @@ fuzz_target!(|bytes: &[u8]| {
             }
         }
         Err(e) => {
+            let e = e.to_string();
             assert_one_line("parse_json", &e);
             if let Ok(plain) = plain {
                 let allowed = e.starts_with("invalid JSON: key '")
