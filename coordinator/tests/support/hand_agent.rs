@@ -31,7 +31,7 @@ pub(crate) async fn session(
     let unavailable = |e: String| tonic::Status::unavailable(e);
     let channel = link
         .endpoint()
-        .map_err(unavailable)?
+        .map_err(|e| unavailable(e.to_string()))?
         .connect()
         .await
         .map_err(|e| unavailable(e.to_string()))?;
