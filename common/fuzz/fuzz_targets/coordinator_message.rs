@@ -1,17 +1,20 @@
 //! Bytes from the network decoded as a `CoordinatorMessage` (what an agent receives down its
 //! session), then the conversion the agent applies to a job assignment.
 //!
-//! An accepted job has an id and a runtime, knobs that pass the same checks as a knobs file
-//! (so no knob can panic the worker later), and converts back to a wire spec that converts to
-//! the same job. Its workload size and deadline are within their bounds, so the agent's
-//! arithmetic on them cannot overflow. Refused jobs: one line that names a field.
+//! An accepted job has an id and a runtime of the catalogue (the one the wire names), knobs
+//! that pass the knob table's checks (so no knob can panic the worker later), and converts
+//! back to a wire spec that converts to the same job. Its workload size and deadline are
+//! within their bounds, so the agent's arithmetic on them cannot overflow. Refused jobs: one
+//! line that names a field.
 
 #![no_main]
 
 use std::time::{Duration, Instant};
 
 use fleetgate_common::config;
-use fleetgate_common::convert::{JobRequest, MAX_DEADLINE_UNIX_MS};
+use fleetgate_common::convert::MAX_DEADLINE_UNIX_MS;
+use fleetgate_common::job::JobAssignment;
+use fleetgate_common::runtime::RuntimeKind;
 use fleetgate_fuzz::assert_one_line;
 use fleetgate_proto::v1 as pb;
 use libfuzzer_sys::fuzz_target;
@@ -27,13 +30,21 @@ fuzz_target!(|bytes: &[u8]| {
     let Some(spec) = assign.job else {
         return;
     };
-    match JobRequest::try_from(spec) {
+    let runtime = spec.runtime.clone();
+    match JobAssignment::try_from(spec) {
         Ok(job) => {
-            assert!(!job.job_id.is_empty() && !job.runtime.is_empty(), "{job:?}");
-            assert_eq!(job.knobs.validate(), Ok(()), "{job:?}");
+            assert!(!job.job_id.is_empty(), "{job:?}");
+            assert_eq!(
+                RuntimeKind::from_name(&runtime),
+                Some(job.spec.runtime),
+                "{job:?}"
+            );
+            assert_eq!(job.spec.knobs.check(), Ok(()), "{job:?}");
+            let workload = &job.spec.workload;
+            assert_eq!(workload.check(), Ok(()), "{job:?}");
             assert!(
-                (1..=config::MAX_ITERATIONS).contains(&job.iterations)
-                    && (1..=config::MAX_ALLOCATION_KB).contains(&job.allocation_kb),
+                (1..=config::MAX_ITERATIONS).contains(&workload.iterations)
+                    && (1..=config::MAX_ALLOCATION_KB).contains(&workload.allocation_kb),
                 "{job:?}"
             );
             assert!(job.deadline_unix_ms <= MAX_DEADLINE_UNIX_MS, "{job:?}");
@@ -44,16 +55,23 @@ fuzz_target!(|bytes: &[u8]| {
                     .is_some(),
                 "{job:?}"
             );
-            let _ = job.knobs.sampling_interval();
+            let _ = job.spec.knobs.sampling_interval();
+            let _ = job.spec.knobs.flush_every();
+            let _ = job.spec.knobs.overhead_max_duration();
+            let _ = job.spec.dir_name();
+            let _ = job
+                .spec
+                .runtime
+                .plan(&job.spec.knobs, workload.profile, workload.iterations);
             let wire = pb::JobSpec::from(&job);
-            match JobRequest::try_from(wire.clone()) {
+            match JobAssignment::try_from(wire.clone()) {
                 Ok(back) => assert_eq!(back, job, "sent again as {wire:?}"),
                 Err(e) => panic!("refused a job as the coordinator sends it ({e}): {wire:?}"),
             }
         }
         Err(e) => {
             assert!(!e.field.is_empty());
-            assert_one_line("JobRequest::try_from", &e.to_string());
+            assert_one_line("JobAssignment::try_from", &e.to_string());
         }
     }
 });

@@ -1,21 +1,26 @@
-//! The tuning-knob inputs: `config::parse_knobs_file` (the `--knobs` file) and, when the
-//! bytes are UTF-8, `config::apply_knob_assignment` (one `--set <runtime>.<knob>=<value>`).
+//! The tuning-knob inputs: `knobs::parse_knobs_file` (the `--knobs` file) and, when the
+//! bytes are UTF-8, `knobs::apply_knob_assignment` (one `--set <runtime>.<knob>=<value>`).
 //!
-//! Accepted: only known runtimes, no runtime without a knob, every count at least 1, every
-//! number of seconds finite, above zero and representable as a `Duration` (the runtimes turn
-//! them into one), and the knobs written back out as JSON parse to the same knobs. Refused:
-//! one line that names the origin.
+//! Accepted: only known runtimes, no runtime without a knob, every count at least 1 (a number
+//! of overhead pairs within its range), every number of seconds finite, within its range and
+//! representable as a non-zero `Duration` (the runtimes turn them into one), every value one
+//! the wire accepts too (the table's checks; only the combination of rollover and retention
+//! is left to the run), and the knobs written back out as JSON parse to the same knobs.
+//! Refused: one line that names the origin.
 
 #![no_main]
 
 use std::time::Duration;
 
-use fleetgate_common::config::{self, Knobs, RuntimeKnobs};
+use fleetgate_common::knobs::{
+    self, KNOBS, KnobCheckError, Knobs, MAX_SECONDS_KNOB, MIN_SECONDS_KNOB, OVERHEAD_MAX_PAIRS,
+    OVERHEAD_MIN_PAIRS_FLOOR, RuntimeKnobs,
+};
 use fleetgate_fuzz::{KNOWN_RUNTIMES, assert_one_line};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|bytes: &[u8]| {
-    match config::parse_knobs_file("knobs.json", bytes, &KNOWN_RUNTIMES) {
+    match knobs::parse_knobs_file("knobs.json", bytes, &KNOWN_RUNTIMES) {
         Ok(knobs) => {
             for (runtime, k) in &knobs {
                 assert!(
@@ -26,7 +31,7 @@ fuzz_target!(|bytes: &[u8]| {
                 valid(runtime, k);
             }
             let text = serde_json::to_vec(&knobs).expect("knobs serialize");
-            match config::parse_knobs_file("knobs.json", &text, &KNOWN_RUNTIMES) {
+            match knobs::parse_knobs_file("knobs.json", &text, &KNOWN_RUNTIMES) {
                 Ok(again) => assert_eq!(
                     again,
                     knobs,
@@ -47,7 +52,7 @@ fuzz_target!(|bytes: &[u8]| {
 
     if let Ok(assignment) = std::str::from_utf8(bytes) {
         let mut knobs = Knobs::new();
-        match config::apply_knob_assignment(&mut knobs, assignment, &KNOWN_RUNTIMES) {
+        match knobs::apply_knob_assignment(&mut knobs, assignment, &KNOWN_RUNTIMES) {
             Ok(()) => {
                 assert_eq!(knobs.len(), 1, "one assignment set {knobs:?}");
                 for (runtime, k) in &knobs {
@@ -64,17 +69,22 @@ fuzz_target!(|bytes: &[u8]| {
     }
 });
 
-/// Every knob that is set holds a value the runtimes can use.
+/// Every knob that is set holds a value the runtimes can use, and one the wire accepts.
 fn valid(runtime: &str, k: &RuntimeKnobs) {
     for (name, seconds) in [
         ("sampling_interval_seconds", k.sampling_interval_seconds),
         ("flush_every_seconds", k.flush_every_seconds),
+        ("overhead_max_seconds", k.overhead_max_seconds),
     ] {
         if let Some(s) = seconds {
             assert!(s.is_finite() && s > 0.0, "{runtime}.{name} = {s} accepted");
             assert!(
-                Duration::try_from_secs_f64(s).is_ok(),
-                "{runtime}.{name} = {s} accepted but is no Duration"
+                (MIN_SECONDS_KNOB..=MAX_SECONDS_KNOB).contains(&s),
+                "{runtime}.{name} = {s} accepted out of range"
+            );
+            assert!(
+                Duration::try_from_secs_f64(s).is_ok_and(|d| !d.is_zero()),
+                "{runtime}.{name} = {s} accepted but is no non-zero Duration"
             );
         }
     }
@@ -84,6 +94,11 @@ fn valid(runtime: &str, k: &RuntimeKnobs) {
             "{runtime}: zero sampling interval accepted"
         );
     }
+    assert!(!k.flush_every().is_zero(), "{runtime}: zero flush interval");
+    assert!(
+        !k.overhead_max_duration().is_zero(),
+        "{runtime}: zero overhead time cap"
+    );
     for (name, count) in [
         ("flush_every_events", k.flush_every_events),
         ("rollover_max_bytes", k.rollover_max_bytes),
@@ -95,5 +110,25 @@ fn valid(runtime: &str, k: &RuntimeKnobs) {
         if let Some(n) = count {
             assert!(n >= 1, "{runtime}.{name} = {n} accepted");
         }
+    }
+    if let Some(n) = k.overhead_min_pairs {
+        assert!(
+            (OVERHEAD_MIN_PAIRS_FLOOR..=OVERHEAD_MAX_PAIRS).contains(&n),
+            "{runtime}.overhead_min_pairs = {n} accepted"
+        );
+    }
+    for knob in &KNOBS {
+        if let Some(value) = knob.get(k) {
+            assert_eq!(
+                knob.check(value),
+                Ok(()),
+                "{runtime}.{} = {value} accepted but the wire refuses it",
+                knob.name
+            );
+        }
+    }
+    match k.check() {
+        Ok(()) | Err(KnobCheckError::RetentionBelowRollover) => {}
+        Err(e) => panic!("{runtime}: accepted knobs the wire refuses ({e}): {k:?}"),
     }
 }

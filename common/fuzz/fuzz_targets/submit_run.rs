@@ -1,11 +1,15 @@
 //! Bytes from the network decoded as a `SubmitRunRequest` (what a client sends the
-//! coordinator), checked by `convert::check_submit_run`; and the same bytes read as the CLI's
-//! `--deadline-seconds` and as a deadline built in code.
+//! coordinator), turned into a `RunSpec` (which runs `convert::check_submit_run` first); and
+//! the same bytes read as the CLI's `--deadline-seconds` and as a deadline built in code.
 //!
 //! Accepted: the deadline is 0 (the coordinator's default) or within 1 ms to the documented
 //! maximum, and the coordinator's arithmetic with it (now plus the deadline, on the monotonic
-//! and the wall clock) cannot overflow; `iterations` and `allocation_kb` are within their
-//! bounds; every string and list within its limit. Refused: one line that names a field.
+//! and the wall clock) cannot overflow; the workload's `iterations` and `allocation_kb` are
+//! within their bounds; every string and list within its limit; the knobs name at most
+//! `MAX_RUNTIMES` runtimes, each with at least one knob, and every runtime's knobs pass the
+//! knob table's checks; and the run sent again as the CLI sends it converts to the same run.
+//! Refused: one line that names a field, and a request `check_submit_run` refuses is refused
+//! for the same reason.
 
 #![no_main]
 
@@ -13,6 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use fleetgate_common::config::{self, MAX_DEADLINE_SECONDS};
 use fleetgate_common::convert::{self, *};
+use fleetgate_common::run::RunSpec;
 use fleetgate_fuzz::assert_one_line;
 use fleetgate_proto::v1 as pb;
 use libfuzzer_sys::fuzz_target;
@@ -20,11 +25,18 @@ use prost::Message;
 
 fuzz_target!(|bytes: &[u8]| {
     if let Ok(request) = pb::SubmitRunRequest::decode(bytes) {
-        match convert::check_submit_run(&request) {
-            Ok(()) => accepted(&request),
+        let checked = convert::check_submit_run(&request);
+        match RunSpec::try_from(request.clone()) {
+            Ok(spec) => {
+                assert_eq!(checked, Ok(()), "accepted what check_submit_run refuses");
+                accepted(&request, &spec);
+            }
             Err(e) => {
                 assert!(!e.field.is_empty());
-                assert_one_line("check_submit_run", &e.to_string());
+                assert_one_line("RunSpec::try_from", &e.to_string());
+                if let Err(first) = checked {
+                    assert_eq!(e, first, "refused for another reason than check_submit_run");
+                }
             }
         }
     }
@@ -67,18 +79,30 @@ fn usable(deadline: Duration) {
     let now_ms = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
-    assert!(now_ms.checked_add(millis).is_some_and(|ms| ms <= MAX_DEADLINE_UNIX_MS));
+    assert!(
+        now_ms
+            .checked_add(millis)
+            .is_some_and(|ms| ms <= MAX_DEADLINE_UNIX_MS)
+    );
 }
 
-fn accepted(r: &pb::SubmitRunRequest) {
+fn accepted(r: &pb::SubmitRunRequest, spec: &RunSpec) {
     if r.deadline_ms != 0 {
         match config::deadline_from_millis(r.deadline_ms) {
             Ok(deadline) => usable(deadline),
             Err(e) => panic!("accepted deadline_ms {} ({e})", r.deadline_ms),
         }
     }
-    assert_eq!(config::check_iterations(r.iterations), Ok(r.iterations));
-    assert_eq!(config::check_allocation_kb(r.allocation_kb), Ok(r.allocation_kb));
+    match spec.deadline {
+        Some(d) => usable(d),
+        None => assert_eq!(r.deadline_ms, 0),
+    }
+    let w = &spec.workload;
+    assert_eq!(config::check_iterations(w.iterations), Ok(w.iterations));
+    assert_eq!(
+        config::check_allocation_kb(w.allocation_kb),
+        Ok(w.allocation_kb)
+    );
     assert!(r.runtimes.len() <= MAX_RUNTIMES);
     assert!(r.runtimes.iter().all(|n| n.len() <= MAX_FACT_BYTES));
     assert!(r.agent_ids.len() <= MAX_SELECTED_AGENTS);
@@ -95,5 +119,24 @@ fn accepted(r: &pb::SubmitRunRequest) {
     ] {
         assert!(path.len() <= MAX_PATH_BYTES);
     }
-    assert!(r.knobs_json.len() <= MAX_KNOBS_JSON_BYTES);
+    assert!(
+        r.knobs.len() <= MAX_RUNTIMES,
+        "{} knob runtimes",
+        r.knobs.len()
+    );
+    assert!(spec.knobs.len() <= MAX_RUNTIMES);
+    for (runtime, k) in &spec.knobs {
+        assert!(runtime.len() <= MAX_FACT_BYTES);
+        assert!(
+            r.knobs.contains_key(runtime),
+            "knobs for {runtime:?} from nowhere"
+        );
+        assert!(!k.is_empty(), "kept {runtime:?} without a knob");
+        assert_eq!(k.check(), Ok(()), "{runtime}: {k:?}");
+    }
+    let wire = pb::SubmitRunRequest::from(spec);
+    match RunSpec::try_from(wire.clone()) {
+        Ok(back) => assert_eq!(&back, spec, "sent again as {wire:?}"),
+        Err(e) => panic!("refused a run as the CLI sends it ({e}): {wire:?}"),
+    }
 }

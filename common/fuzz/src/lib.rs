@@ -45,9 +45,22 @@ pub fn numbers_are_finite(value: &Value) -> bool {
 /// checks the committed files against them; with `FLEETGATE_WRITE_SEEDS=1` it rewrites them.
 #[cfg(test)]
 mod seeds {
+    use std::time::Duration;
+
+    use fleetgate_common::config::{
+        GateMode, MAX_ALLOCATION_KB, MAX_DEADLINE_SECONDS, MAX_ITERATIONS, Mode, Profile, Workload,
+        WorkloadKind,
+    };
     use fleetgate_common::convert::{self, job_event_to_pb};
-    use fleetgate_common::job::JobUpdate;
+    use fleetgate_common::gate::AssetSource;
+    use fleetgate_common::job::{JobAssignment, JobSpec, JobUpdate};
+    use fleetgate_common::knobs::{
+        Knobs, MAX_SECONDS_KNOB, OVERHEAD_MAX_PAIRS, OVERHEAD_MIN_PAIRS_FLOOR, RuntimeKnobs,
+    };
     use fleetgate_common::report::RuntimeSection;
+    use fleetgate_common::run::{Asset, RunSpec, Selection};
+    use fleetgate_common::runtime::RuntimeKind;
+    use fleetgate_proto::PROTOCOL_VERSION;
     use fleetgate_proto::v1 as pb;
     use prost::Message;
 
@@ -78,7 +91,7 @@ mod seeds {
         let cpu_hello = pb::Hello {
             agent_id: "agent-a".into(),
             agent_version: "0.1.0".into(),
-            protocol_version: 1,
+            protocol_version: PROTOCOL_VERSION,
             facts: Some(pb::HostFacts {
                 hostname: "build-17".into(),
                 os: "Ubuntu 24.04".into(),
@@ -117,7 +130,7 @@ mod seeds {
         let gpu_hello = pb::Hello {
             agent_id: "gpu-host-3".into(),
             agent_version: "0.1.0".into(),
-            protocol_version: 1,
+            protocol_version: PROTOCOL_VERSION,
             facts: Some(pb::HostFacts {
                 hostname: "gpu-host-3".into(),
                 os: "Ubuntu 22.04".into(),
@@ -139,7 +152,7 @@ mod seeds {
         let limits_hello = pb::Hello {
             agent_id: "a".repeat(convert::MAX_ID_BYTES),
             agent_version: fact.clone(),
-            protocol_version: 1,
+            protocol_version: PROTOCOL_VERSION,
             facts: Some(pb::HostFacts {
                 hostname: fact.clone(),
                 cpu_model: fact.clone(),
@@ -233,91 +246,139 @@ mod seeds {
 
     /// Job assignments as the coordinator sends them: a plain one and one with every field set.
     fn coordinator_messages() -> Vec<(&'static str, Vec<u8>)> {
-        let knobs = r#"{"sampling_interval_seconds":0.5,"flush_every_events":50,"rollover_max_bytes":1048576}"#;
-        let assign = |job: pb::JobSpec| {
+        let assign = |job: &JobAssignment| {
             pb::CoordinatorMessage {
                 body: Some(pb::coordinator_message::Body::AssignJob(pb::AssignJob {
-                    job: Some(job),
+                    job: Some(pb::JobSpec::from(job)),
                 })),
             }
             .encode_to_vec()
         };
-        vec![
-            (
-                "assign_plain.bin",
-                assign(pb::JobSpec {
-                    job_id: "run-7-0".into(),
-                    run_id: "run-7".into(),
-                    runtime: "gpumemprof_cpu".into(),
-                    profile: pb::Profile::Pr as i32,
-                    mode: pb::Mode::Soak as i32,
+        let plain = JobAssignment {
+            job_id: "run-7-0".into(),
+            run_id: "run-7".into(),
+            deadline_unix_ms: 1_800_000_000_000,
+            spec: JobSpec {
+                runtime: RuntimeKind::GpumemprofCpu,
+                device: None,
+                workload: Workload {
+                    profile: Profile::Pr,
+                    mode: Mode::Soak,
                     iterations: 50,
                     allocation_kb: 64,
-                    deadline_unix_ms: 1_800_000_000_000,
-                    ..pb::JobSpec::default()
-                }),
-            ),
-            (
-                "assign_full.bin",
-                assign(pb::JobSpec {
-                    job_id: "run-7-1".into(),
-                    run_id: "run-7".into(),
-                    runtime: "gpumemprof_cuda".into(),
-                    profile: pb::Profile::Nightly as i32,
-                    mode: pb::Mode::All as i32,
+                    kind: WorkloadKind::Reference,
+                },
+                knobs: RuntimeKnobs::default(),
+                scratch_root: None,
+            },
+        };
+        let full = JobAssignment {
+            job_id: "run-7-1".into(),
+            run_id: "run-7".into(),
+            deadline_unix_ms: 1_800_000_000_000,
+            spec: JobSpec {
+                runtime: RuntimeKind::TfmemprofGpu,
+                device: Some(1),
+                workload: Workload {
+                    profile: Profile::Nightly,
+                    mode: Mode::All,
                     iterations: 200,
                     allocation_kb: 256,
-                    deadline_unix_ms: 1_800_000_000_000,
-                    knobs_json: knobs.into(),
-                    overhead_scratch_root: "/dev/shm/fleetgate".into(),
-                    workload: "tensorflow".into(),
-                    device_index: Some(1),
-                }),
-            ),
+                    kind: WorkloadKind::Tensorflow,
+                },
+                knobs: RuntimeKnobs {
+                    sampling_interval_seconds: Some(0.5),
+                    flush_every_events: Some(50),
+                    flush_every_seconds: Some(1.5),
+                    rollover_max_bytes: Some(1_048_576),
+                    rollover_max_events: Some(500),
+                    retention_max_files: Some(4),
+                    retention_max_total_bytes: Some(4_194_304),
+                    max_history: Some(1_000),
+                    overhead_min_pairs: Some(OVERHEAD_MIN_PAIRS_FLOOR),
+                    overhead_max_seconds: Some(20.0),
+                },
+                scratch_root: Some("/dev/shm/fleetgate".into()),
+            },
+        };
+        vec![
+            ("assign_plain.bin", assign(&plain)),
+            ("assign_full.bin", assign(&full)),
         ]
     }
 
     /// Run submissions as the CLI sends them: a plain one, and one at every bound.
     fn submit_runs() -> Vec<(&'static str, Vec<u8>)> {
-        let budgets = include_str!("../seeds/gate_assets/budget.json");
+        let budgets = Asset {
+            name: "docs/benchmarks/v0.4_operating_budget.json".into(),
+            bytes: include_bytes!("../seeds/gate_assets/budget.json").to_vec(),
+            source: AssetSource::Path,
+        };
+        let plain = RunSpec {
+            workload: Workload {
+                profile: Profile::Pr,
+                mode: Mode::All,
+                iterations: 5_000,
+                allocation_kb: 512,
+                kind: WorkloadKind::Reference,
+            },
+            gate_mode: GateMode::Budget,
+            runtimes: vec!["gpumemprof_cpu".into(), "tfmemprof_cpu".into()],
+            selection: Selection {
+                min_agents: 1,
+                ..Selection::default()
+            },
+            deadline: None,
+            knobs: Knobs::new(),
+            overhead_scratch_root: None,
+            budgets: Some(budgets.clone()),
+            baseline: None,
+            tolerances: None,
+        };
+        // One knobs entry and one label: a map of several would encode in a different order
+        // on every run.
+        let bounds = RunSpec {
+            workload: Workload {
+                profile: Profile::Nightly,
+                mode: Mode::Soak,
+                iterations: MAX_ITERATIONS,
+                allocation_kb: MAX_ALLOCATION_KB,
+                kind: WorkloadKind::Tensorflow,
+            },
+            gate_mode: GateMode::Budget,
+            runtimes: vec!["tfmemprof_cpu".into()],
+            selection: Selection {
+                agent_ids: vec!["agent-a".into()],
+                labels: [("zone".to_owned(), "east".to_owned())].into(),
+                hardware_class: Some("cpu-amd-epyc-7763-16c".into()),
+                min_agents: 1,
+            },
+            deadline: Some(Duration::from_secs(MAX_DEADLINE_SECONDS)),
+            knobs: [(
+                "tfmemprof_cpu".to_owned(),
+                RuntimeKnobs {
+                    sampling_interval_seconds: Some(MAX_SECONDS_KNOB),
+                    rollover_max_bytes: Some(u64::MAX),
+                    retention_max_total_bytes: Some(u64::MAX),
+                    overhead_min_pairs: Some(OVERHEAD_MAX_PAIRS),
+                    overhead_max_seconds: Some(MAX_SECONDS_KNOB),
+                    ..RuntimeKnobs::default()
+                },
+            )]
+            .into(),
+            overhead_scratch_root: Some("/dev/shm/fleetgate".into()),
+            budgets: Some(budgets),
+            baseline: None,
+            tolerances: None,
+        };
         vec![
             (
                 "submit_plain.bin",
-                pb::SubmitRunRequest {
-                    profile: pb::Profile::Pr as i32,
-                    mode: pb::Mode::All as i32,
-                    gate_mode: pb::GateMode::Budget as i32,
-                    iterations: 5_000,
-                    allocation_kb: 512,
-                    runtimes: vec!["gpumemprof_cpu".into(), "tfmemprof_cpu".into()],
-                    min_agents: 1,
-                    budgets_json: budgets.into(),
-                    budgets_path: "docs/benchmarks/v0.4_operating_budget.json".into(),
-                    ..pb::SubmitRunRequest::default()
-                }
-                .encode_to_vec(),
+                pb::SubmitRunRequest::from(&plain).encode_to_vec(),
             ),
             (
                 "submit_bounds.bin",
-                pb::SubmitRunRequest {
-                    profile: pb::Profile::Nightly as i32,
-                    mode: pb::Mode::Soak as i32,
-                    gate_mode: pb::GateMode::Budget as i32,
-                    iterations: fleetgate_common::config::MAX_ITERATIONS,
-                    allocation_kb: fleetgate_common::config::MAX_ALLOCATION_KB,
-                    runtimes: vec!["gpumemprof_cpu".into()],
-                    agent_ids: vec!["agent-a".into()],
-                    labels: [("zone".to_owned(), "east".to_owned())].into(),
-                    hardware_class: "cpu-amd-epyc-7763-16c".into(),
-                    min_agents: 1,
-                    deadline_ms: fleetgate_common::config::MAX_DEADLINE_SECONDS * 1_000,
-                    budgets_json: budgets.into(),
-                    knobs_json: r#"{"gpumemprof_cpu":{"sampling_interval_seconds":60}}"#.into(),
-                    overhead_scratch_root: "/dev/shm/fleetgate".into(),
-                    workload: "reference".into(),
-                    ..pb::SubmitRunRequest::default()
-                }
-                .encode_to_vec(),
+                pb::SubmitRunRequest::from(&bounds).encode_to_vec(),
             ),
         ]
     }
@@ -370,7 +431,7 @@ mod seeds {
             let Some(pb::coordinator_message::Body::AssignJob(assign)) = decoded.body else {
                 panic!("{name}: not an assignment");
             };
-            fleetgate_common::convert::JobRequest::try_from(assign.job.expect(name)).expect(name);
+            JobAssignment::try_from(assign.job.expect(name)).expect(name);
         }
         check_or_write("coordinator_message", built);
     }
@@ -380,7 +441,7 @@ mod seeds {
         let built = submit_runs();
         for (name, bytes) in &built {
             let decoded = pb::SubmitRunRequest::decode(bytes.as_slice()).expect(name);
-            convert::check_submit_run(&decoded).expect(name);
+            RunSpec::try_from(decoded).expect(name);
         }
         check_or_write("submit_run", built);
     }
