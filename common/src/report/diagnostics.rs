@@ -214,7 +214,7 @@ pub fn next_knob_advice(metric: &str, knobs: Option<&RuntimeKnobs>) -> String {
     let relevant = crate::knobs::acting_on(metric);
     let untouched = relevant
         .iter()
-        .find(|k| !knobs.is_some_and(|set| k.get(set).is_some()));
+        .find(|k| knobs.is_none_or(|set| k.get(set).is_none()));
     match (untouched, relevant.first()) {
         (Some(knob), _) => format!("next knob: {}", knob.name),
         (None, Some(_)) => format!(
