@@ -7,7 +7,8 @@ use fleetgate_common::runtime::RuntimeKind;
 /// Reads the host's facts once (sysinfo; no per-sample use).
 pub fn host_facts() -> HostFacts {
     let mut facts = HostFacts {
-        hostname: sysinfo::System::host_name().unwrap_or_else(|_| crate::runtime::host_name()),
+        hostname: sysinfo::System::host_name()
+            .unwrap_or_else(|_| fleetgate_common::host::host_name()),
         os: sysinfo::System::long_os_version().unwrap_or_else(|_| std::env::consts::OS.to_owned()),
         kernel: sysinfo::System::kernel_version().unwrap_or_default(),
         gpu_unavailable_reason: None,

@@ -6,7 +6,11 @@
 //! a [`runtime::Tracker`], which keeps [`history`] rings and encodes a [`record`] into the
 //! [`sink`]; a [`scenario`] drives trackers (and the reference [`workload`]) and summarises
 //! what they did; a [`job`] runs one runtime's scenarios into its report section.
+//!
+//! The [`daemon`] takes jobs from a coordinator and runs each in a [`worker`] process; [`cli`]
+//! is the `fleetgate-agent` command line.
 
+pub mod cli;
 pub mod collector;
 pub mod daemon;
 pub mod facts;

@@ -83,7 +83,7 @@ impl TrackerConfig {
                 .unwrap_or(usize::MAX),
             alert_threshold_bytes: None,
             sink: sink_dir.map(SinkConfig::new),
-            host: host_name(),
+            host: fleetgate_common::host::host_name(),
             identity: Identity::default(),
         }
     }
@@ -610,19 +610,6 @@ fn signed_change(previous: u64, current: u64) -> i64 {
         i64::try_from(current - previous).unwrap_or(i64::MAX)
     } else {
         i64::try_from(previous - current).map_or(i64::MIN, |d| -d)
-    }
-}
-
-/// This host's name (from `uname`), or `unknown`.
-pub fn host_name() -> String {
-    let name = rustix::system::uname()
-        .nodename()
-        .to_string_lossy()
-        .into_owned();
-    if name.is_empty() {
-        "unknown".to_owned()
-    } else {
-        name
     }
 }
 

@@ -183,13 +183,31 @@ pub fn host_memory_available() -> Result<u64, sysinfo::Error> {
     })
 }
 
+/// Why a worker or probe process could not do its work (a job that fails is not one: it ends
+/// with a `failed` event).
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerProcessError {
+    /// Reading stdin, writing stdout or installing the signal handlers failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// The job on stdin is not a [`WorkerInput`].
+    #[error("worker job on stdin is not valid: {error}")]
+    InvalidInput {
+        /// The error (part of the message, so not chained as a source).
+        error: serde_json::Error,
+    },
+    /// The probe's answer could not be written as JSON.
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+}
+
 /// The worker's main: reads the job from stdin, runs it, writes events to stdout. Stops early
 /// (a `failed` event, reason `interrupted`) on SIGTERM or SIGINT, or when its parent dies.
-pub fn run_worker_process() -> anyhow::Result<()> {
+pub fn run_worker_process() -> Result<(), WorkerProcessError> {
     let mut input = String::new();
     std::io::stdin().lock().read_line(&mut input)?;
-    let input: WorkerInput = serde_json::from_str(&input)
-        .map_err(|e| anyhow::anyhow!("worker job on stdin is not valid: {e}"))?;
+    let input: WorkerInput =
+        serde_json::from_str(&input).map_err(|error| WorkerProcessError::InvalidInput { error })?;
     let cancel = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(signal, Arc::clone(&cancel))?;
@@ -269,7 +287,7 @@ pub struct Probe {
 }
 
 /// The probe worker's main: loads what the runtimes need and prints one [`Probe`] as JSON.
-pub fn run_probe_process() -> anyhow::Result<()> {
+pub fn run_probe_process() -> Result<(), WorkerProcessError> {
     let loaded = crate::tensorflow::load();
     let runtimes = RuntimeKind::ALL
         .iter()

@@ -143,6 +143,27 @@ impl Token {
     }
 }
 
+/// Adds `authorization: Bearer <token>` to every request when a token is set (the agent's
+/// join token, or a client's token for the run API).
+#[derive(Debug, Clone)]
+pub struct BearerToken(pub Option<Token>);
+
+impl tonic::service::Interceptor for BearerToken {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(token) = &self.0 {
+            let value = token
+                .bearer()
+                .parse()
+                .map_err(|_| tonic::Status::internal("the token is not a valid header value"))?;
+            request.metadata_mut().insert("authorization", value);
+        }
+        Ok(request)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,5 +1,5 @@
-//! What an agent knows about its host: its facts, the runtimes it can run, and the hardware
-//! class derived from them.
+//! What an agent knows about its host: its name, its facts, the runtimes it can run, and the
+//! hardware class derived from them.
 
 use serde::{Deserialize, Serialize};
 
@@ -68,6 +68,19 @@ fn slug(text: &str) -> String {
         }
     }
     out.trim_end_matches('-').to_owned()
+}
+
+/// This host's name (from `uname`), or `unknown`.
+pub fn host_name() -> String {
+    let name = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned();
+    if name.is_empty() {
+        "unknown".to_owned()
+    } else {
+        name
+    }
 }
 
 /// The hardware class derived from host facts: GPU hosts by model, memory and count (eight

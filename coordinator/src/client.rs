@@ -2,12 +2,12 @@
 //! report, and the embedded default — a coordinator and one local agent started in this
 //! process tree, reached over the same gRPC path.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use fleetgate_agent::daemon::{self, AgentConfig, BearerToken};
+use fleetgate_agent::daemon::{self, AgentConfig};
 use fleetgate_agent::worker::WorkerCommand;
-use fleetgate_common::auth::Token;
+use fleetgate_common::auth::{BearerToken, Token};
 use fleetgate_common::convert;
 use fleetgate_common::messages::AgentState;
 use fleetgate_common::report::Report;
@@ -212,6 +212,56 @@ pub struct EmbeddedAgent {
     pub state_dir: PathBuf,
     /// How it starts workers.
     pub worker: WorkerCommand,
+}
+
+impl EmbeddedAgent {
+    /// The local agent of a run without a coordinator: named after this host
+    /// ([`local_agent_id`]), its jobs writing under `artifact_root` and its state kept in
+    /// `<artifact_root>/.fleetgate-agent`, its workers this program's hidden `worker`
+    /// subcommand.
+    pub fn local(artifact_root: &Path) -> Result<Self, RunError> {
+        let program = std::env::current_exe().map_err(|e| {
+            RunError::Internal(format!("cannot find this program to start workers: {e}"))
+        })?;
+        Ok(EmbeddedAgent {
+            agent_id: local_agent_id(),
+            artifact_root: artifact_root.to_path_buf(),
+            state_dir: artifact_root.join(".fleetgate-agent"),
+            worker: WorkerCommand {
+                program,
+                args: vec!["worker".into()],
+            },
+        })
+    }
+}
+
+/// This host's agent id for the local agent: its name, made safe for file names.
+pub fn local_agent_id() -> String {
+    let name: String = fleetgate_common::host::host_name()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let name = name.trim_start_matches('.').to_owned();
+    if name.is_empty() {
+        "local".to_owned()
+    } else {
+        name
+    }
+}
+
+/// The hardware class the local agent will report: derived from this host's facts.
+pub async fn local_hardware_class() -> Result<String, RunError> {
+    tokio::task::spawn_blocking(|| {
+        fleetgate_common::host::derive_hardware_class(&fleetgate_agent::facts::host_facts())
+    })
+    .await
+    .map_err(|e| RunError::Internal(e.to_string()))
 }
 
 /// The embedded default: starts a coordinator on a loopback port and one local agent, waits

@@ -3,8 +3,7 @@
 
 use std::time::Duration;
 
-use fleetgate_agent::daemon::BearerToken;
-use fleetgate_common::auth::Token;
+use fleetgate_common::auth::{BearerToken, Token};
 use fleetgate_common::convert;
 use fleetgate_common::job::JobUpdate;
 use fleetgate_common::report::RuntimeSection;

@@ -1,0 +1,336 @@
+//! `fleetgate run`: checks the request (transport, bounds, outputs, gate assets, knobs) before
+//! anything is sent, runs it on a fleet or through the embedded coordinator and local agent,
+//! writes the report and its summaries, and gates the verdict.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write as _};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use fleetgate_common::config::{GateMode, Profile, Workload};
+use fleetgate_common::exit;
+use fleetgate_common::knobs::{Knobs, apply_knob_assignment, parse_knobs_file};
+use fleetgate_common::report::{Report, Verdict, baseline_document};
+use fleetgate_common::run::{Asset, RunSpec, Selection};
+use fleetgate_common::runtime::RuntimeKind;
+use fleetgate_proto::v1 as pb;
+
+use super::{ClientArgs, ProgressDisplay};
+use crate::client::{self, EmbeddedAgent};
+use crate::output;
+use crate::plan::{self, RunError};
+
+#[derive(Debug, clap::Args)]
+#[deny(missing_docs)]
+/// `fleetgate run`'s arguments.
+pub struct RunArgs {
+    /// Coordinator URL (e.g. https://coordinator:7400); without it, an embedded coordinator
+    /// and a local agent run the jobs on this host, over TLS on loopback.
+    #[arg(long, env = "FLEETGATE_COORDINATOR")]
+    pub coordinator: Option<String>,
+    /// How to reach and authenticate to the coordinator.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// The workload each job runs.
+    #[command(flatten)]
+    pub workload: Workload,
+    /// Gate: absolute budgets, or a baseline plus tolerances.
+    #[arg(long, value_enum, default_value = "budget")]
+    pub gate_mode: GateMode,
+    /// Budget file (budget gate) [default: the built-in copy of
+    /// docs/benchmarks/v0.4_operating_budget.json].
+    #[arg(long)]
+    pub budgets: Option<PathBuf>,
+    /// Baseline file (regression gate) [default for pr: the built-in copy of
+    /// docs/benchmarks/v0.4_baseline.json].
+    #[arg(long)]
+    pub baseline: Option<PathBuf>,
+    /// Tolerance file (regression gate) [default for pr: the built-in copy of
+    /// docs/benchmarks/v0.4_tolerances.json].
+    #[arg(long)]
+    pub tolerances: Option<PathBuf>,
+    /// Root of the per-runtime artifact directories (embedded agent).
+    #[arg(long, default_value = "artifacts/benchmarks/operability")]
+    pub artifact_root: PathBuf,
+    /// RAM-backed directory for overhead trial files on the agents' hosts.
+    #[arg(long)]
+    pub overhead_scratch_root: Option<String>,
+    /// Report path.
+    #[arg(long, default_value = "artifacts/benchmarks/latest_v0.4.json")]
+    pub output: PathBuf,
+    /// Exit 4 when the gate fails and 6 when the verdict is inconclusive.
+    #[arg(long)]
+    pub check: bool,
+    /// Comma-separated runtimes to run (also tfmemprof_gpu, on hosts whose TensorFlow sees a GPU).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "gpumemprof_cpu,tfmemprof_cpu"
+    )]
+    pub runtimes: Vec<String>,
+    /// Comma-separated agent ids to run on (default: every connected agent).
+    #[arg(long, value_delimiter = ',')]
+    pub agents: Vec<String>,
+    /// Only agents with this label, as KEY=VALUE (repeatable).
+    #[arg(long = "labels", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+    /// Only agents of this hardware class.
+    #[arg(long)]
+    pub hardware_class: Option<String>,
+    /// Refuse the run (exit 6) unless at least this many agents match.
+    #[arg(long, default_value_t = 1)]
+    pub min_agents: u32,
+    /// Whole-run deadline in seconds, 1 to 604800 (7 days) [default: 30 min for pr, 2 h for
+    /// nightly].
+    #[arg(long)]
+    pub deadline_seconds: Option<u64>,
+    /// Tuning knobs file: a JSON object mapping each runtime to an object of knob values.
+    #[arg(long)]
+    pub knobs: Option<PathBuf>,
+    /// One tuning knob as RUNTIME.KNOB=VALUE (repeatable; overrides --knobs).
+    #[arg(long = "set", value_name = "RUNTIME.KNOB=VALUE")]
+    pub set: Vec<String>,
+    /// Also write a Markdown summary here.
+    #[arg(long)]
+    pub markdown: Option<PathBuf>,
+    /// Also write a JUnit XML file here (one test case per check).
+    #[arg(long)]
+    pub junit: Option<PathBuf>,
+    /// Record this run's config and metrics as a regression baseline file here (an
+    /// intentional baseline refresh; review the numbers before committing it).
+    #[arg(long)]
+    pub write_baseline: Option<PathBuf>,
+}
+
+/// Runs `fleetgate run`: checks the request, runs it (on the coordinator at `--coordinator`,
+/// else through an embedded coordinator and a local agent), shows its progress on stderr,
+/// writes the report and the summaries asked for, and prints the console summary. Returns the
+/// exit code: 0, or with `--check` 4 for a failed gate and 6 for an inconclusive verdict.
+pub async fn run(args: RunArgs) -> Result<i32, RunError> {
+    // How to reach the coordinator is checked first: a transport mistake is a usage error,
+    // whatever else is wrong.
+    let token = args.client.token()?;
+    let link = match &args.coordinator {
+        Some(url) => Some(args.client.link(url)?),
+        None if args.client.plaintext || args.client.ca_file.is_some() => {
+            return Err(RunError::Usage(
+                "--plaintext and --ca-file need --coordinator (the embedded default always uses TLS)"
+                    .into(),
+            ));
+        }
+        None => None,
+    };
+    check_bounds(&args)?;
+    // Then the outputs, before any gate asset is read: nothing is worth running whose report
+    // cannot be written.
+    check_outputs(&args)?;
+    let spec = run_spec(&args)?;
+    // Everything checkable is checked before anything is sent or created: with the embedded
+    // agent that includes threshold coverage, since the one agent and its class are known.
+    let checked = plan::plan(spec.clone())?;
+    if args.coordinator.is_none() {
+        let agent_id = client::local_agent_id();
+        let class = client::local_hardware_class().await?;
+        checked.require_coverage(std::slice::from_ref(&agent_id), &|_| Some(class.clone()))?;
+    }
+    // Ctrl+C or SIGTERM: the embedded agent stops its worker gracefully (the telemetry session
+    // is closed as interrupted); see `client::run_embedded`.
+    let interrupt = tokio_util::sync::CancellationToken::new();
+    let on_signal = interrupt.clone();
+    tokio::spawn(async move {
+        fleetgate_common::shutdown::signal().await;
+        on_signal.cancel();
+    });
+    let mut display = ProgressDisplay::new(std::io::stderr().is_terminal());
+    let mut on_event = |event: &pb::RunEvent| display.update(event);
+    let run = async {
+        match &link {
+            Some(link) => client::submit(link, token.as_ref(), &spec, &mut on_event).await,
+            None => {
+                let agent = EmbeddedAgent::local(&args.artifact_root)?;
+                client::run_embedded(&spec, agent, &mut on_event, &interrupt).await
+            }
+        }
+    };
+    let report = tokio::select! {
+        report = run => report,
+        // A remote run's stream is dropped: its coordinator cancels the run on the agents.
+        () = interrupt.cancelled(), if args.coordinator.is_some() => Err(RunError::Interrupted),
+    };
+    // The bars stay as they were, above the summary printed next.
+    display.finish();
+    let report = report?;
+    finish(&args, &report)
+}
+
+fn finish(args: &RunArgs, report: &Report) -> Result<i32, RunError> {
+    write_file("--output", &args.output, &json_bytes(report)?)?;
+    if let Some(path) = &args.markdown {
+        write_file("--markdown", path, output::markdown(report).as_bytes())?;
+    }
+    if let Some(path) = &args.junit {
+        write_file("--junit", path, output::junit(report).as_bytes())?;
+    }
+    if let Some(path) = &args.write_baseline {
+        let host = fleetgate_common::host::host_name();
+        write_file(
+            "--write-baseline",
+            path,
+            &json_bytes(&baseline_document(report, &host))?,
+        )?;
+    }
+    let mut stdout = std::io::stdout().lock();
+    for line in output::console_lines(report, &args.output.display().to_string()) {
+        // A closed stdout (a pipe to `head`) must not turn a finished run into a failure.
+        if writeln!(stdout, "{line}").is_err() {
+            break;
+        }
+    }
+    Ok(match (args.check, report.verdict) {
+        (false, _) | (true, Verdict::Pass) => exit::OK,
+        (true, Verdict::Fail) => exit::GATE_FAILED,
+        (true, Verdict::Inconclusive) => exit::INCONCLUSIVE,
+    })
+}
+
+fn read_knobs(args: &RunArgs) -> Result<Knobs, RunError> {
+    let known: Vec<&str> = RuntimeKind::ALL.iter().map(|k| k.name()).collect();
+    let mut knobs = match &args.knobs {
+        Some(path) => {
+            let text = fleetgate_common::input::read_file(path).map_err(|e| {
+                RunError::InvalidInput(format!("{}: cannot be read: {e}", path.display()))
+            })?;
+            parse_knobs_file(&path.display().to_string(), &text, &known)
+                .map_err(|e| RunError::InvalidInput(e.to_string()))?
+        }
+        None => Knobs::new(),
+    };
+    for assignment in &args.set {
+        apply_knob_assignment(&mut knobs, assignment, &known)
+            .map_err(|e| RunError::InvalidInput(e.to_string()))?;
+    }
+    Ok(knobs)
+}
+
+fn run_spec(args: &RunArgs) -> Result<RunSpec, RunError> {
+    let mut labels = BTreeMap::new();
+    for label in &args.labels {
+        let (k, v) = label
+            .split_once('=')
+            .ok_or_else(|| RunError::Usage(format!("--labels {label}: expected KEY=VALUE")))?;
+        labels.insert(k.to_owned(), v.to_owned());
+    }
+    // A flag names a file; without one the run uses the built-in copy of the shipped file
+    // (resolved by `plan::plan`, which also refuses regression defaults outside `pr`).
+    let read = |path: &Option<PathBuf>, what: &'static str| {
+        path.as_deref()
+            .map(|p| Asset::read(p, what))
+            .transpose()
+            .map_err(|e| RunError::InvalidInput(e.to_string()))
+    };
+    let (budgets, baseline, tolerances) = match args.gate_mode {
+        GateMode::Budget => (read(&args.budgets, "Budget file")?, None, None),
+        GateMode::Regression => {
+            if args.workload.profile != Profile::Pr
+                && (args.baseline.is_none() || args.tolerances.is_none())
+            {
+                return Err(RunError::Usage(plan::REGRESSION_DEFAULTS_PR_ONLY.into()));
+            }
+            (
+                None,
+                read(&args.baseline, "Baseline file")?,
+                read(&args.tolerances, "Tolerance file")?,
+            )
+        }
+    };
+    Ok(RunSpec {
+        workload: args.workload,
+        gate_mode: args.gate_mode,
+        runtimes: args.runtimes.clone(),
+        selection: Selection {
+            agent_ids: args.agents.clone(),
+            labels,
+            hardware_class: args.hardware_class.clone(),
+            min_agents: args.min_agents,
+        },
+        deadline: args.deadline_seconds.map(Duration::from_secs),
+        knobs: read_knobs(args)?,
+        overhead_scratch_root: args.overhead_scratch_root.clone(),
+        budgets,
+        baseline,
+        tolerances,
+    })
+}
+
+/// A file named by `flag`, if given.
+fn given_path<'a>(flag: &'a str, path: Option<&'a PathBuf>) -> Option<output::NamedPath<'a>> {
+    path.map(|p| output::NamedPath {
+        flag,
+        path: p.as_path(),
+    })
+}
+
+/// The outputs a run writes, with their flags.
+fn run_outputs(args: &RunArgs) -> Vec<output::NamedPath<'_>> {
+    [
+        given_path("--output", Some(&args.output)),
+        given_path("--markdown", args.markdown.as_ref()),
+        given_path("--junit", args.junit.as_ref()),
+        given_path("--write-baseline", args.write_baseline.as_ref()),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// The files a run reads: those given by flags (the default gate assets are built into the
+/// binary, so no file of theirs is read).
+fn run_inputs(args: &RunArgs) -> Vec<output::NamedPath<'_>> {
+    [
+        given_path("--budgets", args.budgets.as_ref()),
+        given_path("--baseline", args.baseline.as_ref()),
+        given_path("--tolerances", args.tolerances.as_ref()),
+        given_path("--knobs", args.knobs.as_ref()),
+        given_path("--token-file", args.client.token_file.as_ref()),
+        given_path("--ca-file", args.client.ca_file.as_ref()),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// Refuses, before anything runs, output paths that clash (exit 2) or cannot hold a file
+/// (exit 1).
+fn check_outputs(args: &RunArgs) -> Result<(), RunError> {
+    output::check_outputs(&run_outputs(args), &run_inputs(args)).map_err(|e| {
+        if e.is_usage() {
+            RunError::Usage(e.to_string())
+        } else {
+            RunError::Internal(e.to_string())
+        }
+    })
+}
+
+fn write_file(flag: &str, path: &Path, bytes: &[u8]) -> Result<(), RunError> {
+    output::write_output(flag, path, bytes).map_err(|e| RunError::Internal(e.to_string()))
+}
+
+fn json_bytes(value: &impl serde::Serialize) -> Result<Vec<u8>, RunError> {
+    let mut json =
+        serde_json::to_vec_pretty(value).map_err(|e| RunError::Internal(e.to_string()))?;
+    json.push(b'\n');
+    Ok(json)
+}
+
+/// The run's numbers within their documented bounds (a usage error naming the flag).
+fn check_bounds(args: &RunArgs) -> Result<(), RunError> {
+    use fleetgate_common::config;
+    let usage = |flag: &str, e: config::OutOfRange| RunError::Usage(format!("{flag}: {e}"));
+    if let Some(seconds) = args.deadline_seconds {
+        config::deadline_from_seconds(seconds).map_err(|e| usage("--deadline-seconds", e))?;
+    }
+    config::check_iterations(args.workload.iterations).map_err(|e| usage("--iterations", e))?;
+    config::check_allocation_kb(args.workload.allocation_kb)
+        .map_err(|e| usage("--allocation-kb", e))?;
+    Ok(())
+}
