@@ -217,3 +217,37 @@ pub fn soak(args: SoakArgs) -> Result<(), SoakError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn an_agent_that_never_reached_its_coordinator_is_unhealthy() {
+        let dir = tempfile::tempdir().unwrap();
+        let command = Command::Health {
+            state_dir: dir.path().to_owned(),
+            max_age_seconds: 30,
+        };
+        let err = execute(command).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("no contact with a coordinator recorded ("),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_label_without_a_value_is_refused_before_anything_starts() {
+        let args = Args::try_parse_from(["fleetgate-agent", "run", "--label", "team"]).unwrap();
+        let err = execute(args.command).unwrap_err();
+        assert_eq!(err.to_string(), "--label team: expected KEY=VALUE");
+    }
+}

@@ -211,3 +211,6 @@ async fn execute_async(command: Command) -> i32 {
         Command::Agent(_) | Command::Worker { .. } => exit::ERROR,
     }
 }
+
+#[cfg(test)]
+mod tests;
