@@ -114,18 +114,17 @@ impl ClientArgs {
     }
 }
 
-/// Why a command ended without an exit code of its own (its process then exits 1). The
-/// message is the line logged; the cause is logged with it.
+/// Why a command ended without an exit code of its own (its process then exits 1).
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     /// The worker (or the runtime probe) failed.
-    #[error("Worker failed.")]
+    #[error("the worker failed")]
     Worker(#[source] WorkerProcessError),
     /// The agent daemon could not start, or stopped with an error.
-    #[error("Agent failed.")]
+    #[error("the agent failed")]
     Agent(#[source] DaemonError),
     /// The async runtime the other commands run on could not start.
-    #[error("Cannot start the async runtime.")]
+    #[error("cannot start the async runtime")]
     AsyncRuntime(#[source] std::io::Error),
 }
 

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use fleetgate_common::{exit, telemetry};
-use fleetgate_coordinator::cli::{self, Args};
+use fleetgate_coordinator::cli::{self, Args, CliError};
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -13,6 +13,11 @@ fn main() -> ExitCode {
     match cli::execute(args.command) {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(err) => {
+            let what = match &err {
+                CliError::Worker(_) => "Worker failed.",
+                CliError::Agent(_) => "Agent failed.",
+                CliError::AsyncRuntime(_) => "Cannot start the async runtime.",
+            };
             // The cause and its own causes, as `{:#}` writes an error chain.
             let cause = err
                 .source()
@@ -23,7 +28,7 @@ fn main() -> ExitCode {
                         .join(": ")
                 })
                 .unwrap_or_default();
-            tracing::error!(error = cause, "{err}");
+            tracing::error!(error = cause, "{what}");
             ExitCode::from(exit::ERROR as u8)
         }
     }
