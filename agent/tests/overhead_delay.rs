@@ -100,6 +100,9 @@ fn ten_microseconds_per_tracked_sample_fails_both_gates_and_none_passes() {
     if clean_run_must_pass_the_budget() {
         assert!(budget.passed, "{budget:?}");
     } else {
-        assert!(clean < delayed, "clean {clean} % against delayed {delayed} %");
+        assert!(
+            clean < delayed,
+            "clean {clean} % against delayed {delayed} %"
+        );
     }
 }

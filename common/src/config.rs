@@ -8,7 +8,6 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::knobs::Knobs;
-use crate::runtime::RuntimePlan;
 
 /// Equivalent hours of the `pr` soak.
 pub const PR_HOURS: f64 = 6.0;
@@ -309,6 +308,18 @@ impl Default for RetentionValidationLimits {
             sample_limit: 2_048,
         }
     }
+}
+
+/// Per-runtime entry of the report's config.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimePlan {
+    /// Effective sampling interval in seconds (the default, or the knob).
+    pub default_interval: f64,
+    /// Samples of the tracked overhead scenario.
+    pub overhead_sample_count: u64,
+    /// Samples of the soak.
+    pub soak_sample_count: u64,
 }
 
 /// The part of the config a regression baseline must match exactly.

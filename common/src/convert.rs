@@ -23,15 +23,7 @@ use crate::report::RuntimeSection;
 use crate::run::{Asset, RunSpec, Selection};
 use crate::runtime::RuntimeKind;
 
-/// A wire message could not be turned into a domain value.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {}", crate::input::one_line(.message))]
-pub struct ConvertError {
-    /// The field.
-    pub field: &'static str,
-    /// What is wrong.
-    pub message: String,
-}
+pub use crate::messages::ConvertError;
 
 fn err(field: &'static str, message: impl Into<String>) -> ConvertError {
     ConvertError {
@@ -69,7 +61,7 @@ pub const MAX_RUNTIMES: usize = 16;
 /// Most jobs an agent's `Hello` may resume.
 pub const MAX_RESUME_JOBS: usize = 256;
 /// Longest agent or job id, in bytes.
-pub const MAX_ID_BYTES: usize = 128;
+pub const MAX_ID_BYTES: usize = crate::ids::MAX_SAFE_ID_BYTES;
 /// Longest path (gate asset names, the overhead scratch root), in bytes.
 pub const MAX_PATH_BYTES: usize = 4096;
 /// Most agent ids a run may select by name.

@@ -12,7 +12,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 /// Longest safe id, in bytes: the longest id a peer may send.
-pub const MAX_SAFE_ID_BYTES: usize = crate::convert::MAX_ID_BYTES;
+pub const MAX_SAFE_ID_BYTES: usize = 128;
 
 /// Whether a remote id is safe to use in a file name: 1 to [`MAX_SAFE_ID_BYTES`] bytes of
 /// ASCII letters, digits, `-`, `_` or `.`, not starting with `.`.

@@ -171,7 +171,7 @@ impl std::fmt::Display for KnobValue {
 pub enum KnobDefault {
     /// The same on every runtime.
     Fixed(KnobValue),
-    /// The runtime's own ([`crate::runtime::RuntimeKind::default_interval`]).
+    /// The runtime's own default interval (0.1 s for gpumemprof, 1 s for tfmemprof).
     PerRuntime,
 }
 

@@ -8,10 +8,19 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::convert::ConvertError;
 use crate::host::{HostFacts, RuntimeAvailability};
 use crate::ids::{AgentId, JobId};
 use crate::job::{JobAssignment, JobPhase, JobUpdate};
+
+/// A wire message could not be turned into a domain value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {}", crate::input::one_line(.message))]
+pub struct ConvertError {
+    /// The field.
+    pub field: &'static str,
+    /// What is wrong.
+    pub message: String,
+}
 
 /// Whether the coordinator hears from an agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Profile, overhead_sample_count, soak_sample_count};
+use crate::config::{Profile, RuntimePlan, overhead_sample_count, soak_sample_count};
 use crate::knobs::RuntimeKnobs;
 
 /// The runtimes fleetgate can qualify.
@@ -124,18 +124,6 @@ impl std::fmt::Display for RuntimeKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
     }
-}
-
-/// Per-runtime entry of the report's config.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RuntimePlan {
-    /// Effective sampling interval in seconds (the default, or the knob).
-    pub default_interval: f64,
-    /// Samples of the tracked overhead scenario.
-    pub overhead_sample_count: u64,
-    /// Samples of the soak.
-    pub soak_sample_count: u64,
 }
 
 #[cfg(test)]

@@ -2,8 +2,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::*;
+use crate::config::RuntimePlan;
 use crate::config::{Mode, Profile, RetentionValidationLimits};
-use crate::runtime::RuntimePlan;
 
 fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> PathBuf {
     let path = dir.path().join(name);
