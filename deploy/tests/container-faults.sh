@@ -112,10 +112,20 @@ done
 [[ "$seen" == "$want" ]]
 result $? "each container mounts only its own secrets, read-only" "$seen"
 
-# 1. A three-agent pr report from the host, and a one-agent run to compare.
+# 1. A three-agent pr report from the host, and a one-agent run to compare. Three agents share
+#    this host's cores while they measure overhead, so the overhead maxima are raised out of
+#    reach here (the overhead gate has tests of its own); everything else is the shipped budget.
+python3 - "docs/benchmarks/v0.4_operating_budget.json" "$work/relaxed-budgets.json" <<'PY'
+import json, sys
+budgets = json.load(open(sys.argv[1]))
+for key in budgets["budgets"]:
+    if key.endswith("_overhead_pct"):
+        budgets["budgets"][key] = 1e9
+json.dump(budgets, open(sys.argv[2], "w"))
+PY
 t0=$(date +%s.%N)
 timeout 300 "$fleetgate" run --coordinator "$url" --min-agents 3 --runtimes gpumemprof_cpu --check \
-    --output "$work/three.json" >/dev/null 2>"$work/three.err"
+    --budgets "$work/relaxed-budgets.json" --output "$work/three.json" >/dev/null 2>"$work/three.err"
 rc=$?
 t1=$(date +%s.%N)
 timeout 300 "$fleetgate" run --coordinator "$url" --agents agent-1 --runtimes gpumemprof_cpu \
@@ -124,7 +134,7 @@ t2=$(date +%s.%N)
 python3 -c "import sys; a,b,c=map(float,sys.argv[1:]); print(f'figure pr run wall: three agents {b-a:.2f} s, one agent {c-b:.2f} s, ratio {(b-a)/(c-b):.2f}')" "$t0" "$t1" "$t2"
 agents="$(report "$work/three.json" 'len(r["agents"])' 2>/dev/null)"
 [[ "$rc" == 0 && "$agents" == 3 ]]
-result $? "three-agent report from the host" "exit $rc, $agents agent sections"
+result $? "three-agent report from the host" "exit $rc, $agents agent sections$( [[ "$rc" == 0 ]] || { echo; tail -5 "$work/three.err"; } )"
 
 # 2. An agent container killed mid-soak: report by the deadline, inconclusive, others complete.
 timeout 120 "$fleetgate" run --coordinator "$url" --min-agents 3 --runtimes gpumemprof_cpu --mode soak \
