@@ -454,10 +454,9 @@ fn workload_from_pb(w: Option<pb::Workload>) -> Result<Workload, ConvertError> {
         allocation_kb: w.allocation_kb,
         kind: workload_kind_from_pb(w.kind)?,
     };
-    workload.check().map_err(|e| match e.field {
-        "iterations" => err("iterations", e.range.to_string()),
-        _ => err("allocation_kb", e.range.to_string()),
-    })?;
+    workload
+        .check()
+        .map_err(|e| err(e.field, e.range.to_string()))?;
     Ok(workload)
 }
 

@@ -329,8 +329,8 @@ fn check_bounds(args: &RunArgs) -> Result<(), RunError> {
     if let Some(seconds) = args.deadline_seconds {
         config::deadline_from_seconds(seconds).map_err(|e| usage("--deadline-seconds", e))?;
     }
-    config::check_iterations(args.workload.iterations).map_err(|e| usage("--iterations", e))?;
-    config::check_allocation_kb(args.workload.allocation_kb)
-        .map_err(|e| usage("--allocation-kb", e))?;
-    Ok(())
+    // The flag of a workload field is its name in kebab case (`--allocation-kb`).
+    args.workload
+        .check()
+        .map_err(|e| usage(&format!("--{}", e.field.replace('_', "-")), e.range))
 }
