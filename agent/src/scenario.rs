@@ -12,8 +12,8 @@ use fleetgate_common::knobs::{
 };
 use fleetgate_common::report::{
     AddedCost, DetectableShift, OverheadBlock, OverheadEstimates, OverheadMetrics, OverheadPair,
-    OverheadScenarios, PairStop, RetentionChecks, RetentionValidationBlock, ScenarioSummary,
-    SoakBlock, TelemetryLoss,
+    OverheadScenarios, PairStop, RetentionChecks, RetentionValidationBlock, RssTrend,
+    ScenarioSummary, SoakBlock, TelemetryLoss,
 };
 use fleetgate_common::stats::{self, LocationEstimator, StatsError};
 
@@ -93,6 +93,9 @@ pub struct Hooks<'a> {
     pub on_checkpoint: Option<&'a mut dyn FnMut(u64, u64)>,
     /// Extra off-CPU delay after every tracked overhead sample (tests inject cost here).
     pub tracked_sample_delay: Duration,
+    /// Extra on-CPU cost after every tracked overhead sample: the thread spins this long
+    /// (benchmarks of the gate inject a known cost here).
+    pub tracked_sample_spin: Duration,
     /// Report soak progress every this many samples (0: 50 times per soak).
     pub progress_every: u64,
 }
@@ -101,6 +104,7 @@ impl std::fmt::Debug for Hooks<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Hooks")
             .field("tracked_sample_delay", &self.tracked_sample_delay)
+            .field("tracked_sample_spin", &self.tracked_sample_spin)
             .field("progress_every", &self.progress_every)
             .finish_non_exhaustive()
     }
@@ -115,6 +119,7 @@ impl<'a> Hooks<'a> {
             after_soak_sample: None,
             on_checkpoint: None,
             tracked_sample_delay: Duration::ZERO,
+            tracked_sample_spin: Duration::ZERO,
             progress_every: 0,
         }
     }
@@ -611,6 +616,7 @@ fn run_tracked<C: Collector>(
     let due =
         |k: u64| ((u128::from(k) * u128::from(steps) / u128::from(samples)) as u64).min(steps - 1);
     let delay = hooks.tracked_sample_delay;
+    let spin = hooks.tracked_sample_spin;
     let mut tracker = Tracker::start(collector, config)?;
     let mut next = 0u64;
     let cpu = process_cpu_seconds();
@@ -625,6 +631,12 @@ fn run_tracked<C: Collector>(
             tracker.emit_sample(next, equivalent_time(interval, next));
             if !delay.is_zero() {
                 std::thread::sleep(delay);
+            }
+            if !spin.is_zero() {
+                let until = Instant::now() + spin;
+                while Instant::now() < until {
+                    std::hint::spin_loop();
+                }
             }
             next += 1;
         }
@@ -762,6 +774,18 @@ pub fn run_soak<C: Collector>(
     let measured = samples - warmup;
     let measured_seconds = measured as f64 * interval.as_secs_f64();
     let delta = final_rss as i64 - baseline as i64;
+    let endpoint_growth = if measured_seconds > 0.0 {
+        delta as f64 / measured_seconds * 86_400.0
+    } else {
+        0.0
+    };
+    // Equivalent seconds since the warm-up checkpoint, one per reading.
+    let first = checkpoints.first().copied().unwrap_or(0);
+    let seconds: Vec<f64> = checkpoints
+        .iter()
+        .map(|&i| (i - first) as f64 * interval.as_secs_f64())
+        .collect();
+    let trend = rss_trend(&seconds, &readings, endpoint_growth);
     let equivalent_seconds = samples as f64 * interval.as_secs_f64();
     let s = &report.statistics;
     Ok(SoakBlock {
@@ -776,11 +800,8 @@ pub fn run_soak<C: Collector>(
         artifact_dir: spec.artifact_dir.display().to_string(),
         output_path: sink_dir.join(MANIFEST_FILE).display().to_string(),
         artifact_size_bytes: dir_size(&spec.artifact_dir),
-        rss_growth_per_24h_equiv: if measured_seconds > 0.0 {
-            delta as f64 / measured_seconds * 86_400.0
-        } else {
-            0.0
-        },
+        rss_growth_per_24h_equiv: trend.map_or(endpoint_growth, |t| t.growth_per_24h_equiv),
+        rss_trend: trend,
         max_rss_delta_bytes: readings
             .iter()
             .map(|r| r.saturating_sub(baseline))
@@ -811,6 +832,85 @@ pub fn run_soak<C: Collector>(
         stats: serde_json::to_value(s).unwrap_or_default(),
         retention_validation: retention,
     })
+}
+
+/// The leak trend of RSS `readings` taken `seconds` (equivalent time) after the warm-up
+/// checkpoint, or `None` with fewer than 3 readings. `endpoint_growth` is the seed's endpoint
+/// estimate, kept beside the trend.
+///
+/// The slope is Theil–Sen's with Sen's 95 % interval; when every reading is equal the slope is
+/// 0 with the interval [0, 0] (no pair of readings differs, so no slope other than 0 is
+/// consistent with them), and when the interval is not attainable for this few readings it is
+/// left out (the gate then decides on the estimate alone).
+pub fn rss_trend(seconds: &[f64], readings: &[u64], endpoint_growth: f64) -> Option<RssTrend> {
+    let n = readings.len().min(seconds.len());
+    if n < 3 {
+        return None;
+    }
+    const DAY: f64 = 86_400.0;
+    let x = &seconds[..n];
+    let y: Vec<f64> = readings[..n].iter().map(|&r| r as f64).collect();
+    let flat = y.iter().all(|&v| v == y[0]);
+    let (slope, lo, hi, intercept) = if flat {
+        (0.0, Some(0.0), Some(0.0), y[0])
+    } else {
+        match stats::theil_sen(x, &y, 0.95) {
+            Ok(fit) => (
+                fit.slope.estimate,
+                Some(fit.slope.lo * DAY),
+                Some(fit.slope.hi * DAY),
+                fit.intercept,
+            ),
+            Err(_) => {
+                // Too few readings for Sen's interval: the point slope still stands.
+                let slope = median_pairwise_slope(x, &y);
+                let intercept = stats::median(&y).ok()? - slope * stats::median(x).ok()?;
+                (slope, None, None, intercept)
+            }
+        }
+    };
+    let (p_increasing, s) = match stats::mann_kendall(&y) {
+        Ok(mk) => (mk.p_increasing, mk.s),
+        Err(_) => (1.0, 0),
+    };
+    let third = (n / 3).max(1);
+    let early = stats::median(&y[..third]).ok()?;
+    let late = stats::median(&y[n - third..]).ok()?;
+    let late_half = &y[n / 2..];
+    let late_slope = if late_half.iter().all(|&v| v == late_half[0]) {
+        0.0
+    } else {
+        median_pairwise_slope(&x[n / 2..], late_half)
+    };
+    Some(RssTrend {
+        checkpoints: n as u64,
+        slope_bytes_per_second: slope,
+        growth_per_24h_equiv: slope * DAY,
+        growth_per_24h_equiv_lo: lo,
+        growth_per_24h_equiv_hi: hi,
+        mann_kendall_s: s,
+        mann_kendall_p_increasing: p_increasing,
+        projected_rss_at_24h_equiv_bytes: intercept + slope * DAY,
+        endpoint_growth_per_24h_equiv: endpoint_growth,
+        early_window_median_bytes: early,
+        late_window_median_bytes: late,
+        late_window_growth_per_24h_equiv: late_slope * DAY,
+    })
+}
+
+/// The median pairwise slope (the Theil–Sen point estimate without its interval, which any two
+/// readings at distinct times give); 0 without such a pair.
+fn median_pairwise_slope(x: &[f64], y: &[f64]) -> f64 {
+    let mut slopes = Vec::new();
+    for i in 0..x.len() {
+        for j in i + 1..x.len() {
+            let dx = x[j] - x[i];
+            if dx > 0.0 {
+                slopes.push((y[j] - y[i]) / dx);
+            }
+        }
+    }
+    stats::median(&slopes).unwrap_or(0.0)
 }
 
 /// The block of a retention validation whose directory or sink could not be prepared: no

@@ -227,6 +227,44 @@ pub fn run_worker_process() -> Result<(), WorkerProcessError> {
     Ok(())
 }
 
+/// Environment variable: on-CPU nanoseconds a worker adds after every tracked overhead sample.
+pub const INJECT_SAMPLE_COST_ENV: &str = "FLEETGATE_INJECT_SAMPLE_COST_NS";
+/// Environment variable: bytes a worker retains after every soak sample.
+pub const INJECT_LEAK_ENV: &str = "FLEETGATE_INJECT_LEAK_BYTES_PER_SAMPLE";
+
+/// Faults injected into a worker's jobs from outside the build, so that the gate's power can be
+/// measured end to end (the gate-trust benchmark). Unset, both are zero and the job runs as
+/// shipped; set, every job of the worker logs a warning saying so.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InjectedFaults {
+    /// Spun after every tracked overhead sample ([`INJECT_SAMPLE_COST_ENV`]).
+    pub tracked_sample_cost: Duration,
+    /// Retained after every soak sample ([`INJECT_LEAK_ENV`]).
+    pub leak_bytes_per_sample: usize,
+}
+
+impl InjectedFaults {
+    /// Reads the two variables through `var`; a value that is not a whole number (at most 1 s
+    /// of cost, 1 MiB of leak per sample) is an error naming the variable.
+    pub fn from_env(var: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
+        let read = |name: &str, max: u64| -> Result<u64, String> {
+            match var(name) {
+                None => Ok(0),
+                Some(v) => match v.trim().parse::<u64>() {
+                    Ok(n) if n <= max => Ok(n),
+                    _ => Err(format!(
+                        "{name} must be a whole number from 0 to {max}, not '{v}'"
+                    )),
+                },
+            }
+        };
+        Ok(InjectedFaults {
+            tracked_sample_cost: Duration::from_nanos(read(INJECT_SAMPLE_COST_ENV, 1_000_000_000)?),
+            leak_bytes_per_sample: read(INJECT_LEAK_ENV, 1 << 20)? as usize,
+        })
+    }
+}
+
 /// Runs the input's job, passing progress and checkpoints to `emit`; returns the terminal
 /// event.
 pub fn run_job_events(
@@ -255,9 +293,29 @@ pub fn run_job_events(
             rss_bytes,
         });
     };
+    let faults = match InjectedFaults::from_env(|name| std::env::var(name).ok()) {
+        Ok(faults) => faults,
+        Err(reason) => return JobUpdate::Failed { phase, reason },
+    };
+    if faults != InjectedFaults::default() {
+        tracing::warn!(
+            ?faults,
+            "Faults are injected into this job from the environment: it does not measure the build as shipped."
+        );
+    }
+    let mut leaked: Vec<u8> = Vec::new();
+    let mut leak = |sample: u64| {
+        // Written, so the pages are resident; a growing vector keeps exactly the bytes asked for.
+        let byte = (sample % 251) as u8 + 1;
+        leaked.extend(std::iter::repeat_n(byte, faults.leak_bytes_per_sample));
+    };
     let result = {
         let mut hooks = Hooks::new(&mut progress, cancel);
         hooks.on_checkpoint = Some(&mut checkpoint);
+        hooks.tracked_sample_spin = faults.tracked_sample_cost;
+        if faults.leak_bytes_per_sample > 0 {
+            hooks.after_soak_sample = Some(&mut leak);
+        }
         job::run_job(&input.job, &input.artifact_root, &mut hooks)
     };
     match result {
@@ -535,6 +593,42 @@ mod tests {
     use super::*;
     use fleetgate_common::config::{Mode, Profile, Workload};
     use fleetgate_common::knobs::RuntimeKnobs;
+
+    #[test]
+    fn injected_faults_are_read_from_their_variables_and_bad_values_name_them() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| (*v).to_owned())
+            }
+        };
+        assert_eq!(
+            InjectedFaults::from_env(env(&[])),
+            Ok(InjectedFaults::default())
+        );
+        assert_eq!(
+            InjectedFaults::from_env(env(&[
+                (INJECT_SAMPLE_COST_ENV, "1000"),
+                (INJECT_LEAK_ENV, " 300 ")
+            ])),
+            Ok(InjectedFaults {
+                tracked_sample_cost: Duration::from_micros(1),
+                leak_bytes_per_sample: 300,
+            })
+        );
+        let err = InjectedFaults::from_env(env(&[(INJECT_LEAK_ENV, "-3")])).unwrap_err();
+        assert_eq!(
+            err,
+            "FLEETGATE_INJECT_LEAK_BYTES_PER_SAMPLE must be a whole number from 0 to 1048576, not '-3'"
+        );
+        assert!(
+            InjectedFaults::from_env(env(&[(INJECT_SAMPLE_COST_ENV, "2000000000")]))
+                .unwrap_err()
+                .starts_with("FLEETGATE_INJECT_SAMPLE_COST_NS must be")
+        );
+    }
 
     #[test]
     fn events_round_trip_as_tagged_json_lines() {

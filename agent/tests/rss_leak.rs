@@ -13,10 +13,12 @@ use fleetgate_common::config::RetentionValidationLimits;
 use fleetgate_common::gate;
 use fleetgate_common::knobs::RuntimeKnobs;
 use fleetgate_common::runtime::RuntimeKind;
+use fleetgate_common::stats::Interval;
 use support::{shipped_baseline, shipped_tolerances};
 
 /// Runs a `pr`-size gpumemprof_cpu soak that leaks `bytes_per_sample` and returns whether the
-/// two RSS regression checks pass against the shipped baseline and tolerances.
+/// two RSS regression checks pass against the shipped baseline and tolerances (the growth
+/// decided by its trend's interval: a pass shows the growth within the tolerance).
 fn leak_checks(bytes_per_sample: usize) -> (bool, bool) {
     let work = tempfile::tempdir().unwrap();
     let kind = RuntimeKind::GpumemprofCpu;
@@ -57,8 +59,20 @@ fn leak_checks(bytes_per_sample: usize) -> (bool, bool) {
             soak.max_rss_delta_bytes as f64,
         ),
     ]);
+    // The growth is gated with the interval of its trend, as the report's gates do.
+    let trend = soak.rss_trend.expect("a pr soak has 50 checkpoints");
+    let intervals = std::collections::BTreeMap::from([(
+        "gpumemprof_cpu.rss_growth_per_24h_equiv".to_owned(),
+        Interval {
+            lo: trend.growth_per_24h_equiv_lo.unwrap(),
+            hi: trend.growth_per_24h_equiv_hi.unwrap(),
+        },
+    )]);
+    if bytes_per_sample >= 1_024 {
+        assert!(trend.mann_kendall_p_increasing < 1e-3, "{trend:?}");
+    }
     let (baseline, tolerances) = (shipped_baseline(), shipped_tolerances());
-    let checks = tolerances.check(&baseline, &metrics, &gate::no_classes);
+    let checks = tolerances.check_intervals(&baseline, &metrics, &intervals, &gate::no_classes);
     (
         checks["gpumemprof_cpu.rss_growth_per_24h_equiv"].passed,
         checks["gpumemprof_cpu.max_rss_delta_bytes"].passed,

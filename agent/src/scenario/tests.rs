@@ -305,3 +305,96 @@ fn a_cancelled_soak_stops_and_closes_its_session_as_interrupted() {
     .unwrap();
     assert_eq!(manifest["sessions"][0]["status"], "interrupted");
 }
+
+/// 50 checkpoints 432 equivalent seconds apart (a `pr` soak of `gpumemprof_cpu`).
+fn checkpoint_seconds() -> Vec<f64> {
+    (0..50).map(|i| f64::from(i) * 432.0).collect()
+}
+
+#[test]
+fn a_steady_leak_is_its_slope_with_an_interval_around_it() {
+    let x = checkpoint_seconds();
+    // 3,000 B per equivalent second (300 B per sample at 0.1 s), plus a page of jitter on
+    // every third reading.
+    let y: Vec<u64> = x
+        .iter()
+        .enumerate()
+        .map(|(i, s)| 50_000_000 + (s * 3_000.0) as u64 + if i % 3 == 0 { 4_096 } else { 0 })
+        .collect();
+    let t = rss_trend(&x, &y, 0.0).unwrap();
+    assert_eq!(t.checkpoints, 50);
+    let per_day = 3_000.0 * 86_400.0;
+    assert!(
+        (t.growth_per_24h_equiv - per_day).abs() < per_day * 0.01,
+        "{t:?}"
+    );
+    let (lo, hi) = (
+        t.growth_per_24h_equiv_lo.unwrap(),
+        t.growth_per_24h_equiv_hi.unwrap(),
+    );
+    assert!(lo <= t.growth_per_24h_equiv && t.growth_per_24h_equiv <= hi);
+    assert!(lo > per_day * 0.97 && hi < per_day * 1.03, "[{lo}, {hi}]");
+    assert!(t.mann_kendall_p_increasing < 1e-6);
+    assert!(t.late_window_median_bytes > t.early_window_median_bytes);
+    // 24 h after the warm-up: the start plus a day of growth.
+    assert!((t.projected_rss_at_24h_equiv_bytes - (50_000_000.0 + per_day)).abs() < per_day * 0.02);
+}
+
+#[test]
+fn one_allocator_step_is_not_a_leak_though_the_endpoints_say_so() {
+    let x = checkpoint_seconds();
+    // One 8 MiB step after the first checkpoint (an arena grown once), flat afterwards.
+    let y: Vec<u64> = (0..50)
+        .map(|i| if i == 0 { 40_000_000 } else { 48_388_608 })
+        .collect();
+    let endpoint = 8_388_608.0 / (49.0 * 432.0) * 86_400.0;
+    let t = rss_trend(&x, &y, endpoint).unwrap();
+    assert_eq!(t.growth_per_24h_equiv, 0.0);
+    assert_eq!(t.growth_per_24h_equiv_hi, Some(0.0));
+    assert_eq!(t.endpoint_growth_per_24h_equiv, endpoint);
+    assert_eq!(t.late_window_growth_per_24h_equiv, 0.0);
+}
+
+#[test]
+fn flat_readings_are_no_trend_and_too_few_readings_are_none() {
+    let x = checkpoint_seconds();
+    let t = rss_trend(&x, &[7_000_000; 50], 0.0).unwrap();
+    assert_eq!(
+        (
+            t.growth_per_24h_equiv,
+            t.growth_per_24h_equiv_lo,
+            t.growth_per_24h_equiv_hi
+        ),
+        (0.0, Some(0.0), Some(0.0))
+    );
+    assert_eq!((t.mann_kendall_s, t.mann_kendall_p_increasing), (0, 1.0));
+    assert!(rss_trend(&x[..2], &[1, 2], 5.0).is_none());
+    // Three readings give a slope but no 95 % interval.
+    let t = rss_trend(&x[..3], &[1_000, 2_000, 3_000], 0.0).unwrap();
+    assert!((t.slope_bytes_per_second - 1_000.0 / 432.0).abs() < 1e-9);
+    assert_eq!(t.growth_per_24h_equiv_hi, None);
+}
+
+#[test]
+fn a_leak_that_starts_late_shows_in_the_late_window() {
+    let x = checkpoint_seconds();
+    let y: Vec<u64> = x
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            30_000_000
+                + if i >= 25 {
+                    ((s - 25.0 * 432.0) * 3_000.0) as u64
+                } else {
+                    0
+                }
+        })
+        .collect();
+    let t = rss_trend(&x, &y, 0.0).unwrap();
+    assert!(
+        (t.late_window_growth_per_24h_equiv - 3_000.0 * 86_400.0).abs() < 1.0,
+        "{t:?}"
+    );
+    assert!(t.late_window_growth_per_24h_equiv > t.growth_per_24h_equiv);
+    assert!(t.mann_kendall_p_increasing < 0.01);
+}

@@ -108,8 +108,9 @@ pub fn flatten_metrics(runtimes: &BTreeMap<String, RuntimeSection>) -> BTreeMap<
     metrics
 }
 
-/// The 95 % intervals of the flattened metrics that have one (the overhead percentages of
-/// runtimes with status ok), keyed like [`flatten_metrics`].
+/// The 95 % intervals of the flattened metrics that have one (the overhead percentages, and the
+/// soak's RSS growth when its trend has an interval, of runtimes with status ok), keyed like
+/// [`flatten_metrics`].
 pub fn flatten_intervals(
     runtimes: &BTreeMap<String, RuntimeSection>,
 ) -> BTreeMap<String, Interval> {
@@ -126,6 +127,15 @@ pub fn flatten_intervals(
             intervals.insert(
                 format!("{name}.cpu_overhead_pct"),
                 e.cpu_overhead_pct.interval(),
+            );
+        }
+        let trend = section.soak.as_ref().and_then(|s| s.rss_trend);
+        if let Some((lo, hi)) =
+            trend.and_then(|t| t.growth_per_24h_equiv_lo.zip(t.growth_per_24h_equiv_hi))
+        {
+            intervals.insert(
+                format!("{name}.rss_growth_per_24h_equiv"),
+                Interval { lo, hi },
             );
         }
     }

@@ -25,7 +25,7 @@ pub use metrics::{
 pub use model::{
     AddedCost, BaselineSnapshot, BudgetCheck, DetectableShift, OverheadBlock, OverheadEstimates,
     OverheadMetrics, OverheadPair, OverheadScenarios, PairStop, REPORT_VERSION, RegressionCheck,
-    Report, RetentionChecks, RetentionValidationBlock, RuntimeSection, RuntimeStatus,
+    Report, RetentionChecks, RetentionValidationBlock, RssTrend, RuntimeSection, RuntimeStatus,
     ScenarioSummary, SoakBlock, TelemetryLoss, Verdict,
 };
 pub use verdict::{

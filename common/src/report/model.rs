@@ -293,6 +293,43 @@ pub struct RetentionValidationBlock {
     pub artifact_size_bytes: u64,
 }
 
+/// The trend of a soak's RSS checkpoints: a leak shows as a slope, not as a difference of two
+/// readings that one allocator step can move either way.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RssTrend {
+    /// Checkpoints the trend is fitted to (the warm-up baseline and every one after it).
+    pub checkpoints: u64,
+    /// Theil–Sen slope (median of the pairwise slopes), bytes per equivalent second.
+    pub slope_bytes_per_second: f64,
+    /// The slope × 86,400: the growth of 24 h of equivalent time.
+    pub growth_per_24h_equiv: f64,
+    /// Lower bound of its 95 % interval (Sen's, from the normal approximation of Kendall's S);
+    /// absent when too few checkpoints give one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub growth_per_24h_equiv_lo: Option<f64>,
+    /// Upper bound of its 95 % interval: the budget gate passes the soak when this is within
+    /// the budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub growth_per_24h_equiv_hi: Option<f64>,
+    /// Mann–Kendall statistic S (concordant minus discordant pairs of checkpoints).
+    pub mann_kendall_s: i64,
+    /// Its one-sided p-value for an increasing trend (normal approximation with the tie
+    /// correction and continuity correction); 1 when every reading is equal.
+    pub mann_kendall_p_increasing: f64,
+    /// RSS projected to 24 h of equivalent time after the warm-up: the fitted line's value there.
+    pub projected_rss_at_24h_equiv_bytes: f64,
+    /// The endpoint estimate (last − first reading over the measured window, × 86,400), kept
+    /// for comparison with the seed's formula.
+    pub endpoint_growth_per_24h_equiv: f64,
+    /// Median RSS of the first third of the checkpoints.
+    pub early_window_median_bytes: f64,
+    /// Median RSS of the last third of the checkpoints.
+    pub late_window_median_bytes: f64,
+    /// Theil–Sen growth per 24 h of equivalent time over the last half of the checkpoints: a
+    /// leak that starts late shows here before it moves the whole-soak slope.
+    pub late_window_growth_per_24h_equiv: f64,
+}
+
 /// The soak block of a runtime.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SoakBlock {
@@ -318,8 +355,14 @@ pub struct SoakBlock {
     pub output_path: String,
     /// Bytes under `artifact_dir`.
     pub artifact_size_bytes: u64,
-    /// RSS delta over the measured window, normalised to 24 h of equivalent time.
+    /// RSS growth per 24 h of equivalent time: the Theil–Sen slope of the checkpoints after the
+    /// warm-up (see [`RssTrend`]), or, with fewer than 3 checkpoints, the endpoint delta over
+    /// the measured window normalised to 24 h.
     pub rss_growth_per_24h_equiv: f64,
+    /// The leak trend of the RSS checkpoints, from the warm-up baseline on (absent with fewer
+    /// than 3 checkpoints).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rss_trend: Option<RssTrend>,
     /// Largest RSS increase over the baseline at any checkpoint.
     pub max_rss_delta_bytes: u64,
     /// Samples up to and including the baseline checkpoint.
