@@ -70,6 +70,68 @@ pub struct Baseline {
     pub config: ComparableConfig,
     /// `<runtime>.<metric>` → recorded value.
     pub metrics: BTreeMap<String, f64>,
+    /// The A/A distribution of each metric, keyed like `metrics`: present in a calibrated
+    /// baseline (`fleetgate run --repeat N --write-baseline`), empty in a point baseline.
+    pub distributions: BTreeMap<String, MetricDistribution>,
+}
+
+impl Baseline {
+    /// Whether it was recorded from one run (no distributions): its checks use the point rule
+    /// (noise 0), and the report says so.
+    pub fn is_point(&self) -> bool {
+        self.distributions.is_empty()
+    }
+}
+
+/// How a regression check's shift must compare with the class's A/A noise: a shift is material
+/// only beyond `max(tolerance, NOISE_MULTIPLIER × noise)`.
+pub const NOISE_MULTIPLIER: f64 = 3.0;
+
+/// The fewest runs a calibrated baseline is recorded from.
+pub const MIN_CALIBRATION_RUNS: u32 = 3;
+
+/// One metric's A/A distribution in a calibrated baseline: what repeated runs of the same build
+/// on one hardware class measured.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricDistribution {
+    /// Values it is from (runs × agents of the class).
+    pub n: u64,
+    /// Their median: the baseline value (`metrics.<key>` holds the same number).
+    pub centre: f64,
+    /// Their normal-scaled median absolute deviation (1.4826 × MAD): the run-to-run standard
+    /// deviation, robust to a stray run.
+    pub spread: f64,
+    /// The median half-width of the runs' own 95 % intervals, for metrics that have one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval_half_width: Option<f64>,
+}
+
+impl MetricDistribution {
+    /// The A/A noise of `current − centre`: the standard deviation of one new run's value
+    /// (`spread`) and of the centre, a median of `n` (`spread × √(π / 2n)`), combined:
+    /// `spread × √(1 + π / 2n)`.
+    pub fn noise(&self) -> f64 {
+        self.spread * (1.0 + std::f64::consts::PI / (2.0 * self.n as f64)).sqrt()
+    }
+
+    /// Half-width of the 95 % interval of the centre (`1.96 × spread × √(π / 2n)`), by which
+    /// the interval of a shift from it widens.
+    pub fn centre_half_width(&self) -> f64 {
+        1.959_964 * self.spread * (std::f64::consts::PI / (2.0 * self.n as f64)).sqrt()
+    }
+
+    /// The distribution of `values`, with the half-widths of the `intervals` the runs gave
+    /// (none for a metric without one); `None` without values.
+    pub fn of(values: &[f64], intervals: &[Interval]) -> Option<Self> {
+        let half_widths: Vec<f64> = intervals.iter().map(|i| (i.hi - i.lo) / 2.0).collect();
+        Some(MetricDistribution {
+            n: values.len() as u64,
+            centre: stats::median(values).ok()?,
+            spread: stats::mad(values).ok()?,
+            interval_half_width: stats::median(&half_widths).ok(),
+        })
+    }
 }
 
 /// A loaded tolerance file.
@@ -231,12 +293,64 @@ pub fn parse_baseline(file: &str, bytes: Option<&[u8]>) -> Result<Baseline, Asse
     // knows their path: check them on their own first, so an error names the key.
     serde_path_to_error::deserialize::<_, crate::config::Workload>(config).map_err(invalid)?;
     let config: ComparableConfig = serde_path_to_error::deserialize(config).map_err(invalid)?;
+    let distributions = match object.get("distributions") {
+        None => BTreeMap::new(),
+        Some(value) => parse_distributions(value, &metrics).map_err(err)?,
+    };
     Ok(Baseline {
         path: file.to_owned(),
         version: REPORT_VERSION.to_owned(),
         config,
         metrics,
+        distributions,
     })
+}
+
+/// A calibrated baseline's `distributions`: one per metric, each with `n` of at least
+/// [`MIN_CALIBRATION_RUNS`], a finite non-negative `spread` and half-width, and a `centre` that
+/// is the metric's value.
+fn parse_distributions(
+    value: &serde_json::Value,
+    metrics: &BTreeMap<String, f64>,
+) -> Result<BTreeMap<String, MetricDistribution>, String> {
+    let Some(map) = value.as_object() else {
+        return Err("Baseline file key 'distributions' must be a JSON object".to_owned());
+    };
+    let mut out = BTreeMap::new();
+    for (metric, entry) in map {
+        let at = format!("Baseline file key 'distributions.{metric}'");
+        let d: MetricDistribution = serde_path_to_error::deserialize(entry)
+            .map_err(|e| format!("{at}.{} is not valid: {}", e.path(), e.inner()))?;
+        let Some(&value) = metrics.get(metric) else {
+            return Err(format!("{at} has no value in 'metrics'"));
+        };
+        if d.n < u64::from(MIN_CALIBRATION_RUNS) {
+            return Err(format!(
+                "{at}.n must be at least {MIN_CALIBRATION_RUNS}: {}",
+                d.n
+            ));
+        }
+        let finite_non_negative = |x: f64| x.is_finite() && x >= 0.0;
+        if !finite_non_negative(d.spread) {
+            return Err(format!(
+                "{at}.spread must be a number at least 0: {}",
+                d.spread
+            ));
+        }
+        if let Some(w) = d.interval_half_width.filter(|w| !finite_non_negative(*w)) {
+            return Err(format!(
+                "{at}.interval_half_width must be a number at least 0: {w}"
+            ));
+        }
+        if (d.centre - value).abs() > 1e-9 * value.abs().max(1.0) {
+            return Err(format!(
+                "{at}.centre is {} but 'metrics.{metric}' is {value}; they must agree",
+                d.centre
+            ));
+        }
+        out.insert(metric.clone(), d);
+    }
+    Ok(out)
 }
 
 /// Threshold keys for a fleet metric key, most specific first: `<agent>/<runtime>.<metric>`,
@@ -428,11 +542,14 @@ impl Tolerances {
     }
 
     /// As [`Self::check`], but a one-sided metric with a 95 % interval in `intervals` is
-    /// decided by [`DualCriterion`] (noise 0 until calibrated baselines exist) on
-    /// `delta = current − baseline` with the interval shifted by the baseline: it fails when
-    /// the interval excludes 0 from above and `delta > tolerance`, passes when its upper bound
-    /// is within the tolerance, and is otherwise inconclusive. No baseline or tolerance (NaN)
-    /// fails.
+    /// decided by [`DualCriterion`] on `delta = current − baseline`, with the interval shifted
+    /// by the baseline (and, for a calibrated baseline, widened by the uncertainty of its
+    /// centre): it fails when the interval excludes 0 from above and `delta` exceeds the
+    /// material shift `max(tolerance, NOISE_MULTIPLIER × noise)`, passes when its upper bound
+    /// is within that, and is otherwise inconclusive. The noise is the class's A/A noise from
+    /// the baseline's distributions (0 for a point baseline). A metric without an interval
+    /// fails when `delta` exceeds the material shift (two-sided counters also below its
+    /// negative). No baseline or tolerance (NaN) fails.
     pub fn check_intervals(
         &self,
         baseline: &Baseline,
@@ -445,28 +562,33 @@ impl Tolerances {
             .map(|(metric, &current_value)| {
                 let baseline_value =
                     resolve(&baseline.metrics, metric, class_of).map_or(f64::NAN, |(_, v)| v);
+                let distribution = threshold_candidates(metric, class_of)
+                    .into_iter()
+                    .find_map(|key| baseline.distributions.get(&key).copied());
                 let (threshold_key, max_regression) = resolve(&self.tolerances, metric, class_of)
                     .unwrap_or_else(|| (String::new(), f64::NAN));
+                let noise = distribution.map(|d| d.noise());
+                let rule = DualCriterion {
+                    tolerance: max_regression,
+                    noise: noise.unwrap_or(0.0),
+                    k: NOISE_MULTIPLIER,
+                };
+                // NaN (no baseline or tolerance) is an error of the rule: it fails.
+                let material = rule.threshold().unwrap_or(f64::NAN);
                 let delta = current_value - baseline_value;
                 let two_sided = is_two_sided(metric);
+                let widen = distribution.map_or(0.0, |d| d.centre_half_width());
                 let interval = intervals
                     .get(metric)
                     .filter(|_| !two_sided)
                     .map(|i| Interval {
-                        lo: i.lo - baseline_value,
-                        hi: i.hi - baseline_value,
+                        lo: i.lo - baseline_value - widen,
+                        hi: i.hi - baseline_value + widen,
                     });
                 let decision = match interval {
-                    // NaN (no baseline or tolerance) is an error of the rule: it fails.
-                    Some(i) => DualCriterion {
-                        tolerance: max_regression,
-                        noise: 0.0,
-                        k: 0.0,
-                    }
-                    .decide(delta, i)
-                    .unwrap_or(Decision::Fail),
-                    // NaN (no baseline or tolerance) fails both comparisons.
-                    None if delta <= max_regression && (!two_sided || delta >= -max_regression) => {
+                    Some(i) => rule.decide(delta, i).unwrap_or(Decision::Fail),
+                    // NaN fails both comparisons.
+                    None if delta <= material && (!two_sided || delta >= -material) => {
                         Decision::Pass
                     }
                     None => Decision::Fail,
@@ -485,11 +607,83 @@ impl Tolerances {
                         delta_lo: interval.map(|i| i.lo),
                         delta_hi: interval.map(|i| i.hi),
                         inconclusive: decision == Decision::Inconclusive,
+                        noise,
+                        material_shift: noise.map(|_| material),
                     },
                 )
             })
             .collect()
     }
+}
+
+/// A calibrated regression baseline file recorded from the `reports` of repeated runs of one
+/// request (`fleetgate run --repeat N --write-baseline`), dated by the last of them.
+///
+/// Every metric key of the reports is pooled per hardware class over agents and runs (a
+/// per-GPU instance `@<gpu>` counts as its runtime); `metrics` holds each pool's median and
+/// `distributions` its [`MetricDistribution`]. Keys are `<class>/<runtime>.<metric>` when the
+/// agents span more than one class, else the plain `<runtime>.<metric>` (which any class
+/// resolves to). Fewer than [`MIN_CALIBRATION_RUNS`] reports, or reports of different configs,
+/// are an error.
+pub fn calibrated_baseline_document(
+    reports: &[crate::report::Report],
+    host: &str,
+) -> Result<serde_json::Value, String> {
+    let (Some(first), Some(last)) = (reports.first(), reports.last()) else {
+        return Err("no run to record".to_owned());
+    };
+    if reports.len() < MIN_CALIBRATION_RUNS as usize {
+        return Err(format!(
+            "a calibrated baseline needs at least {MIN_CALIBRATION_RUNS} runs, got {}",
+            reports.len()
+        ));
+    }
+    let config = first.config.comparable();
+    if let Some(i) = reports.iter().position(|r| r.config.comparable() != config) {
+        return Err(format!("run {} had another config than run 1", i + 1));
+    }
+    let class_of = |report: &crate::report::Report, agent: &str| {
+        report.agents.get(agent).map(|a| a.hardware_class.clone())
+    };
+    let classes: std::collections::BTreeSet<String> = reports
+        .iter()
+        .flat_map(|r| r.agents.values().map(|a| a.hardware_class.clone()))
+        .collect();
+    let by_class = classes.len() > 1;
+    let mut pools: BTreeMap<String, (Vec<f64>, Vec<Interval>)> = BTreeMap::new();
+    for report in reports {
+        for (key, &value) in &report.metrics {
+            let (agent, rest) = key.split_once('/').unwrap_or(("", key));
+            let plain = strip_instance(rest);
+            let pooled = match class_of(report, agent) {
+                Some(class) if by_class => format!("{class}/{plain}"),
+                _ => plain,
+            };
+            let pool = pools.entry(pooled).or_default();
+            pool.0.push(value);
+            if let Some(&i) = report.metric_intervals.get(key) {
+                pool.1.push(i);
+            }
+        }
+    }
+    let mut metrics = BTreeMap::new();
+    let mut distributions = BTreeMap::new();
+    for (key, (values, intervals)) in pools {
+        if let Some(d) = MetricDistribution::of(&values, &intervals) {
+            metrics.insert(key.clone(), d.centre);
+            distributions.insert(key, d);
+        }
+    }
+    Ok(serde_json::json!({
+        "version": REPORT_VERSION,
+        "description": format!(
+            "Calibrated by `fleetgate run --repeat {} --write-baseline` ending {} on host {host} (profile {}, mode {}): per metric the median of the runs, with their spread and A/A noise in 'distributions'.",
+            reports.len(), last.timestamp_utc, last.profile, last.mode
+        ),
+        "config": config,
+        "metrics": metrics,
+        "distributions": distributions,
+    }))
 }
 
 /// A resolver for single-host runs, whose metric keys carry no agent.

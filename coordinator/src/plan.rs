@@ -197,6 +197,12 @@ pub fn plan(spec: RunSpec) -> Result<RunPlan, RunError> {
                 .unwrap_or_else(|| Asset::embedded(DEFAULT_TOLERANCES, EMBEDDED_TOLERANCES));
             let baseline = gate::parse_baseline(&b.label(), Some(&b.bytes)).map_err(invalid)?;
             let tolerances = gate::parse_tolerances(&t.label(), Some(&t.bytes)).map_err(invalid)?;
+            if baseline.is_point() {
+                tracing::warn!(
+                    baseline = %b.label(),
+                    "The baseline is a point baseline (no A/A distributions): its checks use the tolerances alone; record a calibrated one with `fleetgate run --repeat 10 --write-baseline PATH`."
+                );
+            }
             baseline
                 .require(&[], &config.comparable(), &gate::no_classes)
                 .map_err(invalid)?;

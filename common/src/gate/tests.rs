@@ -252,6 +252,7 @@ fn baseline_with(metrics: &[(&str, f64)]) -> Baseline {
         version: "v0.4".into(),
         config: config(),
         metrics: metrics.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
+        distributions: BTreeMap::new(),
     }
 }
 

@@ -502,6 +502,14 @@ pub struct RegressionCheck {
     /// Neither a material regression nor its absence is shown.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub inconclusive: bool,
+    /// The A/A noise of `delta` on this agent's hardware class, from a calibrated baseline's
+    /// distribution (absent for a point baseline, whose noise counts as 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub noise: Option<f64>,
+    /// The shift that counts as a regression, `max(max_regression, 3 × noise)` (present with
+    /// `noise`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub material_shift: Option<f64>,
 }
 
 /// The fleet's verdict.
@@ -537,6 +545,9 @@ pub struct BaselineSnapshot {
     pub config: ComparableConfig,
     /// Its metrics.
     pub metrics: BTreeMap<String, f64>,
+    /// Its A/A distributions, when it was calibrated.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub distributions: BTreeMap<String, crate::gate::MetricDistribution>,
 }
 
 /// The v0.4 report.

@@ -185,6 +185,7 @@ pub fn build_report(
                 version: baseline.version.clone(),
                 config: baseline.config.clone(),
                 metrics: baseline.metrics.clone(),
+                distributions: baseline.distributions.clone(),
             });
             report.tolerances = Some(tolerances.tolerances.clone());
         }
@@ -219,6 +220,13 @@ pub fn build_report(
         report.budget_checks.as_ref(),
         report.regression_checks.as_ref(),
     );
+    if let Gate::Regression(baseline, _) = gate
+        && baseline.is_point()
+    {
+        report
+            .gate_power
+            .push(point_baseline_advice(&baseline.path));
+    }
     report.failure_diagnostics = diagnostics;
     report.passed = !failed && !undecided && !agents.is_empty();
     // An interval that straddles its threshold leaves the verdict open, unless something
@@ -231,6 +239,13 @@ pub fn build_report(
         Verdict::Fail
     };
     report
+}
+
+/// The advice a regression report carries when its baseline is a point baseline.
+fn point_baseline_advice(path: &str) -> String {
+    format!(
+        "baseline {path} is a point baseline (one run, no A/A distributions): its checks use the tolerances alone, with noise 0; record a calibrated one with `fleetgate run --repeat 10 --write-baseline PATH`"
+    )
 }
 
 /// A regression baseline file recorded from `report`: its comparable config and its metrics

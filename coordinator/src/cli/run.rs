@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use fleetgate_common::config::{GateMode, Profile, Workload};
 use fleetgate_common::exit;
+use fleetgate_common::gate;
 use fleetgate_common::knobs::{Knobs, apply_knob_assignment, parse_knobs_file};
 use fleetgate_common::report::{Report, Verdict, baseline_document};
 use fleetgate_common::run::{Asset, RunSpec, Selection};
@@ -100,6 +101,11 @@ pub struct RunArgs {
     /// intentional baseline refresh; review the numbers before committing it).
     #[arg(long)]
     pub write_baseline: Option<PathBuf>,
+    /// Run the same request this many times, one run after another, and record a calibrated
+    /// baseline from all of them (per metric: median, spread, A/A noise); needs
+    /// --write-baseline when above 1. The report files hold the last run.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub repeat: u32,
 }
 
 /// Runs `fleetgate run`: checks the request, runs it (on the coordinator at `--coordinator`,
@@ -141,29 +147,41 @@ pub async fn run(args: RunArgs) -> Result<i32, RunError> {
         fleetgate_common::shutdown::signal().await;
         on_signal.cancel();
     });
-    let mut display = ProgressDisplay::new(std::io::stderr().is_terminal());
-    let mut on_event = |event: &pb::RunEvent| display.update(event);
-    let run = async {
-        match &link {
-            Some(link) => client::submit(link, token.as_ref(), &spec, &mut on_event).await,
-            None => {
-                let agent = EmbeddedAgent::local(&args.artifact_root)?;
-                client::run_embedded(&spec, agent, &mut on_event, &interrupt).await
-            }
+    let mut reports = Vec::with_capacity(args.repeat as usize);
+    for round in 1..=args.repeat {
+        if args.repeat > 1 {
+            eprintln!("Calibration run {round} of {}", args.repeat);
         }
-    };
-    let report = tokio::select! {
-        report = run => report,
-        // A remote run's stream is dropped: its coordinator cancels the run on the agents.
-        () = interrupt.cancelled(), if args.coordinator.is_some() => Err(RunError::Interrupted),
-    };
-    // The bars stay as they were, above the summary printed next.
-    display.finish();
-    let report = report?;
-    finish(&args, &report)
+        let mut display = ProgressDisplay::new(std::io::stderr().is_terminal());
+        let mut on_event = |event: &pb::RunEvent| display.update(event);
+        let run = async {
+            match &link {
+                Some(link) => client::submit(link, token.as_ref(), &spec, &mut on_event).await,
+                None => {
+                    let agent = EmbeddedAgent::local(&args.artifact_root)?;
+                    client::run_embedded(&spec, agent, &mut on_event, &interrupt).await
+                }
+            }
+        };
+        let report = tokio::select! {
+            report = run => report,
+            // A remote run's stream is dropped: its coordinator cancels the run on the agents.
+            () = interrupt.cancelled(), if args.coordinator.is_some() => Err(RunError::Interrupted),
+        };
+        // The bars stay as they were, above the summary printed next.
+        display.finish();
+        reports.push(report?);
+    }
+    finish(&args, &reports)
 }
 
-fn finish(args: &RunArgs, report: &Report) -> Result<i32, RunError> {
+/// Writes the outputs of the last of `reports` (and, with `--repeat`, the calibrated baseline
+/// of all of them), prints its summary, and returns the exit code: with `--check` the worst
+/// verdict of the runs decides.
+fn finish(args: &RunArgs, reports: &[Report]) -> Result<i32, RunError> {
+    let Some(report) = reports.last() else {
+        return Ok(exit::OK);
+    };
     write_file("--output", &args.output, &json_bytes(report)?)?;
     if let Some(path) = &args.markdown {
         write_file("--markdown", path, output::markdown(report).as_bytes())?;
@@ -173,11 +191,13 @@ fn finish(args: &RunArgs, report: &Report) -> Result<i32, RunError> {
     }
     if let Some(path) = &args.write_baseline {
         let host = fleetgate_common::host::host_name();
-        write_file(
-            "--write-baseline",
-            path,
-            &json_bytes(&baseline_document(report, &host))?,
-        )?;
+        let document = if reports.len() > 1 {
+            gate::calibrated_baseline_document(reports, &host)
+                .map_err(|e| RunError::Usage(format!("--repeat: {e}")))?
+        } else {
+            baseline_document(report, &host)
+        };
+        write_file("--write-baseline", path, &json_bytes(&document)?)?;
     }
     let mut stdout = std::io::stdout().lock();
     for line in output::console_lines(report, &args.output.display().to_string()) {
@@ -186,10 +206,23 @@ fn finish(args: &RunArgs, report: &Report) -> Result<i32, RunError> {
             break;
         }
     }
-    Ok(match (args.check, report.verdict) {
-        (false, _) | (true, Verdict::Pass) => exit::OK,
-        (true, Verdict::Fail) => exit::GATE_FAILED,
-        (true, Verdict::Inconclusive) => exit::INCONCLUSIVE,
+    let count = |v: Verdict| reports.iter().filter(|r| r.verdict == v).count();
+    if reports.len() > 1 {
+        let _ = writeln!(
+            stdout,
+            "Calibration: {} runs: {} pass, {} fail, {} inconclusive",
+            reports.len(),
+            count(Verdict::Pass),
+            count(Verdict::Fail),
+            count(Verdict::Inconclusive)
+        );
+    }
+    Ok(if !args.check || count(Verdict::Pass) == reports.len() {
+        exit::OK
+    } else if count(Verdict::Fail) > 0 {
+        exit::GATE_FAILED
+    } else {
+        exit::INCONCLUSIVE
     })
 }
 
@@ -328,6 +361,19 @@ fn check_bounds(args: &RunArgs) -> Result<(), RunError> {
     let usage = |flag: &str, e: config::OutOfRange| RunError::Usage(format!("{flag}: {e}"));
     if let Some(seconds) = args.deadline_seconds {
         config::deadline_from_seconds(seconds).map_err(|e| usage("--deadline-seconds", e))?;
+    }
+    if args.repeat > 1 && args.write_baseline.is_none() {
+        return Err(RunError::Usage(format!(
+            "--repeat {} records a calibrated baseline: give --write-baseline PATH",
+            args.repeat
+        )));
+    }
+    if args.repeat > 1 && args.repeat < gate::MIN_CALIBRATION_RUNS {
+        return Err(RunError::Usage(format!(
+            "--repeat {}: a calibrated baseline needs at least {} runs",
+            args.repeat,
+            gate::MIN_CALIBRATION_RUNS
+        )));
     }
     // The flag of a workload field is its name in kebab case (`--allocation-kb`).
     args.workload

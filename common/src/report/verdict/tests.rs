@@ -538,6 +538,7 @@ fn the_regression_gate_fails_a_two_sided_counter_below_its_baseline() {
                 version: REPORT_VERSION.into(),
                 config: config(Mode::Soak).comparable(),
                 metrics,
+                distributions: BTreeMap::new(),
             },
             Tolerances {
                 path: "tolerances.json".into(),
