@@ -443,3 +443,140 @@ fn thresholds_resolve_most_specific_first() {
         ["a1/cuda@1.m", "a1/cuda.m", "cpu-x-2c/cuda.m", "cuda.m"]
     );
 }
+
+/// A calibrated baseline: r.a centre 100 (n 10, spread 4, with intervals), r.b centre 5
+/// (n 10, spread 2), with `distributions` replaced by `edit`.
+fn calibrated_text(edit: impl FnOnce(&mut serde_json::Value)) -> String {
+    let mut doc = serde_json::json!({
+        "version": "v0.4",
+        "description": "test",
+        "config": config(),
+        "metrics": {"r.a": 100.0, "r.b": 5.0},
+        "distributions": {
+            "r.a": {"n": 10, "centre": 100.0, "spread": 4.0, "interval_half_width": 3.0},
+            "r.b": {"n": 10, "centre": 5.0, "spread": 2.0},
+        },
+    });
+    edit(&mut doc);
+    doc.to_string()
+}
+
+fn calibrated_error(edit: impl FnOnce(&mut serde_json::Value)) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(&dir, "cal.json", &calibrated_text(edit));
+    let err = load_baseline(&path).unwrap_err();
+    assert!(!err.to_string().contains('\n'), "{err}");
+    err.message
+}
+
+#[test]
+fn a_calibrated_baseline_loads_its_distributions_and_a_point_baseline_has_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let calibrated = load_baseline(&write(&dir, "cal.json", &calibrated_text(|_| {}))).unwrap();
+    assert!(!calibrated.is_point());
+    let a = calibrated.distributions["r.a"];
+    assert_eq!(
+        (a.n, a.centre, a.spread, a.interval_half_width),
+        (10, 100.0, 4.0, Some(3.0))
+    );
+    // spread × √(1 + π / 20) and 1.96 × spread × √(π / 20).
+    assert!((a.noise() - 4.302_705).abs() < 1e-5, "{}", a.noise());
+    assert!(
+        (a.centre_half_width() - 3.107_192).abs() < 1e-5,
+        "{}",
+        a.centre_half_width()
+    );
+    let point = load_baseline(&write(&dir, "point.json", &baseline_text(&config()))).unwrap();
+    assert!(point.is_point());
+}
+
+#[test]
+fn every_bad_distribution_is_one_line_naming_its_key() {
+    assert_eq!(
+        calibrated_error(|d| d["distributions"] = serde_json::json!([1])),
+        "Baseline file key 'distributions' must be a JSON object"
+    );
+    assert_eq!(
+        calibrated_error(|d| d["distributions"]["r.a"]["n"] = 2.into()),
+        "Baseline file key 'distributions.r.a'.n must be at least 3: 2"
+    );
+    assert_eq!(
+        calibrated_error(|d| d["distributions"]["r.b"]["spread"] = (-1.0).into()),
+        "Baseline file key 'distributions.r.b'.spread must be a number at least 0: -1"
+    );
+    assert_eq!(
+        calibrated_error(|d| d["distributions"]["r.a"]["centre"] = 90.0.into()),
+        "Baseline file key 'distributions.r.a'.centre is 90 but 'metrics.r.a' is 100; they must agree"
+    );
+    assert_eq!(
+        calibrated_error(|d| d["distributions"]["r.z"] = d["distributions"]["r.b"].clone()),
+        "Baseline file key 'distributions.r.z' has no value in 'metrics'"
+    );
+    let unknown = calibrated_error(|d| d["distributions"]["r.a"]["sigma"] = 1.into());
+    assert!(
+        unknown
+            .starts_with("Baseline file key 'distributions.r.a'.sigma is not valid: unknown field"),
+        "{unknown}"
+    );
+    let wrong_type = calibrated_error(|d| d["distributions"]["r.a"]["n"] = "ten".into());
+    assert!(
+        wrong_type.starts_with("Baseline file key 'distributions.r.a'.n is not valid"),
+        "{wrong_type}"
+    );
+}
+
+#[test]
+fn a_calibrated_regression_needs_a_shift_beyond_three_times_the_noise() {
+    let dir = tempfile::tempdir().unwrap();
+    let baseline = load_baseline(&write(&dir, "cal.json", &calibrated_text(|_| {}))).unwrap();
+    let tolerances = Tolerances {
+        path: "t".into(),
+        tolerances: BTreeMap::from([("r.a".to_owned(), 10.0), ("r.b".to_owned(), 0.0)]),
+    };
+    // r.a: noise 4.3027, material max(10, 12.9081) = 12.9081; the interval widens by 3.1072 a side.
+    let widen = 3.107_192;
+    // (current, current's interval, passed, inconclusive)
+    for (current, (lo, hi), passed, inconclusive) in [
+        // Shown within the material shift: pass.
+        (102.0, (99.0, 105.0), true, false),
+        (109.0, (108.0, 109.8), true, false),
+        // Significant and beyond 3 × noise: fail.
+        (120.0, (114.0, 126.0), false, false),
+        (113.0, (112.0, 114.0), false, false),
+        // Beyond the tolerance (10) but within 3 × noise, interval above 0: inconclusive.
+        (112.0, (105.0, 119.0), false, true),
+        // Material, but the widened interval reaches 0: inconclusive.
+        (115.0, (102.5, 127.0), false, true),
+    ] {
+        let metrics = BTreeMap::from([("r.a".to_owned(), current), ("r.b".to_owned(), 5.0)]);
+        let intervals = BTreeMap::from([("r.a".to_owned(), interval(lo, hi))]);
+        let c = &tolerances.check_intervals(&baseline, &metrics, &intervals, &no_classes)["r.a"];
+        assert_eq!(
+            (c.passed, c.inconclusive),
+            (passed, inconclusive),
+            "{current} [{lo}, {hi}]: {c:?}"
+        );
+        assert!((c.delta_lo.unwrap() - (lo - 100.0 - widen)).abs() < 1e-5);
+        assert!((c.delta_hi.unwrap() - (hi - 100.0 + widen)).abs() < 1e-5);
+        assert!((c.noise.unwrap() - 4.302_705).abs() < 1e-5);
+        assert!((c.material_shift.unwrap() - 12.908_116).abs() < 1e-5);
+    }
+    // r.b has no interval: a point rule against max(0, 3 × 2.1514) = 6.4541.
+    for (current, passed) in [(11.4, true), (11.5, false), (0.0, true)] {
+        let metrics = BTreeMap::from([("r.b".to_owned(), current)]);
+        let c =
+            &tolerances.check_intervals(&baseline, &metrics, &BTreeMap::new(), &no_classes)["r.b"];
+        assert_eq!(c.passed, passed, "{current}: {c:?}");
+        assert!(!c.inconclusive);
+    }
+    // The same checks on a point baseline: noise 0, the tolerance alone, no noise fields.
+    let point = load_baseline(&write(&dir, "point.json", &baseline_text(&config()))).unwrap();
+    let metrics = BTreeMap::from([("r.a".to_owned(), 113.0), ("r.b".to_owned(), 5.0)]);
+    let intervals = BTreeMap::from([("r.a".to_owned(), interval(112.0, 114.0))]);
+    let c = &tolerances.check_intervals(&point, &metrics, &intervals, &no_classes)["r.a"];
+    assert!(!c.passed && !c.inconclusive);
+    assert_eq!(
+        (c.noise, c.material_shift, c.delta_lo),
+        (None, None, Some(12.0))
+    );
+}
