@@ -145,6 +145,10 @@ pub struct Tolerances {
 
 /// A run's loaded gate.
 #[derive(Debug, Clone)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one gate per run: boxing the baseline would save nothing worth the indirection"
+)]
 pub enum Gate {
     /// Absolute maxima.
     Budget(Budgets),
@@ -545,8 +549,8 @@ impl Tolerances {
     /// decided by [`DualCriterion`] on `delta = current − baseline`, with the interval shifted
     /// by the baseline (and, for a calibrated baseline, widened by the uncertainty of its
     /// centre): it fails when the interval excludes 0 from above and `delta` exceeds the
-    /// material shift `max(tolerance, NOISE_MULTIPLIER × noise)`, passes when its upper bound
-    /// is within that, and is otherwise inconclusive. The noise is the class's A/A noise from
+    /// material shift `max(tolerance, NOISE_MULTIPLIER × noise)`, is inconclusive when `delta`
+    /// exceeds it but the interval reaches 0, and otherwise passes. The noise is the class's A/A noise from
     /// the baseline's distributions (0 for a point baseline). A metric without an interval
     /// fails when `delta` exceeds the material shift (two-sided counters also below its
     /// negative). No baseline or tolerance (NaN) fails.

@@ -405,11 +405,13 @@ fn a_regression_with_an_interval_is_the_dual_criterion() {
         (112.0, (100.5, 120.0), false, false),
         // Material shift but the interval reaches 0: inconclusive.
         (115.0, (100.0, 130.0), false, true),
-        // Significant but not shown to be immaterial (delta 8 <= 10 < hi − 100): inconclusive.
-        (108.0, (101.0, 111.0), false, true),
+        // Significant, within the tolerance, though the interval reaches past it: not flagged.
+        (108.0, (101.0, 111.0), true, false),
         // Exactly at the tolerance, interval above 0: not material (delta must exceed it).
         (110.0, (105.0, 110.0), true, false),
-        (110.0, (105.0, 115.0), false, true),
+        (110.0, (105.0, 115.0), true, false),
+        // Just beyond it, with the interval reaching 0: inconclusive.
+        (110.5, (99.0, 125.0), false, true),
     ] {
         let metrics = BTreeMap::from([("r.a".to_owned(), current), ("r.b".to_owned(), 5.0)]);
         let intervals = BTreeMap::from([("r.a".to_owned(), interval(lo, hi))]);
@@ -537,16 +539,16 @@ fn a_calibrated_regression_needs_a_shift_beyond_three_times_the_noise() {
     let widen = 3.107_192;
     // (current, current's interval, passed, inconclusive)
     for (current, (lo, hi), passed, inconclusive) in [
-        // Shown within the material shift: pass.
+        // Within the material shift: pass, however far the interval reaches.
         (102.0, (99.0, 105.0), true, false),
         (109.0, (108.0, 109.8), true, false),
+        (112.9, (105.0, 119.0), true, false),
         // Significant and beyond 3 × noise: fail.
         (120.0, (114.0, 126.0), false, false),
         (113.0, (112.0, 114.0), false, false),
-        // Beyond the tolerance (10) but within 3 × noise, interval above 0: inconclusive.
-        (112.0, (105.0, 119.0), false, true),
-        // Material, but the widened interval reaches 0: inconclusive.
+        // Beyond 3 × noise, but the widened interval reaches 0: inconclusive.
         (115.0, (102.5, 127.0), false, true),
+        (113.0, (103.1, 114.0), false, true),
     ] {
         let metrics = BTreeMap::from([("r.a".to_owned(), current), ("r.b".to_owned(), 5.0)]);
         let intervals = BTreeMap::from([("r.a".to_owned(), interval(lo, hi))]);

@@ -198,10 +198,10 @@ pub fn inconclusive_diagnostics(
     for (metric, c) in regression_checks.into_iter().flatten() {
         if c.inconclusive {
             lines.push(format!(
-                "{metric}: inconclusive: delta {}{} is neither shown within the tolerance {} nor shown beyond it; next knob: none (not a tuning problem: resolve with {RESOLVE_ADVICE})",
+                "{metric}: inconclusive: delta {}{} exceeds the material shift {} but its interval does not exclude 0; next knob: none (not a tuning problem: resolve with {RESOLVE_ADVICE})",
                 format_value(metric, c.delta),
                 c.interval_note(metric),
-                format_value(metric, c.max_regression),
+                format_value(metric, c.material_shift.unwrap_or(c.max_regression)),
             ));
         }
     }

@@ -490,10 +490,11 @@ pub struct RegressionCheck {
     /// `delta < −max_regression`.
     #[serde(default)]
     pub two_sided: bool,
-    /// Lower bound of the 95 % interval of `delta` (measured metrics such as the overhead:
-    /// the current value's interval minus the baseline). With an interval the check is the
-    /// dual criterion: it fails when `delta_lo > 0` and `delta > max_regression`, passes
-    /// when `delta_hi <= max_regression`, and is otherwise inconclusive.
+    /// Lower bound of the 95 % interval of `delta` (measured metrics such as the overhead and
+    /// the RSS growth: the current value's interval minus the baseline, widened by a
+    /// calibrated baseline's uncertainty). With an interval the check is the dual criterion,
+    /// with `m` the material shift: it fails when `delta_lo > 0` and `delta > m`, is
+    /// inconclusive when `delta > m` but `delta_lo <= 0`, and otherwise passes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delta_lo: Option<f64>,
     /// Upper bound of the 95 % interval of `delta`.

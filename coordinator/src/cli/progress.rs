@@ -112,7 +112,7 @@ impl ProgressDisplay {
 
     /// Prints `text` as a line on stderr, above the bars if there are any.
     #[expect(clippy::print_stderr, reason = "progress goes to stderr")]
-    fn line(&self, text: &str) {
+    pub fn line(&self, text: &str) {
         match &self.live {
             Some(live) if !live.multi.is_hidden() => {
                 if live.multi.println(text).is_err() {
