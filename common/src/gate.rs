@@ -485,6 +485,9 @@ impl Tolerances {
                         delta_lo: interval.map(|i| i.lo),
                         delta_hi: interval.map(|i| i.hi),
                         inconclusive: decision == Decision::Inconclusive,
+                        // Set over the whole report by `report::significance`.
+                        p_value: None,
+                        p_adjusted: None,
                     },
                 )
             })
