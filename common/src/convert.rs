@@ -20,7 +20,7 @@ use crate::messages::{
     ToAgent,
 };
 use crate::report::RuntimeSection;
-use crate::run::{Asset, RunSpec, Selection};
+use crate::run::{Asset, Quorum, RunSpec, Selection};
 use crate::runtime::RuntimeKind;
 
 pub use crate::messages::ConvertError;
@@ -246,7 +246,16 @@ pub fn check_submit_run(r: &pb::SubmitRunRequest) -> Result<(), ConvertError> {
     for runtime in r.knobs.keys() {
         at_most_bytes("knobs", runtime, MAX_FACT_BYTES)?;
     }
+    quorum_from_pb(r.quorum)?;
     Ok(())
+}
+
+/// The quorum of a request: absent is [`Quorum::ALL`] (a client that predates the field asks
+/// every agent to pass); a value outside (0, 1], or NaN, is refused.
+fn quorum_from_pb(quorum: Option<f64>) -> Result<Quorum, ConvertError> {
+    quorum.map_or(Ok(Quorum::ALL), |q| {
+        Quorum::new(q).map_err(|e| err("quorum", e.to_string()))
+    })
 }
 
 /// `text` cut to at most `max` bytes at a character boundary, marked with `…` when cut.
@@ -601,6 +610,7 @@ impl From<&RunSpec> for pb::SubmitRunRequest {
             labels: s.selection.labels.clone().into_iter().collect(),
             hardware_class: s.selection.hardware_class.clone().unwrap_or_default(),
             min_agents: s.selection.min_agents,
+            quorum: (s.selection.quorum != Quorum::ALL).then(|| s.selection.quorum.fraction()),
             deadline_ms: s
                 .deadline
                 .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
@@ -645,6 +655,7 @@ impl TryFrom<pb::SubmitRunRequest> for RunSpec {
                 labels: r.labels.into_iter().collect(),
                 hardware_class: non_empty(r.hardware_class),
                 min_agents: r.min_agents,
+                quorum: quorum_from_pb(r.quorum)?,
             },
             deadline: (r.deadline_ms > 0).then(|| Duration::from_millis(r.deadline_ms)),
             knobs,
@@ -1207,6 +1218,41 @@ mod tests {
         assert_eq!(
             refused(&|r| r.budgets_json = " ".repeat((4 << 20) + 1)),
             "budgets_json: 4194305 bytes, more than the limit of 4194304"
+        );
+        assert_eq!(
+            refused(&|r| r.quorum = Some(0.0)),
+            "quorum: must be a fraction greater than 0 and at most 1 (1: every agent of a class), got 0"
+        );
+        assert_eq!(
+            refused(&|r| r.quorum = Some(1.5)),
+            "quorum: must be a fraction greater than 0 and at most 1 (1: every agent of a class), got 1.5"
+        );
+        assert_eq!(
+            refused(&|r| r.quorum = Some(f64::NAN)),
+            "quorum: must be a fraction greater than 0 and at most 1 (1: every agent of a class), got NaN"
+        );
+        assert_eq!(
+            check_submit_run(&pb::SubmitRunRequest {
+                quorum: Some(-1.0),
+                ..ok.clone()
+            })
+            .unwrap_err()
+            .field,
+            "quorum"
+        );
+        // Absent (an older client): every agent must pass. A quorum travels both ways.
+        assert_eq!(
+            RunSpec::try_from(ok.clone()).unwrap().selection.quorum,
+            Quorum::ALL
+        );
+        let mut ninety = RunSpec::try_from(ok.clone()).unwrap();
+        ninety.selection.quorum = Quorum::new(0.9).unwrap();
+        let wire = pb::SubmitRunRequest::from(&ninety);
+        assert_eq!(wire.quorum, Some(0.9));
+        assert_eq!(RunSpec::try_from(wire).unwrap(), ninety);
+        assert_eq!(
+            pb::SubmitRunRequest::from(&RunSpec::try_from(ok.clone()).unwrap()).quorum,
+            None
         );
         let mut max = ok.clone();
         max.deadline_ms = 604_800_000;

@@ -613,6 +613,9 @@ impl Tolerances {
                         inconclusive: decision == Decision::Inconclusive,
                         noise,
                         material_shift: noise.map(|_| material),
+                        // Set over the whole report by `report::significance`.
+                        p_value: None,
+                        p_adjusted: None,
                     },
                 )
             })

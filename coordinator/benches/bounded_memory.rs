@@ -22,7 +22,7 @@ use fleetgate_common::convert;
 use fleetgate_common::gate::AssetSource;
 use fleetgate_common::knobs::{Knobs, RuntimeKnobs};
 use fleetgate_common::report::RuntimeSection;
-use fleetgate_common::run::{Asset, RunSpec, Selection};
+use fleetgate_common::run::{Asset, Quorum, RunSpec, Selection};
 use fleetgate_common::tls::CoordinatorLink;
 use fleetgate_coordinator::client;
 use fleetgate_proto::v1 as pb;
@@ -206,6 +206,7 @@ fn maximal_spec(class: &str) -> RunSpec {
             labels: maximal_labels().into_iter().collect(),
             hardware_class: Some(class.to_owned()),
             min_agents: 1,
+            quorum: Quorum::new(0.5).unwrap(),
         },
         deadline: Some(Duration::from_secs(config::MAX_DEADLINE_SECONDS)),
         knobs,

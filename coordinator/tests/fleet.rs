@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use fleetgate_common::report::{AgentStatus, JobStatus, Report, Verdict};
+use fleetgate_common::run::{Asset, Quorum};
 use fleetgate_coordinator::client;
 use fleetgate_coordinator::plan::RunError;
 use fleetgate_proto::v1 as pb;
@@ -95,6 +96,58 @@ async fn three_agents_make_one_fleet_report() {
         client::submit(&link(&url), None, &many, &mut |_| {}).await,
         Err(RunError::Inconclusive(_))
     ));
+    coordinator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quorum_sent_to_a_coordinator_tolerates_one_failing_agent_of_a_class() {
+    let work = tempfile::tempdir().unwrap();
+    let coordinator = in_process(fast_settings()).await;
+    let url = coordinator.url();
+    let dir = |id: &str| work.path().join(id);
+    let agents = ["q1", "q2", "q3"]
+        .map(|id| plaintext_agent(&url, id, &dir(id), &["--hardware-class", "lab"]));
+    wait_for_agents(&link(&url), None, &["q1", "q2", "q3"], || {
+        agents
+            .iter()
+            .map(|a| a.text())
+            .collect::<Vec<_>>()
+            .join("\n")
+    })
+    .await;
+
+    // The shipped budgets, with one agent held to a limit every soak exceeds.
+    let shipped = support::repo().join("docs/benchmarks/v0.4_operating_budget.json");
+    let mut budgets: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(shipped).unwrap()).unwrap();
+    budgets["budgets"]["q3/gpumemprof_cpu.final_retained_bytes"] = serde_json::json!(1);
+    let path = work.path().join("budgets.json");
+    std::fs::write(&path, budgets.to_string()).unwrap();
+    let mut run = soak_spec(60.0, Duration::from_secs(120));
+    run.budgets = Some(Asset::read(&path, "Budget file").unwrap());
+    run.selection.min_agents = 3;
+    run.selection.quorum = Quorum::new(0.6).unwrap();
+
+    let report = submit_within(&link(&url), &run, Duration::from_secs(180)).await;
+    assert_eq!(
+        (report.verdict, report.passed),
+        (Verdict::Pass, false),
+        "{:#?}",
+        report.failure_diagnostics
+    );
+    let lab = &report.hardware_classes["lab"];
+    assert_eq!(
+        (lab.passed, lab.gated, lab.quorum, lab.quorum_met),
+        (2, 3, 2, true)
+    );
+    assert_eq!(report.failure_diagnostics.len(), 1);
+    let line = &report.failure_diagnostics[0];
+    assert!(
+        line.starts_with("q3/gpumemprof_cpu.final_retained_bytes: ")
+            && line.ends_with(" (tolerated: class lab passed 2 of 3, quorum 2)"),
+        "{line}"
+    );
+    support::assert_matches_schema(&serde_json::to_value(&report).unwrap());
     coordinator.shutdown().await;
 }
 

@@ -285,6 +285,33 @@ fn regression_defaults_outside_pr_are_a_usage_error() {
 }
 
 #[test]
+fn a_quorum_outside_zero_to_one_is_a_usage_error_naming_the_flag() {
+    let work = tempfile::tempdir().unwrap();
+    let artifacts = work.path().join("artifacts");
+    let out = work.path().join("report.json");
+    for value in ["0", "1.5", "NaN", "most"] {
+        let result = fleetgate(&[
+            "run",
+            "--quorum",
+            value,
+            "--output",
+            out.to_str().unwrap(),
+            "--artifact-root",
+            artifacts.to_str().unwrap(),
+        ]);
+        let stderr = text(&result.stderr);
+        assert_eq!(result.status.code(), Some(2), "{value}: {stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "invalid value '{value}' for '--quorum <FRACTION>': must be a fraction greater than 0 and at most 1 (1: every agent of a class), got {value}"
+            )),
+            "{value}: {stderr}"
+        );
+        assert!(!artifacts.exists() && !out.exists());
+    }
+}
+
+#[test]
 fn a_failed_gate_is_exit_4_with_check_and_names_the_next_knob() {
     let work = tempfile::tempdir().unwrap();
     let budgets: serde_json::Value = serde_json::from_slice(

@@ -1,7 +1,7 @@
-//! The verdict of a run that lost telemetry, the two-sided regression counters, and the gate
-//! assets built into the binary: the report builder on real scenario output (faults come from
-//! the sink's fault injector), and the real `fleetgate` binary on a full disk and from a
-//! directory without assets.
+//! The verdict of a run that lost telemetry, the two-sided regression counters, the gate
+//! assets built into the binary, and a fleet's quorum, outliers and corrected p-values: the
+//! report builder on real scenario output (faults come from the sink's fault injector), and
+//! the real `fleetgate` binary on a full disk and from a directory without assets.
 
 mod support;
 
@@ -17,13 +17,13 @@ use fleetgate_agent::scenario::{self, Hooks, OverheadSpec, SoakSpec};
 use fleetgate_agent::sink::{FaultInjector, FaultOp};
 use fleetgate_agent::workload::Workload;
 use fleetgate_common::config::{GateMode, Mode, Profile, RetentionValidationLimits, WorkloadKind};
-use fleetgate_common::gate::AssetSource;
+use fleetgate_common::gate::{AssetSource, Baseline, Gate, Tolerances};
 use fleetgate_common::host::HostFacts;
 use fleetgate_common::report::{
     AgentRecord, JobRecord, JobStatus, JobSummary, Report, RuntimeSection, RuntimeStatus, Verdict,
-    baseline_document, build_report,
+    baseline_document, build_fleet_report, build_report,
 };
-use fleetgate_common::run::{Asset, RunSpec};
+use fleetgate_common::run::{Asset, Quorum, RunSpec};
 use fleetgate_common::runtime::RuntimeKind;
 use fleetgate_coordinator::plan::{self, RunError, RunPlan};
 use support::cli::{clean, fleetgate_command, run_bounded, tiny_run};
@@ -838,4 +838,130 @@ fn an_overhead_interval_across_the_budget_is_inconclusive_and_the_report_states_
         "{}",
         diagnostics(&report)
     );
+}
+
+// === A fleet: quorum, outliers and the correction for many checks ===
+
+#[test]
+fn a_fleet_report_with_a_quorum_an_outlier_and_corrected_p_values_matches_the_schema() {
+    let work = tempfile::tempdir().unwrap();
+    let measured = overhead_section(work.path(), &FaultInjector::default());
+    let growth = measured
+        .overhead
+        .as_ref()
+        .unwrap()
+        .metrics
+        .artifact_growth_bytes as f64;
+    let config = budget_plan(Mode::Overhead).config;
+    let plain = |metric: &str| format!("gpumemprof_cpu.{metric}");
+    let gate = Gate::Regression(
+        Baseline {
+            path: "baseline.json".into(),
+            version: "v0.4".into(),
+            config: config.comparable(),
+            metrics: BTreeMap::from([
+                (plain("runtime_overhead_pct"), 10.0),
+                (plain("cpu_overhead_pct"), 10.0),
+                (plain("artifact_growth_bytes"), growth),
+            ]),
+            distributions: BTreeMap::new(),
+        },
+        Tolerances {
+            path: "tolerances.json".into(),
+            tolerances: BTreeMap::from([
+                (plain("runtime_overhead_pct"), 5.0),
+                (plain("cpu_overhead_pct"), 5.0),
+                (plain("artifact_growth_bytes"), 0.0),
+            ]),
+        },
+    );
+    // Five agents of one class: four near the baseline, one 30 points over it.
+    let estimates = [
+        (10.0, 7.0, 13.0),
+        (10.5, 7.5, 13.5),
+        (11.0, 8.0, 14.0),
+        (11.5, 8.5, 14.5),
+        (40.0, 35.0, 45.0),
+    ];
+    let agents: Vec<AgentRecord> = (0..estimates.len())
+        .map(|i| AgentRecord {
+            agent_id: format!("f{i}"),
+            facts: HostFacts::default(),
+            labels: BTreeMap::new(),
+            hardware_class: "lab".into(),
+        })
+        .collect();
+    let jobs: Vec<JobRecord> = estimates
+        .iter()
+        .enumerate()
+        .map(|(i, &estimate)| JobRecord {
+            agent_id: format!("f{i}"),
+            runtime: "gpumemprof_cpu".into(),
+            summary: JobSummary {
+                job_id: format!("j{i}"),
+                status: JobStatus::Completed,
+                phase: "overhead".into(),
+                done: 1,
+                total: 1,
+                events: 1,
+                checkpoints: 0,
+                wall_seconds: 1.0,
+                reason: None,
+            },
+            section: Some(with_overhead_interval(&measured, estimate, 5.0)),
+        })
+        .collect();
+    let quorum = Quorum::new(0.8).unwrap();
+    let report = build_fleet_report(&config, &gate, quorum, &agents, &jobs, 0);
+
+    // Four of five must pass: the regressed agent is tolerated.
+    assert_eq!(
+        (report.verdict, report.passed),
+        (Verdict::Pass, false),
+        "{}",
+        diagnostics(&report)
+    );
+    let lab = &report.hardware_classes["lab"];
+    assert_eq!(
+        (lab.passed, lab.gated, lab.quorum, lab.quorum_met),
+        (4, 5, 4, true)
+    );
+    let key = "f4/gpumemprof_cpu.runtime_overhead_pct";
+    let check = &report.regression_checks.as_ref().unwrap()[key];
+    assert!(!check.passed && !check.inconclusive, "{check:?}");
+    assert!(check.p_adjusted.unwrap() < 1e-6, "{check:?}");
+    assert_eq!(
+        report
+            .regression_checks
+            .as_ref()
+            .unwrap()
+            .values()
+            .filter(|c| c.p_value.is_some())
+            .count(),
+        10
+    );
+    assert!(
+        report.failure_diagnostics[0].starts_with(&format!("{key}: delta 30.00%"))
+            && report.failure_diagnostics[0]
+                .ends_with(" (tolerated: class lab passed 4 of 5, quorum 4)"),
+        "{}",
+        diagnostics(&report)
+    );
+    // The regressed agent is also far from its class: named, as advice.
+    assert_eq!(lab.outliers.len(), 1, "{:#?}", lab.outliers);
+    assert_eq!(
+        (
+            lab.outliers[0].agent.as_str(),
+            lab.outliers[0].metric.as_str()
+        ),
+        ("f4", "gpumemprof_cpu.runtime_overhead_pct")
+    );
+    assert!(lab.outliers[0].robust_z.unwrap() > 3.5);
+    assert_eq!(report.fleet_advice.len(), 1, "{:#?}", report.fleet_advice);
+    assert_matches_schema(&serde_json::to_value(&report).unwrap());
+
+    // The same fleet without a quorum fails.
+    let report = build_report(&config, &gate, &agents, &jobs, 0);
+    assert_eq!(report.verdict, Verdict::Fail);
+    assert!(!report.hardware_classes["lab"].quorum_met);
 }

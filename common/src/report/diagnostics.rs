@@ -10,6 +10,7 @@ use crate::report::metrics::format_value;
 use crate::report::model::{
     BudgetCheck, RegressionCheck, RuntimeSection, RuntimeStatus, TelemetryLoss,
 };
+use crate::report::significance::{REGRESSION_ALPHA, format_p};
 
 impl TelemetryLoss {
     /// What to do about it, for the diagnostic.
@@ -178,8 +179,9 @@ pub fn gate_power_lines(
     lines
 }
 
-/// One line per inconclusive check: its interval, the threshold it straddles, and what
-/// would resolve it.
+/// One line per inconclusive check: its interval, the threshold it straddles (or, for a
+/// regression that is not significant once the report's checks are corrected for, its p-values
+/// and the number of comparisons), and what would resolve it.
 pub fn inconclusive_diagnostics(
     budget_checks: Option<&BTreeMap<String, BudgetCheck>>,
     regression_checks: Option<&BTreeMap<String, RegressionCheck>>,
@@ -195,8 +197,23 @@ pub fn inconclusive_diagnostics(
             ));
         }
     }
+    let comparisons = regression_checks
+        .into_iter()
+        .flatten()
+        .filter(|(_, c)| c.p_adjusted.is_some())
+        .count();
     for (metric, c) in regression_checks.into_iter().flatten() {
-        if c.inconclusive {
+        if c.not_significant() {
+            lines.push(format!(
+                "{metric}: inconclusive: delta {}{} > {}, but the regression is not significant after correcting for {comparisons} comparisons (p {}, Holm-adjusted p {} >= {}); next knob: none (not a tuning problem: resolve with {RESOLVE_ADVICE})",
+                format_value(metric, c.delta),
+                c.interval_note(metric),
+                format_value(metric, c.max_regression),
+                format_p(c.p_value.unwrap_or(f64::NAN)),
+                format_p(c.p_adjusted.unwrap_or(f64::NAN)),
+                REGRESSION_ALPHA,
+            ));
+        } else if c.inconclusive {
             lines.push(format!(
                 "{metric}: inconclusive: delta {}{} exceeds the material shift {} but its interval does not exclude 0; next knob: none (not a tuning problem: resolve with {RESOLVE_ADVICE})",
                 format_value(metric, c.delta),

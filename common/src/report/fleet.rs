@@ -89,6 +89,21 @@ pub struct MetricSpread {
     pub agents: u64,
 }
 
+/// An agent whose value of a metric lies far from its class's: `|robust z| > 3.5`, or, where
+/// more than half the class shares one value (the MAD is 0), any other value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Outlier {
+    /// The agent.
+    pub agent: String,
+    /// `<runtime>.<metric>` as the agent reported it (with its GPU instance, if any).
+    pub metric: String,
+    /// Its value.
+    pub value: f64,
+    /// `(value − median) / MAD` over the class (MAD normal-scaled); absent when the MAD is 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub robust_z: Option<f64>,
+}
+
 /// A hardware class's summary.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClassSummary {
@@ -96,4 +111,20 @@ pub struct ClassSummary {
     pub agents: Vec<String>,
     /// `<runtime>.<metric>` → worst and median over the class's agents.
     pub metrics: BTreeMap<String, MetricSpread>,
+    /// Agents that passed: every job completed and every check of their metrics passed, with
+    /// no diagnostic raised.
+    #[serde(default)]
+    pub passed: u64,
+    /// Agents gated (every agent of the class in the run).
+    #[serde(default)]
+    pub gated: u64,
+    /// Agents that must pass: `ceil(quorum × gated)`.
+    #[serde(default)]
+    pub quorum: u64,
+    /// `passed >= quorum`.
+    #[serde(default)]
+    pub quorum_met: bool,
+    /// Agents far from the class on some metric (advice only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outliers: Vec<Outlier>,
 }

@@ -4,20 +4,24 @@
 //!
 //! Everything is re-exported here. `model` (the serde model), `fleet` (the agents' sections)
 //! and `metrics` (metric names, flattened values, formatting) depend on no gate; the gates of
-//! [`crate::gate`] check their metrics; `diagnostics` and `verdict` (the fleet report's
-//! assembly) build on the gates.
+//! [`crate::gate`] check their metrics; `significance` corrects the regression checks for
+//! their number; `diagnostics` and `verdict` (the fleet report's assembly, with the quorum of
+//! each hardware class and its outliers) build on the gates.
 
 pub(crate) mod diagnostics;
 pub(crate) mod fleet;
 pub(crate) mod metrics;
 pub(crate) mod model;
+pub(crate) mod significance;
 pub(crate) mod verdict;
 
 pub use diagnostics::{
     failure_diagnostics, gate_power_lines, has_inconclusive_loss, inconclusive_diagnostics,
     next_knob_advice, telemetry_losses,
 };
-pub use fleet::{AgentSection, AgentStatus, ClassSummary, JobStatus, JobSummary, MetricSpread};
+pub use fleet::{
+    AgentSection, AgentStatus, ClassSummary, JobStatus, JobSummary, MetricSpread, Outlier,
+};
 pub use metrics::{
     OVERHEAD_METRICS, SOAK_METRICS, TWO_SIDED_METRICS, expected_metric_keys, flatten_intervals,
     flatten_metrics, format_value, is_two_sided,
@@ -28,6 +32,10 @@ pub use model::{
     Report, RetentionChecks, RetentionValidationBlock, RssTrend, RuntimeSection, RuntimeStatus,
     ScenarioSummary, SoakBlock, TelemetryLoss, Verdict,
 };
+pub use significance::{
+    REGRESSION_ALPHA, Z_975, adjust_regression_checks, format_p, normal_cdf, one_sided_p,
+};
 pub use verdict::{
-    AgentRecord, JobRecord, baseline_document, build_report, class_summaries, format_utc,
+    AgentRecord, JobRecord, OUTLIER_MIN_AGENTS, OUTLIER_Z, baseline_document, build_fleet_report,
+    build_report, class_summaries, format_utc,
 };

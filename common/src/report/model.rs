@@ -500,7 +500,9 @@ pub struct RegressionCheck {
     /// Upper bound of the 95 % interval of `delta`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delta_hi: Option<f64>,
-    /// Neither a material regression nor its absence is shown.
+    /// Neither a material regression nor its absence is shown (by the dual criterion, or
+    /// because the regression is not significant once every interval-gated check of the
+    /// report is corrected for; see `p_adjusted`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub inconclusive: bool,
     /// The A/A noise of `delta` on this agent's hardware class, from a calibrated baseline's
@@ -511,6 +513,14 @@ pub struct RegressionCheck {
     /// `noise`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub material_shift: Option<f64>,
+    /// One-sided p-value of "delta > 0" from the normal approximation of the interval (checks
+    /// with an interval): `1 − Φ(delta / se)`, `se = (delta_hi − delta_lo) / (2 × 1.959964)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p_value: Option<f64>,
+    /// `p_value` adjusted by Holm's method over every check of the report that has one. A
+    /// check the dual criterion fails is inconclusive when this is at least 0.025.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p_adjusted: Option<f64>,
 }
 
 /// The fleet's verdict.
@@ -579,6 +589,10 @@ pub struct Report {
     /// than that. Advice only: it does not change the verdict.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gate_power: Vec<String>,
+    /// Per agent whose metric lies far from its hardware class's (an outlier of the class
+    /// summary), one line naming it. Advice only: it does not change the verdict.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fleet_advice: Vec<String>,
     /// Budgets (budget gate).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub budgets: Option<BTreeMap<String, f64>>,
@@ -596,14 +610,16 @@ pub struct Report {
     pub regression_checks: Option<BTreeMap<String, RegressionCheck>>,
     /// Everything that failed, with context and the knob to adjust next.
     pub failure_diagnostics: Vec<String>,
-    /// Every check passed and no diagnostic was raised.
+    /// Every check passed and no diagnostic was raised (on every agent, tolerated ones too).
     pub passed: bool,
     /// `pass`, `fail`, or `inconclusive` (an agent lost, timed out or failed, a required
     /// runtime unavailable, or a telemetry session that could not be closed: never a silent
-    /// pass).
+    /// pass), decided per hardware class by the run's quorum: with a quorum below 1 the verdict
+    /// can be `pass` while `passed` is false, when every failing agent was tolerated.
     pub verdict: Verdict,
     /// Per agent: facts, hardware class, labels, how its part ended, its jobs.
     pub agents: BTreeMap<String, AgentSection>,
-    /// Per hardware class: its agents, and the worst and median of every metric.
+    /// Per hardware class: its agents, how many passed against its quorum, the worst and
+    /// median of every metric, and its outliers.
     pub hardware_classes: BTreeMap<String, ClassSummary>,
 }

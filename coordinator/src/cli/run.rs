@@ -12,7 +12,7 @@ use fleetgate_common::exit;
 use fleetgate_common::gate;
 use fleetgate_common::knobs::{Knobs, apply_knob_assignment, parse_knobs_file};
 use fleetgate_common::report::{Report, Verdict, baseline_document};
-use fleetgate_common::run::{Asset, RunSpec, Selection};
+use fleetgate_common::run::{Asset, Quorum, RunSpec, Selection};
 use fleetgate_common::runtime::RuntimeKind;
 use fleetgate_proto::v1 as pb;
 
@@ -81,6 +81,11 @@ pub struct RunArgs {
     /// Refuse the run (exit 6) unless at least this many agents match.
     #[arg(long, default_value_t = 1)]
     pub min_agents: u32,
+    /// Share of each hardware class's agents that must pass for the fleet to pass, greater
+    /// than 0 and at most 1: a class of n agents needs ceil(FRACTION × n) to pass (1: every
+    /// agent).
+    #[arg(long, value_name = "FRACTION", default_value = "1")]
+    pub quorum: Quorum,
     /// Whole-run deadline in seconds, 1 to 604800 (7 days) [default: 30 min for pr, 2 h for
     /// nightly].
     #[arg(long)]
@@ -287,6 +292,7 @@ fn run_spec(args: &RunArgs) -> Result<RunSpec, RunError> {
             labels,
             hardware_class: args.hardware_class.clone(),
             min_agents: args.min_agents,
+            quorum: args.quorum,
         },
         deadline: args.deadline_seconds.map(Duration::from_secs),
         knobs: read_knobs(args)?,

@@ -6,7 +6,7 @@ use fleetgate_common::config;
 use fleetgate_common::ids::{AgentId, JobId, RunId};
 use fleetgate_common::job::JobAssignment;
 use fleetgate_common::messages::{RunEvent, ToAgent};
-use fleetgate_common::report::{AgentRecord, JobRecord, JobStatus, JobSummary, build_report};
+use fleetgate_common::report::{AgentRecord, JobRecord, JobStatus, JobSummary, build_fleet_report};
 use fleetgate_common::run::RunSpec;
 use fleetgate_common::runtime::RuntimeKind;
 use tokio::time::Instant;
@@ -299,9 +299,10 @@ impl Registry {
                 section: j.section.clone(),
             })
             .collect();
-        let report = build_report(
+        let report = build_fleet_report(
             &run.plan.config,
             &run.plan.gate,
+            run.plan.spec.selection.quorum,
             &agents,
             &jobs,
             unix_ms() / 1_000,
