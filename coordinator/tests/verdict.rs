@@ -736,7 +736,13 @@ fn a_regression_run_with_fewer_rollovers_than_its_baseline_exits_4() {
         (&check["delta"], &check["passed"], &check["two_sided"]),
         (&(-5.0).into(), &false.into(), &true.into())
     );
-    let failures: Vec<&str> = stdout.lines().filter(|l| l.starts_with("- ")).collect();
+    // The lines under `Failures:` (the gate-power advice that follows has its own heading).
+    let failures: Vec<&str> = stdout
+        .lines()
+        .skip_while(|l| *l != "Failures:")
+        .skip(1)
+        .take_while(|l| l.starts_with("- "))
+        .collect();
     assert_eq!(failures.len(), 1, "{stdout}");
     assert!(
         failures[0].starts_with(&format!(
