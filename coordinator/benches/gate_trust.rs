@@ -5,7 +5,11 @@
 //! ```text
 //! cargo bench -p fleetgate-coordinator --bench gate_trust -- [--aa 200] [--per-size 40]
 //!     [--costs 300,1000,3000] [--leaks 100,300] [--calibration-runs 10] [--json PATH]
+//!     [--scratch-root DIR]
 //! ```
+//!
+//! `--scratch-root DIR` passes `--overhead-scratch-root DIR` to every run (calibration
+//! included), e.g. a directory on `/dev/shm`.
 //!
 //! 1. A calibrated baseline is recorded first, in a process of its own: `fleetgate run
 //!    --profile pr --runtimes gpumemprof_cpu --repeat <calibration-runs> --write-baseline`.
@@ -38,6 +42,7 @@ struct Options {
     leaks: Vec<u64>,
     calibration_runs: u64,
     json: Option<PathBuf>,
+    scratch_root: Option<String>,
 }
 
 fn list(value: Option<String>) -> Vec<u64> {
@@ -54,6 +59,7 @@ fn options() -> Options {
         leaks: vec![100, 300],
         calibration_runs: 10,
         json: None,
+        scratch_root: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -66,6 +72,7 @@ fn options() -> Options {
             "--leaks" => o.leaks = list(args.next()),
             "--calibration-runs" => o.calibration_runs = number(args.next(), o.calibration_runs),
             "--json" => o.json = args.next().map(PathBuf::from),
+            "--scratch-root" => o.scratch_root = args.next(),
             _ => {}
         }
     }
@@ -159,8 +166,17 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// `fleetgate run --profile pr --runtimes gpumemprof_cpu` with `extra` and `env`, in `dir`.
-fn fleetgate(dir: &Path, extra: &[&str], env: &[(&str, String)]) -> std::process::Output {
+/// Where the runs work: their artifacts under `dir`, their overhead trial files under
+/// `scratch` if given.
+#[derive(Clone, Copy)]
+struct Place<'a> {
+    dir: &'a Path,
+    scratch: Option<&'a str>,
+}
+
+/// `fleetgate run --profile pr --runtimes gpumemprof_cpu` with `extra` and `env`, at `place`.
+fn fleetgate(place: Place<'_>, extra: &[&str], env: &[(&str, String)]) -> std::process::Output {
+    let Place { dir, scratch } = place;
     let mut command = Command::new(env!("CARGO_BIN_EXE_fleetgate"));
     for (name, _) in std::env::vars_os() {
         if name
@@ -178,6 +194,12 @@ fn fleetgate(dir: &Path, extra: &[&str], env: &[(&str, String)]) -> std::process
             "--artifact-root",
             dir.join("artifacts").to_str().unwrap_or_default(),
         ])
+        .args(
+            scratch
+                .map(|s| ["--overhead-scratch-root", s])
+                .into_iter()
+                .flatten(),
+        )
         .args(extra)
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .output()
@@ -233,7 +255,7 @@ fn share(k: u64, n: u64, kind: IntervalKind) -> String {
 }
 
 fn measure(
-    dir: &Path,
+    place: Place<'_>,
     name: String,
     focus: Focus,
     runs: u64,
@@ -252,10 +274,10 @@ fn measure(
         metric,
         misses: std::collections::BTreeMap::new(),
     };
-    let output = dir.join("report.json");
+    let output = place.dir.join("report.json");
     for i in 0..runs {
         let result = fleetgate(
-            dir,
+            place,
             &[
                 "--gate-mode",
                 "regression",
@@ -310,8 +332,10 @@ fn main() {
     let baseline = dir.join("calibrated.json");
     let calibration_runs = o.calibration_runs.to_string();
     eprintln!("calibrating: {calibration_runs} runs");
+    let scratch = o.scratch_root.as_deref();
+    let place = Place { dir, scratch };
     let result = fleetgate(
-        dir,
+        place,
         &[
             "--repeat",
             &calibration_runs,
@@ -335,7 +359,7 @@ fn main() {
 
     let mut rows = Vec::new();
     rows.push(measure(
-        dir,
+        place,
         "A/A (verdict)".into(),
         Focus::Verdict,
         o.aa,
@@ -347,7 +371,7 @@ fn main() {
         let env = [("FLEETGATE_INJECT_SAMPLE_COST_NS", ns.to_string())];
         let name = format!("+{ns} ns per tracked sample (overhead checks)");
         rows.push(measure(
-            dir,
+            place,
             name,
             Focus::Overhead,
             o.per_size,
@@ -360,7 +384,7 @@ fn main() {
         let env = [("FLEETGATE_INJECT_LEAK_BYTES_PER_SAMPLE", bytes.to_string())];
         let name = format!("leak {bytes} B per soak sample (RSS growth checks)");
         rows.push(measure(
-            dir,
+            place,
             name,
             Focus::Leak,
             o.per_size,
@@ -441,6 +465,7 @@ fn main() {
         let document = serde_json::json!({
             "host": machine,
             "calibration_runs": o.calibration_runs,
+            "scratch_root": o.scratch_root,
             "distributions": calibrated.distributions,
             "rows": json_rows,
         });

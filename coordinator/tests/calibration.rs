@@ -1,7 +1,8 @@
 //! Calibrated baselines and injected faults, through the real `fleetgate` binary: `run
 //! --repeat N --write-baseline` records a baseline with A/A distributions that the regression
-//! gate then applies; a point baseline still loads, with a warning and a note in the report;
-//! and a leak injected into the worker from the environment fails the budget by its trend.
+//! gate then applies, and that flags a cost injected into the worker from the environment; a
+//! point baseline still loads, with a warning and a note in the report; and an injected leak
+//! fails the budget by its trend.
 
 mod support;
 
@@ -110,6 +111,50 @@ fn repeated_runs_record_a_calibrated_baseline_that_the_regression_gate_applies()
             .iter()
             .any(|l| l.as_str().unwrap().contains("point baseline")),
         "{power:?}"
+    );
+    // The same gate flags a monitor made slower from outside the build: 20 ms spun after the
+    // tiny run's one tracked sample, several times the whole workload's time.
+    let slower = work.path().join("slower.json");
+    let artifacts = work.path().join("artifacts");
+    let mut args = tiny_run("all", "gpumemprof_cpu");
+    args.extend_from_slice(&[
+        "--gate-mode",
+        "regression",
+        "--check",
+        "--baseline",
+        calibrated.to_str().unwrap(),
+        "--tolerances",
+        "docs/benchmarks/v0.4_tolerances.json",
+        "--artifact-root",
+        artifacts.to_str().unwrap(),
+        "--output",
+        slower.to_str().unwrap(),
+    ]);
+    let result = fleetgate_command()
+        .args(&args)
+        .env("FLEETGATE_INJECT_SAMPLE_COST_NS", "20000000")
+        .output()
+        .unwrap();
+    let stdout = text(&result.stdout);
+    assert_eq!(
+        result.status.code(),
+        Some(4),
+        "{stdout}{}",
+        text(&result.stderr)
+    );
+    let report = read_json(&slower);
+    let (key, check) = report["regression_checks"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .find(|(k, _)| k.ends_with("gpumemprof_cpu.runtime_overhead_pct"))
+        .unwrap();
+    assert_eq!(check["passed"], false, "{key}: {check}");
+    assert!(check.get("inconclusive").is_none(), "{key}: {check}");
+    assert!(
+        check["delta_lo"].as_f64().unwrap() > 0.0
+            && check["delta"].as_f64().unwrap() > check["material_shift"].as_f64().unwrap(),
+        "{key}: {check}"
     );
 }
 

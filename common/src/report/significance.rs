@@ -52,7 +52,7 @@ impl RegressionCheck {
     pub fn not_significant(&self) -> bool {
         self.inconclusive
             && self.delta_lo.is_some_and(|lo| lo > 0.0)
-            && self.delta > self.max_regression
+            && self.delta > self.material_shift.unwrap_or(self.max_regression)
             && self.p_adjusted.is_some_and(|p| p >= REGRESSION_ALPHA)
     }
 }
