@@ -352,6 +352,8 @@ mod seeds {
                 labels: [("zone".to_owned(), "east".to_owned())].into(),
                 hardware_class: Some("cpu-amd-epyc-7763-16c".into()),
                 min_agents: 1,
+                // Not the default, so the field is on the wire.
+                quorum: fleetgate_common::run::Quorum::new(0.9).unwrap(),
             },
             deadline: Some(Duration::from_secs(MAX_DEADLINE_SECONDS)),
             knobs: [(
