@@ -70,9 +70,13 @@ fn measured(baseline: &gate::Baseline, delay: Duration) -> (f64, Interval) {
 }
 
 /// The budget and regression checks of `runtime_overhead_pct` with `delay` against the shipped
-/// budget and tolerance and `baseline`, with the estimate.
-fn gated(baseline: &gate::Baseline, delay: Duration) -> (f64, BudgetCheck, RegressionCheck) {
-    let (budgets, tolerances) = (shipped_budgets(), shipped_tolerances());
+/// budget, `tolerances` and `baseline`, with the estimate.
+fn gated(
+    baseline: &gate::Baseline,
+    tolerances: &gate::Tolerances,
+    delay: Duration,
+) -> (f64, BudgetCheck, RegressionCheck) {
+    let budgets = shipped_budgets();
     let (estimate, interval) = measured(baseline, delay);
     let metrics = BTreeMap::from([(METRIC.to_owned(), estimate)]);
     let intervals = BTreeMap::from([(METRIC.to_owned(), interval)]);
@@ -96,6 +100,7 @@ const CALIBRATION_RUNS: usize = 8;
 #[test]
 fn ten_microseconds_per_tracked_sample_fails_both_gates_and_none_is_not_flagged() {
     let mut baseline = shipped_baseline();
+    let shipped_centre = baseline.metrics[METRIC];
     // The baseline of this build on this host: a calibration of clean runs, so the regression
     // gate's material shift is sized by this build's own A/A noise.
     let runs: Vec<(f64, Interval)> = (0..CALIBRATION_RUNS)
@@ -114,13 +119,25 @@ fn ten_microseconds_per_tracked_sample_fails_both_gates_and_none_is_not_flagged(
     // A clean run right after the calibration is not flagged: it passes, or at worst (a
     // material-sized estimate that its interval cannot tell from 0) is inconclusive. It runs
     // before the delayed one, whose sleeps leave the host's clocks and caches in another state.
-    let (clean, clean_budget, regression) = gated(&baseline, Duration::ZERO);
+    // One run at the shipped tolerance is a false alarm a few times in a hundred on disk (the
+    // gate-trust benchmark measures that rate over 200 runs), too often for a test: this check
+    // allows twice the tolerance, scaled by what this build's monitor costs against the
+    // release build that recorded the shipped baseline (a debug build costs about twice as
+    // much per sample, and its shifts scale with it).
+    let scale = (distribution.centre / shipped_centre).max(1.0);
+    let mut lenient = shipped_tolerances();
+    let shipped_tolerance = lenient.tolerances[METRIC];
+    lenient
+        .tolerances
+        .insert(METRIC.to_owned(), 2.0 * shipped_tolerance * scale);
+    let (clean, clean_budget, regression) = gated(&baseline, &lenient, Duration::ZERO);
     assert!(
         regression.passed || regression.inconclusive,
         "{regression:?} against {distribution:?}"
     );
 
-    let (delayed, budget, regression) = gated(&baseline, Duration::from_micros(10));
+    let (delayed, budget, regression) =
+        gated(&baseline, &shipped_tolerances(), Duration::from_micros(10));
     assert!(!budget.passed && !budget.inconclusive, "{budget:?}");
     assert!(
         !regression.passed && !regression.inconclusive,
