@@ -19,7 +19,8 @@ pub fn console_lines(report: &Report, report_path: &str) -> Vec<String> {
             format_value(metric, c.baseline_value),
             format_value(metric, c.delta),
             c.interval_note(metric),
-            format_value(metric, c.max_regression),
+            // The shift the check applied: the tolerance, or 3 × the class's noise if larger.
+            format_value(metric, c.material_shift.unwrap_or(c.max_regression)),
             c.outcome()
         ));
     }
