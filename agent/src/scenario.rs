@@ -863,7 +863,7 @@ pub fn rss_trend(seconds: &[f64], readings: &[u64], endpoint_growth: f64) -> Opt
             ),
             Err(_) => {
                 // Too few readings for Sen's interval: the point slope still stands.
-                let slope = median_pairwise_slope(x, &y);
+                let slope = stats::theil_sen_slope(x, &y).unwrap_or(0.0);
                 let intercept = stats::median(&y).ok()? - slope * stats::median(x).ok()?;
                 (slope, None, None, intercept)
             }
@@ -880,7 +880,7 @@ pub fn rss_trend(seconds: &[f64], readings: &[u64], endpoint_growth: f64) -> Opt
     let late_slope = if late_half.iter().all(|&v| v == late_half[0]) {
         0.0
     } else {
-        median_pairwise_slope(&x[n / 2..], late_half)
+        stats::theil_sen_slope(&x[n / 2..], late_half).unwrap_or(0.0)
     };
     Some(RssTrend {
         checkpoints: n as u64,
@@ -896,21 +896,6 @@ pub fn rss_trend(seconds: &[f64], readings: &[u64], endpoint_growth: f64) -> Opt
         late_window_median_bytes: late,
         late_window_growth_per_24h_equiv: late_slope * DAY,
     })
-}
-
-/// The median pairwise slope (the Theil–Sen point estimate without its interval, which any two
-/// readings at distinct times give); 0 without such a pair.
-fn median_pairwise_slope(x: &[f64], y: &[f64]) -> f64 {
-    let mut slopes = Vec::new();
-    for i in 0..x.len() {
-        for j in i + 1..x.len() {
-            let dx = x[j] - x[i];
-            if dx > 0.0 {
-                slopes.push((y[j] - y[i]) / dx);
-            }
-        }
-    }
-    stats::median(&slopes).unwrap_or(0.0)
 }
 
 /// The block of a retention validation whose directory or sink could not be prepared: no

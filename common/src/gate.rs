@@ -118,7 +118,9 @@ impl MetricDistribution {
     /// Half-width of the 95 % interval of the centre (`1.96 × spread × √(π / 2n)`), by which
     /// the interval of a shift from it widens.
     pub fn centre_half_width(&self) -> f64 {
-        1.959_964 * self.spread * (std::f64::consts::PI / (2.0 * self.n as f64)).sqrt()
+        crate::report::significance::Z_975
+            * self.spread
+            * (std::f64::consts::PI / (2.0 * self.n as f64)).sqrt()
     }
 
     /// The distribution of `values`, with the half-widths of the `intervals` the runs gave

@@ -731,19 +731,10 @@ pub struct TheilSen {
     pub pairs: usize,
 }
 
-/// Theil–Sen slope (Theil 1950, Sen 1968): the median of `(yᵢ − yⱼ)/(xᵢ − xⱼ)` over pairs with
-/// `xᵢ > xⱼ`, intercept `median(y) − slope · median(x)`, and the slope's confidence interval from
-/// Sen (1968) eq. 2.6: with `N` slopes ascending, `σ² = [n(n−1)(2n+5) − Σₓ t(t−1)(2t+5) −
-/// Σᵧ t(t−1)(2t+5)] / 18` (ties in x and in y), `z = Φ⁻¹(1 − alpha/2)`, the bounds are the slopes
-/// of 0-based rank `round((N − zσ)/2) − 1` and `round((N + zσ)/2)`, rounding half to even
-/// (identical to SciPy's `theilslopes(y, x, confidence)`).
-///
-/// Needs two distinct `x` values; when a rank falls outside the slopes (SciPy clips it there)
-/// the interval would be narrower than claimed, so the result is
-/// [`StatsError::Unattainable`] (at 95 % with distinct values: `n ≥ 5`). At most
-/// [`PAIRWISE_MAX_N`] points.
-pub fn theil_sen(x: &[f64], y: &[f64], confidence: f64) -> Result<TheilSen, StatsError> {
-    let alpha = check_confidence(confidence)?;
+/// The slopes `(yᵢ − yⱼ) / (xᵢ − xⱼ)` of every pair with `xᵢ > xⱼ`, ascending: what Theil–Sen
+/// takes the median of. Equal lengths, finite samples, at most [`PAIRWISE_MAX_N`] points and two
+/// distinct `x` values are required.
+fn pairwise_slopes(x: &[f64], y: &[f64]) -> Result<Vec<f64>, StatsError> {
     if x.len() != y.len() {
         return Err(StatsError::LengthMismatch {
             x: x.len(),
@@ -777,6 +768,30 @@ pub fn theil_sen(x: &[f64], y: &[f64], confidence: f64) -> Result<TheilSen, Stat
         });
     }
     slopes.sort_unstable_by(f64::total_cmp);
+    Ok(slopes)
+}
+
+/// The Theil–Sen slope alone (the median of [`theil_sen`]'s pairwise slopes), for windows too
+/// short for its interval: any two points at distinct `x` give one. Errors as [`theil_sen`]'s.
+pub fn theil_sen_slope(x: &[f64], y: &[f64]) -> Result<f64, StatsError> {
+    Ok(median_sorted(&pairwise_slopes(x, y)?))
+}
+
+/// Theil–Sen slope (Theil 1950, Sen 1968): the median of `(yᵢ − yⱼ)/(xᵢ − xⱼ)` over pairs with
+/// `xᵢ > xⱼ`, intercept `median(y) − slope · median(x)`, and the slope's confidence interval from
+/// Sen (1968) eq. 2.6: with `N` slopes ascending, `σ² = [n(n−1)(2n+5) − Σₓ t(t−1)(2t+5) −
+/// Σᵧ t(t−1)(2t+5)] / 18` (ties in x and in y), `z = Φ⁻¹(1 − alpha/2)`, the bounds are the slopes
+/// of 0-based rank `round((N − zσ)/2) − 1` and `round((N + zσ)/2)`, rounding half to even
+/// (identical to SciPy's `theilslopes(y, x, confidence)`).
+///
+/// Needs two distinct `x` values; when a rank falls outside the slopes (SciPy clips it there)
+/// the interval would be narrower than claimed, so the result is
+/// [`StatsError::Unattainable`] (at 95 % with distinct values: `n ≥ 5`). At most
+/// [`PAIRWISE_MAX_N`] points.
+pub fn theil_sen(x: &[f64], y: &[f64], confidence: f64) -> Result<TheilSen, StatsError> {
+    let alpha = check_confidence(confidence)?;
+    let slopes = pairwise_slopes(x, y)?;
+    let n = x.len();
     let slope = median_sorted(&slopes);
     let intercept = median(y)? - slope * median(x)?;
 

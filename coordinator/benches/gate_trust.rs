@@ -108,31 +108,36 @@ struct Outcome {
 }
 
 fn outcome(report: &Report, focus: Focus) -> Outcome {
-    let checks: Vec<(bool, bool)> = report
+    if let Focus::Verdict = focus {
+        return Outcome {
+            failed: report.verdict == fleetgate_common::report::Verdict::Fail,
+            inconclusive: report.verdict == fleetgate_common::report::Verdict::Inconclusive,
+        };
+    }
+    let covered: Vec<(bool, bool)> = checks(report)
+        .filter(|(k, _, _)| focus.covers(k))
+        .map(|(_, p, i)| (p, i))
+        .collect();
+    let failed = covered.iter().any(|&(p, i)| !p && !i);
+    Outcome {
+        failed,
+        inconclusive: !failed && covered.iter().any(|&(_, i)| i),
+    }
+}
+
+/// Every check of `report`, budget and regression: (key, passed, inconclusive).
+fn checks(report: &Report) -> impl Iterator<Item = (&String, bool, bool)> {
+    let budget = report
         .budget_checks
         .iter()
         .flatten()
-        .filter(|(k, _)| focus.covers(k))
-        .map(|(_, c)| (c.passed, c.inconclusive))
-        .chain(
-            report
-                .regression_checks
-                .iter()
-                .flatten()
-                .filter(|(k, _)| focus.covers(k))
-                .map(|(_, c)| (c.passed, c.inconclusive)),
-        )
-        .collect();
-    match focus {
-        Focus::Verdict => Outcome {
-            failed: report.verdict == fleetgate_common::report::Verdict::Fail,
-            inconclusive: report.verdict == fleetgate_common::report::Verdict::Inconclusive,
-        },
-        _ => Outcome {
-            failed: checks.iter().any(|&(p, i)| !p && !i),
-            inconclusive: checks.iter().any(|&(_, i)| i) && !checks.iter().any(|&(p, i)| !p && !i),
-        },
-    }
+        .map(|(k, c)| (k, c.passed, c.inconclusive));
+    let regression = report
+        .regression_checks
+        .iter()
+        .flatten()
+        .map(|(k, c)| (k, c.passed, c.inconclusive));
+    budget.chain(regression)
 }
 
 /// `report`'s measured sections gated again with `gate`.
@@ -222,17 +227,7 @@ struct Row {
 /// Counts every check of `report` that did not pass, under `gate`.
 fn tally(report: &Report, gate: &str, misses: &mut std::collections::BTreeMap<String, u64>) {
     let plain = |k: &str| k.split_once('/').map_or(k, |(_, rest)| rest).to_owned();
-    let budget = report
-        .budget_checks
-        .iter()
-        .flatten()
-        .map(|(k, c)| (k, c.passed, c.inconclusive));
-    let regression = report
-        .regression_checks
-        .iter()
-        .flatten()
-        .map(|(k, c)| (k, c.passed, c.inconclusive));
-    for (key, passed, inconclusive) in budget.chain(regression) {
+    for (key, passed, inconclusive) in checks(report) {
         if !passed {
             let what = if inconclusive { "inconclusive" } else { "fail" };
             *misses

@@ -19,7 +19,7 @@ use support::fleet::{
     Proxy, Refused, assert_a_small_run_passes, fast_settings, in_process, link, run_client,
     submit_in_background, submit_within, wait_for_agents, wait_for_soak,
 };
-use support::process::plaintext_agent;
+use support::process::{Process, plaintext_agent};
 use support::{eventually, soak_spec};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -34,11 +34,7 @@ async fn three_agents_make_one_fleet_report() {
         plaintext_agent(&url, "a3", &dir("a3"), &["--hardware-class", "lab-box"]),
     ];
     wait_for_agents(&link(&url), None, &["a1", "a2", "a3"], || {
-        agents
-            .iter()
-            .map(|a| a.text())
-            .collect::<Vec<_>>()
-            .join("\n")
+        Process::texts(&agents)
     })
     .await;
 
@@ -108,11 +104,7 @@ async fn a_quorum_sent_to_a_coordinator_tolerates_one_failing_agent_of_a_class()
     let agents = ["q1", "q2", "q3"]
         .map(|id| plaintext_agent(&url, id, &dir(id), &["--hardware-class", "lab"]));
     wait_for_agents(&link(&url), None, &["q1", "q2", "q3"], || {
-        agents
-            .iter()
-            .map(|a| a.text())
-            .collect::<Vec<_>>()
-            .join("\n")
+        Process::texts(&agents)
     })
     .await;
 

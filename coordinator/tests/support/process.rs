@@ -53,6 +53,15 @@ impl Process {
         self.lines.lock().unwrap().join("\n")
     }
 
+    /// Everything several processes wrote on stderr so far, one after another.
+    pub(crate) fn texts(processes: &[Process]) -> String {
+        processes
+            .iter()
+            .map(Process::text)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// Whether a line of its stderr so far contains `wanted`.
     pub(crate) fn said(&self, wanted: &str) -> bool {
         self.lines
