@@ -9,6 +9,8 @@
 //!   runs submitted in the background, a TCP proxy, an address where nothing listens.
 //! - [`hand_agent`]: agent sessions driven by hand (also used by the `bounded_memory` bench).
 //! - [`relaxed_budgets`]: the shipped budgets with the overhead maxima out of reach.
+//! - [`tools`]: the real third-party consumers (browser, validators, metrics and health
+//!   clients) that `make test-tools` installs.
 //!
 //! Here: the repository root, the bounded wait every test uses, small runs to submit, and
 //! the report schema check.
@@ -20,6 +22,7 @@ pub(crate) mod fleet;
 pub(crate) mod hand_agent;
 pub(crate) mod process;
 pub(crate) mod relaxed_budgets;
+pub(crate) mod tools;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

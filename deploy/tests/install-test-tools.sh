@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs the real consumers that the tests feed fleetgate's outputs to:
+#   - Debian packages: chromium (headless browser for the HTML report), libxml2-utils (xmllint);
+#   - PyPI packages from deploy/tests/requirements.txt into a virtual environment at $1
+#     (schema, metrics and health clients, manifest validators).
+# Idempotent: a venv whose requirements stamp matches is kept; packages present are not
+# reinstalled. Usage: install-test-tools.sh VENV_DIR
+set -euo pipefail
+venv="${1:?usage: install-test-tools.sh VENV_DIR}"
+here="$(cd "$(dirname "$0")" && pwd)"
+requirements="$here/requirements.txt"
+
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v xmllint >/dev/null 2>&1 || missing+=(libxml2-utils)
+if ((${#missing[@]})); then
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    echo "install-test-tools: installing ${missing[*]} from Debian" >&2
+    $sudo apt-get update -qq >&2 || true
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+        "${missing[@]}" >&2
+fi
+
+stamp="$venv/.requirements"
+if [ -f "$stamp" ] && cmp -s "$stamp" "$requirements"; then
+    exit 0
+fi
+echo "install-test-tools: creating $venv from $requirements" >&2
+rm -rf "$venv"
+python3 -m venv "$venv"
+"$venv/bin/pip" install -q --disable-pip-version-check -r "$requirements" >&2
+cp "$requirements" "$stamp"
