@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
 use clap::{Parser, Subcommand};
+use fleetgate_common::telemetry::LogFormat;
 use fleetgate_common::atomic_file::{self, AtomicWriteError};
 use fleetgate_common::config::{Profile, RetentionValidationLimits};
 use fleetgate_common::knobs::RuntimeKnobs;
@@ -21,6 +22,16 @@ use crate::worker::{self, WorkerCommand, WorkerProcessError};
 #[command(version, about)]
 #[deny(missing_docs)]
 pub struct Args {
+    /// Log lines on stderr as text or as one JSON object per line (text has colours only on
+    /// a terminal, and never with NO_COLOR set).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "FLEETGATE_LOG_FORMAT",
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
     /// The subcommand.
     #[command(subcommand)]
     pub command: Command,

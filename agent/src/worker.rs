@@ -426,6 +426,11 @@ pub async fn probe_with_worker(command: &WorkerCommand) -> Result<Probe, ProbeEr
 /// The environment every worker gets: where libtensorflow is, and quiet TensorFlow logs.
 fn worker_env(cmd: &mut tokio::process::Command) {
     cmd.env("TENSORFLOW_DIR", crate::tensorflow::tensorflow_dir());
+    // The worker's logs share the agent's stderr: the same format keeps it one stream.
+    cmd.env(
+        "FLEETGATE_LOG_FORMAT",
+        fleetgate_common::telemetry::current_format().name(),
+    );
     if std::env::var_os("TF_CPP_MIN_LOG_LEVEL").is_none() {
         cmd.env("TF_CPP_MIN_LOG_LEVEL", "2");
     }

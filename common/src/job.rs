@@ -149,6 +149,18 @@ pub enum JobUpdate {
 }
 
 impl JobUpdate {
+    /// The update's kind, as metrics label it: `started`, `progress`, `checkpoint`, `report`,
+    /// `failed`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            JobUpdate::Started { .. } => "started",
+            JobUpdate::Progress { .. } => "progress",
+            JobUpdate::Checkpoint { .. } => "checkpoint",
+            JobUpdate::Report { .. } => "report",
+            JobUpdate::Failed { .. } => "failed",
+        }
+    }
+
     /// Whether nothing follows this update.
     pub fn is_terminal(&self) -> bool {
         matches!(self, JobUpdate::Report { .. } | JobUpdate::Failed { .. })

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use fleetgate_common::telemetry::LogFormat;
 use fleetgate_agent::daemon::{self, DaemonArgs, DaemonError};
 use fleetgate_agent::worker::{self, WorkerCommand, WorkerProcessError};
 use fleetgate_common::auth::Token;
@@ -31,6 +32,16 @@ pub use serve::{ServeArgs, ServeError, serve};
 #[command(version, about)]
 #[deny(missing_docs)]
 pub struct Args {
+    /// Log lines on stderr as text or as one JSON object per line (text has colours only on
+    /// a terminal, and never with NO_COLOR set).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "FLEETGATE_LOG_FORMAT",
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
     /// The subcommand.
     #[command(subcommand)]
     pub command: Command,

@@ -30,6 +30,9 @@ use tokio_util::sync::CancellationToken;
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status, Streaming};
+use tonic_health::ServingStatus;
+use tonic_health::pb::health_server::HealthServer;
+use tonic_health::server::{HealthReporter, HealthService};
 
 use crate::plan::RunError;
 use crate::registry::{self, Command, CoordinatorSettings, RegistryError, RegistryHandle};
@@ -217,39 +220,12 @@ impl<S: Stream + Unpin> Stream for CallStream<S> {
     }
 }
 
-/// A token bucket: `rate` per second sustained, ten seconds' worth in a burst (an agent that
-/// reconnects resends its unacknowledged events at once).
-#[derive(Debug)]
-struct RateLimit {
-    rate: f64,
-    capacity: f64,
-    tokens: f64,
-    last: tokio::time::Instant,
-}
-
-impl RateLimit {
-    fn new(rate: u32) -> Self {
-        let rate = f64::from(rate.max(1));
-        RateLimit {
-            rate,
-            capacity: rate * 10.0,
-            tokens: rate * 10.0,
-            last: tokio::time::Instant::now(),
-        }
-    }
-
-    fn admit(&mut self) -> bool {
-        let now = tokio::time::Instant::now();
-        let elapsed = now.duration_since(self.last).as_secs_f64();
-        self.last = now;
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.capacity);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
+/// An agent session's message limit: `rate` per second sustained, ten seconds' worth in a
+/// burst (an agent that reconnects resends its unacknowledged events at once).
+fn message_limit(rate: u32) -> governor::DefaultDirectRateLimiter {
+    let rate = std::num::NonZeroU32::new(rate.max(1)).unwrap_or(std::num::NonZeroU32::MIN);
+    let burst = rate.saturating_mul(std::num::NonZeroU32::new(10).unwrap_or(std::num::NonZeroU32::MIN));
+    governor::RateLimiter::direct(governor::Quota::per_second(rate).allow_burst(burst))
 }
 
 #[tonic::async_trait]
@@ -270,7 +246,10 @@ impl AgentService for AgentSvc {
                 body: Some(pb::agent_message::Body::Hello(hello)),
             }))) => hello,
             Ok(Err(status)) => return Err(status),
-            _ => return Err(ServiceError::NoHello.into()),
+            _ => {
+                crate::metrics::session_refused("no_hello");
+                return Err(ServiceError::NoHello.into());
+            }
         };
         let claimed_id = hello.agent_id.clone();
         // With an agent CA, an agent id is only usable by the holder of a certificate naming
@@ -281,9 +260,11 @@ impl AgentService for AgentSvc {
                 .is_some_and(|certs| tls::certificate_names_agent(certs, &claimed_id))
         {
             tracing::warn!(agent_id = ?claimed_id, "Agent refused: no client certificate naming its id.");
+            crate::metrics::session_refused("certificate");
             return Err(ServiceError::NotNamedByCertificate(claimed_id).into());
         }
         let hello = convert::hello_from_pb(hello).map_err(|e| {
+            crate::metrics::session_refused("bad_hello");
             if let HelloError::Limit(limit) = &e {
                 tracing::warn!(agent_id = %claimed_id, peer = %registry::shown(peer), error = %limit, "Agent refused: its Hello is over a limit.");
             }
@@ -304,13 +285,14 @@ impl AgentService for AgentSvc {
             })
             .await??;
         let registry = self.registry.clone();
-        let mut limit = RateLimit::new(self.messages_per_second);
+        let limit = message_limit(self.messages_per_second);
         let rate = self.messages_per_second;
         tokio::spawn(async move {
             // The session is a call in progress on its connection for as long as it lasts.
             let _call = call;
             while let Ok(Some(message)) = inbound.message().await {
-                if !limit.admit() {
+                if limit.check().is_err() {
+                    crate::metrics::session_refused("over_message_rate");
                     // Checked before the registry sees the message, so a flood never reaches
                     // the queue the other agents share.
                     tracing::warn!(agent_id = %agent_id, rate, "Agent over its message rate; session closed.");
@@ -423,6 +405,8 @@ impl RunService for RunSvc {
 struct TokenCheck {
     token: Option<Token>,
     who: &'static str,
+    /// The metrics' reason for a refusal: `agent_token` or `client_token`.
+    refusal: &'static str,
     connections: Arc<Connections>,
 }
 
@@ -431,6 +415,11 @@ impl TokenCheck {
         TokenCheck {
             token,
             who,
+            refusal: if who == "agent" {
+                "agent_token"
+            } else {
+                "client_token"
+            },
             connections,
         }
     }
@@ -453,6 +442,7 @@ impl Interceptor for TokenCheck {
                 .remote_addr()
                 .map_or_else(|| "unknown".to_owned(), |a| a.to_string());
             tracing::warn!(peer = %peer, who = self.who, "Request with a missing or wrong token refused.");
+            crate::metrics::session_refused(self.refusal);
             Err(Status::unauthenticated(format!(
                 "missing or wrong {} token",
                 self.who
@@ -468,12 +458,50 @@ pub struct Coordinator {
     pub addr: SocketAddr,
     tls: bool,
     shutdown: CancellationToken,
+    /// The statuses the standard gRPC health service (`grpc.health.v1.Health`) reports.
+    health: HealthReporter,
     task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
 }
 
+/// The services whose health is reported by name (besides the server as a whole, `""`).
+const HEALTH_SERVICES: [&str; 2] = [
+    <AgentServiceServer<AgentSvc> as tonic::server::NamedService>::NAME,
+    <RunServiceServer<RunSvc> as tonic::server::NamedService>::NAME,
+];
+
 impl Coordinator {
+    /// Reports every service as NOT_SERVING (probes and load balancers stop sending work here)
+    /// while the coordinator goes on serving what it has.
+    pub async fn drain(&self) {
+        for name in std::iter::once("").chain(HEALTH_SERVICES) {
+            self.health
+                .set_service_status(name, ServingStatus::NotServing)
+                .await;
+        }
+    }
+
+    /// Serves the standard gRPC health service alone, without TLS and without tokens, on
+    /// `listener` until the coordinator shuts down: kubelet gRPC probes cannot speak TLS, and
+    /// health statuses are not secret.
+    pub fn serve_health(&self, listener: TcpListener) {
+        let health = HealthServer::new(HealthService::from_health_reporter(self.health.clone()));
+        let stop = self.shutdown.clone().cancelled_owned();
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        tokio::spawn(async move {
+            let served = tonic::transport::Server::builder()
+                .timeout(REQUEST_TIMEOUT)
+                .add_service(health)
+                .serve_with_incoming_shutdown(incoming, stop)
+                .await;
+            if let Err(e) = served {
+                tracing::warn!(error = %e, "Health listener ended with an error.");
+            }
+        });
+    }
+
     /// Stops accepting connections, closes streams, and waits for the server to end.
     pub async fn shutdown(self) {
+        self.drain().await;
         self.shutdown.cancel();
         match self.task.await {
             Ok(Ok(())) => {}
@@ -546,6 +574,9 @@ pub fn serve(
             .tls_config(tls.config.clone())
             .map_err(|e| std::io::Error::other(format!("TLS settings: {e}")))?;
     }
+    let health = HealthReporter::new();
+    let health_service = HealthServer::new(HealthService::from_health_reporter(health.clone()));
+    let statuses = health.clone();
     let token = shutdown.clone();
     let incoming = ReceiverStream::new(connection::incoming(
         listener,
@@ -553,7 +584,14 @@ pub fn serve(
         shutdown.clone(),
     ));
     let task = tokio::spawn(async move {
+        // Set before the first connection is accepted, so no probe sees a service unknown.
+        for name in HEALTH_SERVICES {
+            statuses
+                .set_service_status(name, ServingStatus::Serving)
+                .await;
+        }
         server
+            .add_service(health_service)
             .add_service(agents)
             .add_service(runs)
             .serve_with_incoming_shutdown(incoming, token.cancelled_owned())
@@ -564,6 +602,7 @@ pub fn serve(
         addr,
         tls: tls.is_some(),
         shutdown,
+        health,
         task,
     })
 }

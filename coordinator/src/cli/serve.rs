@@ -66,6 +66,19 @@ pub struct ServeArgs {
     /// stream with OUT_OF_RANGE.
     #[arg(long, default_value_t = 16)]
     pub max_message_mib: usize,
+    /// Serve Prometheus metrics over HTTP on this address, at /metrics [default: off]. Keep it
+    /// on loopback or a network only the scraper reaches: it has no TLS and no token.
+    #[arg(long, env = "FLEETGATE_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Also serve the standard gRPC health service (grpc.health.v1) alone, without TLS or
+    /// tokens, on this address, for probes that cannot speak TLS (kubelet gRPC probes)
+    /// [default: off; the main port always serves it, behind TLS].
+    #[arg(long, env = "FLEETGATE_HEALTH_LISTEN")]
+    pub health_listen: Option<SocketAddr>,
+    /// On a shutdown signal, report NOT_SERVING for this many seconds, still serving, before
+    /// closing (so probes and load balancers see the drain first), 0 to 300.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=300))]
+    pub drain_seconds: u64,
     /// This coordinator's certificate chain (PEM) for TLS (see `fleetgate certs`).
     #[arg(long, env = "FLEETGATE_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -114,6 +127,9 @@ pub enum ServeError {
         /// The error (part of the message, so not chained as a source).
         error: std::io::Error,
     },
+    /// The metrics listener could not start (exit 1).
+    #[error("{0}")]
+    Metrics(fleetgate_common::telemetry::MetricsListenError),
     /// The coordinator could not start (exit 1).
     #[error("cannot start the coordinator: {error}")]
     Start {
@@ -129,7 +145,9 @@ impl ServeError {
             ServeError::Token { .. } | ServeError::Tls { .. } | ServeError::NoTransport => {
                 exit::USAGE
             }
-            ServeError::Listen { .. } | ServeError::Start { .. } => exit::ERROR,
+            ServeError::Listen { .. } | ServeError::Start { .. } | ServeError::Metrics(_) => {
+                exit::ERROR
+            }
         }
     }
 }
@@ -160,15 +178,28 @@ pub async fn serve(args: ServeArgs, stop: impl Future<Output = ()>) -> Result<()
     if client_token.is_none() {
         tracing::warn!(listen = %args.listen, "No client token: any process that reaches this port can submit runs (set --client-token-file or FLEETGATE_CLIENT_TOKEN).");
     }
-    let listener = match tokio::net::TcpListener::bind(args.listen).await {
-        Ok(l) => l,
-        Err(error) => {
-            return Err(ServeError::Listen {
-                addr: args.listen,
-                error,
-            });
-        }
+    let bind = |addr: SocketAddr| async move {
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|error| ServeError::Listen { addr, error })
     };
+    let listener = bind(args.listen).await?;
+    let health_listener = match args.health_listen {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
+    if let Some(addr) = args.metrics_listen {
+        fleetgate_common::telemetry::serve_metrics(
+            addr,
+            &[(
+                crate::metrics::RUN_DURATION_METRIC,
+                &crate::metrics::RUN_DURATION_BUCKETS,
+            )],
+        )
+        .map_err(ServeError::Metrics)?;
+        crate::metrics::describe();
+        tracing::info!(addr = %addr, "Serving metrics at /metrics.");
+    }
     let shutdown = tokio_util::sync::CancellationToken::new();
     let settings = CoordinatorSettings {
         heartbeat_interval: Duration::from_millis(args.heartbeat_ms.clamp(50, 3_600_000)),
@@ -191,7 +222,20 @@ pub async fn serve(args: ServeArgs, stop: impl Future<Output = ()>) -> Result<()
     };
     let coordinator = service::serve(listener, settings, shutdown.clone())
         .map_err(|error| ServeError::Start { error })?;
+    if let Some(listener) = health_listener {
+        let addr = listener.local_addr().ok();
+        coordinator.serve_health(listener);
+        tracing::info!(addr = ?addr, "Serving grpc.health.v1 without TLS.");
+    }
     stop.await;
+    if args.drain_seconds > 0 {
+        tracing::info!(
+            seconds = args.drain_seconds,
+            "Draining: health NOT_SERVING before shutdown."
+        );
+        coordinator.drain().await;
+        tokio::time::sleep(Duration::from_secs(args.drain_seconds)).await;
+    }
     tracing::info!("Coordinator shutting down.");
     coordinator.shutdown().await;
     Ok(())

@@ -208,6 +208,7 @@ impl Registry {
                 tracing::warn!(agent_id = %id, silent_ms = now.duration_since(agent.last_seen).as_millis() as u64, "Agent lost: no heartbeat.");
                 agent.state = AgentState::Lost;
                 agent.conn = None;
+                crate::metrics::agent_lost();
             }
         }
     }

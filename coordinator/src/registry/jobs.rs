@@ -184,6 +184,7 @@ impl Registry {
             return;
         };
         let ack = |sequence: u64| {
+            crate::metrics::ack_sent();
             outbound
                 .try_send(Ok(ToAgent::Ack {
                     job_id: job_id.clone(),
@@ -215,6 +216,7 @@ impl Registry {
         job.last_sequence = sequence;
         job.events += 1;
         ack(sequence);
+        crate::metrics::event_ingested(update.kind());
         let run_id = job.run_id.clone();
         match update {
             JobUpdate::Started { .. } => {}

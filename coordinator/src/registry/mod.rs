@@ -216,6 +216,21 @@ pub enum RegistryError {
     ShutDownBeforeFinish(RunId),
 }
 
+impl RegistryError {
+    /// The `reason` label of a refused agent session (the coordinator's
+    /// `fleetgate_coordinator_sessions_refused_total`).
+    pub fn metric_reason(&self) -> &'static str {
+        match self {
+            RegistryError::ShuttingDown => "shutting_down",
+            RegistryError::AgentIdInUse { .. } => "agent_id_in_use",
+            RegistryError::TooManyAgents { .. } => "too_many_agents",
+            RegistryError::StreamClosed => "stream_closed",
+            RegistryError::OverMessageRate { .. } => "over_message_rate",
+            _ => "other",
+        }
+    }
+}
+
 /// A run's report is larger than a reply may carry: it is not sent, and this is said instead.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
@@ -404,6 +419,9 @@ impl Registry {
                 reply,
             } => {
                 let result = self.connect(*hello, outbound, peer);
+                if let Err(e) = &result {
+                    crate::metrics::session_refused(e.metric_reason());
+                }
                 reply.send(result).ok();
             }
             Command::FromAgent {
@@ -418,6 +436,9 @@ impl Registry {
                 reply,
             } => {
                 let result = self.submit(*spec, events);
+                if result.is_ok() {
+                    crate::metrics::run_submitted();
+                }
                 reply.send(result).ok();
             }
             Command::ListAgents {
@@ -442,5 +463,24 @@ impl Registry {
         self.forget_lost_agents(now);
         self.end_abandoned_and_due_runs(now);
         self.prune_finished(now);
+        crate::metrics::publish(&self.census());
+    }
+
+    /// The counts the coordinator's gauges show.
+    fn census(&self) -> crate::metrics::Census {
+        let mut census = crate::metrics::Census {
+            runs_in_progress: self.runs.len(),
+            runs_finished_kept: self.finished.len(),
+            jobs: self.jobs.values().map(|j| j.status).collect(),
+            ..crate::metrics::Census::default()
+        };
+        for agent in self.agents.values() {
+            match (&agent.conn, agent.state) {
+                (_, fleetgate_common::messages::AgentState::Lost) => census.lost += 1,
+                (Some(_), fleetgate_common::messages::AgentState::Connected) => census.connected += 1,
+                (None, fleetgate_common::messages::AgentState::Connected) => census.disconnected += 1,
+            }
+        }
+        census
     }
 }

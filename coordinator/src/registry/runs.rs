@@ -26,6 +26,8 @@ pub(super) struct RunEntry {
     pub(super) jobs: Vec<JobId>,
     pub(super) deadline: Instant,
     pub(super) events: RunEvents,
+    /// When it was accepted.
+    pub(super) accepted: Instant,
 }
 
 /// A finished run: only its report is kept (its plan, inputs and jobs are dropped).
@@ -173,6 +175,7 @@ impl Registry {
                 jobs: job_ids,
                 deadline: deadline_at,
                 events,
+                accepted: Instant::now(),
             },
         );
         Ok(run_id)
@@ -315,6 +318,7 @@ impl Registry {
             }
         };
         tracing::info!(run_id = %run_id, verdict = report.verdict.name(), "Run finished.");
+        crate::metrics::run_finished(report.verdict, run.accepted.elapsed());
         let events = run.events.clone();
         // A reply larger than a client accepts is never built: the client is told instead.
         let kept = if json.len() + 1_024 > MAX_REPLY_BYTES {
