@@ -45,7 +45,8 @@ pub enum Command {
     Run(DaemonArgs),
     /// Run one accelerated soak of one runtime on this host and print its result as JSON.
     Soak(SoakArgs),
-    /// Exit 0 if the agent heard from its coordinator recently (a container health check).
+    /// Exit 0 if the agent heard from its coordinator recently (readiness), or with --live if
+    /// the agent process is alive and not stuck, whatever its coordinator does (liveness).
     Health {
         /// The agent's state directory.
         #[arg(
@@ -54,6 +55,10 @@ pub enum Command {
             default_value = "/var/lib/fleetgate/state"
         )]
         state_dir: PathBuf,
+        /// Check liveness (the agent's own sign of life, every 5 s) instead of its contact
+        /// with the coordinator.
+        #[arg(long)]
+        live: bool,
         /// Longest silence accepted, in seconds.
         #[arg(long, default_value_t = 30)]
         max_age_seconds: u64,
@@ -172,8 +177,20 @@ pub fn execute(command: Command) -> Result<(), CliError> {
         Command::Soak(args) => soak(args)?,
         Command::Health {
             state_dir,
+            live,
             max_age_seconds,
-        } => daemon::check_health(&state_dir, std::time::Duration::from_secs(max_age_seconds))?,
+        } => {
+            let check = if live {
+                daemon::HealthCheck::Live
+            } else {
+                daemon::HealthCheck::Ready
+            };
+            daemon::check_health(
+                &state_dir,
+                check,
+                std::time::Duration::from_secs(max_age_seconds),
+            )?;
+        }
         Command::Worker { probe: false } => worker::run_worker_process()?,
         Command::Worker { probe: true } => worker::run_probe_process()?,
     }
@@ -245,6 +262,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let command = Command::Health {
             state_dir: dir.path().to_owned(),
+            live: false,
             max_age_seconds: 30,
         };
         let err = execute(command).unwrap_err();
@@ -253,6 +271,41 @@ mod tests {
                 .starts_with("no contact with a coordinator recorded ("),
             "{err}"
         );
+    }
+
+    #[test]
+    fn liveness_reads_the_agents_own_sign_of_life_not_its_coordinator() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = |max_age_seconds| Command::Health {
+            state_dir: dir.path().to_owned(),
+            live: true,
+            max_age_seconds,
+        };
+        let err = execute(live(30)).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("no agent running with this state directory ("),
+            "{err}"
+        );
+        // A sign of life and no contact: alive, not ready.
+        std::fs::write(dir.path().join(daemon::ALIVE_FILE), "1").unwrap();
+        execute(live(30)).unwrap();
+        let ready = Command::Health {
+            state_dir: dir.path().to_owned(),
+            live: false,
+            max_age_seconds: 30,
+        };
+        assert!(execute(ready).is_err());
+        // An old sign of life: stuck.
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(120);
+        std::fs::File::options()
+            .write(true)
+            .open(dir.path().join(daemon::ALIVE_FILE))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let err = execute(live(30)).unwrap_err();
+        assert!(err.to_string().starts_with("the agent's last sign of life was "), "{err}");
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! ignores sequence numbers it already has). Reconnects back off exponentially with jitter.
 //!
 //! Its parts: the command line, configuration and path rules ([`DaemonArgs`], [`AgentConfig`]),
-//! the outbox, the last-contact file read by [`check_health`], and the session loop ([`run`]).
+//! the outbox, the liveness and last-contact files read by [`check_health`], the daemon's
+//! metrics, and the session loop ([`run`]).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -17,11 +18,14 @@ use crate::worker::WorkerCommand;
 
 mod config;
 mod last_contact;
+mod metrics;
 mod outbox;
 mod session;
 
 pub use config::{AgentConfig, ConfigError, DaemonArgs};
-pub use last_contact::{HealthError, LAST_CONTACT_FILE, check_health};
+pub use last_contact::{
+    ALIVE_FILE, ALIVE_INTERVAL, HealthCheck, HealthError, LAST_CONTACT_FILE, check_health,
+};
 pub use outbox::{
     MAX_OUTBOX_FILE_BYTES, MAX_OUTBOX_FILES, MAX_OUTBOX_LINE_BYTES, MAX_OUTBOX_TOTAL_BYTES,
 };
@@ -54,6 +58,9 @@ pub enum DaemonError {
         /// The error (part of the message, so not chained as a source).
         error: std::io::Error,
     },
+    /// The metrics listener could not start.
+    #[error("{0}")]
+    Metrics(String),
     /// Start-up work on a blocking thread panicked or was cancelled.
     #[error(transparent)]
     Task(#[from] tokio::task::JoinError),
@@ -70,16 +77,27 @@ pub enum DaemonError {
 /// Runs the agent configured by `args`, starting workers with `worker`, until SIGINT or
 /// SIGTERM.
 pub fn run_from_args(args: DaemonArgs, worker: WorkerCommand) -> Result<(), DaemonError> {
-    run_until_signal(args.into_config(worker)?)
+    let metrics_listen = args.metrics_listen;
+    run_until_signal(args.into_config(worker)?, metrics_listen)
 }
 
-/// Runs the agent on its own async runtime until SIGINT or SIGTERM.
-pub fn run_until_signal(config: AgentConfig) -> Result<(), DaemonError> {
+/// Runs the agent on its own async runtime until SIGINT or SIGTERM, serving its metrics on
+/// `metrics_listen` if given.
+pub fn run_until_signal(
+    config: AgentConfig,
+    metrics_listen: Option<std::net::SocketAddr>,
+) -> Result<(), DaemonError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     let result = runtime.block_on(async {
+        if let Some(addr) = metrics_listen {
+            fleetgate_common::telemetry::serve_metrics(addr, &[])
+                .map_err(|e| DaemonError::Metrics(e.to_string()))?;
+            metrics::describe();
+            tracing::info!(addr = %addr, "Serving metrics at /metrics.");
+        }
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
         // Installed before any start-up work, so a start that hangs still obeys a signal.

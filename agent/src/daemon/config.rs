@@ -192,6 +192,10 @@ pub struct DaemonArgs {
         value_parser = clap::value_parser!(u64).range(1..)
     )]
     pub max_job_memory_mib: Option<u64>,
+    /// Serve Prometheus metrics over HTTP on this address, at /metrics [default: off]. Keep it
+    /// on loopback or a network only the scraper reaches: it has no TLS and no token.
+    #[arg(long, env = "FLEETGATE_METRICS_LISTEN")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl DaemonArgs {

@@ -47,6 +47,30 @@ struct Agent {
 
 /// Runs the agent until `shutdown` is cancelled.
 pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(), DaemonError> {
+    // The sign of life for liveness checks, kept while the agent runs whatever its
+    // coordinator does.
+    let alive = tokio::spawn(super::last_contact::keep_alive(config.state_dir.clone()));
+    let result = run_agent(config, shutdown).await;
+    alive.abort();
+    result
+}
+
+/// A fresh reconnect schedule: delays double from `min`, each with up to as much again of
+/// random jitter (so a fleet that lost its coordinator does not reconnect in lockstep), the
+/// delay before jitter capped at half of `max` so no wait exceeds `max`.
+fn reconnect_delays(min: Duration, max: Duration) -> backon::ExponentialBackoff {
+    use backon::BackoffBuilder as _;
+    let cap = (max / 2).max(min);
+    backon::ExponentialBuilder::default()
+        .with_min_delay(min.min(cap))
+        .with_max_delay(cap)
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+async fn run_agent(config: AgentConfig, shutdown: CancellationToken) -> Result<(), DaemonError> {
     // Starting can take a while (NVML, the probe worker loading libtensorflow); a shutdown
     // request ends it at once.
     let mut agent = tokio::select! {
@@ -62,7 +86,9 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         hardware_class = %agent.hardware_class,
         "Agent starting."
     );
-    let mut backoff = agent.config.reconnect_min;
+    let (min_delay, max_delay) = (agent.config.reconnect_min, agent.config.reconnect_max);
+    let new_delays = || reconnect_delays(min_delay, max_delay);
+    let mut delays = new_delays();
     let mut last_failure: Option<String> = None;
     loop {
         // Every wait of a session (connecting, the coordinator's answer, the stream) gives way
@@ -82,7 +108,8 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
             }
             Ok(SessionEnd::Disconnected(why)) => {
                 tracing::warn!(reason = %why, "Disconnected from the coordinator; reconnecting.");
-                backoff = agent.config.reconnect_min;
+                super::metrics::session(false, Some("disconnected"));
+                delays = new_delays();
                 last_failure = None;
             }
             Err(why) => {
@@ -91,11 +118,11 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
                 if last_failure.as_deref() != Some(why.as_str()) {
                     tracing::warn!(reason = %why, "Coordinator not reachable; retrying.");
                 }
+                super::metrics::session(false, Some("unreachable"));
                 last_failure = Some(why);
             }
         }
-        let delay = jittered(backoff);
-        backoff = (backoff * 2).min(agent.config.reconnect_max);
+        let delay = delays.next().unwrap_or(max_delay);
         let sleep = tokio::time::sleep(delay);
         tokio::pin!(sleep);
         loop {
@@ -113,19 +140,6 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     }
     agent.stop_jobs("agent shutting down").await;
     Ok(())
-}
-
-/// `delay` ± 25 %, so a fleet that lost its coordinator does not reconnect in lockstep.
-fn jittered(delay: Duration) -> Duration {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let mut x = u64::from(nanos) ^ (u64::from(std::process::id()) << 32);
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    let factor = 0.75 + (x % 1_000) as f64 / 2_000.0;
-    delay.mul_f64(factor)
 }
 
 impl Agent {
@@ -268,6 +282,7 @@ impl Agent {
         let heartbeat = Duration::from_millis(u64::from(welcome.heartbeat_interval_ms.max(50)));
         tracing::info!(agent_id = %self.config.agent_id, heartbeat_ms = heartbeat.as_millis() as u64, "Registered with the coordinator.");
         touch_last_contact(&self.config.state_dir);
+        super::metrics::session(true, None);
         for job_id in &welcome.unknown_job_ids {
             self.forget(job_id);
         }
@@ -430,6 +445,7 @@ impl Agent {
     /// job without an outbox (one the coordinator does not know: see [`Agent::forget`]) is
     /// dropped, and `None` is returned.
     fn record(&mut self, job_id: &str, update: JobUpdate) -> Option<u64> {
+        super::metrics::job_update(&update);
         let terminal = update.is_terminal();
         let sequence = match self.outboxes.get_mut(job_id) {
             Some(outbox) => Some(outbox.push(update)),
@@ -442,6 +458,7 @@ impl Agent {
             self.running = None;
             self.start_next();
         }
+        super::metrics::backlog(self.outboxes.len(), self.queue.len());
         sequence
     }
 
@@ -463,10 +480,12 @@ impl Agent {
     }
 
     fn ack(&mut self, job_id: &str, sequence: u64) {
+        super::metrics::ack_received();
         if let Some(outbox) = self.outboxes.get_mut(job_id)
             && outbox.ack(sequence)
         {
             self.outboxes.remove(job_id);
+            super::metrics::backlog(self.outboxes.len(), self.queue.len());
         }
     }
 
@@ -529,4 +548,24 @@ async fn send(
     tx.send(pb::AgentMessage { body: Some(body) })
         .await
         .map_err(|_| "stream closed".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::reconnect_delays;
+
+    #[test]
+    fn reconnect_delays_grow_from_the_minimum_jittered_and_never_past_the_maximum() {
+        let (min, max) = (Duration::from_millis(200), Duration::from_secs(10));
+        let delays: Vec<Duration> = reconnect_delays(min, max).take(40).collect();
+        assert!(delays[0] >= min && delays[0] < min * 2, "{:?}", delays[0]);
+        assert!(delays.iter().all(|d| *d <= max), "{delays:?}");
+        // Later delays reach the capped range [max/2, max].
+        assert!(delays[10..].iter().all(|d| *d >= max / 2), "{delays:?}");
+        // Jittered: not all the capped delays are equal.
+        let first = delays[20];
+        assert!(delays[20..].iter().any(|d| *d != first), "{delays:?}");
+    }
 }
