@@ -6,11 +6,11 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
 use clap::{Parser, Subcommand};
-use fleetgate_common::telemetry::LogFormat;
 use fleetgate_common::atomic_file::{self, AtomicWriteError};
 use fleetgate_common::config::{Profile, RetentionValidationLimits};
 use fleetgate_common::knobs::RuntimeKnobs;
 use fleetgate_common::runtime::RuntimeKind;
+use fleetgate_common::telemetry::LogFormat;
 
 use crate::daemon::{self, DaemonArgs, DaemonError, HealthError};
 use crate::job::{self, TrackerKnobError};
@@ -305,7 +305,11 @@ mod tests {
             .set_modified(old)
             .unwrap();
         let err = execute(live(30)).unwrap_err();
-        assert!(err.to_string().starts_with("the agent's last sign of life was "), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("the agent's last sign of life was "),
+            "{err}"
+        );
     }
 
     #[test]

@@ -93,10 +93,11 @@ pub fn run_until_signal(
         .build()?;
     let result = runtime.block_on(async {
         if let Some(addr) = metrics_listen {
-            fleetgate_common::telemetry::serve_metrics(addr, &[])
+            let bound = fleetgate_common::telemetry::serve_metrics(addr, &[])
+                .await
                 .map_err(|e| DaemonError::Metrics(e.to_string()))?;
             metrics::describe();
-            tracing::info!(addr = %addr, "Serving metrics at /metrics.");
+            tracing::info!(addr = %bound, "Serving metrics at /metrics.");
         }
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();

@@ -99,21 +99,57 @@ pub struct MetricsListenError {
     pub error: String,
 }
 
+/// The content type of the Prometheus text exposition format.
+pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
 /// Installs this process's metrics recorder and serves its metrics in the Prometheus text
-/// format over HTTP on `addr` (any path answers; scrape `/metrics`). `buckets` gives the
-/// histogram buckets of the named histograms (others are summaries). Call it at most once per
-/// process, inside a Tokio runtime.
-pub fn serve_metrics(
+/// format over HTTP/1.1 on `addr`, at `/metrics` (any other path is 404); returns the address
+/// bound (port 0 picks one). `buckets` gives the histogram buckets of the named histograms
+/// (others are summaries). Call it at most once per process, inside a Tokio runtime.
+pub async fn serve_metrics(
     addr: std::net::SocketAddr,
     buckets: &[(&str, &[f64])],
-) -> Result<(), MetricsListenError> {
+) -> Result<std::net::SocketAddr, MetricsListenError> {
     use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
     let failed = |error: String| MetricsListenError { addr, error };
-    let mut builder = PrometheusBuilder::new().with_http_listener(addr);
+    let mut builder = PrometheusBuilder::new();
     for (name, values) in buckets {
         builder = builder
             .set_buckets_for_metric(Matcher::Full((*name).to_owned()), values)
             .map_err(|e| failed(e.to_string()))?;
     }
-    builder.install().map_err(|e| failed(e.to_string()))
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    let bound = listener.local_addr().map_err(|e| failed(e.to_string()))?;
+    let handle = builder
+        .install_recorder()
+        .map_err(|e| failed(e.to_string()))?;
+    // Histograms and summaries age out old observations only when told to.
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let handle = handle.clone();
+            async move {
+                (
+                    [(axum::http::header::CONTENT_TYPE, PROMETHEUS_TEXT)],
+                    handle.render(),
+                )
+            }
+        }),
+    );
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::warn!(error = %e, "Metrics listener ended with an error.");
+        }
+    });
+    Ok(bound)
 }

@@ -5,12 +5,12 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use fleetgate_common::telemetry::LogFormat;
 use fleetgate_agent::daemon::{self, DaemonArgs, DaemonError};
 use fleetgate_agent::worker::{self, WorkerCommand, WorkerProcessError};
 use fleetgate_common::auth::Token;
 use fleetgate_common::exit;
 use fleetgate_common::input::one_line;
+use fleetgate_common::telemetry::LogFormat;
 use fleetgate_common::tls::{ClientTlsFiles, CoordinatorLink};
 
 use crate::plan::RunError;

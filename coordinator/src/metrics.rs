@@ -75,7 +75,11 @@ pub fn describe() {
         Unit::Seconds,
         "Seconds from a run's acceptance to its fleet report, by verdict."
     );
-    describe_gauge!(JOBS, Unit::Count, "Jobs of the runs in progress, by status.");
+    describe_gauge!(
+        JOBS,
+        Unit::Count,
+        "Jobs of the runs in progress, by status."
+    );
     describe_counter!(
         EVENTS_INGESTED,
         Unit::Count,

@@ -224,7 +224,8 @@ impl<S: Stream + Unpin> Stream for CallStream<S> {
 /// burst (an agent that reconnects resends its unacknowledged events at once).
 fn message_limit(rate: u32) -> governor::DefaultDirectRateLimiter {
     let rate = std::num::NonZeroU32::new(rate.max(1)).unwrap_or(std::num::NonZeroU32::MIN);
-    let burst = rate.saturating_mul(std::num::NonZeroU32::new(10).unwrap_or(std::num::NonZeroU32::MIN));
+    let burst =
+        rate.saturating_mul(std::num::NonZeroU32::new(10).unwrap_or(std::num::NonZeroU32::MIN));
     governor::RateLimiter::direct(governor::Quota::per_second(rate).allow_burst(burst))
 }
 

@@ -93,7 +93,11 @@ fn touch(path: &Path) {
 
 /// Runs `check` for the agent whose state is in `state_dir`: its sign of life (liveness) or
 /// its last contact with the coordinator (readiness) must be within `max_age`.
-pub fn check_health(state_dir: &Path, check: HealthCheck, max_age: Duration) -> Result<(), HealthError> {
+pub fn check_health(
+    state_dir: &Path,
+    check: HealthCheck,
+    max_age: Duration,
+) -> Result<(), HealthError> {
     let file = match check {
         HealthCheck::Live => ALIVE_FILE,
         HealthCheck::Ready => LAST_CONTACT_FILE,

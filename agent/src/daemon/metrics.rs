@@ -137,7 +137,12 @@ fn runtime_report(section: &RuntimeSection) {
     let Some(soak) = &section.soak else {
         return;
     };
-    let runtime = soak.name.clone();
+    // A soak is named `<runtime>_soak`.
+    let runtime = soak
+        .name
+        .strip_suffix("_soak")
+        .unwrap_or(&soak.name)
+        .to_owned();
     let values = [
         soak.sample_count as f64,
         soak.collector_failure_event_count as f64,

@@ -189,16 +189,17 @@ pub async fn serve(args: ServeArgs, stop: impl Future<Output = ()>) -> Result<()
         None => None,
     };
     if let Some(addr) = args.metrics_listen {
-        fleetgate_common::telemetry::serve_metrics(
+        let bound = fleetgate_common::telemetry::serve_metrics(
             addr,
             &[(
                 crate::metrics::RUN_DURATION_METRIC,
                 &crate::metrics::RUN_DURATION_BUCKETS,
             )],
         )
+        .await
         .map_err(ServeError::Metrics)?;
         crate::metrics::describe();
-        tracing::info!(addr = %addr, "Serving metrics at /metrics.");
+        tracing::info!(addr = %bound, "Serving metrics at /metrics.");
     }
     let shutdown = tokio_util::sync::CancellationToken::new();
     let settings = CoordinatorSettings {
@@ -223,9 +224,11 @@ pub async fn serve(args: ServeArgs, stop: impl Future<Output = ()>) -> Result<()
     let coordinator = service::serve(listener, settings, shutdown.clone())
         .map_err(|error| ServeError::Start { error })?;
     if let Some(listener) = health_listener {
-        let addr = listener.local_addr().ok();
+        let addr = listener
+            .local_addr()
+            .map_err(|error| ServeError::Start { error })?;
         coordinator.serve_health(listener);
-        tracing::info!(addr = ?addr, "Serving grpc.health.v1 without TLS.");
+        tracing::info!(addr = %addr, "Serving grpc.health.v1 without TLS.");
     }
     stop.await;
     if args.drain_seconds > 0 {

@@ -477,8 +477,12 @@ impl Registry {
         for agent in self.agents.values() {
             match (&agent.conn, agent.state) {
                 (_, fleetgate_common::messages::AgentState::Lost) => census.lost += 1,
-                (Some(_), fleetgate_common::messages::AgentState::Connected) => census.connected += 1,
-                (None, fleetgate_common::messages::AgentState::Connected) => census.disconnected += 1,
+                (Some(_), fleetgate_common::messages::AgentState::Connected) => {
+                    census.connected += 1
+                }
+                (None, fleetgate_common::messages::AgentState::Connected) => {
+                    census.disconnected += 1
+                }
             }
         }
         census
