@@ -31,9 +31,10 @@ impl LiveBars {
         }
     }
 
-    /// An agent's row: its runtime and phase, a bar, the percentage and the counts.
+    /// An agent's row: its runtime and phase, a bar, the percentage, the counts and the
+    /// phase's estimated time left.
     fn style() -> ProgressStyle {
-        ProgressStyle::with_template("{msg:<56} [{bar:30}] {percent:>3}% {pos}/{len}")
+        ProgressStyle::with_template("{msg:<56} [{bar:30}] {percent:>3}% {pos}/{len} ETA {eta}")
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("# ")
     }
@@ -42,7 +43,11 @@ impl LiveBars {
     /// time.
     fn show(&mut self, agent_id: &str, label: String, done: u64, total: u64) {
         if let Some(bar) = self.bars.get(agent_id) {
-            bar.set_message(label);
+            if bar.message() != label {
+                // A new phase: its rate, and so its ETA, starts afresh.
+                bar.reset();
+                bar.set_message(label);
+            }
             bar.set_length(total);
             bar.set_position(done);
             return;
