@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the real consumers that the tests feed fleetgate's outputs to:
-#   - Debian packages: chromium (headless browser for the HTML report), libxml2-utils (xmllint);
+#   - Debian packages: chromium (headless browser for the HTML report), libxml2-utils (xmllint),
+#     docker-compose (`docker-compose config` on the compose fleet);
 #   - PyPI packages from deploy/tests/requirements.txt into a virtual environment at $1
 #     (schema, metrics and health clients, manifest validators).
 # Idempotent: a venv whose requirements stamp matches is kept; packages present are not
@@ -13,6 +14,7 @@ requirements="$here/requirements.txt"
 missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v xmllint >/dev/null 2>&1 || missing+=(libxml2-utils)
+command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
 if ((${#missing[@]})); then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -20,6 +22,13 @@ if ((${#missing[@]})); then
     $sudo apt-get update -qq >&2 || true
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
         "${missing[@]}" >&2
+fi
+
+# kubectl renders the Kubernetes overlays (`kubectl kustomize`) for the manifest tests and
+# checkov's kustomize scan. It comes with the machine; Debian bookworm's kubernetes-client
+# (1.20, kustomize v2) is too old for the overlays, so it is only checked here.
+if ! kubectl kustomize --help >/dev/null 2>&1; then
+    echo "install-test-tools: kubectl (with kustomize v4 or later) is not on the PATH: the deploy_validators tests will fail" >&2
 fi
 
 stamp="$venv/.requirements"
