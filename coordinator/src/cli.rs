@@ -1,6 +1,7 @@
 //! The `fleetgate` command line: its subcommands and their arguments ([`Args`]), the commands
-//! themselves ([`run()`], [`serve()`], [`agents()`], [`certs()`]), the run's progress display,
-//! and [`execute`], which runs a parsed command and prints a failed command's error.
+//! themselves ([`run()`], [`serve()`], [`agents()`], [`certs()`], [`history()`]), the run's
+//! progress display, and [`execute`], which runs a parsed command and prints a failed
+//! command's error.
 
 use std::path::PathBuf;
 
@@ -134,7 +135,7 @@ pub enum CliError {
     AsyncRuntime(#[source] std::io::Error),
 }
 
-/// Runs `command` and returns the process's exit code. A run, serve, agents or certs command
+/// Runs `command` and returns the process's exit code. A run, serve, agents, certs or history command
 /// that fails prints `Error: ...` on stderr and returns the code documented for its error; the
 /// worker and agent entry points, and a failure to start the async runtime, return the error
 /// for the caller to log.

@@ -52,6 +52,7 @@ pub const MIGRATIONS: &[&str] = &[
         mode TEXT NOT NULL,
         gate_mode TEXT NOT NULL,
         verdict TEXT NOT NULL,
+        config_key TEXT NOT NULL,
         agents INTEGER NOT NULL,
         hardware_classes TEXT NOT NULL,
         report TEXT NOT NULL
@@ -192,6 +193,8 @@ pub struct RunSummary {
     pub gate_mode: String,
     /// Verdict.
     pub verdict: String,
+    /// Which runs measured the same thing: see [`config_key`].
+    pub config_key: String,
     /// Agents in the run.
     pub agents: u64,
     /// Its hardware classes.
@@ -229,6 +232,8 @@ pub struct SeriesFilter {
     pub profile: Option<String>,
     /// Only runs of this mode.
     pub mode: Option<String>,
+    /// Only runs of this [`config_key`].
+    pub config_key: Option<String>,
 }
 
 /// An open history file.
@@ -369,8 +374,8 @@ impl History {
             .map_err(err)?;
         let inserted = tx
             .execute(
-                "INSERT OR IGNORE INTO runs (run_id, finished_at, profile, mode, gate_mode, verdict, agents, hardware_classes, report)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                "INSERT OR IGNORE INTO runs (run_id, finished_at, profile, mode, gate_mode, verdict, config_key, agents, hardware_classes, report)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 rusqlite::params![
                     run_id,
                     report.timestamp_utc,
@@ -378,6 +383,7 @@ impl History {
                     report.mode,
                     report.gate_mode,
                     report.verdict.name(),
+                    config_key(report),
                     report.agents.len() as i64,
                     classes,
                     json
@@ -419,13 +425,13 @@ impl History {
         let mut query = self
             .conn
             .prepare(
-                "SELECT run_id, finished_at, profile, mode, gate_mode, verdict, agents, hardware_classes
+                "SELECT run_id, finished_at, profile, mode, gate_mode, verdict, config_key, agents, hardware_classes
                  FROM runs ORDER BY finished_at DESC, id DESC LIMIT ?1",
             )
             .map_err(err)?;
         let rows = query
             .query_map([limit as i64], |row| {
-                let classes: String = row.get(7)?;
+                let classes: String = row.get(8)?;
                 Ok(RunSummary {
                     run_id: row.get(0)?,
                     finished_at: row.get(1)?,
@@ -433,7 +439,8 @@ impl History {
                     mode: row.get(3)?,
                     gate_mode: row.get(4)?,
                     verdict: row.get(5)?,
-                    agents: row.get::<_, i64>(6)?.max(0) as u64,
+                    config_key: row.get(6)?,
+                    agents: row.get::<_, i64>(7)?.max(0) as u64,
                     hardware_classes: serde_json::from_str(&classes).unwrap_or_default(),
                 })
             })
@@ -519,7 +526,8 @@ impl History {
                                                ORDER BY r.finished_at DESC, r.id DESC) AS age
                      FROM metric_values v JOIN runs r ON r.id = v.run
                      WHERE v.metric = ?1 AND (?2 IS NULL OR v.hardware_class = ?2)
-                       AND (?3 IS NULL OR r.profile = ?3) AND (?4 IS NULL OR r.mode = ?4))
+                       AND (?3 IS NULL OR r.profile = ?3) AND (?4 IS NULL OR r.mode = ?4)
+                       AND (?6 IS NULL OR r.config_key = ?6))
                  WHERE age <= ?5
                  ORDER BY hardware_class, finished_at, id",
             )
@@ -531,7 +539,8 @@ impl History {
                     hardware_class,
                     filter.profile,
                     filter.mode,
-                    limit as i64
+                    limit as i64,
+                    filter.config_key
                 ],
                 |row| {
                     Ok((
@@ -595,8 +604,8 @@ impl History {
 
     /// Advice for `report` (recorded before) from the history: for each gated metric and each
     /// of the run's hardware classes, a line where the class's series over the runs of the same
-    /// profile and mode has a change point among its last [`ADVICE_WINDOW`] runs. Advice
-    /// only.
+    /// profile, mode and [`config_key`] has a change point among its last [`ADVICE_WINDOW`]
+    /// runs. Advice only.
     pub fn advice(&self, report: &Report) -> Result<Vec<String>, HistoryError> {
         // A fleet report's checks are keyed `<agent>/<runtime>.<metric>`; the class summaries
         // hold `<runtime>.<metric>`.
@@ -613,6 +622,7 @@ impl History {
         let filter = SeriesFilter {
             profile: Some(report.profile.clone()),
             mode: Some(report.mode.clone()),
+            config_key: Some(config_key(report)),
         };
         let mut lines = Vec::new();
         for metric in gated {
@@ -680,6 +690,17 @@ pub fn report_run_id(report: &Report) -> String {
         .filter(|c| *c != '-' && *c != ':')
         .collect();
     format!("{stamp}-{hex}")
+}
+
+/// What makes two runs' metrics comparable: the first 16 hex digits of the SHA-256 of the
+/// report's comparable config (profile, mode, workload, runtimes and their plans, retention
+/// limits, knobs). Runs of another workload size or other knobs measure something else.
+pub fn config_key(report: &Report) -> String {
+    let json = serde_json::to_vec(&report.config.comparable()).unwrap_or_default();
+    Sha256::digest(&json)[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Names among `names` close to `wanted`: those that contain it or that it contains, then the

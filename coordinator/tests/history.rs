@@ -336,3 +336,64 @@ async fn a_coordinator_records_every_run_it_finishes() {
     .unwrap()
     .unwrap();
 }
+
+#[test]
+fn a_recent_shift_in_the_history_is_advice_in_the_report_and_the_console() {
+    let work = tempfile::tempdir().unwrap();
+    let db = work.path().join("history.sqlite");
+    // A first real run gives this host's class and level.
+    let (code, _, stderr) = tiny(work.path(), &[]);
+    assert_eq!(code, 0, "{stderr}");
+    let real: fleetgate_common::report::Report =
+        serde_json::from_slice(&std::fs::read(work.path().join("report.json")).unwrap()).unwrap();
+    let class = real.hardware_classes.keys().next().unwrap().clone();
+    let level = real.hardware_classes[&class].metrics[METRIC].median;
+    // Before it, 16 runs far below its level and 2 at it: with the next run, the shift is 4
+    // runs before the end.
+    let mut history = History::open(&db).unwrap();
+    for i in 0..18_u32 {
+        let mut report = real.clone();
+        report.timestamp_utc = format!("2020-01-01T00:{i:02}:00Z");
+        let wobble = f64::from(i * 7 % 11) / 10.0;
+        let value = if i < 16 {
+            level - 100.0 + wobble
+        } else {
+            level + wobble
+        };
+        report
+            .hardware_classes
+            .get_mut(&class)
+            .unwrap()
+            .metrics
+            .get_mut(METRIC)
+            .unwrap()
+            .median = value;
+        history
+            .record(&format!("synthetic-{i:02}"), &report)
+            .unwrap();
+    }
+    drop(history);
+
+    let (code, stdout, stderr) = tiny(work.path(), &[]);
+    assert_eq!(code, 0, "{stderr}");
+    let report = report(work.path());
+    support::assert_matches_schema(&report);
+    let advice = report["history_advice"].as_array().expect("history_advice");
+    assert_eq!(advice.len(), 1, "{advice:?}");
+    let line = advice[0].as_str().unwrap();
+    assert!(
+        line.starts_with(&format!("{METRIC} on {class}: shifted from a median of ")),
+        "{line}"
+    );
+    assert!(line.contains("(16 runs) to "), "{line}");
+    assert!(
+        line.contains("(4 runs) at run synthetic-16 (2020-01-01T00:16:00Z)"),
+        "{line}"
+    );
+    // Advice only: the verdict is the gate's.
+    assert_eq!(report["verdict"], "pass", "{report:#}");
+    assert!(
+        stdout.contains(&format!("History:\n- {line}\n")),
+        "{stdout}"
+    );
+}

@@ -52,6 +52,10 @@ pub enum HistoryCommand {
         /// Only runs of this mode.
         #[arg(long)]
         mode: Option<String>,
+        /// Only runs of this config key (the `config` column of `list`: the same workload,
+        /// runtimes and knobs).
+        #[arg(long)]
+        config: Option<String>,
         /// The last this many runs of each class (the change points are found among them).
         #[arg(long, default_value_t = 100)]
         limit: usize,
@@ -120,11 +124,13 @@ pub fn history(args: &HistoryArgs) -> Result<(), HistoryCommandError> {
             hardware_class,
             profile,
             mode,
+            config,
             limit,
         } => {
             let filter = SeriesFilter {
                 profile: profile.clone(),
                 mode: mode.clone(),
+                config_key: config.clone(),
             };
             let series =
                 history.series_where(metric, hardware_class.as_deref(), *limit, &filter)?;
@@ -183,7 +189,7 @@ fn list_table(runs: &[RunSummary]) -> Vec<String> {
     }
     let mut rows = vec![
         [
-            "run", "finished", "profile", "mode", "gate", "verdict", "agents", "classes",
+            "run", "finished", "profile", "mode", "gate", "verdict", "config", "agents", "classes",
         ]
         .map(str::to_owned)
         .to_vec(),
@@ -196,6 +202,7 @@ fn list_table(runs: &[RunSummary]) -> Vec<String> {
             r.mode.clone(),
             r.gate_mode.clone(),
             r.verdict.clone(),
+            r.config_key.clone(),
             r.agents.to_string(),
             r.hardware_classes.join(","),
         ]

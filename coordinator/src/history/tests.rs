@@ -199,6 +199,15 @@ fn a_recent_shift_of_a_gated_metric_is_advice_and_an_old_one_is_not() {
     soak.mode = "soak".to_owned();
     history.record("soak-run", &soak).unwrap();
     assert!(history.advice(&report_at(29, 15.0)).unwrap().is_empty());
+
+    // Nor runs of another workload size: 4 of them far off, the last the run advised on.
+    for i in 50..54 {
+        let mut bigger = report_at(i, 90.0 + f64::from(i % 3));
+        bigger.config.workload.iterations *= 10;
+        history.record(&format!("bigger-{i}"), &bigger).unwrap();
+        assert_ne!(config_key(&bigger), config_key(&report_at(29, 15.0)));
+    }
+    assert!(history.advice(&report_at(29, 15.0)).unwrap().is_empty());
 }
 
 #[test]
