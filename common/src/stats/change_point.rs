@@ -122,10 +122,7 @@ pub fn change_points(xs: &[f64], config: &ChangePointConfig) -> Result<Vec<usize
     let mut rng = SplitMix64::new(config.seed);
     // Segment boundaries: [0, cut_1, …, n].
     let mut cuts = vec![0, xs.len()];
-    loop {
-        let Some((start, tau, observed)) = best_of_segments(xs, &cuts, config.min_segment) else {
-            break;
-        };
+    while let Some((start, tau, observed)) = best_of_segments(xs, &cuts, config.min_segment) {
         let mut shuffled = xs.to_vec();
         let mut as_large = 0_usize;
         for _ in 0..config.permutations {
