@@ -16,6 +16,7 @@
 use serde::{Deserialize, Serialize};
 use statrs::distribution::{Beta, Binomial, ContinuousCDF, DiscreteCDF, Normal};
 
+pub mod change_point;
 #[cfg(test)]
 mod tests;
 

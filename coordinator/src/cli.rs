@@ -1,6 +1,7 @@
 //! The `fleetgate` command line: its subcommands and their arguments ([`Args`]), the commands
-//! themselves ([`run()`], [`serve()`], [`agents()`], [`certs()`]), the run's progress display,
-//! and [`execute`], which runs a parsed command and prints a failed command's error.
+//! themselves ([`run()`], [`serve()`], [`agents()`], [`certs()`], [`history()`]), the run's
+//! progress display, and [`execute`], which runs a parsed command and prints a failed
+//! command's error.
 
 use std::path::PathBuf;
 
@@ -17,12 +18,14 @@ use crate::plan::RunError;
 
 mod agents;
 mod certs;
+mod history;
 mod progress;
 mod run;
 mod serve;
 
 pub use agents::{AgentsArgs, AgentsError, agents};
 pub use certs::{CertsArgs, CertsError, certs};
+pub use history::{HistoryArgs, HistoryCommand, HistoryCommandError, history};
 pub use progress::ProgressDisplay;
 pub use run::{RunArgs, run};
 pub use serve::{ServeArgs, ServeError, serve};
@@ -61,6 +64,8 @@ pub enum Command {
     /// Make a throwaway certificate authority for a lab, the coordinator's server certificate
     /// and one client certificate per agent (PEM files; keys readable by the owner only).
     Certs(CertsArgs),
+    /// The runs recorded in a history file, and a metric's series with its change points.
+    History(HistoryArgs),
     /// Run an agent daemon from this binary (the same agent as `fleetgate-agent run`).
     Agent(DaemonArgs),
     /// Run one job in this process (used by the embedded agent; reads the job on stdin).
@@ -78,9 +83,11 @@ impl Command {
     pub fn log_level(&self) -> &'static str {
         match self {
             Command::Serve(_) | Command::Agent(_) => "info",
-            Command::Run(_) | Command::Agents(_) | Command::Certs(_) | Command::Worker { .. } => {
-                "warn"
-            }
+            Command::Run(_)
+            | Command::Agents(_)
+            | Command::Certs(_)
+            | Command::History(_)
+            | Command::Worker { .. } => "warn",
         }
     }
 }
@@ -139,7 +146,7 @@ pub enum CliError {
     AsyncRuntime(#[source] std::io::Error),
 }
 
-/// Runs `command` and returns the process's exit code. A run, serve, agents or certs command
+/// Runs `command` and returns the process's exit code. A run, serve, agents, certs or history command
 /// that fails prints `Error: ...` on stderr and returns the code documented for its error; the
 /// worker and agent entry points, and a failure to start the async runtime, return the error
 /// for the caller to log.
@@ -213,6 +220,13 @@ async fn execute_async(command: Command) -> i32 {
                 }
                 exit::OK
             }
+            Err(err) => {
+                eprintln!("Error: {err}");
+                err.exit_code()
+            }
+        },
+        Command::History(args) => match history(&args) {
+            Ok(()) => exit::OK,
             Err(err) => {
                 eprintln!("Error: {err}");
                 err.exit_code()

@@ -4,10 +4,12 @@
 //! gRPC ([`service`]), and its jobs' sections are aggregated into one gated fleet report
 //! ([`fleetgate_common::report::build_report`]); the CLI submits runs and follows them
 //! ([`client`]) and renders the console summary, Markdown and JUnit files ([`output`]).
-//! [`cli`] is the `fleetgate` command line.
+//! [`history`] keeps every report in a SQLite file and finds change points in a metric's
+//! series. [`cli`] is the `fleetgate` command line.
 
 pub mod cli;
 pub mod client;
+pub mod history;
 pub mod metrics;
 pub mod output;
 pub mod plan;

@@ -45,6 +45,10 @@ pub fn console_lines(report: &Report, report_path: &str) -> Vec<String> {
         lines.push("Fleet advice:".to_owned());
         lines.extend(report.fleet_advice.iter().map(|d| format!("- {d}")));
     }
+    if !report.history_advice.is_empty() {
+        lines.push("History:".to_owned());
+        lines.extend(report.history_advice.iter().map(|d| format!("- {d}")));
+    }
     lines.push(format!("Overall status: {}", pass_fail(report.passed)));
     lines.push(format!("Fleet verdict: {}", report.verdict.name()));
     lines

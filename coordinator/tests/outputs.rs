@@ -208,6 +208,7 @@ fn a_run_replaces_its_outputs_whole_and_keeps_a_link_to_the_report() {
         names,
         [
             "artifacts",
+            "history.sqlite",
             "latest.json",
             "new",
             "relaxed-overhead-budgets.json",

@@ -593,6 +593,11 @@ pub struct Report {
     /// summary), one line naming it. Advice only: it does not change the verdict.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fleet_advice: Vec<String>,
+    /// One line per gated metric and hardware class whose series in the run history has a
+    /// change point among its last few runs (`fleetgate run` with a history). Advice only: it
+    /// does not change the verdict.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history_advice: Vec<String>,
     /// Budgets (budget gate).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub budgets: Option<BTreeMap<String, f64>>,

@@ -243,6 +243,7 @@ pub fn build_fleet_report(
         metric_intervals,
         gate_power: Vec::new(),
         fleet_advice: Vec::new(),
+        history_advice: Vec::new(),
         budgets: None,
         budget_checks: None,
         baseline: None,

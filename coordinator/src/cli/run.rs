@@ -18,6 +18,7 @@ use fleetgate_proto::v1 as pb;
 
 use super::{ClientArgs, ProgressDisplay};
 use crate::client::{self, EmbeddedAgent};
+use crate::history::{self, History};
 use crate::output;
 use crate::plan::{self, RunError};
 
@@ -111,6 +112,14 @@ pub struct RunArgs {
     /// --write-baseline when above 1. The report files hold the last run.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub repeat: u32,
+    /// History file (SQLite) the run's report is recorded in, after the outputs are written
+    /// [default: history.sqlite in --output's folder]. A history that cannot be written is a
+    /// warning: the report and the exit code stand.
+    #[arg(long, conflicts_with = "no_history")]
+    pub history: Option<PathBuf>,
+    /// Record nothing in a history file.
+    #[arg(long)]
+    pub no_history: bool,
 }
 
 /// Runs `fleetgate run`: checks the request, runs it (on the coordinator at `--coordinator`,
@@ -204,6 +213,8 @@ fn finish(args: &RunArgs, reports: &[Report]) -> Result<i32, RunError> {
         };
         write_file("--write-baseline", path, &json_bytes(&document)?)?;
     }
+    let advised = record_history(args, reports);
+    let report = advised.as_ref().unwrap_or(report);
     let mut stdout = std::io::stdout().lock();
     for line in output::console_lines(report, &args.output.display().to_string()) {
         // A closed stdout (a pipe to `head`) must not turn a finished run into a failure.
@@ -231,6 +242,56 @@ fn finish(args: &RunArgs, reports: &[Report]) -> Result<i32, RunError> {
     } else {
         exit::INCONCLUSIVE
     })
+}
+
+/// The history file of a run: `--history`, else `history.sqlite` in `--output`'s folder;
+/// none with `--no-history`.
+fn history_path(args: &RunArgs) -> Option<PathBuf> {
+    if args.no_history {
+        return None;
+    }
+    Some(args.history.clone().unwrap_or_else(|| {
+        args.output
+            .parent()
+            .unwrap_or(Path::new(""))
+            .join(history::DEFAULT_FILE_NAME)
+    }))
+}
+
+/// Records `reports` in the run's history (after the outputs are written) and, when the
+/// history advises on the last one, rewrites `--output` with that advice and returns the
+/// report with it. A history that cannot be opened or written is a warning on stderr: the
+/// report written stands, and so does the exit code.
+#[expect(
+    clippy::print_stderr,
+    reason = "a history failure is a warning beside the run's output"
+)]
+fn record_history(args: &RunArgs, reports: &[Report]) -> Option<Report> {
+    let path = history_path(args)?;
+    let last = reports.last()?;
+    let advice = History::open(&path).and_then(|mut history| {
+        for report in reports {
+            history.record(&history::report_run_id(report), report)?;
+        }
+        history.advice(last)
+    });
+    let advice = match advice {
+        Ok(advice) if !advice.is_empty() => advice,
+        Ok(_) => return None,
+        Err(e) => {
+            eprintln!("Warning: {e}; the report is not recorded there");
+            return None;
+        }
+    };
+    let mut advised = last.clone();
+    advised.history_advice = advice;
+    match json_bytes(&advised).and_then(|json| write_file("--output", &args.output, &json)) {
+        Ok(()) => Some(advised),
+        Err(e) => {
+            eprintln!("Warning: the history's advice was not added to the report: {e}");
+            None
+        }
+    }
 }
 
 fn read_knobs(args: &RunArgs) -> Result<Knobs, RunError> {
@@ -318,6 +379,10 @@ fn run_outputs(args: &RunArgs) -> Vec<output::NamedPath<'_>> {
         given_path("--markdown", args.markdown.as_ref()),
         given_path("--junit", args.junit.as_ref()),
         given_path("--write-baseline", args.write_baseline.as_ref()),
+        given_path(
+            "--history",
+            args.history.as_ref().filter(|_| !args.no_history),
+        ),
     ]
     .into_iter()
     .flatten()

@@ -10,6 +10,7 @@ use fleetgate_common::auth::{Token, TokenLoadError};
 use fleetgate_common::exit;
 use fleetgate_common::tls::{ServerTls, TlsError};
 
+use crate::history::{History, HistoryError, HistoryRecorder};
 use crate::registry::CoordinatorSettings;
 use crate::service;
 
@@ -97,6 +98,10 @@ pub struct ServeArgs {
         conflicts_with_all = ["tls_cert", "tls_key", "agent_ca"]
     )]
     pub plaintext: bool,
+    /// Record every finished run's report in this history file (SQLite; see docs/history.md)
+    /// [default: none].
+    #[arg(long, env = "FLEETGATE_HISTORY")]
+    pub history: Option<PathBuf>,
 }
 
 /// Why the coordinator did not serve.
@@ -130,6 +135,12 @@ pub enum ServeError {
     /// The metrics listener could not start (exit 1).
     #[error("{0}")]
     Metrics(fleetgate_common::telemetry::MetricsListenError),
+    /// The history file cannot be opened (exit 1).
+    #[error("cannot start the coordinator: {error}")]
+    History {
+        /// The error (part of the message, so not chained as a source).
+        error: HistoryError,
+    },
     /// The coordinator could not start (exit 1).
     #[error("cannot start the coordinator: {error}")]
     Start {
@@ -145,7 +156,10 @@ impl ServeError {
             ServeError::Token { .. } | ServeError::Tls { .. } | ServeError::NoTransport => {
                 exit::USAGE
             }
-            ServeError::Listen { .. } | ServeError::Start { .. } | ServeError::Metrics(_) => {
+            ServeError::Listen { .. }
+            | ServeError::Start { .. }
+            | ServeError::Metrics(_)
+            | ServeError::History { .. } => {
                 exit::ERROR
             }
         }
@@ -178,6 +192,17 @@ pub async fn serve(args: ServeArgs, stop: impl Future<Output = ()>) -> Result<()
     if client_token.is_none() {
         tracing::warn!(listen = %args.listen, "No client token: any process that reaches this port can submit runs (set --client-token-file or FLEETGATE_CLIENT_TOKEN).");
     }
+    // The history is opened (and migrated) before anything listens: a file that cannot be
+    // used stops the start, not a run's report later.
+    let (history, history_thread) = match &args.history {
+        Some(path) => {
+            let opened = History::open(path).map_err(|error| ServeError::History { error })?;
+            let (recorder, thread) =
+                HistoryRecorder::start(opened).map_err(|error| ServeError::Start { error })?;
+            (Some(recorder), Some(thread))
+        }
+        None => (None, None),
+    };
     let bind = |addr: SocketAddr| async move {
         tokio::net::TcpListener::bind(addr)
             .await
@@ -219,6 +244,7 @@ pub async fn serve(args: ServeArgs, stop: impl Future<Output = ()>) -> Result<()
         agent_messages_per_second: args.agent_messages_per_second.max(1),
         max_message_bytes: args.max_message_mib.clamp(1, 1024) << 20,
         tls,
+        history,
         ..CoordinatorSettings::default()
     };
     let coordinator = service::serve(listener, settings, shutdown.clone())
@@ -241,5 +267,18 @@ pub async fn serve(args: ServeArgs, stop: impl Future<Output = ()>) -> Result<()
     }
     tracing::info!("Coordinator shutting down.");
     coordinator.shutdown().await;
+    if let Some(thread) = history_thread {
+        // The registry has stopped and dropped its recorder: the thread records what was
+        // queued, then ends.
+        let joined = tokio::task::spawn_blocking(move || thread.join().ok());
+        if tokio::time::timeout(Duration::from_secs(30), joined)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "The history thread did not finish within 30 s; reports still queued may not be recorded."
+            );
+        }
+    }
     Ok(())
 }

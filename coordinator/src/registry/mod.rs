@@ -88,6 +88,8 @@ pub struct CoordinatorSettings {
     pub max_message_bytes: usize,
     /// TLS for every connection (none: plaintext, only on the operator's explicit request).
     pub tls: Option<ServerTls>,
+    /// Where every finished run's report is recorded (none: nowhere).
+    pub history: Option<crate::history::HistoryRecorder>,
 }
 
 impl Default for CoordinatorSettings {
@@ -110,6 +112,7 @@ impl Default for CoordinatorSettings {
             agent_messages_per_second: 1_000,
             max_message_bytes: 16 * 1024 * 1024,
             tls: None,
+            history: None,
         }
     }
 }

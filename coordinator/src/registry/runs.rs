@@ -319,6 +319,9 @@ impl Registry {
         };
         tracing::info!(run_id = %run_id, verdict = report.verdict.name(), "Run finished.");
         crate::metrics::run_finished(report.verdict, run.accepted.elapsed());
+        if let Some(history) = &self.settings.history {
+            history.record(run_id.as_str(), &json);
+        }
         let events = run.events.clone();
         // A reply larger than a client accepts is never built: the client is told instead.
         let kept = if json.len() + 1_024 > MAX_REPLY_BYTES {
