@@ -8,6 +8,7 @@
 
 pub mod cli;
 pub mod client;
+pub mod identity;
 pub mod output;
 pub mod plan;
 pub mod registry;

@@ -2,7 +2,7 @@
 # Installs the real consumers that the tests feed fleetgate's outputs to:
 #   - Debian packages: chromium (headless browser for the HTML report), libxml2-utils (xmllint);
 #   - PyPI packages from deploy/tests/requirements.txt into a virtual environment at $1
-#     (schema, metrics and health clients, manifest validators).
+#     (schema, Markdown, metrics and health clients, manifest validators).
 # Idempotent: a venv whose requirements stamp matches is kept; packages present are not
 # reinstalled. Usage: install-test-tools.sh VENV_DIR
 set -euo pipefail
