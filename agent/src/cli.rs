@@ -17,9 +17,18 @@ use crate::job::{self, TrackerKnobError};
 use crate::scenario::{self, Hooks, Phase, Progress, ScenarioError, SoakSpec};
 use crate::worker::{self, WorkerCommand, WorkerProcessError};
 
+/// What `fleetgate-agent --version` prints after the name: the version and the commit the
+/// binary was built from (see common/build_identity.rs).
+pub const VERSION_LINE: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("FLEETGATE_COMMIT"),
+    ")"
+);
+
 /// fleetgate agent: native memory-monitoring runtimes and the jobs that qualify them.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version = VERSION_LINE, about)]
 #[deny(missing_docs)]
 pub struct Args {
     /// Log lines on stderr as text or as one JSON object per line (text has colours only on

@@ -3,9 +3,10 @@
 //! progress display, and [`execute`], which runs a parsed command and prints a failed
 //! command's error.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 use fleetgate_agent::daemon::{self, DaemonArgs, DaemonError};
 use fleetgate_agent::worker::{self, WorkerCommand, WorkerProcessError};
 use fleetgate_common::auth::Token;
@@ -32,7 +33,7 @@ pub use serve::{ServeArgs, ServeError, serve};
 
 /// fleetgate: qualify always-on memory monitoring on this host and across a fleet.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(name = "fleetgate", version = crate::identity::VERSION_LINE, about)]
 #[deny(missing_docs)]
 pub struct Args {
     /// Log lines on stderr as text or as one JSON object per line (text has colours only on
@@ -68,6 +69,12 @@ pub enum Command {
     History(HistoryArgs),
     /// Run an agent daemon from this binary (the same agent as `fleetgate-agent run`).
     Agent(DaemonArgs),
+    /// Print the shell completion script of fleetgate for SHELL on stdout.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Run one job in this process (used by the embedded agent; reads the job on stdin).
     #[command(hide = true)]
     Worker {
@@ -87,6 +94,7 @@ impl Command {
             | Command::Agents(_)
             | Command::Certs(_)
             | Command::History(_)
+            | Command::Completions { .. }
             | Command::Worker { .. } => "warn",
         }
     }
@@ -161,6 +169,13 @@ pub fn execute(command: Command) -> Result<i32, CliError> {
             result.map_err(CliError::Worker)?;
             Ok(exit::OK)
         }
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Args::command(), "fleetgate", &mut script);
+            // A closed stdout (a pipe to `head`) is not an error of the command.
+            std::io::stdout().lock().write_all(&script).ok();
+            Ok(exit::OK)
+        }
         Command::Agent(args) => {
             let program =
                 std::env::current_exe().map_err(|e| CliError::Agent(DaemonError::Io(e)))?;
@@ -232,7 +247,7 @@ async fn execute_async(command: Command) -> i32 {
                 err.exit_code()
             }
         },
-        Command::Agent(_) | Command::Worker { .. } => exit::ERROR,
+        Command::Agent(_) | Command::Completions { .. } | Command::Worker { .. } => exit::ERROR,
     }
 }
 

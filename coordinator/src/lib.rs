@@ -11,6 +11,7 @@ pub mod cli;
 pub mod client;
 pub mod history;
 pub mod metrics;
+pub mod identity;
 pub mod output;
 pub mod plan;
 pub mod registry;

@@ -136,9 +136,15 @@ fn a_tiny_run_writes_a_report_that_matches_the_schema_and_its_summaries() {
     assert!(md.starts_with("## fleetgate v0.4 report: PASS"));
     assert_eq!(md.matches("| pass |").count(), 14);
     let junit = std::fs::read_to_string(&junit).unwrap();
-    assert!(junit.contains("tests=\"15\" failures=\"0\""), "{junit}");
+    // The job, its 14 checks, and the fleet's verdict.
     assert!(
-        junit.contains(&format!("classname=\"{runtime}\" name=\"rollover_count\"")),
+        junit.contains("<testsuites name=\"fleetgate\" tests=\"16\" failures=\"0\" errors=\"0\""),
+        "{junit}"
+    );
+    assert!(
+        junit.contains(&format!(
+            "<testcase name=\"rollover_count\" classname=\"{runtime}\""
+        )),
         "{junit}"
     );
 }

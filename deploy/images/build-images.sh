@@ -14,7 +14,17 @@ cd "$root"
 out="$root/target/images"
 log() { printf 'build-images: %s\n' "$*" >&2; }
 
-log "building release binaries"
+# The commit the binaries are built from (`--version`, the report's `generator`): their build
+# scripts read it from git; a tree copied without .git gives it as FLEETGATE_BUILD_COMMIT.
+# The images record it too, as their org.opencontainers.image.revision label.
+if commit="$(git -C "$root" rev-parse --short=12 HEAD 2>/dev/null)"; then
+    [[ -z "$(git -C "$root" status --porcelain --untracked-files=no)" ]] || commit="$commit-dirty"
+else
+    commit="${FLEETGATE_BUILD_COMMIT:-unknown}"
+fi
+export FLEETGATE_BUILD_COMMIT="$commit"
+
+log "building release binaries (commit $commit)"
 cargo build --release --locked -p fleetgate-coordinator -p fleetgate-agent >&2
 
 # Copies FILE and every shared library it needs (recursively, as ldd resolves them) into ROOTFS.
@@ -44,7 +54,8 @@ base_rootfs() {
 image() {
     local name="$1" dockerfile="$2"
     log "docker build fleetgate/$name:$tag"
-    docker build -q -f "$root/deploy/images/$dockerfile" -t "fleetgate/$name:$tag" "$out/$name" >&2
+    docker build -q -f "$root/deploy/images/$dockerfile" -t "fleetgate/$name:$tag" \
+        --build-arg "FLEETGATE_BUILD_COMMIT=$commit" "$out/$name" >&2
 }
 
 # Coordinator: the fleetgate binary (it also carries the CLI, `fleetgate agents` for the health check).

@@ -3,7 +3,7 @@
 #   - Debian packages: chromium (headless browser for the HTML report), libxml2-utils (xmllint),
 #     docker-compose (`docker-compose config` on the compose fleet);
 #   - PyPI packages from deploy/tests/requirements.txt into a virtual environment at $1
-#     (schema, metrics and health clients, manifest validators).
+#     (schema, Markdown, metrics and health clients, manifest validators).
 # Idempotent: a venv whose requirements stamp matches is kept; packages present are not
 # reinstalled. Usage: install-test-tools.sh VENV_DIR
 set -euo pipefail

@@ -27,10 +27,10 @@ pub use metrics::{
     flatten_metrics, format_value, is_two_sided,
 };
 pub use model::{
-    AddedCost, BaselineSnapshot, BudgetCheck, DetectableShift, OverheadBlock, OverheadEstimates,
-    OverheadMetrics, OverheadPair, OverheadScenarios, PairStop, REPORT_VERSION, RegressionCheck,
-    Report, RetentionChecks, RetentionValidationBlock, RssTrend, RuntimeSection, RuntimeStatus,
-    ScenarioSummary, SoakBlock, TelemetryLoss, Verdict,
+    AddedCost, BaselineSnapshot, BudgetCheck, DetectableShift, Generator, OverheadBlock,
+    OverheadEstimates, OverheadMetrics, OverheadPair, OverheadScenarios, PairStop, REPORT_VERSION,
+    RegressionCheck, Report, RetentionChecks, RetentionValidationBlock, RssTrend, RuntimeSection,
+    RuntimeStatus, ScenarioSummary, SoakBlock, TelemetryLoss, Verdict,
 };
 pub use significance::{
     REGRESSION_ALPHA, Z_975, adjust_regression_checks, format_p, normal_cdf, one_sided_p,

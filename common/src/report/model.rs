@@ -561,11 +561,26 @@ pub struct BaselineSnapshot {
     pub distributions: BTreeMap<String, crate::gate::MetricDistribution>,
 }
 
+/// Which fleetgate made a report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Generator {
+    /// The program (`fleetgate`).
+    pub name: String,
+    /// Its version.
+    pub version: String,
+    /// The git commit it was built from (12 hex digits, `-dirty` when the tree had changes), or
+    /// `unknown`.
+    pub commit: String,
+}
+
 /// The v0.4 report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
     /// `v0.4`.
     pub version: String,
+    /// The fleetgate that made it (set by the coordinator; absent in older reports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generator: Option<Generator>,
     /// `YYYY-MM-DDTHH:MM:SSZ`.
     pub timestamp_utc: String,
     /// Profile name.

@@ -233,6 +233,7 @@ pub fn build_fleet_report(
     let hardware_classes = class_summaries(&agent_sections, &metrics);
     let mut report = Report {
         version: REPORT_VERSION.to_owned(),
+        generator: None,
         timestamp_utc: format_utc(unix_seconds),
         profile: config.workload.profile.name().to_owned(),
         mode: config.workload.mode.name().to_owned(),

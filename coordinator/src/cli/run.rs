@@ -198,10 +198,17 @@ fn finish(args: &RunArgs, reports: &[Report]) -> Result<i32, RunError> {
     };
     write_file("--output", &args.output, &json_bytes(report)?)?;
     if let Some(path) = &args.markdown {
-        write_file("--markdown", path, output::markdown(report).as_bytes())?;
+        // The HTML report to link to: none is written yet.
+        write_file(
+            "--markdown",
+            path,
+            output::markdown(report, None).as_bytes(),
+        )?;
     }
     if let Some(path) = &args.junit {
-        write_file("--junit", path, output::junit(report).as_bytes())?;
+        let xml = output::junit(report)
+            .map_err(|e| RunError::Internal(format!("--junit: cannot build the XML: {e}")))?;
+        write_file("--junit", path, xml.as_bytes())?;
     }
     if let Some(path) = &args.write_baseline {
         let host = fleetgate_common::host::host_name();

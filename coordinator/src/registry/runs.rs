@@ -302,7 +302,7 @@ impl Registry {
                 section: j.section.clone(),
             })
             .collect();
-        let report = build_fleet_report(
+        let mut report = build_fleet_report(
             &run.plan.config,
             &run.plan.gate,
             run.plan.spec.selection.quorum,
@@ -310,6 +310,7 @@ impl Registry {
             &jobs,
             unix_ms() / 1_000,
         );
+        report.generator = Some(crate::identity::generator());
         let json = match serde_json::to_string(&report) {
             Ok(json) => json,
             Err(e) => {

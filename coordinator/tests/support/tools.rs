@@ -1,7 +1,7 @@
 //! The real third-party consumers the tests feed fleetgate's outputs to, installed by
 //! `make test-tools` (part of `make test`): Debian's `chromium` and `xmllint`, and a Python
-//! virtual environment (`FLEETGATE_TEST_TOOLS`) holding schema, metrics and health clients and
-//! the manifest validators. A missing tool fails the test with the command that installs it:
+//! virtual environment (`FLEETGATE_TEST_TOOLS`) holding schema, metrics and health clients,
+//! GitHub's Markdown renderer (cmark-gfm) and the manifest validators. A missing tool fails the test with the command that installs it:
 //! these checks are never skipped.
 
 use std::path::PathBuf;
