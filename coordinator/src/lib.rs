@@ -3,11 +3,13 @@
 //! A run is validated ([`plan`]), dispatched by the coordinator's [`registry`] to agents over
 //! gRPC ([`service`]), and its jobs' sections are aggregated into one gated fleet report
 //! ([`fleetgate_common::report::build_report`]); the CLI submits runs and follows them
-//! ([`client`]) and renders the console summary, Markdown and JUnit files ([`output`]).
+//! ([`client`]) and renders the console summary, Markdown and JUnit files ([`output`]) and the HTML report
+//! ([`html`]).
 //! [`cli`] is the `fleetgate` command line.
 
 pub mod cli;
 pub mod client;
+pub mod html;
 pub mod output;
 pub mod plan;
 pub mod registry;
