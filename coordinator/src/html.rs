@@ -170,6 +170,7 @@ struct SoakView {
     rss_svg: Option<String>,
     facts: Vec<(String, String)>,
     churn_svg: String,
+    events_svg: String,
     bytes_svg: String,
     retention: Vec<(String, bool)>,
 }
@@ -670,11 +671,14 @@ fn soak_view(s: &SoakBlock, budget: &dyn Fn(&str) -> Option<f64>) -> SoakView {
             count("segments rolled over", s.rollover_count, None),
             count("segments pruned", s.pruned_segment_count, None),
             count("segments retained", s.final_retained_files, segment_limit),
+        ]),
+        events_svg: svg::churn_bars(&[
             count(
                 "events evicted",
                 s.history_dropped_events,
                 budget("history_dropped_events"),
             ),
+            count("events retained", s.history_retained_events, None),
         ]),
         bytes_svg: svg::churn_bars(&[
             bytes("bytes pruned", s.pruned_bytes, None),

@@ -138,7 +138,8 @@ fn a_run_writes_an_html_report_that_chromium_renders_cleanly() {
     assert!(dom.contains(agent.as_str()));
     for title in [
         "RSS checkpoints and trend",
-        "Segments and events",
+        "Sink segments",
+        "History window events",
         "Wall-time overhead per pair",
         "CPU-time overhead per pair",
     ] {
@@ -152,9 +153,9 @@ fn a_run_writes_an_html_report_that_chromium_renders_cleanly() {
         .unwrap()
         .metrics
         .len();
-    // A bar per check, a strip per class metric, the RSS, two pair and two churn charts.
+    // A bar per check, a strip per class metric, the RSS, two pair and three churn charts.
     let svgs = dom.matches("<svg").count();
-    assert!(svgs >= checks + metrics + 5, "{svgs} <svg> elements");
+    assert!(svgs >= checks + metrics + 6, "{svgs} <svg> elements");
     // The RSS chart plots every checkpoint.
     let soak = report
         .runtimes
