@@ -3,8 +3,10 @@
 //!
 //! ```text
 //! cargo bench -p fleetgate-coordinator --bench html_report -- [--report PATH] [--agents 100]
-//!     [--classes 4] [--rounds 10] [--history 20]
+//!     [--classes 4] [--rounds 10] [--history 20] [--write PATH]
 //! ```
+//!
+//! `--write PATH` keeps the fleet's page there (to open it in a browser).
 //!
 //! The fleet is built from a real one-agent report (`--report`, or else a tiny `--mode all`
 //! run of `gpumemprof_cpu` made first with the real `fleetgate` binary): its agent's section,
@@ -29,6 +31,7 @@ struct Options {
     classes: usize,
     rounds: usize,
     history: usize,
+    write: Option<PathBuf>,
 }
 
 fn options() -> Options {
@@ -38,6 +41,7 @@ fn options() -> Options {
         classes: 4,
         rounds: 10,
         history: 20,
+        write: None,
     };
     let number = |v: Option<String>, default: usize| {
         v.and_then(|v| v.parse().ok())
@@ -51,6 +55,7 @@ fn options() -> Options {
             "--agents" => o.agents = number(args.next(), o.agents),
             "--classes" => o.classes = number(args.next(), o.classes),
             "--rounds" => o.rounds = number(args.next(), o.rounds),
+            "--write" => o.write = args.next().map(PathBuf::from),
             "--history" => o.history = args.next().and_then(|v| v.parse().ok()).unwrap_or(0),
             // `cargo bench` passes `--bench`.
             _ => {}
@@ -139,6 +144,19 @@ fn fleet(report: &Report, agents: usize, classes: usize) -> Report {
             regression_checks.insert(rename(k), c);
         }
     }
+    // Each agent's diagnostics and advice, under its new id.
+    let every_agent = |lines: &[String]| -> Vec<String> {
+        (0..agents)
+            .flat_map(|i| {
+                lines
+                    .iter()
+                    .filter(|l| l.starts_with(&prefix) || l.starts_with(&format!("{id}: ")))
+                    .map(move |l| l.replacen(id.as_str(), &format!("agent-{i:03}"), 1))
+            })
+            .collect()
+    };
+    fleet.failure_diagnostics = every_agent(&report.failure_diagnostics);
+    fleet.gate_power = every_agent(&report.gate_power);
     fleet.budget_checks = report.budget_checks.as_ref().map(|_| budget_checks);
     fleet.regression_checks = report.regression_checks.as_ref().map(|_| regression_checks);
     fleet.hardware_classes = class_summaries(&fleet.agents, &fleet.metrics);
@@ -198,5 +216,9 @@ fn main() {
             page.matches("<svg").count(),
             json.len() as f64 / 1024.0
         );
+        if let (Some(path), "fleet") = (&o.write, label) {
+            std::fs::write(path, &page).expect("write the page");
+            println!("fleet page written to {}", path.display());
+        }
     }
 }

@@ -234,7 +234,22 @@ impl Page {
             .iter()
             .map(|(id, a)| {
                 let own = checks.remove(id.as_str()).unwrap_or_default();
-                let outcome = worst(own.iter().map(|c| c.outcome), a.status);
+                // Its checks, and the diagnostics that name it (retention, collector health).
+                let diagnostics = report
+                    .failure_diagnostics
+                    .iter()
+                    .filter(|d| diagnostic_owner(d, &ids) == Some(id.as_str()))
+                    .map(|d| {
+                        if d.contains("inconclusive") {
+                            "inconclusive"
+                        } else {
+                            "fail"
+                        }
+                    });
+                let outcome = worst(
+                    own.iter().map(|c| c.outcome).chain(diagnostics),
+                    a.status,
+                );
                 let f = &a.facts;
                 AgentView {
                     id: id.clone(),
@@ -331,6 +346,17 @@ fn owner<'a>(key: &str, ids: &[&'a str]) -> Option<&'a str> {
         .filter(|id| {
             key.strip_prefix(id)
                 .is_some_and(|rest| rest.starts_with('/'))
+        })
+        .max_by_key(|id| id.len())
+}
+
+/// The agent a diagnostic line names: the longest id followed by `/` or `: `.
+fn diagnostic_owner<'a>(line: &str, ids: &[&'a str]) -> Option<&'a str> {
+    ids.iter()
+        .copied()
+        .filter(|id| {
+            line.strip_prefix(id)
+                .is_some_and(|rest| rest.starts_with('/') || rest.starts_with(": "))
         })
         .max_by_key(|id| id.len())
 }
@@ -733,5 +759,45 @@ fn history_view(series: &HistorySeries) -> HistoryView {
             })
             .collect(),
         svg: svg::history_chart(&series.metric, &values, &series.change_points),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_and_diagnostics_belong_to_the_longest_matching_agent() {
+        let ids = ["a", "a-b", "a/b"];
+        assert_eq!(owner("a/gpumemprof_cpu.rollover_count", &ids), Some("a"));
+        assert_eq!(
+            owner("a-b/gpumemprof_cpu.rollover_count", &ids),
+            Some("a-b")
+        );
+        assert_eq!(
+            owner("a/b/gpumemprof_cpu.rollover_count", &ids),
+            Some("a/b")
+        );
+        assert_eq!(owner("gpumemprof_cpu.rollover_count", &ids), None);
+        assert_eq!(metric_of("a-b/x.y", &ids), "x.y");
+        assert_eq!(diagnostic_owner("a-b: lost during soak", &ids), Some("a-b"));
+        assert_eq!(diagnostic_owner("ab: lost", &ids), None);
+    }
+
+    #[test]
+    fn an_agent_is_as_bad_as_its_worst_check_or_its_status() {
+        assert_eq!(
+            worst(["pass", "pass"].into_iter(), AgentStatus::Completed),
+            "pass"
+        );
+        assert_eq!(
+            worst(["pass", "inconclusive"].into_iter(), AgentStatus::Completed),
+            "inconclusive"
+        );
+        assert_eq!(
+            worst(["inconclusive", "fail"].into_iter(), AgentStatus::Completed),
+            "fail"
+        );
+        assert_eq!(worst(std::iter::empty(), AgentStatus::Lost), "inconclusive");
     }
 }
