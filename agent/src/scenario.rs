@@ -12,8 +12,8 @@ use fleetgate_common::knobs::{
 };
 use fleetgate_common::report::{
     AddedCost, DetectableShift, OverheadBlock, OverheadEstimates, OverheadMetrics, OverheadPair,
-    OverheadScenarios, PairStop, RetentionChecks, RetentionValidationBlock, RssTrend,
-    ScenarioSummary, SoakBlock, TelemetryLoss,
+    OverheadScenarios, PairStop, RetentionChecks, RetentionValidationBlock, RssCheckpoint,
+    RssTrend, ScenarioSummary, SoakBlock, TelemetryLoss,
 };
 use fleetgate_common::stats::{self, LocationEstimator, StatsError};
 
@@ -802,6 +802,14 @@ pub fn run_soak<C: Collector>(
         artifact_size_bytes: dir_size(&spec.artifact_dir),
         rss_growth_per_24h_equiv: trend.map_or(endpoint_growth, |t| t.growth_per_24h_equiv),
         rss_trend: trend,
+        rss_checkpoints: seconds
+            .iter()
+            .zip(&readings)
+            .map(|(&equivalent_seconds, &rss_bytes)| RssCheckpoint {
+                equivalent_seconds,
+                rss_bytes,
+            })
+            .collect(),
         max_rss_delta_bytes: readings
             .iter()
             .map(|r| r.saturating_sub(baseline))

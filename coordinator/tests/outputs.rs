@@ -203,6 +203,12 @@ fn a_run_replaces_its_outputs_whole_and_keeps_a_link_to_the_report() {
             .unwrap()
             .starts_with("## fleetgate v0.4 report")
     );
+    // The HTML report is next to the path given to --output (not the link's target).
+    assert!(
+        std::fs::read_to_string(work.path().join("latest.html"))
+            .unwrap()
+            .starts_with("<!DOCTYPE html>")
+    );
     // No temporary file is left next to the outputs.
     let mut names: Vec<String> = std::fs::read_dir(work.path())
         .unwrap()
@@ -214,6 +220,7 @@ fn a_run_replaces_its_outputs_whole_and_keeps_a_link_to_the_report() {
         [
             "artifacts",
             "history.sqlite",
+            "latest.html",
             "latest.json",
             "new",
             "relaxed-overhead-budgets.json",

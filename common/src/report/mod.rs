@@ -29,7 +29,8 @@ pub use metrics::{
 pub use model::{
     AddedCost, BaselineSnapshot, BudgetCheck, DetectableShift, Generator, OverheadBlock,
     OverheadEstimates, OverheadMetrics, OverheadPair, OverheadScenarios, PairStop, REPORT_VERSION,
-    RegressionCheck, Report, RetentionChecks, RetentionValidationBlock, RssTrend, RuntimeSection,
+    RegressionCheck, Report, RetentionChecks, RetentionValidationBlock, RssCheckpoint, RssTrend,
+    RuntimeSection,
     RuntimeStatus, ScenarioSummary, SoakBlock, TelemetryLoss, Verdict,
 };
 pub use significance::{

@@ -330,6 +330,15 @@ pub struct RssTrend {
     pub late_window_growth_per_24h_equiv: f64,
 }
 
+/// One RSS reading of a soak.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RssCheckpoint {
+    /// Equivalent seconds since the warm-up checkpoint (the trend's time axis).
+    pub equivalent_seconds: f64,
+    /// The process's RSS there.
+    pub rss_bytes: u64,
+}
+
 /// The soak block of a runtime.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SoakBlock {
@@ -363,6 +372,10 @@ pub struct SoakBlock {
     /// than 3 checkpoints).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rss_trend: Option<RssTrend>,
+    /// The RSS checkpoints the trend is fitted to, in order (absent in reports that predate
+    /// them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rss_checkpoints: Vec<RssCheckpoint>,
     /// Largest RSS increase over the baseline at any checkpoint.
     pub max_rss_delta_bytes: u64,
     /// Samples up to and including the baseline checkpoint.

@@ -103,6 +103,12 @@ pub struct RunArgs {
     /// Also write a JUnit XML file here (one test case per check).
     #[arg(long)]
     pub junit: Option<PathBuf>,
+    /// Write the HTML report here [default: next to --output, with the extension .html].
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+    /// Write no HTML report.
+    #[arg(long, conflicts_with = "html")]
+    pub no_html: bool,
     /// Record this run's config and metrics as a regression baseline file here (an
     /// intentional baseline refresh; review the numbers before committing it).
     #[arg(long)]
@@ -209,6 +215,10 @@ fn finish(args: &RunArgs, reports: &[Report]) -> Result<i32, RunError> {
         let xml = output::junit(report)
             .map_err(|e| RunError::Internal(format!("--junit: cannot build the XML: {e}")))?;
         write_file("--junit", path, xml.as_bytes())?;
+    }
+    if let Some(path) = html_path(args) {
+        // The run history is not wired in yet: the page has no history section.
+        write_file("--html", &path, crate::html::render(report, &[]).as_bytes())?;
     }
     if let Some(path) = &args.write_baseline {
         let host = fleetgate_common::host::host_name();
@@ -379,12 +389,27 @@ fn given_path<'a>(flag: &'a str, path: Option<&'a PathBuf>) -> Option<output::Na
     })
 }
 
-/// The outputs a run writes, with their flags.
-fn run_outputs(args: &RunArgs) -> Vec<output::NamedPath<'_>> {
+/// Where the HTML report goes: `--html`, else next to `--output` with the extension `.html`;
+/// nowhere with `--no-html`.
+fn html_path(args: &RunArgs) -> Option<PathBuf> {
+    if args.no_html {
+        return None;
+    }
+    Some(
+        args.html
+            .clone()
+            .unwrap_or_else(|| args.output.with_extension("html")),
+    )
+}
+
+/// The outputs a run writes, with their flags (`html`: where the HTML report goes, if
+/// anywhere).
+fn run_outputs<'a>(args: &'a RunArgs, html: Option<&'a PathBuf>) -> Vec<output::NamedPath<'a>> {
     [
         given_path("--output", Some(&args.output)),
         given_path("--markdown", args.markdown.as_ref()),
         given_path("--junit", args.junit.as_ref()),
+        given_path("--html", html),
         given_path("--write-baseline", args.write_baseline.as_ref()),
         given_path(
             "--history",
@@ -415,7 +440,8 @@ fn run_inputs(args: &RunArgs) -> Vec<output::NamedPath<'_>> {
 /// Refuses, before anything runs, output paths that clash (exit 2) or cannot hold a file
 /// (exit 1).
 fn check_outputs(args: &RunArgs) -> Result<(), RunError> {
-    output::check_outputs(&run_outputs(args), &run_inputs(args)).map_err(|e| {
+    let html = html_path(args);
+    output::check_outputs(&run_outputs(args, html.as_ref()), &run_inputs(args)).map_err(|e| {
         if e.is_usage() {
             RunError::Usage(e.to_string())
         } else {

@@ -136,6 +136,7 @@ fn soak() -> SoakBlock {
         artifact_size_bytes: 65_536,
         rss_growth_per_24h_equiv: 0.0,
         rss_trend: None,
+        rss_checkpoints: Vec::new(),
         max_rss_delta_bytes: 1_000,
         rss_warmup_sample_count: 200,
         rss_measured_sample_count: 1_800,
