@@ -607,6 +607,18 @@ impl History {
     /// profile, mode and [`config_key`] has a change point among its last [`ADVICE_WINDOW`]
     /// runs. Advice only.
     pub fn advice(&self, report: &Report) -> Result<Vec<String>, HistoryError> {
+        Ok(self
+            .gated_series(report)?
+            .iter()
+            .flat_map(advice_lines)
+            .collect())
+    }
+
+    /// The series of every metric `report` gates, per hardware class of its fleet, drawn from
+    /// runs like it (same profile, mode and [`config_key`]), the last [`ADVICE_SERIES_RUNS`]
+    /// of them, with their change points: what the advice and the HTML report's history
+    /// charts show.
+    pub fn gated_series(&self, report: &Report) -> Result<Vec<Series>, HistoryError> {
         // A fleet report's checks are keyed `<agent>/<runtime>.<metric>`; the class summaries
         // hold `<runtime>.<metric>`.
         let mut gated: Vec<&str> = report
@@ -624,21 +636,17 @@ impl History {
             mode: Some(report.mode.clone()),
             config_key: Some(config_key(report)),
         };
-        let mut lines = Vec::new();
+        let mut all = Vec::new();
         for metric in gated {
             for class in report.hardware_classes.keys() {
-                let series =
-                    match self.series_where(metric, Some(class), ADVICE_SERIES_RUNS, &filter) {
-                        Ok(series) => series,
-                        Err(e) if e.is_usage() => continue,
-                        Err(e) => return Err(e),
-                    };
-                for s in &series {
-                    lines.extend(advice_lines(s));
+                match self.series_where(metric, Some(class), ADVICE_SERIES_RUNS, &filter) {
+                    Ok(series) => all.extend(series),
+                    Err(e) if e.is_usage() => continue,
+                    Err(e) => return Err(e),
                 }
             }
         }
-        Ok(lines)
+        Ok(all)
     }
 }
 

@@ -19,29 +19,8 @@ use fleetgate_common::report::{
 };
 use serde::Serialize;
 
-/// One metric's values over past runs of one hardware class, oldest first.
-#[derive(Debug, Clone, PartialEq)]
-pub struct HistorySeries {
-    /// `<runtime>.<metric>`.
-    pub metric: String,
-    /// The hardware class the values come from.
-    pub hardware_class: String,
-    /// The values, one per run, oldest first.
-    pub points: Vec<HistoryPoint>,
-    /// Indices into `points` where a shift starts.
-    pub change_points: Vec<usize>,
-}
-
-/// One run's value of a metric.
-#[derive(Debug, Clone, PartialEq)]
-pub struct HistoryPoint {
-    /// The run's id.
-    pub run_id: String,
-    /// When it finished (`YYYY-MM-DDTHH:MM:SSZ`).
-    pub finished_at: String,
-    /// The value (the class's median, or the one agent's value).
-    pub value: f64,
-}
+/// One metric's values over past runs of one hardware class (from the run history).
+pub use crate::history::{Series as HistorySeries, SeriesPoint as HistoryPoint};
 
 const TEMPLATE: &str = include_str!("html/report.html");
 

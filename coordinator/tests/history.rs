@@ -374,10 +374,30 @@ fn a_recent_shift_in_the_history_is_advice_in_the_report_and_the_console() {
     }
     drop(history);
 
-    let (code, stdout, stderr) = tiny(work.path(), &[]);
+    let summary = work.path().join("summary.md");
+    let (code, stdout, stderr) = tiny(work.path(), &["--markdown", summary.to_str().unwrap()]);
     assert_eq!(code, 0, "{stderr}");
     let report = report(work.path());
     support::assert_matches_schema(&report);
+    // The HTML report charts the series, change point included, and the summary links to it.
+    let page = std::fs::read_to_string(work.path().join("report.html")).unwrap();
+    let section = &page[page
+        .find("<section id=\"history\">")
+        .expect("a history section")..];
+    assert!(
+        section.contains(METRIC) && section.contains(&class),
+        "{section}"
+    );
+    assert!(
+        section.contains("synthetic-16"),
+        "the shift's run is named: {section}"
+    );
+    assert!(
+        std::fs::read_to_string(&summary)
+            .unwrap()
+            .contains("(<report.html>)"),
+        "the summary links to the page by its file name"
+    );
     let advice = report["history_advice"].as_array().expect("history_advice");
     assert_eq!(advice.len(), 1, "{advice:?}");
     let line = advice[0].as_str().unwrap();

@@ -202,13 +202,23 @@ fn finish(args: &RunArgs, reports: &[Report]) -> Result<i32, RunError> {
     let Some(report) = reports.last() else {
         return Ok(exit::OK);
     };
+    // The JSON report first: whatever fails later, it is not lost.
     write_file("--output", &args.output, &json_bytes(report)?)?;
+    let recorded = record_history(args, reports);
+    let report = match &recorded.advised {
+        Some(advised) => {
+            write_file("--output", &args.output, &json_bytes(advised)?)?;
+            advised
+        }
+        None => report,
+    };
+    let html = html_path(args);
     if let Some(path) = &args.markdown {
-        // The HTML report to link to: none is written yet.
+        let link = html.as_deref().map(|h| markdown_link(path, h));
         write_file(
             "--markdown",
             path,
-            output::markdown(report, None).as_bytes(),
+            output::markdown(report, link.as_deref()).as_bytes(),
         )?;
     }
     if let Some(path) = &args.junit {
@@ -216,9 +226,9 @@ fn finish(args: &RunArgs, reports: &[Report]) -> Result<i32, RunError> {
             .map_err(|e| RunError::Internal(format!("--junit: cannot build the XML: {e}")))?;
         write_file("--junit", path, xml.as_bytes())?;
     }
-    if let Some(path) = html_path(args) {
-        // The run history is not wired in yet: the page has no history section.
-        write_file("--html", &path, crate::html::render(report, &[]).as_bytes())?;
+    if let Some(path) = &html {
+        let page = crate::html::render(report, &recorded.series);
+        write_file("--html", path, page.as_bytes())?;
     }
     if let Some(path) = &args.write_baseline {
         let host = fleetgate_common::host::host_name();
@@ -230,8 +240,6 @@ fn finish(args: &RunArgs, reports: &[Report]) -> Result<i32, RunError> {
         };
         write_file("--write-baseline", path, &json_bytes(&document)?)?;
     }
-    let advised = record_history(args, reports);
-    let report = advised.as_ref().unwrap_or(report);
     let mut stdout = std::io::stdout().lock();
     for line in output::console_lines(report, &args.output.display().to_string()) {
         // A closed stdout (a pipe to `head`) must not turn a finished run into a failure.
@@ -275,39 +283,58 @@ fn history_path(args: &RunArgs) -> Option<PathBuf> {
     }))
 }
 
-/// Records `reports` in the run's history (after the outputs are written) and, when the
-/// history advises on the last one, rewrites `--output` with that advice and returns the
-/// report with it. A history that cannot be opened or written is a warning on stderr: the
+/// What the run's history adds to its outputs.
+#[derive(Debug, Default)]
+struct Recorded {
+    /// The last report with the history's advice, when there is any.
+    advised: Option<Report>,
+    /// The gated metrics' series over runs like it, for the HTML report.
+    series: Vec<history::Series>,
+}
+
+/// Records `reports` in the run's history (after the JSON report is written) and reads back
+/// what the other outputs show of it: the advice on the last report and its gated metrics'
+/// series. A history that cannot be opened, written or read is a warning on stderr: the
 /// report written stands, and so does the exit code.
 #[expect(
     clippy::print_stderr,
     reason = "a history failure is a warning beside the run's output"
 )]
-fn record_history(args: &RunArgs, reports: &[Report]) -> Option<Report> {
-    let path = history_path(args)?;
-    let last = reports.last()?;
-    let advice = History::open(&path).and_then(|mut history| {
+fn record_history(args: &RunArgs, reports: &[Report]) -> Recorded {
+    let (Some(path), Some(last)) = (history_path(args), reports.last()) else {
+        return Recorded::default();
+    };
+    let read = History::open(&path).and_then(|mut history| {
         for report in reports {
             history.record(&history::report_run_id(report), report)?;
         }
-        history.advice(last)
+        let series = history.gated_series(last)?;
+        Ok(series)
     });
-    let advice = match advice {
-        Ok(advice) if !advice.is_empty() => advice,
-        Ok(_) => return None,
+    let series = match read {
+        Ok(series) => series,
         Err(e) => {
             eprintln!("Warning: {e}; the report is not recorded there");
-            return None;
+            return Recorded::default();
         }
     };
-    let mut advised = last.clone();
-    advised.history_advice = advice;
-    match json_bytes(&advised).and_then(|json| write_file("--output", &args.output, &json)) {
-        Ok(()) => Some(advised),
-        Err(e) => {
-            eprintln!("Warning: the history's advice was not added to the report: {e}");
-            None
-        }
+    let advice: Vec<String> = series.iter().flat_map(history::advice_lines).collect();
+    let advised = (!advice.is_empty()).then(|| {
+        let mut advised = last.clone();
+        advised.history_advice = advice;
+        advised
+    });
+    Recorded { advised, series }
+}
+
+/// How the Markdown summary at `markdown` links to the HTML report at `html`: by file name
+/// when both are in one folder (the summary and the page travel together as CI artifacts),
+/// else by the path as given.
+fn markdown_link(markdown: &Path, html: &Path) -> String {
+    let folder = |p: &Path| p.parent().map(Path::to_path_buf).unwrap_or_default();
+    match html.file_name() {
+        Some(name) if folder(markdown) == folder(html) => name.to_string_lossy().into_owned(),
+        _ => html.display().to_string(),
     }
 }
 

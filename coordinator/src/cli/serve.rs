@@ -159,9 +159,7 @@ impl ServeError {
             ServeError::Listen { .. }
             | ServeError::Start { .. }
             | ServeError::Metrics(_)
-            | ServeError::History { .. } => {
-                exit::ERROR
-            }
+            | ServeError::History { .. } => exit::ERROR,
         }
     }
 }
