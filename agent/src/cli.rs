@@ -10,7 +10,7 @@ use fleetgate_common::atomic_file::{self, AtomicWriteError};
 use fleetgate_common::config::{Profile, RetentionValidationLimits};
 use fleetgate_common::knobs::RuntimeKnobs;
 use fleetgate_common::runtime::RuntimeKind;
-use fleetgate_common::telemetry::LogFormat;
+use fleetgate_common::telemetry::LogArgs;
 
 use crate::daemon::{self, DaemonArgs, DaemonError, HealthError};
 use crate::job::{self, TrackerKnobError};
@@ -31,16 +31,9 @@ pub const VERSION_LINE: &str = concat!(
 #[command(version = VERSION_LINE, about)]
 #[deny(missing_docs)]
 pub struct Args {
-    /// Log lines on stderr as text or as one JSON object per line (text has colours only on
-    /// a terminal, and never with NO_COLOR set).
-    #[arg(
-        long,
-        global = true,
-        value_enum,
-        env = "FLEETGATE_LOG_FORMAT",
-        default_value = "text"
-    )]
-    pub log_format: LogFormat,
+    /// How logs are written.
+    #[command(flatten)]
+    pub log: LogArgs,
     /// The subcommand.
     #[command(subcommand)]
     pub command: Command,

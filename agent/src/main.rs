@@ -8,7 +8,7 @@ use fleetgate_common::{exit, telemetry};
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    telemetry::init(args.log_format, args.command.log_level());
+    telemetry::init(args.log.log_format, args.command.log_level());
     match cli::execute(args.command) {
         Ok(()) => ExitCode::from(exit::OK as u8),
         Err(err) => {

@@ -18,6 +18,21 @@ pub enum LogFormat {
     Json,
 }
 
+/// The logging flag of every command line (`fleetgate` and `fleetgate-agent`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct LogArgs {
+    /// Log lines on stderr as text or as one JSON object per line (text has colours only on
+    /// a terminal, and never with NO_COLOR set).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "FLEETGATE_LOG_FORMAT",
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+}
+
 impl LogFormat {
     /// The format's name, as `--log-format` takes it.
     pub fn name(self) -> &'static str {

@@ -12,7 +12,7 @@ use fleetgate_agent::worker::{self, WorkerCommand, WorkerProcessError};
 use fleetgate_common::auth::Token;
 use fleetgate_common::exit;
 use fleetgate_common::input::one_line;
-use fleetgate_common::telemetry::LogFormat;
+use fleetgate_common::telemetry::LogArgs;
 use fleetgate_common::tls::{ClientTlsFiles, CoordinatorLink};
 
 use crate::plan::RunError;
@@ -36,16 +36,9 @@ pub use serve::{ServeArgs, ServeError, serve};
 #[command(name = "fleetgate", version = crate::identity::VERSION_LINE, about)]
 #[deny(missing_docs)]
 pub struct Args {
-    /// Log lines on stderr as text or as one JSON object per line (text has colours only on
-    /// a terminal, and never with NO_COLOR set).
-    #[arg(
-        long,
-        global = true,
-        value_enum,
-        env = "FLEETGATE_LOG_FORMAT",
-        default_value = "text"
-    )]
-    pub log_format: LogFormat,
+    /// How logs are written.
+    #[command(flatten)]
+    pub log: LogArgs,
     /// The subcommand.
     #[command(subcommand)]
     pub command: Command,

@@ -9,7 +9,7 @@ use fleetgate_coordinator::cli::{self, Args, CliError};
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    telemetry::init(args.log_format, args.command.log_level());
+    telemetry::init(args.log.log_format, args.command.log_level());
     match cli::execute(args.command) {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(err) => {

@@ -31,16 +31,6 @@ const JOBS: &str = "fleetgate_coordinator_jobs";
 const EVENTS_INGESTED: &str = "fleetgate_coordinator_events_ingested_total";
 const ACKS_SENT: &str = "fleetgate_coordinator_acks_sent_total";
 
-/// Every job status, for the `status` label of [`JOBS`] (a status with no job reads 0).
-const JOB_STATUSES: [JobStatus; 6] = [
-    JobStatus::Running,
-    JobStatus::Completed,
-    JobStatus::Failed,
-    JobStatus::TimedOut,
-    JobStatus::Lost,
-    JobStatus::Cancelled,
-];
-
 /// Registers the help text and unit of every metric (call once after the recorder is
 /// installed).
 pub fn describe() {
@@ -156,19 +146,8 @@ pub fn publish(census: &Census) {
     gauge!(AGENTS, "state" => "disconnected").set(census.disconnected as f64);
     gauge!(RUNS, "state" => "in_progress").set(census.runs_in_progress as f64);
     gauge!(RUNS, "state" => "finished_kept").set(census.runs_finished_kept as f64);
-    for status in JOB_STATUSES {
+    for status in JobStatus::ALL {
         let n = census.jobs.iter().filter(|s| **s == status).count();
-        gauge!(JOBS, "status" => status_name(status)).set(n as f64);
-    }
-}
-
-fn status_name(status: JobStatus) -> &'static str {
-    match status {
-        JobStatus::Running => "running",
-        JobStatus::Completed => "completed",
-        JobStatus::Failed => "failed",
-        JobStatus::TimedOut => "timed_out",
-        JobStatus::Lost => "lost",
-        JobStatus::Cancelled => "cancelled",
+        gauge!(JOBS, "status" => status.name()).set(n as f64);
     }
 }

@@ -234,7 +234,7 @@ fn job_case(report: &Report, key: &str, job: Option<&JobSummary>) -> TestCase {
                 .or_else(|| {
                     Some(format!(
                         "{key}: job {}: {}",
-                        job_status_name(job.status),
+                        job.status.name(),
                         job.reason.as_deref().unwrap_or("no reason given")
                     ))
                 })
@@ -243,7 +243,7 @@ fn job_case(report: &Report, key: &str, job: Option<&JobSummary>) -> TestCase {
     };
     let tolerated = tolerated(report, key);
     let status = if let Some(line) = job_line {
-        let ty = job.map_or("failed", |j| job_status_name(j.status));
+        let ty = job.map_or("failed", |j| j.status.name());
         let text = std::iter::once(line.as_str())
             .chain(health.iter().copied())
             .collect::<Vec<_>>()
@@ -284,17 +284,6 @@ fn job_case(report: &Report, key: &str, job: Option<&JobSummary>) -> TestCase {
     case.set_classname(key)
         .set_time(seconds(job.map_or(0.0, |j| j.wall_seconds)));
     case
-}
-
-fn job_status_name(status: JobStatus) -> &'static str {
-    match status {
-        JobStatus::Running => "running",
-        JobStatus::Completed => "completed",
-        JobStatus::Failed => "failed",
-        JobStatus::TimedOut => "timed_out",
-        JobStatus::Lost => "lost",
-        JobStatus::Cancelled => "cancelled",
-    }
 }
 
 /// The case of one gate check: a failure of type `budget` or `regression` carrying its
@@ -558,7 +547,7 @@ pub fn markdown(report: &Report, html: Option<&str>) -> String {
                     format!(
                         "{} {} ({})",
                         md_code(runtime),
-                        job_status_name(j.status),
+                        j.status.name(),
                         format_seconds(j.wall_seconds)
                     )
                 })

@@ -39,6 +39,30 @@ pub enum JobStatus {
     Cancelled,
 }
 
+impl JobStatus {
+    /// Every status, in the order above.
+    pub const ALL: [JobStatus; 6] = [
+        JobStatus::Running,
+        JobStatus::Completed,
+        JobStatus::Failed,
+        JobStatus::TimedOut,
+        JobStatus::Lost,
+        JobStatus::Cancelled,
+    ];
+
+    /// The status's name, as the report writes it (`timed_out`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            JobStatus::Running => "running",
+            JobStatus::Completed => "completed",
+            JobStatus::Failed => "failed",
+            JobStatus::TimedOut => "timed_out",
+            JobStatus::Lost => "lost",
+            JobStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
 /// One job in an agent's section.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobSummary {

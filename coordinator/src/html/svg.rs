@@ -100,6 +100,21 @@ pub(crate) struct Reference<'a> {
     pub(crate) label: &'a str,
 }
 
+/// Draws the series' legend at `position`, in the charts' one style.
+fn draw_legend<CT: plotters::coord::CoordTranslate>(
+    chart: &mut ChartContext<'_, SVGBackend<'_>, CT>,
+    position: SeriesLabelPosition,
+) -> Result<(), Box<dyn std::error::Error>> {
+    chart
+        .configure_series_labels()
+        .position(position)
+        .label_font(("sans-serif", 12))
+        .background_style(WHITE.mix(0.85))
+        .border_style(GREY)
+        .draw()?;
+    Ok(())
+}
+
 /// The soak's RSS checkpoints (MiB against equivalent hours since the warm-up) with the fitted
 /// Theil–Sen line `intercept + slope × t` (bytes, seconds).
 pub(crate) fn rss_chart(points: &[(f64, f64)], line: Option<(f64, f64)>) -> String {
@@ -151,13 +166,7 @@ pub(crate) fn rss_chart(points: &[(f64, f64)], line: Option<(f64, f64)>) -> Stri
                 .label("Theil–Sen trend")
                 .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], RED.stroke_width(2)));
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .label_font(("sans-serif", 12))
-            .background_style(WHITE.mix(0.85))
-            .border_style(GREY)
-            .draw()?;
+        draw_legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
         root.present()?;
         Ok(())
     })();
@@ -247,13 +256,7 @@ pub(crate) fn pairs_chart(
             )?
             .label("tracked first")
             .legend(|(x, y)| Circle::new((x + 8, y), 3, ORANGE.filled()));
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .label_font(("sans-serif", 12))
-            .background_style(WHITE.mix(0.85))
-            .border_style(GREY)
-            .draw()?;
+        draw_legend(&mut chart, SeriesLabelPosition::UpperRight)?;
         root.present()?;
         Ok(())
     })();
