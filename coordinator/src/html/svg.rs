@@ -101,8 +101,8 @@ pub(crate) struct Reference<'a> {
 }
 
 /// Draws the series' legend at `position`, in the charts' one style.
-fn draw_legend<CT: plotters::coord::CoordTranslate>(
-    chart: &mut ChartContext<'_, SVGBackend<'_>, CT>,
+fn draw_legend<'a, CT: plotters::coord::CoordTranslate>(
+    chart: &mut ChartContext<'a, SVGBackend<'a>, CT>,
     position: SeriesLabelPosition,
 ) -> Result<(), Box<dyn std::error::Error>> {
     chart
