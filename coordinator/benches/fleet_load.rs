@@ -1,8 +1,9 @@
 //! Coordinator load benchmark: a `fleetgate serve` process against N simulated agents on
 //! loopback, each on its own gRPC connection, each streaming job progress events at a fixed
 //! rate and then its job's report. Prints the coordinator's CPU use, peak RSS, the events it
-//! ingested per second, and the time from the last job result to the report reaching the
-//! client. Not a test: nothing here asserts a figure.
+//! ingested per second, the time from the last job result to the report reaching the client
+//! (whole: all its chunks, checked), and the report's size. Not a test: nothing here asserts a
+//! figure.
 //!
 //! ```text
 //! cargo bench -p fleetgate-coordinator --bench fleet_load -- [--agents 100,1000]
@@ -270,6 +271,9 @@ async fn run(n: usize, rate: u64, seconds: u64, tls: bool, section: Arc<RuntimeS
             &format!("127.0.0.1:{port}"),
             "--heartbeat-ms",
             "5000",
+            // Room for every simulated agent whatever the default.
+            "--max-agents",
+            &n.max(1).to_string(),
         ])
         .args(&transport)
         .env("FLEETGATE_LOG", "error")
@@ -354,13 +358,14 @@ async fn run(n: usize, rate: u64, seconds: u64, tls: bool, section: Arc<RuntimeS
     let last = last_result.lock().unwrap().unwrap_or(report_at);
     match report {
         Ok(report) => println!(
-            "agents {n:>5}: {events} events in {wall:.2} s = {:.0} events/s ingested; coordinator CPU {cpu:.2} s = {:.3} cores; peak RSS {:.1} MiB (idle {:.1} MiB); last result → report {:.0} ms; report agents {}",
+            "agents {n:>5}: {events} events in {wall:.2} s = {:.0} events/s ingested; coordinator CPU {cpu:.2} s = {:.3} cores; peak RSS {:.1} MiB (idle {:.1} MiB); last result → report {:.0} ms; report agents {}, {:.1} MB",
             events as f64 / wall,
             cpu / wall,
             peak_rss(pid) as f64 / (1 << 20) as f64,
             idle_rss as f64 / (1 << 20) as f64,
             report_at.saturating_duration_since(last).as_secs_f64() * 1_000.0,
             report.agents.len(),
+            serde_json::to_vec(&report).map_or(0, |r| r.len()) as f64 / 1e6,
         ),
         Err(e) => println!("agents {n:>5}: run failed: {e}"),
     }
