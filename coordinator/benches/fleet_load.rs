@@ -129,12 +129,11 @@ fn sample_section() -> RuntimeSection {
 static FIRST_FAILURE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
 /// One simulated agent: registers, then for its job streams `rate` progress events a second
-/// for `seconds`, then the report. Returns when its stream ends.
+/// for `seconds` (`pace`), then the report. Returns when its stream ends.
 async fn simulated_agent(
     link: CoordinatorLink,
     id: String,
-    rate: u64,
-    seconds: u64,
+    (rate, seconds): (u64, u64),
     section: Arc<RuntimeSection>,
     sent: Arc<AtomicU64>,
     last_result: Arc<std::sync::Mutex<Option<Instant>>>,
@@ -318,8 +317,7 @@ async fn run(n: usize, rate: u64, seconds: u64, tls: bool, section: Arc<RuntimeS
         tokio::spawn(simulated_agent(
             link_for(Some(&id)),
             id,
-            rate,
-            seconds,
+            (rate, seconds),
             Arc::clone(&section),
             Arc::clone(&sent),
             Arc::clone(&last_result),
