@@ -12,7 +12,7 @@ use sha2::{Digest as _, Sha256};
 pub use fleetgate_proto::REPORT_CHUNK_BYTES;
 
 /// Most bytes of report a client puts back together in memory (1 GiB): a report that says it
-/// is larger is refused before anything is held. A 10,000-agent report is about 60 MB.
+/// is larger is refused before anything is held. A 10,000-agent report is about 70 MB.
 pub const MAX_REPORT_BYTES: u64 = 1 << 30;
 
 /// A report's JSON cut into chunks, in order; the digest is computed as the chunks go, so
