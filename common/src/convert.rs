@@ -627,6 +627,9 @@ impl From<&RunSpec> for pb::SubmitRunRequest {
                 .iter()
                 .map(|(runtime, k)| (runtime.clone(), pb::RuntimeKnobs::from(k)))
                 .collect(),
+            // How the client takes the report, not part of the run: a client that
+            // reassembles chunks sets it (`fleetgate_coordinator::client::submit`).
+            report_chunks: false,
         }
     }
 }
@@ -924,7 +927,7 @@ pub fn run_event_to_pb(run_id: &RunId, event: RunEvent) -> pb::RunEvent {
             done,
             total,
         }),
-        RunEvent::Report(json) => Body::ReportJson(json),
+        RunEvent::Report(json) => Body::ReportJson(json.to_string()),
     };
     pb::RunEvent {
         run_id: run_id.to_string(),

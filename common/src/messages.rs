@@ -153,8 +153,9 @@ pub enum RunEvent {
         /// Units in the phase.
         total: u64,
     },
-    /// The run's report, as JSON. Last.
-    Report(String),
+    /// The run's report, as JSON. Last. Shared with the finished run that keeps it, so a large
+    /// report is not copied to be sent.
+    Report(std::sync::Arc<str>),
 }
 
 /// An agent as the fleet listing shows it.

@@ -26,7 +26,6 @@ use fleetgate_common::run::{Asset, Quorum, RunSpec, Selection};
 use fleetgate_common::tls::CoordinatorLink;
 use fleetgate_coordinator::client;
 use fleetgate_proto::v1 as pb;
-use pb::run_service_client::RunServiceClient;
 use prost::Message as _;
 
 struct Options {
@@ -345,15 +344,9 @@ async fn run(o: &Options) {
             stage(pid, &format!("  {i} runs finished"), "");
         }
     }
-    let mut runs = RunServiceClient::new(link.endpoint().unwrap().connect().await.unwrap())
-        .max_decoding_message_size(fleetgate_coordinator::service::MAX_MESSAGE_BYTES);
     let mut kept = 0;
     for run_id in &run_ids {
-        let fetched = runs
-            .get_report(pb::GetReportRequest {
-                run_id: run_id.clone(),
-            })
-            .await;
+        let fetched = client::fetch_report(&link, None, run_id).await;
         kept += usize::from(fetched.is_ok());
     }
     stage(

@@ -1,8 +1,9 @@
 //! Coordinator load benchmark: a `fleetgate serve` process against N simulated agents on
 //! loopback, each on its own gRPC connection, each streaming job progress events at a fixed
 //! rate and then its job's report. Prints the coordinator's CPU use, peak RSS, the events it
-//! ingested per second, and the time from the last job result to the report reaching the
-//! client. Not a test: nothing here asserts a figure.
+//! ingested per second, the time from the last job result to the report reaching the client
+//! (whole: all its chunks, checked; and when its first chunk came), and the report's size. Not a test: nothing here asserts a
+//! figure.
 //!
 //! ```text
 //! cargo bench -p fleetgate-coordinator --bench fleet_load -- [--agents 100,1000]
@@ -124,22 +125,20 @@ fn sample_section() -> RuntimeSection {
     }
 }
 
+/// Why the first simulated agent that could not connect failed.
+static FIRST_FAILURE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 /// One simulated agent: registers, then for its job streams `rate` progress events a second
-/// for `seconds`, then the report. Returns when its stream ends.
+/// for `seconds` (`pace`), then the report. Returns when its stream ends.
 async fn simulated_agent(
     link: CoordinatorLink,
     id: String,
-    rate: u64,
-    seconds: u64,
+    (rate, seconds): (u64, u64),
     section: Arc<RuntimeSection>,
     sent: Arc<AtomicU64>,
     last_result: Arc<std::sync::Mutex<Option<Instant>>>,
+    failed: Arc<AtomicU64>,
 ) {
-    let Ok(channel) = link.endpoint().unwrap().connect().await else {
-        return;
-    };
-    let mut client = AgentServiceClient::new(channel);
-    let (tx, rx) = mpsc::channel(1_024);
     let hello = pb::Hello {
         agent_id: id.clone(),
         agent_version: "load".into(),
@@ -158,13 +157,35 @@ async fn simulated_agent(
         }],
         ..Default::default()
     };
-    tx.send(pb::AgentMessage {
-        body: Some(pb::agent_message::Body::Hello(hello)),
-    })
-    .await
-    .ok();
-    let Ok(response) = client.session(ReceiverStream::new(rx)).await else {
-        return;
+    // Like a real agent, retry a session that fails to open (10,000 agents dialling at once
+    // overflow the listener's accept queue on a loaded machine), with a growing pause.
+    let mut attempt = 0;
+    let (tx, response) = loop {
+        let (tx, rx) = mpsc::channel(1_024);
+        tx.send(pb::AgentMessage {
+            body: Some(pb::agent_message::Body::Hello(hello.clone())),
+        })
+        .await
+        .ok();
+        let opened = match link.endpoint().unwrap().connect().await {
+            Ok(channel) => AgentServiceClient::new(channel)
+                .session(ReceiverStream::new(rx))
+                .await
+                .map_err(|status| status.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match opened {
+            Ok(response) => break (tx, response),
+            Err(_) if attempt < 10 => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+            }
+            Err(e) => {
+                FIRST_FAILURE.get_or_init(|| e);
+                failed.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
     };
     let mut inbound = response.into_inner();
     while let Ok(Some(message)) = inbound.message().await {
@@ -270,6 +291,9 @@ async fn run(n: usize, rate: u64, seconds: u64, tls: bool, section: Arc<RuntimeS
             &format!("127.0.0.1:{port}"),
             "--heartbeat-ms",
             "5000",
+            // Room for every simulated agent whatever the default.
+            "--max-agents",
+            &n.max(1).to_string(),
         ])
         .args(&transport)
         .env("FLEETGATE_LOG", "error")
@@ -287,22 +311,35 @@ async fn run(n: usize, rate: u64, seconds: u64, tls: bool, section: Arc<RuntimeS
     let idle_rss = peak_rss(pid);
     let sent = Arc::new(AtomicU64::new(0));
     let last_result = Arc::new(std::sync::Mutex::new(None));
+    let failed = Arc::new(AtomicU64::new(0));
     for i in 0..n {
         let id = format!("sim-{i:04}");
         tokio::spawn(simulated_agent(
             link_for(Some(&id)),
             id,
-            rate,
-            seconds,
+            (rate, seconds),
             Arc::clone(&section),
             Arc::clone(&sent),
             Arc::clone(&last_result),
+            Arc::clone(&failed),
         ));
     }
     loop {
         let agents = client::list_agents(&link, None).await.unwrap_or_default();
-        if agents.iter().filter(|a| a.state == "connected").count() >= n {
+        let connected = agents.iter().filter(|a| a.state == "connected").count();
+        if connected >= n {
             break;
+        }
+        // An agent that gave up connecting never will: say so, do not wait.
+        let failed = failed.load(Ordering::Relaxed);
+        if failed > 0 && connected as u64 + failed >= n as u64 {
+            println!(
+                "agents {n:>5}: only {connected} connected, {failed} could not connect; the first: {}",
+                FIRST_FAILURE.get().map_or("", String::as_str)
+            );
+            server.kill().ok();
+            server.wait().ok();
+            return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -346,7 +383,14 @@ async fn run(n: usize, rate: u64, seconds: u64, tls: bool, section: Arc<RuntimeS
     };
     let cpu_before = cpu_seconds(pid);
     let started = Instant::now();
-    let report = client::submit(&link, None, &spec, &mut |_| {}).await;
+    let mut first_chunk = None;
+    let report = client::submit(&link, None, &spec, &mut |event| {
+        if matches!(event.body, Some(pb::run_event::Body::ReportChunk(_))) && first_chunk.is_none()
+        {
+            first_chunk = Some(Instant::now());
+        }
+    })
+    .await;
     let report_at = Instant::now();
     let wall = started.elapsed().as_secs_f64();
     let cpu = cpu_seconds(pid) - cpu_before;
@@ -354,13 +398,19 @@ async fn run(n: usize, rate: u64, seconds: u64, tls: bool, section: Arc<RuntimeS
     let last = last_result.lock().unwrap().unwrap_or(report_at);
     match report {
         Ok(report) => println!(
-            "agents {n:>5}: {events} events in {wall:.2} s = {:.0} events/s ingested; coordinator CPU {cpu:.2} s = {:.3} cores; peak RSS {:.1} MiB (idle {:.1} MiB); last result → report {:.0} ms; report agents {}",
+            "agents {n:>5}: {events} events in {wall:.2} s = {:.0} events/s ingested; coordinator CPU {cpu:.2} s = {:.3} cores; peak RSS {:.1} MiB (idle {:.1} MiB); last result → report {:.0} ms (first chunk at {:.0} ms); report agents {}, {:.1} MB",
             events as f64 / wall,
             cpu / wall,
             peak_rss(pid) as f64 / (1 << 20) as f64,
             idle_rss as f64 / (1 << 20) as f64,
             report_at.saturating_duration_since(last).as_secs_f64() * 1_000.0,
+            first_chunk
+                .unwrap_or(report_at)
+                .saturating_duration_since(last)
+                .as_secs_f64()
+                * 1_000.0,
             report.agents.len(),
+            serde_json::to_vec(&report).map_or(0, |r| r.len()) as f64 / 1e6,
         ),
         Err(e) => println!("agents {n:>5}: run failed: {e}"),
     }

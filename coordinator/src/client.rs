@@ -21,6 +21,7 @@ use tonic::transport::Channel;
 
 use crate::plan::RunError;
 use crate::registry::CoordinatorSettings;
+use crate::report_stream::{ReportAssembler, ReportStreamError};
 use crate::service;
 use fleetgate_common::run::RunSpec;
 
@@ -109,9 +110,79 @@ fn status_error(url: &str, status: &tonic::Status) -> RunError {
     }
 }
 
+/// Puts a report back together from its chunks (or takes a whole one from a coordinator that
+/// predates chunks) and reads it. Any failure before the report is whole — the stream broke
+/// off, ended early, or its chunks do not add up — is [`RunError::Unreachable`] naming what
+/// went wrong and how much had arrived: the report did not arrive.
+#[derive(Debug)]
+struct ReportReceiver<'a> {
+    url: &'a str,
+    chunks: ReportAssembler,
+}
+
+impl<'a> ReportReceiver<'a> {
+    fn new(url: &'a str) -> Self {
+        ReportReceiver {
+            url,
+            chunks: ReportAssembler::new(),
+        }
+    }
+
+    /// Takes a chunk; the report once the last one checks.
+    fn chunk(&mut self, chunk: pb::ReportChunk) -> Result<Option<Report>, RunError> {
+        match self.chunks.push(chunk) {
+            Ok(Some(json)) => self.parse(&json).map(Some),
+            Ok(None) => Ok(None),
+            Err(e) => Err(self.broken(&e)),
+        }
+    }
+
+    fn parse(&self, json: &str) -> Result<Report, RunError> {
+        serde_json::from_str(json).map_err(|e| {
+            RunError::Internal(format!(
+                "unreadable report from the coordinator at {}: {e}",
+                self.url
+            ))
+        })
+    }
+
+    fn broken(&self, e: &ReportStreamError) -> RunError {
+        RunError::Unreachable(format!(
+            "the report from the coordinator at {} did not arrive whole: {e}",
+            self.url
+        ))
+    }
+
+    /// The stream ended (`None`) or failed (`Some(status)`) before the report was whole.
+    fn ended(&self, status: Option<&tonic::Status>) -> RunError {
+        if self.chunks.started() {
+            // Mid-report, whatever broke the stream, the report did not arrive.
+            return RunError::Unreachable(format!(
+                "lost the coordinator at {} after {} of {} bytes of the report: {}",
+                self.url,
+                self.chunks.received(),
+                self.chunks.total().unwrap_or(0),
+                status.map_or(
+                    "the stream ended before its last chunk",
+                    tonic::Status::message
+                )
+            ));
+        }
+        match status {
+            Some(status) => status_error(self.url, status),
+            None => RunError::Unreachable(format!(
+                "the coordinator at {} closed the run before its report",
+                self.url
+            )),
+        }
+    }
+}
+
 /// Submits `spec` to the coordinator at `url` and follows the run: `on_event` sees every
-/// event; the report ends it. A coordinator that cannot be reached, or that goes away before
-/// the report, is [`RunError::Unreachable`] — never a hang.
+/// event, report chunks included; the report ends it, put back together from its chunks and
+/// checked (order, length, SHA-256) before it is read. A coordinator that cannot be reached,
+/// that goes away before the report is whole, or whose report chunks do not add up, is
+/// [`RunError::Unreachable`] — never a hang, never a partial report.
 pub async fn submit(
     link: &CoordinatorLink,
     token: Option<&Token>,
@@ -122,11 +193,14 @@ pub async fn submit(
     let mut client = run_client(link, token)
         .await?
         .max_decoding_message_size(service::MAX_MESSAGE_BYTES);
+    let mut request = pb::SubmitRunRequest::from(spec);
+    request.report_chunks = true;
     let mut stream = client
-        .submit_run(pb::SubmitRunRequest::from(spec))
+        .submit_run(request)
         .await
         .map_err(|s| status_error(url, &s))?
         .into_inner();
+    let mut report = ReportReceiver::new(url);
     // Until the run is accepted its deadline is unknown: wait at most the request's own.
     let mut give_up = give_up_at(spec.deadline.unwrap_or(Duration::from_secs(3 * 60 * 60)));
     loop {
@@ -139,12 +213,8 @@ pub async fn submit(
             })?;
         let event = match message {
             Ok(Some(event)) => event,
-            Ok(None) => {
-                return Err(RunError::Unreachable(format!(
-                    "the coordinator at {url} closed the run before its report"
-                )));
-            }
-            Err(status) => return Err(status_error(url, &status)),
+            Ok(None) => return Err(report.ended(None)),
+            Err(status) => return Err(report.ended(Some(&status))),
         };
         on_event(&event);
         match event.body {
@@ -155,12 +225,51 @@ pub async fn submit(
                 let left = Duration::from_millis(accepted.deadline_unix_ms.saturating_sub(now));
                 give_up = give_up_at(left);
             }
-            Some(pb::run_event::Body::ReportJson(json)) => {
-                return serde_json::from_str(&json).map_err(|e| {
-                    RunError::Internal(format!("unreadable report from the coordinator: {e}"))
-                });
+            Some(pb::run_event::Body::ReportChunk(chunk)) => {
+                if let Some(done) = report.chunk(chunk)? {
+                    return Ok(done);
+                }
             }
+            // A coordinator that predates report chunks sends the report whole.
+            Some(pb::run_event::Body::ReportJson(json)) => return report.parse(&json),
             _ => {}
+        }
+    }
+}
+
+/// A finished run's report from the coordinator at `link`, of any size (`StreamReport`: in
+/// chunks, checked as [`submit`] checks them). A run not finished, unknown or no longer kept
+/// is [`RunError::Internal`] with the coordinator's reason.
+pub async fn fetch_report(
+    link: &CoordinatorLink,
+    token: Option<&Token>,
+    run_id: &str,
+) -> Result<Report, RunError> {
+    let url = link.url.as_str();
+    let mut client = run_client(link, token)
+        .await?
+        .max_decoding_message_size(service::MAX_MESSAGE_BYTES);
+    let mut request = tonic::Request::new(pb::StreamReportRequest {
+        run_id: run_id.to_owned(),
+    });
+    // A report is at most 1 GiB: minutes at the slowest link this serves.
+    request.set_timeout(Duration::from_secs(600));
+    let mut stream = client
+        .stream_report(request)
+        .await
+        .map_err(|s| status_error(url, &s))?
+        .into_inner();
+    let mut report = ReportReceiver::new(url);
+    loop {
+        match stream.message().await {
+            Ok(Some(pb::StreamReportResponse { chunk: Some(chunk) })) => {
+                if let Some(done) = report.chunk(chunk)? {
+                    return Ok(done);
+                }
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => return Err(report.ended(None)),
+            Err(status) => return Err(report.ended(Some(&status))),
         }
     }
 }

@@ -35,12 +35,16 @@ use tonic_health::pb::health_server::HealthServer;
 use tonic_health::server::{HealthReporter, HealthService};
 
 use crate::plan::RunError;
-use crate::registry::{self, Command, CoordinatorSettings, RegistryError, RegistryHandle};
+use crate::registry::{
+    self, Command, CoordinatorSettings, RegistryError, RegistryHandle, ReportTooLarge,
+};
+use crate::report_stream::ReportChunks;
 use connection::{CallGuard, Connections};
 
 /// Largest message a coordinator sends to a client and the most the CLI accepts: the same
-/// number on both sides, so whatever the server sends, the client reads.
-pub const MAX_MESSAGE_BYTES: usize = registry::MAX_REPLY_BYTES;
+/// number on both sides ([`fleetgate_proto::MAX_MESSAGE_BYTES`]), so whatever the server
+/// sends, the client reads. Reports travel in chunks well under it.
+pub const MAX_MESSAGE_BYTES: usize = fleetgate_proto::MAX_MESSAGE_BYTES;
 
 /// Longest time a request may take to be answered (a streaming call: to open its stream).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -145,11 +149,53 @@ impl Stream for AgentStream {
     }
 }
 
-/// A run's event stream: what the registry tells the run's client, as wire messages.
+/// A run's event stream: what the registry tells the run's client, as wire messages. The
+/// report goes out as `ReportChunk` events, one at a time as the transport takes them (so a
+/// large report is never copied whole), or, to a client that predates chunks, as one
+/// `report_json` when it fits in a message.
 #[derive(Debug)]
 pub struct RunEventStream {
     inner: ReceiverStream<Result<RunEvent, RegistryError>>,
     run_id: RunId,
+    /// Whether the client takes the report in chunks.
+    report_chunks: bool,
+    /// The report being sent.
+    chunks: Option<ReportChunks>,
+}
+
+impl RunEventStream {
+    fn chunk_event(&self, chunk: pb::ReportChunk) -> pb::RunEvent {
+        pb::RunEvent {
+            run_id: self.run_id.to_string(),
+            body: Some(pb::run_event::Body::ReportChunk(chunk)),
+        }
+    }
+
+    /// The wire event of `event`, or the first chunk of a report.
+    fn wire(&mut self, event: RunEvent) -> Result<pb::RunEvent, Status> {
+        let RunEvent::Report(json) = event else {
+            return Ok(convert::run_event_to_pb(&self.run_id, event));
+        };
+        if !self.report_chunks {
+            // Room for the event's framing and run id around the JSON.
+            if json.len() + 1_024 > MAX_MESSAGE_BYTES {
+                tracing::warn!(run_id = %self.run_id, bytes = json.len(), "Report too large for a client that does not take chunks.");
+                return Err(RegistryError::from(ReportTooLarge {
+                    run_id: self.run_id.clone(),
+                    bytes: json.len(),
+                })
+                .into());
+            }
+            return Ok(convert::run_event_to_pb(
+                &self.run_id,
+                RunEvent::Report(json),
+            ));
+        }
+        let mut chunks = ReportChunks::new(json);
+        let first = chunks.next();
+        self.chunks = Some(chunks);
+        Ok(self.chunk_event(first.unwrap_or_default()))
+    }
 }
 
 impl Stream for RunEventStream {
@@ -157,13 +203,37 @@ impl Stream for RunEventStream {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
+        if let Some(chunks) = &mut this.chunks {
+            match chunks.next() {
+                Some(chunk) => return Poll::Ready(Some(Ok(this.chunk_event(chunk)))),
+                None => this.chunks = None,
+            }
+        }
         Pin::new(&mut this.inner).poll_next(cx).map(|item| {
             item.map(|event| {
                 event
-                    .map(|event| convert::run_event_to_pb(&this.run_id, event))
                     .map_err(Status::from)
+                    .and_then(|event| this.wire(event))
             })
         })
+    }
+}
+
+/// A finished run's report as the `StreamReport` responses, one chunk each.
+#[derive(Debug)]
+pub struct ReportStream {
+    chunks: ReportChunks,
+}
+
+impl Stream for ReportStream {
+    type Item = Result<pb::StreamReportResponse, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        Poll::Ready(
+            self.chunks
+                .next()
+                .map(|chunk| Ok(pb::StreamReportResponse { chunk: Some(chunk) })),
+        )
     }
 }
 
@@ -347,6 +417,7 @@ impl RunService for RunSvc {
     ) -> Result<Response<Self::SubmitRunStream>, Status> {
         let call = self.connections.call_started(request.remote_addr());
         let request = request.into_inner();
+        let report_chunks = request.report_chunks;
         // Sizes and bounds are checked first: nothing is built from a request over a limit.
         let spec = RunSpec::try_from(request).map_err(ServiceError::Request)?;
         let (tx, rx) = mpsc::channel(1_024);
@@ -362,6 +433,8 @@ impl RunService for RunSvc {
             inner: RunEventStream {
                 inner: ReceiverStream::new(rx),
                 run_id,
+                report_chunks,
+                chunks: None,
             },
             _call: call,
         }))
@@ -392,11 +465,42 @@ impl RunService for RunSvc {
         request: Request<pb::GetReportRequest>,
     ) -> Result<Response<pb::GetReportResponse>, Status> {
         let run_id = RunId::from(request.into_inner().run_id);
-        let report_json = self
+        let asked = run_id.clone();
+        let report = self
             .registry
             .ask(|reply| Command::GetReport { run_id, reply })
             .await??;
-        Ok(Response::new(pb::GetReportResponse { report_json }))
+        // Room for the framing around the JSON.
+        if report.len() + 1_024 > MAX_MESSAGE_BYTES {
+            return Err(RegistryError::from(ReportTooLarge {
+                run_id: asked,
+                bytes: report.len(),
+            })
+            .into());
+        }
+        Ok(Response::new(pb::GetReportResponse {
+            report_json: report.to_string(),
+        }))
+    }
+
+    type StreamReportStream = CallStream<ReportStream>;
+
+    async fn stream_report(
+        &self,
+        request: Request<pb::StreamReportRequest>,
+    ) -> Result<Response<Self::StreamReportStream>, Status> {
+        let call = self.connections.call_started(request.remote_addr());
+        let run_id = RunId::from(request.into_inner().run_id);
+        let report = self
+            .registry
+            .ask(|reply| Command::GetReport { run_id, reply })
+            .await??;
+        Ok(Response::new(CallStream {
+            inner: ReportStream {
+                chunks: ReportChunks::new(report),
+            },
+            _call: call,
+        }))
     }
 }
 

@@ -7,6 +7,14 @@
 /// JSON text; a coordinator refuses an agent of another version.
 pub const PROTOCOL_VERSION: u32 = 2;
 
+/// Largest message a coordinator sends (a page of agents, a report chunk, an agent's job) and
+/// the most its clients decode: one number for both sides, so whatever is sent is read. A
+/// report of any size travels as chunks of at most [`REPORT_CHUNK_BYTES`].
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Most bytes of report JSON in one `ReportChunk`.
+pub const REPORT_CHUNK_BYTES: usize = 1024 * 1024;
+
 /// Protocol package `fleetgate.v1`.
 #[allow(
     missing_docs,

@@ -32,8 +32,9 @@ pub struct ServeArgs {
     /// the FLEETGATE_CLIENT_TOKEN environment variable, else none].
     #[arg(long, env = "FLEETGATE_CLIENT_TOKEN_FILE")]
     pub client_token_file: Option<PathBuf>,
-    /// Most agent ids this coordinator keeps; a new agent beyond it is refused.
-    #[arg(long, default_value_t = 1_000)]
+    /// Most agent ids this coordinator keeps; a new agent beyond it is refused (a connected
+    /// agent costs about 110 KiB: docs/fleet.md).
+    #[arg(long, default_value_t = 20_000)]
     pub max_agents: usize,
     /// Seconds a lost or disconnected agent is kept after its last message before it is
     /// forgotten (unless a run in progress includes it).

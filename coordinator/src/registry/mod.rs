@@ -37,10 +37,10 @@ use fleetgate_common::run::RunSpec;
 use jobs::JobEntry;
 use runs::{FinishedRun, RunEntry};
 
-/// Largest message the coordinator sends a client (a report, a page of agents), and the most
-/// the CLI accepts: a reply that would be larger is not built (a report says so instead, the
-/// agent list is paged).
-pub const MAX_REPLY_BYTES: usize = 64 * 1024 * 1024;
+/// Largest message the coordinator sends a client (a page of agents, a report chunk), and the
+/// most the CLI accepts: a reply that would be larger is not built (the agent list is paged, a
+/// report is sent in chunks).
+pub const MAX_REPLY_BYTES: usize = fleetgate_proto::MAX_MESSAGE_BYTES;
 
 /// Most agents in one page of `ListAgents`.
 pub const MAX_PAGE_AGENTS: u32 = 1_000;
@@ -101,7 +101,7 @@ impl Default for CoordinatorSettings {
             nightly_deadline: Duration::from_secs(2 * 60 * 60),
             agent_token: None,
             client_token: None,
-            max_agents: 1_000,
+            max_agents: 20_000,
             lost_agent_ttl: Duration::from_secs(60 * 60),
             max_runs: 8,
             max_finished_runs: 100,
@@ -211,7 +211,8 @@ pub enum RegistryError {
     /// No such run.
     #[error("no run {} on this coordinator", one_line(.0.as_str()))]
     UnknownRun(RunId),
-    /// The run's report is larger than a reply may carry.
+    /// The run's report is larger than one message may carry (`GetReport`, or a client that
+    /// does not take chunks).
     #[error(transparent)]
     ReportTooLarge(#[from] ReportTooLarge),
     /// The coordinator shut down while the run was in progress.
@@ -234,10 +235,12 @@ impl RegistryError {
     }
 }
 
-/// A run's report is larger than a reply may carry: it is not sent, and this is said instead.
+/// A run's report is larger than one message may carry, for a call that wants it in one
+/// (`GetReport`, or a `SubmitRun` from a client that predates report chunks): it is not sent,
+/// and this is said instead.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "the report of run {run_id} is {bytes} bytes, more than a reply may carry ({MAX_REPLY_BYTES} bytes); run on fewer agents or runtimes"
+    "the report of run {run_id} is {bytes} bytes, more than one message may carry ({MAX_REPLY_BYTES} bytes); fetch it with StreamReport, or use a client that takes the report in chunks"
 )]
 pub struct ReportTooLarge {
     /// The run.
@@ -305,8 +308,8 @@ pub enum Command {
     GetReport {
         /// Run id.
         run_id: RunId,
-        /// The report JSON, or why there is none (unknown, unfinished, dropped, too large).
-        reply: oneshot::Sender<Result<String, RegistryError>>,
+        /// The report JSON, or why there is none (unknown, unfinished, dropped).
+        reply: oneshot::Sender<Result<std::sync::Arc<str>, RegistryError>>,
     },
 }
 

@@ -2,6 +2,8 @@
 //! abandoned runs, finishing a run with its report, and keeping finished runs' reports within
 //! their count, age and size limits.
 
+use std::sync::Arc;
+
 use fleetgate_common::config;
 use fleetgate_common::ids::{AgentId, JobId, RunId};
 use fleetgate_common::job::JobAssignment;
@@ -12,10 +14,7 @@ use fleetgate_common::runtime::RuntimeKind;
 use tokio::time::Instant;
 
 use super::jobs::JobEntry;
-use super::{
-    MAX_FORGOTTEN_RUNS, MAX_REPLY_BYTES, Registry, RegistryError, ReportTooLarge, RunEvents,
-    unix_ms,
-};
+use super::{MAX_FORGOTTEN_RUNS, Registry, RegistryError, RunEvents, unix_ms};
 use crate::plan::{self, RunPlan};
 
 /// A run in progress.
@@ -33,18 +32,15 @@ pub(super) struct RunEntry {
 /// A finished run: only its report is kept (its plan, inputs and jobs are dropped).
 #[derive(Debug)]
 pub(super) struct FinishedRun {
-    /// The report JSON, or why it could not be sent (too large for a reply).
-    pub(super) report: Result<String, ReportTooLarge>,
+    /// The report JSON (sent to clients in chunks, shared with the streams that send it).
+    pub(super) report: Arc<str>,
     pub(super) finished: Instant,
 }
 
 impl FinishedRun {
     /// Bytes it holds.
     pub(super) fn bytes(&self) -> usize {
-        match &self.report {
-            Ok(json) => json.len(),
-            Err(too_large) => too_large.to_string().len(),
-        }
+        self.report.len()
     }
 }
 
@@ -324,30 +320,19 @@ impl Registry {
             history.record(run_id.as_str(), &json);
         }
         let events = run.events.clone();
-        // A reply larger than a client accepts is never built: the client is told instead.
-        let kept = if json.len() + 1_024 > MAX_REPLY_BYTES {
-            tracing::error!(run_id = %run_id, bytes = json.len(), "Report too large to send.");
-            Err(ReportTooLarge {
-                run_id: run_id.clone(),
-                bytes: json.len(),
-            })
-        } else {
-            Ok(json)
-        };
-        let event = match &kept {
-            Ok(json) => Ok(RunEvent::Report(json.clone())),
-            Err(too_large) => Err(RegistryError::ReportTooLarge(too_large.clone())),
-        };
+        // Any size: the service sends it to the client in chunks.
+        let json: Arc<str> = json.into();
+        let event = Ok(RunEvent::Report(Arc::clone(&json)));
         // The report must arrive even when the progress queue is full.
         tokio::spawn(async move {
             events.send(event).await.ok();
         });
-        self.retire(run_id, kept);
+        self.retire(run_id, json);
     }
 
     /// Moves a run from the runs in progress to the finished ones: its plan (the gate assets)
     /// and its jobs are dropped, its report kept within the limits.
-    fn retire(&mut self, run_id: &RunId, report: Result<String, ReportTooLarge>) {
+    fn retire(&mut self, run_id: &RunId, report: Arc<str>) {
         let Some(run) = self.runs.remove(run_id) else {
             return;
         };
@@ -394,9 +379,9 @@ impl Registry {
     }
 
     /// A finished run's report, or why there is none.
-    pub(super) fn report(&self, run_id: &RunId) -> Result<String, RegistryError> {
+    pub(super) fn report(&self, run_id: &RunId) -> Result<Arc<str>, RegistryError> {
         if let Some(run) = self.finished.get(run_id) {
-            return run.report.clone().map_err(RegistryError::from);
+            return Ok(Arc::clone(&run.report));
         }
         if self.runs.contains_key(run_id) {
             return Err(RegistryError::RunNotFinished(run_id.clone()));

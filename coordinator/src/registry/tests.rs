@@ -249,7 +249,10 @@ async fn finished_run(
     (run_id, client)
 }
 
-async fn report(handle: &RegistryHandle, run_id: &RunId) -> Result<String, RegistryError> {
+async fn report(
+    handle: &RegistryHandle,
+    run_id: &RunId,
+) -> Result<std::sync::Arc<str>, RegistryError> {
     handle
         .ask(|reply| Command::GetReport {
             run_id: run_id.clone(),
@@ -683,7 +686,7 @@ async fn events_are_stored_once_in_order_and_only_the_stored_point_is_acknowledg
 }
 
 async fn report_of(handle: &RegistryHandle, run_id: &RunId) -> String {
-    report(handle, run_id).await.unwrap()
+    report(handle, run_id).await.unwrap().to_string()
 }
 
 #[tokio::test(start_paused = true)]
@@ -784,7 +787,7 @@ async fn a_finished_run_streams_its_report_and_keeps_it_for_fetching() {
     };
     // The report is the last event.
     assert!(client.recv().await.is_none());
-    assert_eq!(report_of(&handle, &run_id).await, streamed);
+    assert_eq!(report_of(&handle, &run_id).await, *streamed);
     let report: serde_json::Value = serde_json::from_str(&streamed).unwrap();
     let job = &report["agents"]["a1"]["jobs"]["gpumemprof_cpu"];
     assert_eq!(job["status"], "completed");

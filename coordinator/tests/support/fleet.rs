@@ -3,7 +3,7 @@
 //! between agents and their coordinator, and an address where nothing listens.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,6 +18,7 @@ use fleetgate_coordinator::registry::CoordinatorSettings;
 use fleetgate_coordinator::service::{self, Coordinator};
 use fleetgate_proto::v1 as pb;
 use pb::run_service_client::RunServiceClient;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -162,13 +163,48 @@ pub(crate) async fn run_client(link: &CoordinatorLink) -> RunServiceClient<Chann
 }
 
 /// A TCP proxy on an ephemeral loopback port to a coordinator: it can cut every connection,
-/// refuse new ones for a while, and forward to another coordinator, so agents keep one
-/// address while the coordinator behind it changes.
+/// refuse new ones for a while, forward to another coordinator (so agents keep one address
+/// while the coordinator behind it changes), and cut each connection once a number of bytes
+/// have gone from the coordinator to the client.
 pub(crate) struct Proxy {
     addr: SocketAddr,
     upstream: Arc<Mutex<SocketAddr>>,
     cut: Arc<tokio::sync::Notify>,
     refusing: Arc<AtomicBool>,
+    cut_after: Arc<AtomicU64>,
+}
+
+/// Forwards `inbound` (the client) and `outbound` (the coordinator) both ways until either
+/// side closes, or until `limit` bytes have gone from the coordinator to the client: then it
+/// closes both, as a coordinator killed mid-reply would.
+async fn forward_until(mut inbound: TcpStream, mut outbound: TcpStream, limit: u64) {
+    if limit == u64::MAX {
+        tokio::io::copy_bidirectional(&mut inbound, &mut outbound)
+            .await
+            .ok();
+        return;
+    }
+    let (mut from_client, mut to_client) = inbound.split();
+    let (mut from_server, mut to_server) = outbound.split();
+    let up = tokio::io::copy(&mut from_client, &mut to_server);
+    let down = async {
+        let mut left = limit;
+        let mut buffer = vec![0; 64 * 1024];
+        while left > 0 {
+            let n = from_server.read(&mut buffer).await?;
+            if n == 0 {
+                break;
+            }
+            let take = n.min(usize::try_from(left).unwrap_or(usize::MAX));
+            to_client.write_all(&buffer[..take]).await?;
+            left -= take as u64;
+        }
+        Ok::<(), std::io::Error>(())
+    };
+    tokio::select! {
+        _ = up => {}
+        _ = down => {}
+    }
 }
 
 impl Proxy {
@@ -180,15 +216,17 @@ impl Proxy {
             upstream: Arc::new(Mutex::new(upstream)),
             cut: Arc::new(tokio::sync::Notify::new()),
             refusing: Arc::new(AtomicBool::new(false)),
+            cut_after: Arc::new(AtomicU64::new(u64::MAX)),
         };
-        let (upstream, cut, refusing) = (
+        let (upstream, cut, refusing, cut_after) = (
             Arc::clone(&proxy.upstream),
             Arc::clone(&proxy.cut),
             Arc::clone(&proxy.refusing),
+            Arc::clone(&proxy.cut_after),
         );
         tokio::spawn(async move {
             loop {
-                let Ok((mut inbound, _)) = listener.accept().await else {
+                let Ok((inbound, _)) = listener.accept().await else {
                     return;
                 };
                 if refusing.load(Ordering::SeqCst) {
@@ -196,12 +234,13 @@ impl Proxy {
                 }
                 let to = *upstream.lock().unwrap();
                 let cut = Arc::clone(&cut);
+                let limit = cut_after.load(Ordering::SeqCst);
                 tokio::spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect(to).await else {
+                    let Ok(outbound) = TcpStream::connect(to).await else {
                         return;
                     };
                     tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        () = forward_until(inbound, outbound, limit) => {}
                         () = cut.notified() => {}
                     }
                 });
@@ -224,6 +263,12 @@ impl Proxy {
     pub(crate) fn cut(&self) {
         self.refuse();
         self.cut.notify_waiters();
+    }
+
+    /// Cuts each connection opened from now on once `bytes` have gone from the coordinator to
+    /// the client (what the client sends is not counted).
+    pub(crate) fn cut_after(&self, bytes: u64) {
+        self.cut_after.store(bytes, Ordering::SeqCst);
     }
 
     /// Accepts connections again.

@@ -1,0 +1,463 @@
+//! A report of any size on the wire: the coordinator sends it as ordered `ReportChunk`s of at
+//! most [`REPORT_CHUNK_BYTES`] ([`ReportChunks`]), the last one carrying the SHA-256 of the
+//! whole JSON; the client puts them back together ([`ReportAssembler`]), checking order,
+//! completeness, length and digest before anything reads the JSON. No message is ever larger
+//! than a chunk and its framing, whatever the report's size.
+
+use std::sync::Arc;
+
+use fleetgate_proto::v1 as pb;
+use sha2::{Digest as _, Sha256};
+
+pub use fleetgate_proto::REPORT_CHUNK_BYTES;
+
+/// Most bytes of report a client puts back together in memory (1 GiB): a report that says it
+/// is larger is refused before anything is held. A 10,000-agent report is about 70 MB.
+pub const MAX_REPORT_BYTES: u64 = 1 << 30;
+
+/// A report's JSON cut into chunks, in order; the digest is computed as the chunks go, so
+/// nothing is done up front and nothing is copied but the chunk being made.
+#[derive(Debug)]
+pub struct ReportChunks {
+    json: Arc<str>,
+    offset: usize,
+    digest: Sha256,
+    done: bool,
+}
+
+impl ReportChunks {
+    /// The chunks of `json`.
+    pub fn new(json: Arc<str>) -> Self {
+        ReportChunks {
+            json,
+            offset: 0,
+            digest: Sha256::new(),
+            done: false,
+        }
+    }
+}
+
+impl Iterator for ReportChunks {
+    type Item = pb::ReportChunk;
+
+    fn next(&mut self) -> Option<pb::ReportChunk> {
+        if self.done {
+            return None;
+        }
+        let bytes = self.json.as_bytes();
+        let end = (self.offset + REPORT_CHUNK_BYTES).min(bytes.len());
+        let data = &bytes[self.offset..end];
+        self.digest.update(data);
+        let last = end == bytes.len();
+        let chunk = pb::ReportChunk {
+            data: data.to_vec(),
+            offset: self.offset as u64,
+            total_bytes: bytes.len() as u64,
+            last,
+            sha256: if last {
+                std::mem::take(&mut self.digest).finalize().to_vec()
+            } else {
+                Vec::new()
+            },
+        };
+        self.offset = end;
+        self.done = last;
+        Some(chunk)
+    }
+}
+
+/// Why the chunks received do not make the report.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReportStreamError {
+    /// A chunk starts after the end of what was received: bytes are missing.
+    #[error("a gap in the report: a chunk at offset {offset}, but {received} bytes were received")]
+    Gap {
+        /// Where the chunk starts.
+        offset: u64,
+        /// Bytes received before it.
+        received: u64,
+    },
+    /// A chunk starts before the end of what was received: bytes came twice.
+    #[error(
+        "a duplicate in the report: a chunk at offset {offset}, but {received} bytes were already received"
+    )]
+    Duplicate {
+        /// Where the chunk starts.
+        offset: u64,
+        /// Bytes received before it.
+        received: u64,
+    },
+    /// A chunk gives another total than the first one did.
+    #[error("the report's length changed from {first} to {now} bytes between chunks")]
+    LengthChanged {
+        /// The first chunk's total.
+        first: u64,
+        /// This chunk's total.
+        now: u64,
+    },
+    /// The chunks run past the declared length, or the last one ends before it.
+    #[error(
+        "the report's chunks end at {end} bytes, but the report is {total} bytes{}",
+        if *.last { " (the last chunk came early)" } else { "" }
+    )]
+    Length {
+        /// Where the chunk ends.
+        end: u64,
+        /// The declared length.
+        total: u64,
+        /// Whether the chunk was marked last.
+        last: bool,
+    },
+    /// A chunk carries more data than a chunk may.
+    #[error(
+        "a report chunk of {bytes} bytes, more than the {REPORT_CHUNK_BYTES} a chunk may carry"
+    )]
+    ChunkTooLarge {
+        /// Its data's size.
+        bytes: usize,
+    },
+    /// The declared length is more than a client holds.
+    #[error(
+        "the report is {total} bytes, more than the {MAX_REPORT_BYTES} bytes this client accepts"
+    )]
+    TooLarge {
+        /// The declared length.
+        total: u64,
+    },
+    /// The digest of what was received is not the one the last chunk gives.
+    #[error("the report's SHA-256 is {received}, but the coordinator sent {sent}")]
+    Digest {
+        /// Of the bytes received, hex.
+        received: String,
+        /// The last chunk's, hex.
+        sent: String,
+    },
+    /// A chunk came after the last one.
+    #[error("a report chunk came after the last one")]
+    AfterLast,
+    /// The stream ended before the last chunk.
+    #[error("the report stopped after {received} of {total} bytes")]
+    Truncated {
+        /// Bytes received.
+        received: u64,
+        /// The declared length (0: no chunk came).
+        total: u64,
+    },
+    /// The reassembled report is not UTF-8.
+    #[error("the report is not UTF-8")]
+    NotUtf8,
+}
+
+/// The client's side: chunks in, the whole report out once the last one checks.
+#[derive(Debug, Default)]
+pub struct ReportAssembler {
+    bytes: Vec<u8>,
+    total: Option<u64>,
+    digest: Sha256,
+    finished: bool,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut hex = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        // Writing to a String cannot fail.
+        write!(hex, "{byte:02x}").ok();
+    }
+    hex
+}
+
+impl ReportAssembler {
+    /// Nothing received yet.
+    pub fn new() -> Self {
+        ReportAssembler::default()
+    }
+
+    /// Bytes received so far.
+    pub fn received(&self) -> u64 {
+        self.bytes.len() as u64
+    }
+
+    /// The declared length, once a chunk came.
+    pub fn total(&self) -> Option<u64> {
+        self.total
+    }
+
+    /// Whether a chunk came.
+    pub fn started(&self) -> bool {
+        self.total.is_some()
+    }
+
+    /// Takes the next chunk. Returns the whole report's JSON when `chunk` is the last one and
+    /// everything checks; `None` while more are to come.
+    pub fn push(&mut self, chunk: pb::ReportChunk) -> Result<Option<String>, ReportStreamError> {
+        if self.finished {
+            return Err(ReportStreamError::AfterLast);
+        }
+        let total = *self.total.get_or_insert(chunk.total_bytes);
+        if chunk.total_bytes != total {
+            return Err(ReportStreamError::LengthChanged {
+                first: total,
+                now: chunk.total_bytes,
+            });
+        }
+        if total > MAX_REPORT_BYTES {
+            return Err(ReportStreamError::TooLarge { total });
+        }
+        if chunk.data.len() > REPORT_CHUNK_BYTES {
+            return Err(ReportStreamError::ChunkTooLarge {
+                bytes: chunk.data.len(),
+            });
+        }
+        let received = self.received();
+        if chunk.offset > received {
+            return Err(ReportStreamError::Gap {
+                offset: chunk.offset,
+                received,
+            });
+        }
+        if chunk.offset < received {
+            return Err(ReportStreamError::Duplicate {
+                offset: chunk.offset,
+                received,
+            });
+        }
+        let end = received + chunk.data.len() as u64;
+        if end > total || (chunk.last && end != total) {
+            return Err(ReportStreamError::Length {
+                end,
+                total,
+                last: chunk.last,
+            });
+        }
+        self.digest.update(&chunk.data);
+        self.bytes.extend_from_slice(&chunk.data);
+        if !chunk.last {
+            return Ok(None);
+        }
+        self.finished = true;
+        let digest = std::mem::take(&mut self.digest).finalize();
+        if digest.as_slice() != chunk.sha256.as_slice() {
+            return Err(ReportStreamError::Digest {
+                received: hex(&digest),
+                sent: hex(&chunk.sha256),
+            });
+        }
+        String::from_utf8(std::mem::take(&mut self.bytes))
+            .map(Some)
+            .map_err(|_| ReportStreamError::NotUtf8)
+    }
+
+    /// The error for a stream that ended here: [`ReportStreamError::Truncated`].
+    pub fn truncated(&self) -> ReportStreamError {
+        ReportStreamError::Truncated {
+            received: self.received(),
+            total: self.total.unwrap_or(0),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A report of `len` bytes: printable, different at every offset.
+    fn report(len: usize) -> Arc<str> {
+        (0..len)
+            .map(|i| char::from(b'a' + (i % 26) as u8))
+            .collect::<String>()
+            .into()
+    }
+
+    fn assemble(
+        chunks: impl IntoIterator<Item = pb::ReportChunk>,
+    ) -> Result<String, ReportStreamError> {
+        let mut assembler = ReportAssembler::new();
+        for chunk in chunks {
+            if let Some(json) = assembler.push(chunk)? {
+                return Ok(json);
+            }
+        }
+        Err(assembler.truncated())
+    }
+
+    #[test]
+    fn chunks_are_in_order_at_most_a_mebibyte_and_put_back_together() {
+        let json = report(3 * REPORT_CHUNK_BYTES + 5);
+        let chunks: Vec<pb::ReportChunk> = ReportChunks::new(Arc::clone(&json)).collect();
+        let shape: Vec<(u64, usize, bool)> = chunks
+            .iter()
+            .map(|c| (c.offset, c.data.len(), c.last))
+            .collect();
+        let mib = REPORT_CHUNK_BYTES as u64;
+        assert_eq!(
+            shape,
+            [
+                (0, REPORT_CHUNK_BYTES, false),
+                (mib, REPORT_CHUNK_BYTES, false),
+                (2 * mib, REPORT_CHUNK_BYTES, false),
+                (3 * mib, 5, true),
+            ]
+        );
+        assert!(chunks.iter().all(|c| c.total_bytes == json.len() as u64));
+        assert!(chunks[..3].iter().all(|c| c.sha256.is_empty()));
+        assert_eq!(
+            hex(&chunks[3].sha256),
+            crate::plan::sha256_hex(json.as_bytes())
+        );
+        assert_eq!(assemble(chunks).unwrap(), &*json);
+    }
+
+    #[test]
+    fn a_small_or_empty_report_is_one_last_chunk() {
+        for len in [0, 1, REPORT_CHUNK_BYTES] {
+            let json = report(len);
+            let chunks: Vec<pb::ReportChunk> = ReportChunks::new(Arc::clone(&json)).collect();
+            assert_eq!(chunks.len(), 1, "{len}");
+            assert!(chunks[0].last);
+            assert_eq!(assemble(chunks).unwrap(), &*json);
+        }
+    }
+
+    fn three_chunks() -> Vec<pb::ReportChunk> {
+        ReportChunks::new(report(2 * REPORT_CHUNK_BYTES + 10)).collect()
+    }
+
+    #[test]
+    fn a_gap_is_named() {
+        let mut chunks = three_chunks();
+        chunks.remove(1);
+        assert_eq!(
+            assemble(chunks).unwrap_err().to_string(),
+            "a gap in the report: a chunk at offset 2097152, but 1048576 bytes were received"
+        );
+    }
+
+    #[test]
+    fn a_duplicate_is_named() {
+        let mut chunks = three_chunks();
+        chunks.insert(1, chunks[0].clone());
+        assert_eq!(
+            assemble(chunks).unwrap_err().to_string(),
+            "a duplicate in the report: a chunk at offset 0, but 1048576 bytes were already received"
+        );
+    }
+
+    #[test]
+    fn chunks_out_of_order_are_refused() {
+        let mut chunks = three_chunks();
+        chunks.swap(1, 2);
+        assert!(matches!(
+            assemble(chunks),
+            Err(ReportStreamError::Gap {
+                offset: 2_097_152,
+                received: 1_048_576
+            })
+        ));
+    }
+
+    #[test]
+    fn a_wrong_digest_is_named_with_both_digests() {
+        let mut chunks = three_chunks();
+        chunks[1].data[7] ^= 1;
+        let err = assemble(chunks.clone()).unwrap_err();
+        let ReportStreamError::Digest { received, sent } = &err else {
+            panic!("{err}");
+        };
+        assert_eq!(sent, &hex(&chunks[2].sha256));
+        assert_ne!(received, sent);
+        assert!(
+            err.to_string().starts_with("the report's SHA-256 is "),
+            "{err}"
+        );
+
+        let mut no_digest = three_chunks();
+        no_digest[2].sha256.clear();
+        assert!(matches!(
+            assemble(no_digest),
+            Err(ReportStreamError::Digest { sent, .. }) if sent.is_empty()
+        ));
+    }
+
+    #[test]
+    fn a_stream_that_ends_before_the_last_chunk_is_truncated() {
+        let mut chunks = three_chunks();
+        chunks.pop();
+        assert_eq!(
+            assemble(chunks).unwrap_err().to_string(),
+            "the report stopped after 2097152 of 2097162 bytes"
+        );
+        assert_eq!(
+            assemble([]).unwrap_err().to_string(),
+            "the report stopped after 0 of 0 bytes"
+        );
+    }
+
+    #[test]
+    fn lengths_that_do_not_add_up_are_refused() {
+        // The last chunk ends before the declared length.
+        let mut early = three_chunks();
+        early[1].last = true;
+        assert_eq!(
+            assemble(early).unwrap_err().to_string(),
+            "the report's chunks end at 2097152 bytes, but the report is 2097162 bytes (the last chunk came early)"
+        );
+        // A chunk runs past it.
+        let mut long = three_chunks();
+        long[2].data.extend_from_slice(b"more");
+        assert!(matches!(
+            assemble(long),
+            Err(ReportStreamError::Length {
+                end: 2_097_166,
+                total: 2_097_162,
+                last: true
+            })
+        ));
+        // The total changes between chunks.
+        let mut changed = three_chunks();
+        changed[1].total_bytes += 1;
+        assert!(matches!(
+            assemble(changed),
+            Err(ReportStreamError::LengthChanged { .. })
+        ));
+        // A chunk after the last.
+        let mut after = three_chunks();
+        after.push(after[2].clone());
+        let mut assembler = ReportAssembler::new();
+        for chunk in after.drain(..3) {
+            assembler.push(chunk).unwrap();
+        }
+        assert_eq!(
+            assembler.push(after.remove(0)),
+            Err(ReportStreamError::AfterLast)
+        );
+    }
+
+    #[test]
+    fn oversized_reports_and_chunks_are_refused_before_they_are_held() {
+        let mut assembler = ReportAssembler::new();
+        let huge = pb::ReportChunk {
+            total_bytes: MAX_REPORT_BYTES + 1,
+            ..pb::ReportChunk::default()
+        };
+        assert_eq!(
+            assembler.push(huge),
+            Err(ReportStreamError::TooLarge {
+                total: MAX_REPORT_BYTES + 1
+            })
+        );
+        let mut assembler = ReportAssembler::new();
+        let fat = pb::ReportChunk {
+            data: vec![b'x'; REPORT_CHUNK_BYTES + 1],
+            total_bytes: 2 * REPORT_CHUNK_BYTES as u64,
+            ..pb::ReportChunk::default()
+        };
+        assert_eq!(
+            assembler.push(fat),
+            Err(ReportStreamError::ChunkTooLarge {
+                bytes: REPORT_CHUNK_BYTES + 1
+            })
+        );
+        assert_eq!(assembler.received(), 0);
+    }
+}
