@@ -7,7 +7,7 @@
 //!
 //! The page is a minijinja template (`html/report.html`) with HTML auto-escaping, so every
 //! string from the report (agent ids, labels, diagnostics) is escaped; the pictures come from
-//! [`svg`], which escapes what it draws.
+//! `svg`, which escapes what it draws.
 
 mod svg;
 
