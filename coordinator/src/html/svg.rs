@@ -92,6 +92,42 @@ fn failed(what: &str, error: impl std::fmt::Display) -> String {
     )
 }
 
+/// A chart's plotting area: `f64` × `f64` on the SVG backend.
+type Chart<'a> = ChartContext<
+    'a,
+    SVGBackend<'a>,
+    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+>;
+
+/// A chart drawn by `draw` on a `size` SVG canvas with a white ground, its plotting area built
+/// the charts' one way (margin, axis label room) over `x` × `y`; the SVG, or, if plotters fails,
+/// a note saying the `what` chart could not be drawn.
+fn chart_svg(
+    what: &str,
+    size: (u32, u32),
+    x: std::ops::Range<f64>,
+    y: std::ops::Range<f64>,
+    draw: impl for<'a> FnOnce(&mut Chart<'a>) -> Result<(), Box<dyn std::error::Error>>,
+) -> String {
+    let mut svg = String::new();
+    let drawn = (|| -> Result<(), Box<dyn std::error::Error>> {
+        let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
+        root.fill(&WHITE)?;
+        let mut chart = ChartBuilder::on(&root)
+            .margin(10)
+            .x_label_area_size(34)
+            .y_label_area_size(58)
+            .build_cartesian_2d(x, y)?;
+        draw(&mut chart)?;
+        root.present()?;
+        Ok(())
+    })();
+    match drawn {
+        Ok(()) => svg,
+        Err(e) => failed(what, e),
+    }
+}
+
 /// A horizontal reference line across a chart, with its label at the right.
 pub(crate) struct Reference<'a> {
     /// Its y value.
@@ -134,15 +170,7 @@ pub(crate) fn rss_chart(points: &[(f64, f64)], line: Option<(f64, f64)>) -> Stri
     let (y0, y1) = padded(pts.iter().chain(&fitted).map(|p| p.1));
     // Enough decimals that neighbouring ticks differ.
     let digits = (-((y1 - y0) / 6.0).log10()).ceil().clamp(0.0, 6.0) as usize;
-    let mut svg = String::new();
-    let drawn = (|| -> Result<(), Box<dyn std::error::Error>> {
-        let root = SVGBackend::with_string(&mut svg, (560, 260)).into_drawing_area();
-        root.fill(&WHITE)?;
-        let mut chart = ChartBuilder::on(&root)
-            .margin(10)
-            .x_label_area_size(34)
-            .y_label_area_size(58)
-            .build_cartesian_2d(x0..x1, y0..y1)?;
+    chart_svg("RSS", (560, 260), x0..x1, y0..y1, |chart| {
         chart
             .configure_mesh()
             .x_desc("equivalent hours after the warm-up")
@@ -166,14 +194,9 @@ pub(crate) fn rss_chart(points: &[(f64, f64)], line: Option<(f64, f64)>) -> Stri
                 .label("Theil–Sen trend")
                 .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], RED.stroke_width(2)));
         }
-        draw_legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
-        root.present()?;
+        draw_legend(chart, SeriesLabelPosition::UpperLeft)?;
         Ok(())
-    })();
-    match drawn {
-        Ok(()) => svg,
-        Err(e) => failed("RSS", e),
-    }
+    })
 }
 
 /// One overhead metric per pair (in pair order, tracked-first pairs in orange), with the
@@ -192,15 +215,7 @@ pub(crate) fn pairs_chart(
             .chain(estimate.iter().flat_map(|e| [e.0, e.1, e.2]))
             .chain(reference.iter().map(|r| r.y)),
     );
-    let mut svg = String::new();
-    let drawn = (|| -> Result<(), Box<dyn std::error::Error>> {
-        let root = SVGBackend::with_string(&mut svg, (560, 260)).into_drawing_area();
-        root.fill(&WHITE)?;
-        let mut chart = ChartBuilder::on(&root)
-            .margin(10)
-            .x_label_area_size(34)
-            .y_label_area_size(58)
-            .build_cartesian_2d(0.5..n + 0.5, y0..y1)?;
+    chart_svg(what, (560, 260), 0.5..n + 0.5, y0..y1, |chart| {
         chart
             .configure_mesh()
             .x_desc("pair")
@@ -256,29 +271,16 @@ pub(crate) fn pairs_chart(
             )?
             .label("tracked first")
             .legend(|(x, y)| Circle::new((x + 8, y), 3, ORANGE.filled()));
-        draw_legend(&mut chart, SeriesLabelPosition::UpperRight)?;
-        root.present()?;
+        draw_legend(chart, SeriesLabelPosition::UpperRight)?;
         Ok(())
-    })();
-    match drawn {
-        Ok(()) => svg,
-        Err(e) => failed(what, e),
-    }
+    })
 }
 
 /// A metric's value run by run, with a vertical line where each shift starts.
 pub(crate) fn history_chart(what: &str, values: &[f64], change_points: &[usize]) -> String {
     let n = values.len().max(1) as f64;
     let (y0, y1) = padded(values.iter().copied());
-    let mut svg = String::new();
-    let drawn = (|| -> Result<(), Box<dyn std::error::Error>> {
-        let root = SVGBackend::with_string(&mut svg, (560, 220)).into_drawing_area();
-        root.fill(&WHITE)?;
-        let mut chart = ChartBuilder::on(&root)
-            .margin(10)
-            .x_label_area_size(34)
-            .y_label_area_size(58)
-            .build_cartesian_2d(0.5..n + 0.5, y0..y1)?;
+    chart_svg(what, (560, 220), 0.5..n + 0.5, y0..y1, |chart| {
         chart
             .configure_mesh()
             .x_desc("run")
@@ -301,13 +303,8 @@ pub(crate) fn history_chart(what: &str, values: &[f64], change_points: &[usize])
             .collect();
         chart.draw_series(LineSeries::new(pts.iter().copied(), BLUE_))?;
         chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, BLUE_.filled())))?;
-        root.present()?;
         Ok(())
-    })();
-    match drawn {
-        Ok(()) => svg,
-        Err(e) => failed(what, e),
-    }
+    })
 }
 
 /// An interval bar: the value's 95 % interval (or the point alone) against the range it must
