@@ -155,7 +155,7 @@ pub enum RunEvent {
     },
     /// The run's report, as JSON. Last. Shared with the finished run that keeps it, so a large
     /// report is not copied to be sent.
-    Report(std::sync::Arc<str>),
+    Report(std::sync::Arc<String>),
 }
 
 /// An agent as the fleet listing shows it.

@@ -81,14 +81,19 @@ fn cpu_seconds(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / rustix::param::clock_ticks_per_second() as f64
 }
 
-/// Peak RSS (VmHWM) of a process, in bytes.
-fn peak_rss(pid: u32) -> u64 {
+/// A memory figure of a process from its `/proc/PID/status` (`VmHWM`, `VmRSS`), in bytes.
+fn status_bytes(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map_or(0, |kb| kb * 1024)
+}
+
+/// Peak RSS (VmHWM) of a process, in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    status_bytes(pid, "VmHWM")
 }
 
 /// A real runtime section (from a small real soak) that every simulated agent reports.
@@ -296,7 +301,11 @@ async fn run(n: usize, rate: u64, seconds: u64, tls: bool, section: Arc<RuntimeS
             &n.max(1).to_string(),
         ])
         .args(&transport)
-        .env("FLEETGATE_LOG", "error")
+        // Quiet unless asked (`FLEETGATE_LOG=info` shows how long each report took to build).
+        .env(
+            "FLEETGATE_LOG",
+            std::env::var("FLEETGATE_LOG").unwrap_or_else(|_| "error".to_owned()),
+        )
         .spawn()
         .expect("start fleetgate serve");
     let pid = server.id();
@@ -343,6 +352,8 @@ async fn run(n: usize, rate: u64, seconds: u64, tls: bool, section: Arc<RuntimeS
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // What the connected agents cost before any job runs.
+    let connected_rss = status_bytes(pid, "VmRSS");
     let budgets = serde_json::json!({
         "version": "v0.4",
         "budgets": fleetgate_common::report::SOAK_METRICS.iter()
@@ -384,10 +395,11 @@ async fn run(n: usize, rate: u64, seconds: u64, tls: bool, section: Arc<RuntimeS
     let cpu_before = cpu_seconds(pid);
     let started = Instant::now();
     let mut first_chunk = None;
+    let mut last_chunk = None;
     let report = client::submit(&link, None, &spec, &mut |event| {
-        if matches!(event.body, Some(pb::run_event::Body::ReportChunk(_))) && first_chunk.is_none()
-        {
-            first_chunk = Some(Instant::now());
+        if matches!(event.body, Some(pb::run_event::Body::ReportChunk(_))) {
+            first_chunk.get_or_insert_with(Instant::now);
+            last_chunk = Some(Instant::now());
         }
     })
     .await;
@@ -396,19 +408,24 @@ async fn run(n: usize, rate: u64, seconds: u64, tls: bool, section: Arc<RuntimeS
     let cpu = cpu_seconds(pid) - cpu_before;
     let events = sent.load(Ordering::Relaxed);
     let last = last_result.lock().unwrap().unwrap_or(report_at);
+    let since_last = |at: Option<Instant>| {
+        at.unwrap_or(report_at)
+            .saturating_duration_since(last)
+            .as_secs_f64()
+            * 1_000.0
+    };
     match report {
         Ok(report) => println!(
-            "agents {n:>5}: {events} events in {wall:.2} s = {:.0} events/s ingested; coordinator CPU {cpu:.2} s = {:.3} cores; peak RSS {:.1} MiB (idle {:.1} MiB); last result → report {:.0} ms (first chunk at {:.0} ms); report agents {}, {:.1} MB",
+            "agents {n:>5}: {events} events in {wall:.2} s = {:.0} events/s ingested; coordinator CPU {cpu:.2} s = {:.3} cores; peak RSS {:.1} MiB (idle {:.1} MiB, agents connected {:.1} MiB = {:.1} KiB per agent); last result → report {:.0} ms (chunks from {:.0} to {:.0} ms); report agents {}, {:.1} MB",
             events as f64 / wall,
             cpu / wall,
             peak_rss(pid) as f64 / (1 << 20) as f64,
             idle_rss as f64 / (1 << 20) as f64,
+            connected_rss as f64 / (1 << 20) as f64,
+            connected_rss.saturating_sub(idle_rss) as f64 / 1024.0 / n.max(1) as f64,
             report_at.saturating_duration_since(last).as_secs_f64() * 1_000.0,
-            first_chunk
-                .unwrap_or(report_at)
-                .saturating_duration_since(last)
-                .as_secs_f64()
-                * 1_000.0,
+            since_last(first_chunk),
+            since_last(last_chunk),
             report.agents.len(),
             serde_json::to_vec(&report).map_or(0, |r| r.len()) as f64 / 1e6,
         ),

@@ -19,7 +19,7 @@ pub const MAX_REPORT_BYTES: u64 = 1 << 30;
 /// nothing is done up front and nothing is copied but the chunk being made.
 #[derive(Debug)]
 pub struct ReportChunks {
-    json: Arc<str>,
+    json: Arc<String>,
     offset: usize,
     digest: Sha256,
     done: bool,
@@ -27,7 +27,7 @@ pub struct ReportChunks {
 
 impl ReportChunks {
     /// The chunks of `json`.
-    pub fn new(json: Arc<str>) -> Self {
+    pub fn new(json: Arc<String>) -> Self {
         ReportChunks {
             json,
             offset: 0,
@@ -262,7 +262,7 @@ mod tests {
     use super::*;
 
     /// A report of `len` bytes: printable, different at every offset.
-    fn report(len: usize) -> Arc<str> {
+    fn report(len: usize) -> Arc<String> {
         (0..len)
             .map(|i| char::from(b'a' + (i % 26) as u8))
             .collect::<String>()

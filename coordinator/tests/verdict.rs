@@ -918,7 +918,7 @@ fn a_fleet_report_with_a_quorum_an_outlier_and_corrected_p_values_matches_the_sc
         })
         .collect();
     let quorum = Quorum::new(0.8).unwrap();
-    let report = build_fleet_report(&config, &gate, quorum, &agents, &jobs, 0);
+    let report = build_fleet_report(&config, &gate, quorum, &agents, jobs.clone(), 0);
 
     // Four of five must pass: the regressed agent is tolerated.
     assert_eq!(

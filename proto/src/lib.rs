@@ -15,6 +15,43 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 /// Most bytes of report JSON in one `ReportChunk`.
 pub const REPORT_CHUNK_BYTES: usize = 1024 * 1024;
 
+/// The gRPC codec of every `fleetgate.v1` call: prost's, with a 1 KiB first buffer per call
+/// direction instead of tonic's 8 KiB. A coordinator holds one agent session per connected
+/// agent, each with an encode and a decode buffer; most messages are a few hundred bytes, and
+/// a buffer grows to fit a larger one (see the load figures in `docs/benchmarks.md`).
+#[derive(Debug, Clone, Copy)]
+pub struct Codec<T, U>(std::marker::PhantomData<(T, U)>);
+
+impl<T, U> Default for Codec<T, U> {
+    fn default() -> Self {
+        Codec(std::marker::PhantomData)
+    }
+}
+
+/// First buffer of a call direction; the yield threshold stays tonic's default.
+fn codec_buffers() -> tonic::codec::BufferSettings {
+    tonic::codec::BufferSettings::new(1024, 32 * 1024)
+}
+
+impl<T, U> tonic::codec::Codec for Codec<T, U>
+where
+    T: prost::Message + Send + 'static,
+    U: prost::Message + Default + Send + 'static,
+{
+    type Encode = T;
+    type Decode = U;
+    type Encoder = <tonic_prost::ProstCodec<T, U> as tonic::codec::Codec>::Encoder;
+    type Decoder = <tonic_prost::ProstCodec<T, U> as tonic::codec::Codec>::Decoder;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        tonic_prost::ProstCodec::<T, U>::raw_encoder(codec_buffers())
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        tonic_prost::ProstCodec::<T, U>::raw_decoder(codec_buffers())
+    }
+}
+
 /// Protocol package `fleetgate.v1`.
 #[allow(
     missing_docs,

@@ -2,7 +2,7 @@
 //! become one gated v0.4 report for the whole fleet, with the agents' sections, the per-class
 //! summary (its quorum and outliers), the diagnostics and the verdict.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::config::RunConfig;
 use crate::gate::{Gate, strip_instance};
@@ -49,7 +49,7 @@ pub struct JobRecord {
 
 /// How an agent's part of the run ended: the worst of its jobs' statuses (lost, then timed out
 /// or still running, then failed or cancelled).
-fn agent_status(jobs: &[&JobRecord]) -> AgentStatus {
+fn agent_status(jobs: &[JobRecord]) -> AgentStatus {
     let has = |s: JobStatus| jobs.iter().any(|j| j.summary.status == s);
     if has(JobStatus::Lost) {
         AgentStatus::Lost
@@ -70,7 +70,14 @@ pub fn build_report(
     jobs: &[JobRecord],
     unix_seconds: u64,
 ) -> Report {
-    build_fleet_report(config, gate, Quorum::ALL, agents, jobs, unix_seconds)
+    build_fleet_report(
+        config,
+        gate,
+        Quorum::ALL,
+        agents,
+        jobs.to_vec(),
+        unix_seconds,
+    )
 }
 
 /// How one agent's part of the run came out, for its class's quorum.
@@ -118,14 +125,13 @@ impl ClassTally {
 }
 
 /// The agent of `ids` that a metric key, runtime name or diagnostic line belongs to: the
-/// longest id followed by `/` or `: `.
-fn owner<'a>(text: &str, ids: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
-    ids.into_iter()
-        .filter(|id| {
-            text.strip_prefix(*id)
-                .is_some_and(|rest| rest.starts_with('/') || rest.starts_with(": "))
-        })
-        .max_by_key(|id| id.len())
+/// longest id followed by `/` or `: `. Ids may hold `/` themselves, so each prefix of `text`
+/// that ends before a `/` or `: ` is looked up, longest first.
+fn owner<'a>(text: &str, ids: &BTreeSet<&'a str>) -> Option<&'a str> {
+    text.char_indices()
+        .rev()
+        .filter(|&(i, c)| c == '/' || (c == ':' && text[i + 1..].starts_with(' ')))
+        .find_map(|(i, _)| ids.get(&text[..i]).copied())
 }
 
 /// Builds the gated fleet report of a run with `config`, `gate` and `quorum` from its agents
@@ -159,7 +165,7 @@ pub fn build_fleet_report(
     gate: &Gate,
     quorum: Quorum,
     agents: &[AgentRecord],
-    jobs: &[JobRecord],
+    jobs: Vec<JobRecord>,
     unix_seconds: u64,
 ) -> Report {
     let class_of_map: BTreeMap<&str, &str> = agents
@@ -172,26 +178,25 @@ pub fn build_fleet_report(
     let mut agent_sections = BTreeMap::new();
     let mut agent_lines = Vec::new();
     let mut outcomes: BTreeMap<&str, AgentOutcome> = BTreeMap::new();
+    // Each job's section moves into the report: at 10,000 agents a copy is hundreds of MB.
+    let mut jobs_of: BTreeMap<String, Vec<JobRecord>> = BTreeMap::new();
+    for job in jobs {
+        jobs_of.entry(job.agent_id.clone()).or_default().push(job);
+    }
     for agent in agents {
         let outcome = outcomes.entry(agent.agent_id.as_str()).or_default();
-        let mine: Vec<&JobRecord> = jobs
-            .iter()
-            .filter(|j| j.agent_id == agent.agent_id)
-            .collect();
-        for job in &mine {
-            if let Some(section) = &job.section {
+        let mut mine = jobs_of.remove(agent.agent_id.as_str()).unwrap_or_default();
+        for job in &mut mine {
+            if let Some(section) = job.section.take() {
                 // A sink that could not close its session leaves the job's telemetry unknown.
                 if section.status == RuntimeStatus::Unavailable
-                    || telemetry_losses(section)
+                    || telemetry_losses(&section)
                         .iter()
                         .any(|l| l.is_inconclusive())
                 {
                     outcome.open_cause = true;
                 }
-                runtimes.insert(
-                    format!("{}/{}", agent.agent_id, job.runtime),
-                    section.clone(),
-                );
+                runtimes.insert(format!("{}/{}", agent.agent_id, job.runtime), section);
             }
             let s = &job.summary;
             let what = match s.status {
@@ -221,10 +226,7 @@ pub fn build_fleet_report(
                 labels: agent.labels.clone(),
                 facts: agent.facts.clone(),
                 status: agent_status(&mine),
-                jobs: mine
-                    .iter()
-                    .map(|j| (j.runtime.clone(), j.summary.clone()))
-                    .collect(),
+                jobs: mine.into_iter().map(|j| (j.runtime, j.summary)).collect(),
             },
         );
     }
@@ -280,7 +282,7 @@ pub fn build_fleet_report(
             report.tolerances = Some(tolerances.tolerances.clone());
         }
     }
-    let ids = || agents.iter().map(|a| a.agent_id.as_str());
+    let ids: BTreeSet<&str> = agents.iter().map(|a| a.agent_id.as_str()).collect();
     let mut diagnostics = agent_lines;
     diagnostics.extend(failure_diagnostics(
         &report.runtimes,
@@ -293,7 +295,7 @@ pub fn build_fleet_report(
     let mut stray_failure = false;
     let mut stray_undecided = false;
     for line in &diagnostics {
-        match owner(line, ids()).and_then(|id| outcomes.get_mut(id)) {
+        match owner(line, &ids).and_then(|id| outcomes.get_mut(id)) {
             Some(outcome) => outcome.failed = true,
             None => stray_failure = true,
         }
@@ -315,7 +317,7 @@ pub fn build_fleet_report(
         if passed {
             continue;
         }
-        match owner(key, ids()).and_then(|id| outcomes.get_mut(id)) {
+        match owner(key, &ids).and_then(|id| outcomes.get_mut(id)) {
             Some(outcome) if inconclusive => outcome.undecided = true,
             Some(outcome) => outcome.failed = true,
             None if inconclusive => stray_undecided = true,
@@ -370,7 +372,7 @@ pub fn build_fleet_report(
         })
         .collect();
     for line in &mut diagnostics {
-        if let Some((class, t)) = owner(line, ids()).and_then(|id| tolerated.get(id)) {
+        if let Some((class, t)) = owner(line, &ids).and_then(|id| tolerated.get(id)) {
             line.push_str(&format!(
                 " (tolerated: class {class} passed {} of {}, quorum {})",
                 t.passed, t.gated, t.required

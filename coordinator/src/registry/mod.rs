@@ -309,7 +309,7 @@ pub enum Command {
         /// Run id.
         run_id: RunId,
         /// The report JSON, or why there is none (unknown, unfinished, dropped).
-        reply: oneshot::Sender<Result<std::sync::Arc<str>, RegistryError>>,
+        reply: oneshot::Sender<Result<std::sync::Arc<String>, RegistryError>>,
     },
 }
 

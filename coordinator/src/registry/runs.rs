@@ -23,6 +23,9 @@ pub(super) struct RunEntry {
     pub(super) plan: RunPlan,
     pub(super) agents: Vec<AgentId>,
     pub(super) jobs: Vec<JobId>,
+    /// The jobs before this index have ended (a job never leaves its end), so the check
+    /// whether the run has finished costs, over the whole run, one look at each job.
+    pub(super) ended_prefix: usize,
     pub(super) deadline: Instant,
     pub(super) events: RunEvents,
     /// When it was accepted.
@@ -33,7 +36,7 @@ pub(super) struct RunEntry {
 #[derive(Debug)]
 pub(super) struct FinishedRun {
     /// The report JSON (sent to clients in chunks, shared with the streams that send it).
-    pub(super) report: Arc<str>,
+    pub(super) report: Arc<String>,
     pub(super) finished: Instant,
 }
 
@@ -169,6 +172,7 @@ impl Registry {
                 plan,
                 agents: selected,
                 jobs: job_ids,
+                ended_prefix: 0,
                 deadline: deadline_at,
                 events,
                 accepted: Instant::now(),
@@ -251,16 +255,20 @@ impl Registry {
 
     /// Builds and delivers the report once every job of the run is terminal.
     pub(super) fn maybe_finish(&mut self, run_id: &RunId) {
-        let Some(run) = self.runs.get(run_id) else {
+        let Some(run) = self.runs.get_mut(run_id) else {
             return;
         };
-        if !run
-            .jobs
+        let started = Instant::now();
+        let jobs = &self.jobs;
+        let ended = run.jobs[run.ended_prefix..]
             .iter()
-            .all(|j| self.jobs.get(j).is_some_and(JobEntry::terminal))
-        {
+            .take_while(|j| jobs.get(*j).is_some_and(JobEntry::terminal))
+            .count();
+        run.ended_prefix += ended;
+        if run.ended_prefix < run.jobs.len() {
             return;
         }
+        let run = &self.runs[run_id];
         let agents: Vec<AgentRecord> = run
             .agents
             .iter()
@@ -273,11 +281,13 @@ impl Registry {
                 })
             })
             .collect();
-        let jobs: Vec<JobRecord> = run
-            .jobs
-            .iter()
-            .filter_map(|id| self.jobs.get(id).map(|j| (id, j)))
-            .map(|(id, j)| JobRecord {
+        // The sections move into the report (the run's jobs are dropped when it retires).
+        let mut jobs = Vec::with_capacity(run.jobs.len());
+        for id in &run.jobs {
+            let Some(j) = self.jobs.get_mut(id) else {
+                continue;
+            };
+            jobs.push(JobRecord {
                 agent_id: j.agent_id.to_string(),
                 runtime: j.label.clone(),
                 summary: JobSummary {
@@ -295,33 +305,51 @@ impl Registry {
                         .as_secs_f64(),
                     reason: j.reason.clone(),
                 },
-                section: j.section.clone(),
-            })
-            .collect();
+                section: j.section.take(),
+            });
+        }
         let mut report = build_fleet_report(
             &run.plan.config,
             &run.plan.gate,
             run.plan.spec.selection.quorum,
             &agents,
-            &jobs,
+            jobs,
             unix_ms() / 1_000,
         );
         report.generator = Some(crate::identity::generator());
-        let json = match serde_json::to_string(&report) {
-            Ok(json) => json,
+        let built = started.elapsed();
+        // Room for the whole report up front: growing a buffer of tens of MB by doubling
+        // copies it each time and can leave twice its size resident. Pages never written
+        // stay unmapped.
+        let mut json = Vec::with_capacity(report_capacity(&report));
+        let json = match serde_json::to_writer(&mut json, &report) {
+            // serde_json writes UTF-8 only.
+            Ok(()) => String::from_utf8(json).unwrap_or_default(),
             Err(e) => {
                 tracing::error!(run_id = %run_id, error = %e, "Report could not be encoded.");
                 return;
             }
         };
-        tracing::info!(run_id = %run_id, verdict = report.verdict.name(), "Run finished.");
-        crate::metrics::run_finished(report.verdict, run.accepted.elapsed());
+        let verdict = report.verdict;
+        // Gone before the JSON is copied into its shared form: at 10,000 agents each is
+        // tens of MB.
+        drop(report);
+        tracing::info!(
+            run_id = %run_id,
+            verdict = verdict.name(),
+            report_bytes = json.len(),
+            build_ms = built.as_millis() as u64,
+            encode_ms = (started.elapsed() - built).as_millis() as u64,
+            "Run finished."
+        );
+        crate::metrics::run_finished(verdict, run.accepted.elapsed());
         if let Some(history) = &self.settings.history {
             history.record(run_id.as_str(), &json);
         }
         let events = run.events.clone();
         // Any size: the service sends it to the client in chunks.
-        let json: Arc<str> = json.into();
+        // Shared as it is, without a copy.
+        let json = Arc::new(json);
         let event = Ok(RunEvent::Report(Arc::clone(&json)));
         // The report must arrive even when the progress queue is full.
         tokio::spawn(async move {
@@ -332,7 +360,7 @@ impl Registry {
 
     /// Moves a run from the runs in progress to the finished ones: its plan (the gate assets)
     /// and its jobs are dropped, its report kept within the limits.
-    fn retire(&mut self, run_id: &RunId, report: Arc<str>) {
+    fn retire(&mut self, run_id: &RunId, report: Arc<String>) {
         let Some(run) = self.runs.remove(run_id) else {
             return;
         };
@@ -379,7 +407,7 @@ impl Registry {
     }
 
     /// A finished run's report, or why there is none.
-    pub(super) fn report(&self, run_id: &RunId) -> Result<Arc<str>, RegistryError> {
+    pub(super) fn report(&self, run_id: &RunId) -> Result<Arc<String>, RegistryError> {
         if let Some(run) = self.finished.get(run_id) {
             return Ok(Arc::clone(&run.report));
         }
@@ -395,4 +423,10 @@ impl Registry {
         }
         Err(RegistryError::UnknownRun(run_id.clone()))
     }
+}
+
+/// An upper estimate of the encoded size of `report`: about 16 KiB per runtime section (a
+/// section with its metrics and checks encodes to about 10 KiB) plus 64 KiB.
+fn report_capacity(report: &fleetgate_common::report::Report) -> usize {
+    (report.runtimes.len() + report.agents.len()).saturating_mul(16 << 10) + (64 << 10)
 }

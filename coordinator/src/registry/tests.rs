@@ -252,7 +252,7 @@ async fn finished_run(
 async fn report(
     handle: &RegistryHandle,
     run_id: &RunId,
-) -> Result<std::sync::Arc<str>, RegistryError> {
+) -> Result<std::sync::Arc<String>, RegistryError> {
     handle
         .ask(|reply| Command::GetReport {
             run_id: run_id.clone(),

@@ -590,7 +590,7 @@ fn agent_status_is_the_worst_of_its_jobs() {
             .iter()
             .map(|&s| unfinished(AGENT, RUNTIME, s))
             .collect();
-        agent_status(&jobs.iter().collect::<Vec<_>>())
+        agent_status(&jobs)
     };
     assert_eq!(status_of(&[]), AgentStatus::Completed);
     assert_eq!(
@@ -732,7 +732,7 @@ fn fleet_of(quorum: f64, agents: &[(&str, &str, Fate)]) -> Report {
         &quorum_gate(),
         Quorum::new(quorum).unwrap(),
         &records,
-        &jobs,
+        jobs,
         0,
     )
 }
@@ -967,7 +967,7 @@ fn a_quorum_of_one_gives_the_verdict_without_a_quorum_in_every_case() {
         &quorum_gate(),
         Quorum::ALL,
         &[agent("a"), agent("b")],
-        &jobs,
+        jobs.to_vec(),
         0,
     );
     one.timestamp_utc.clear();
