@@ -1,19 +1,25 @@
-//! HTML report cost: how long `html::render` takes and how big the page is for a fleet report
-//! of many agents. Not a test: it prints figures and asserts none.
+//! HTML report and Markdown summary cost: how long `html::render` and `output::markdown`
+//! take and how big the page and the summary are, for fleet reports of 10, 1,000 and 10,000
+//! agents, once with every agent passing and once with every check failing. Not a test: it
+//! prints figures and asserts none.
 //!
 //! ```text
-//! cargo bench -p fleetgate-coordinator --bench html_report -- [--report PATH] [--agents 100]
-//!     [--classes 4] [--rounds 10] [--history 20] [--write PATH]
+//! cargo bench -p fleetgate-coordinator --bench html_report -- [--report PATH]
+//!     [--agents 10,1000,10000] [--classes 4] [--rounds 5] [--history 20] [--write DIR]
 //! ```
 //!
-//! `--write PATH` keeps the fleet's page there (to open it in a browser).
+//! `--write DIR` keeps each fleet's page and summary there (`fleet-1000-pass.html`,
+//! `fleet-1000-fail.md`, ...) to open them.
 //!
 //! The fleet is built from a real one-agent report (`--report`, or else a tiny `--mode all`
 //! run of `gpumemprof_cpu` made first with the real `fleetgate` binary): its agent's section,
-//! runtime sections, metrics and checks are cloned under `--agents` new ids spread over
-//! `--classes` hardware classes, each metric scaled by a fixed per-agent factor (0.9 to 1.1) so
-//! the class spreads are not flat, and the class summaries are recomputed
-//! ([`class_summaries`]). `--history` adds that many history series of 30 runs each.
+//! runtime sections, metrics, checks and gate power lines are cloned under each
+//! new id, spread over `--classes` hardware classes, each metric scaled by a fixed per-agent
+//! factor (0.9 to 1.1) so the class spreads are not flat, and the class summaries are
+//! recomputed ([`class_summaries`]). The passing fleet has every check passed and no
+//! diagnostic; the failing one every check failed, a diagnostic per check (and none other) and
+//! no class meeting its quorum. `--history` adds that many history series of
+//! 30 runs each.
 
 #![expect(clippy::print_stdout, reason = "a benchmark prints its figures")]
 
@@ -22,12 +28,13 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use fleetgate_common::report::{Report, class_summaries};
+use fleetgate_common::report::{Report, Verdict, class_summaries};
 use fleetgate_coordinator::html::{self, HistoryPoint, HistorySeries};
+use fleetgate_coordinator::output;
 
 struct Options {
     report: Option<PathBuf>,
-    agents: usize,
+    agents: Vec<usize>,
     classes: usize,
     rounds: usize,
     history: usize,
@@ -37,9 +44,9 @@ struct Options {
 fn options() -> Options {
     let mut o = Options {
         report: None,
-        agents: 100,
+        agents: vec![10, 1_000, 10_000],
         classes: 4,
-        rounds: 10,
+        rounds: 5,
         history: 20,
         write: None,
     };
@@ -52,7 +59,18 @@ fn options() -> Options {
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--report" => o.report = args.next().map(PathBuf::from),
-            "--agents" => o.agents = number(args.next(), o.agents),
+            "--agents" => {
+                let sizes: Vec<usize> = args
+                    .next()
+                    .unwrap_or_default()
+                    .split(',')
+                    .filter_map(|n| n.trim().parse().ok())
+                    .filter(|&n| n > 0)
+                    .collect();
+                if !sizes.is_empty() {
+                    o.agents = sizes;
+                }
+            }
             "--classes" => o.classes = number(args.next(), o.classes),
             "--rounds" => o.rounds = number(args.next(), o.rounds),
             "--write" => o.write = args.next().map(PathBuf::from),
@@ -99,8 +117,9 @@ fn one_agent_report(o: &Options, dir: &std::path::Path) -> Report {
     serde_json::from_slice(&std::fs::read(&path).expect("read the report")).expect("a v0.4 report")
 }
 
-/// `report` with its one agent cloned `agents` times over `classes` hardware classes.
-fn fleet(report: &Report, agents: usize, classes: usize) -> Report {
+/// `report` with its one agent cloned `agents` times over `classes` hardware classes, every
+/// check passed and no diagnostic; with `failing`, every check failed with a diagnostic each.
+fn fleet(report: &Report, agents: usize, classes: usize, failing: bool) -> Report {
     let (id, section) = report.agents.iter().next().expect("a report with an agent");
     let prefix = format!("{id}/");
     let mut fleet = report.clone();
@@ -108,10 +127,20 @@ fn fleet(report: &Report, agents: usize, classes: usize) -> Report {
     fleet.runtimes.clear();
     fleet.metrics.clear();
     fleet.metric_intervals.clear();
+    fleet.failure_diagnostics.clear();
+    fleet.gate_power.clear();
     let mut budget_checks = BTreeMap::new();
     let mut regression_checks = BTreeMap::new();
+    // A line is the agent's when it starts with its id and `/` or `: `.
+    let own_lines = |lines: &[String], new_id: &str| -> Vec<String> {
+        lines
+            .iter()
+            .filter(|l| l.starts_with(&prefix) || l.starts_with(&format!("{id}: ")))
+            .map(|l| l.replacen(id.as_str(), new_id, 1))
+            .collect()
+    };
     for i in 0..agents {
-        let new_id = format!("agent-{i:03}");
+        let new_id = format!("agent-{i:05}");
         // A fixed factor per agent, 0.9 to 1.1.
         let factor = 0.9 + 0.2 * ((i * 37) % 101) as f64 / 100.0;
         let rename = |key: &str| key.replacen(&prefix, &format!("{new_id}/"), 1);
@@ -136,30 +165,45 @@ fn fleet(report: &Report, agents: usize, classes: usize) -> Report {
             c.value *= factor;
             c.lo = c.lo.map(|v| v * factor);
             c.hi = c.hi.map(|v| v * factor);
+            c.passed = !failing;
+            c.inconclusive = false;
             budget_checks.insert(rename(k), c);
         }
         for (k, c) in report.regression_checks.iter().flatten() {
             let mut c = c.clone();
             c.current_value *= factor;
+            c.passed = !failing;
+            c.inconclusive = false;
             regression_checks.insert(rename(k), c);
         }
+        fleet
+            .gate_power
+            .extend(own_lines(&report.gate_power, &new_id));
     }
-    // Each agent's diagnostics and advice, under its new id.
-    let every_agent = |lines: &[String]| -> Vec<String> {
-        (0..agents)
-            .flat_map(|i| {
-                lines
-                    .iter()
-                    .filter(|l| l.starts_with(&prefix) || l.starts_with(&format!("{id}: ")))
-                    .map(move |l| l.replacen(id.as_str(), &format!("agent-{i:03}"), 1))
-            })
-            .collect()
+    if failing {
+        fleet.failure_diagnostics =
+            budget_checks
+                .iter()
+                .map(|(k, c)| format!("{k}: {} exceeds the budget {}", c.value, c.max_allowed))
+                .chain(regression_checks.iter().map(|(k, c)| {
+                    format!("{k}: regressed by {} from {}", c.delta, c.baseline_value)
+                }))
+                .collect();
+    }
+    fleet.verdict = if failing {
+        Verdict::Fail
+    } else {
+        Verdict::Pass
     };
-    fleet.failure_diagnostics = every_agent(&report.failure_diagnostics);
-    fleet.gate_power = every_agent(&report.gate_power);
+    fleet.passed = !failing;
     fleet.budget_checks = report.budget_checks.as_ref().map(|_| budget_checks);
     fleet.regression_checks = report.regression_checks.as_ref().map(|_| regression_checks);
     fleet.hardware_classes = class_summaries(&fleet.agents, &fleet.metrics);
+    for class in fleet.hardware_classes.values_mut() {
+        class.quorum = class.gated;
+        class.passed = if failing { 0 } else { class.gated };
+        class.quorum_met = !failing;
+    }
     fleet
 }
 
@@ -180,45 +224,55 @@ fn history(series: usize) -> Vec<HistorySeries> {
         .collect()
 }
 
+/// The median of `rounds` runs of `f` and its last result.
+fn timed<T>(rounds: usize, mut f: impl FnMut() -> T) -> (Duration, T) {
+    let mut times: Vec<Duration> = Vec::with_capacity(rounds);
+    let mut result = None;
+    for _ in 0..rounds.max(1) {
+        let started = Instant::now();
+        result = Some(f());
+        times.push(started.elapsed());
+    }
+    times.sort();
+    (times[times.len() / 2], result.expect("one round at least"))
+}
+
 fn main() {
     let o = options();
     let dir = tempfile::tempdir().expect("a temporary folder");
     let one = one_agent_report(&o, dir.path());
-    let report = fleet(&one, o.agents, o.classes);
     let history = history(o.history);
     println!(
-        "fleet: {} agents in {} classes, {} checks, {} runtime sections, {} history series",
-        report.agents.len(),
-        report.hardware_classes.len(),
-        report.budget_checks.iter().flatten().count()
-            + report.regression_checks.iter().flatten().count(),
-        report.runtimes.len(),
-        history.len()
+        "one agent: {} checks, {} runtime sections; {} history series; median of {} rounds",
+        one.budget_checks.iter().flatten().count() + one.regression_checks.iter().flatten().count(),
+        one.runtimes.len(),
+        history.len(),
+        o.rounds
     );
-    for (label, agents) in [("1 agent", &one), ("fleet", &report)] {
-        let json = serde_json::to_vec_pretty(agents).expect("serialize");
-        let mut times: Vec<Duration> = Vec::with_capacity(o.rounds);
-        let mut page = String::new();
-        for _ in 0..o.rounds {
-            let started = Instant::now();
-            page = html::render(agents, if label == "fleet" { &history } else { &[] });
-            times.push(started.elapsed());
-        }
-        times.sort();
-        let median = times[times.len() / 2];
-        println!(
-            "{label}: render median {:.1} ms (min {:.1}, max {:.1}, {} rounds); HTML {:.1} KiB ({} <svg>); JSON report {:.1} KiB",
-            median.as_secs_f64() * 1e3,
-            times[0].as_secs_f64() * 1e3,
-            times[times.len() - 1].as_secs_f64() * 1e3,
-            o.rounds,
-            page.len() as f64 / 1024.0,
-            page.matches("<svg").count(),
-            json.len() as f64 / 1024.0
-        );
-        if let (Some(path), "fleet") = (&o.write, label) {
-            std::fs::write(path, &page).expect("write the page");
-            println!("fleet page written to {}", path.display());
+    for &agents in &o.agents {
+        for failing in [false, true] {
+            let report = fleet(&one, agents, o.classes, failing);
+            let json = serde_json::to_vec(&report).expect("serialize");
+            let (html_time, page) = timed(o.rounds, || html::render(&report, &history));
+            let (md_time, summary) =
+                timed(o.rounds, || output::markdown(&report, Some("report.html")));
+            let label = if failing { "fail" } else { "pass" };
+            println!(
+                "{agents:>6} agents, all {label}: HTML {:>9.1} KiB ({:.2} KiB per agent, {} <svg>) in {:>8.1} ms; Markdown {:>7} characters in {:>6.1} ms; JSON report {:.1} KiB",
+                page.len() as f64 / 1024.0,
+                page.len() as f64 / 1024.0 / agents as f64,
+                page.matches("<svg").count(),
+                html_time.as_secs_f64() * 1e3,
+                summary.chars().count(),
+                md_time.as_secs_f64() * 1e3,
+                json.len() as f64 / 1024.0
+            );
+            if let Some(folder) = &o.write {
+                std::fs::create_dir_all(folder).expect("create the folder");
+                let name = folder.join(format!("fleet-{agents}-{label}"));
+                std::fs::write(name.with_extension("html"), &page).expect("write the page");
+                std::fs::write(name.with_extension("md"), &summary).expect("write the summary");
+            }
         }
     }
 }

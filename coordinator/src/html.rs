@@ -5,19 +5,28 @@
 //! checkpoints with the fitted trend, its overhead pairs and its retention churn; then, when
 //! history is given, each metric's values over past runs with their change points.
 //!
+//! A fleet of more than [`DETAILED_AGENTS`] agents is folded so the page stays readable and
+//! small: boxes only for the agents that did not pass (failures first) and the outliers, at
+//! most [`DETAILED_AGENTS`] of them, every other agent a row of a folded table, and long lists
+//! folded after their first lines. The page is built in one pass over the report: each check,
+//! runtime section and diagnostic is given to its agent by a lookup of its prefixes among the
+//! agent ids, never by comparing it with every id.
+//!
 //! The page is a minijinja template (`html/report.html`) with HTML auto-escaping, so every
 //! string from the report (agent ids, labels, diagnostics) is escaped; the pictures come from
 //! `svg`, which escapes what it draws.
 
 mod svg;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use fleetgate_common::report::{
-    AgentStatus, BudgetCheck, RegressionCheck, Report, RuntimeSection, SoakBlock, Verdict,
-    format_value,
+    AgentSection, AgentStatus, BudgetCheck, RegressionCheck, Report, RuntimeSection, SoakBlock,
+    Verdict, format_value,
 };
 use serde::Serialize;
+
+use crate::output::AgentIds;
 
 /// One metric's values over past runs of one hardware class (from the run history).
 pub use crate::history::{Series as HistorySeries, SeriesPoint as HistoryPoint};
@@ -47,6 +56,22 @@ pub fn render(report: &Report, history: &[HistorySeries]) -> String {
 
 // === the page's view of the report ===
 
+/// Fleets of at most this many agents show every agent as a box with its checks and charts.
+/// A larger fleet shows at most this many boxes, for the agents that did not pass (failures
+/// first) and then the outliers; every other agent is one row of a folded table.
+pub const DETAILED_AGENTS: usize = 100;
+
+/// Fleets of more than this many agents open only the boxes of the agents that did not pass.
+const OPEN_AGENTS: usize = 6;
+
+/// In a fleet of more than [`DETAILED_AGENTS`], a list longer than this (diagnostics, advice, a
+/// class's outliers) shows its first lines and folds the rest.
+const SHOWN_LINES: usize = 20;
+
+/// In a fleet of more than [`DETAILED_AGENTS`], a class of more than this many agents names its
+/// first ones only.
+const NAMED_CLASS_AGENTS: usize = 20;
+
 #[derive(Debug, Serialize)]
 struct Page {
     version: String,
@@ -60,13 +85,20 @@ struct Page {
     agent_count: usize,
     class_count: usize,
     tally: Tally,
-    failures: Vec<String>,
-    inconclusive: Vec<String>,
-    incomplete_agents: Vec<String>,
-    gate_power: Vec<String>,
-    fleet_advice: Vec<String>,
+    failures: Lines,
+    inconclusive: Lines,
+    incomplete_agents: Lines,
+    gate_power: Lines,
+    fleet_advice: Lines,
     classes: Vec<ClassView>,
+    /// The agents shown as a box with their checks and charts.
     agents: Vec<AgentView>,
+    /// The other agents (only in a fleet of more than [`DETAILED_AGENTS`]), a row each.
+    folded: Vec<AgentRow>,
+    /// The folded agents counted by outcome.
+    folded_tally: Tally,
+    /// [`DETAILED_AGENTS`], for the note above the boxes.
+    detailed_limit: usize,
     other_checks: Vec<CheckView>,
     history: Vec<HistoryView>,
 }
@@ -79,15 +111,51 @@ struct Tally {
     inconclusive: usize,
 }
 
+impl Tally {
+    fn add(&mut self, outcome: &str) {
+        self.total += 1;
+        match outcome {
+            "pass" => self.pass += 1,
+            "fail" => self.fail += 1,
+            _ => self.inconclusive += 1,
+        }
+    }
+}
+
+/// A list of lines: whole, or when `fold` and it has more than [`SHOWN_LINES`], its first ones
+/// `shown` and the rest `folded`.
+#[derive(Debug, Serialize)]
+struct Lines {
+    shown: Vec<String>,
+    folded: Vec<String>,
+}
+
+impl Lines {
+    fn new(mut lines: Vec<String>, fold: bool) -> Self {
+        let folded = if fold && lines.len() > SHOWN_LINES {
+            lines.split_off(SHOWN_LINES)
+        } else {
+            Vec::new()
+        };
+        Lines {
+            shown: lines,
+            folded,
+        }
+    }
+}
+
 #[derive(Debug, Serialize)]
 struct ClassView {
     name: String,
+    /// Its agents' ids (in a large fleet, the first [`NAMED_CLASS_AGENTS`] of a bigger class).
     agents: Vec<String>,
+    agent_count: usize,
+    more_agents: usize,
     passed: u64,
     gated: u64,
     quorum: u64,
     quorum_met: bool,
-    outliers: Vec<String>,
+    outliers: Lines,
     metrics: Vec<SpreadView>,
 }
 
@@ -113,6 +181,16 @@ struct AgentView {
     jobs: Vec<JobView>,
     checks: Vec<CheckView>,
     runtimes: Vec<RuntimeView>,
+}
+
+/// An agent of a large fleet shown as one row: how it did and its checks counted by outcome.
+#[derive(Debug, Serialize)]
+struct AgentRow {
+    id: String,
+    class: String,
+    status: &'static str,
+    outcome: &'static str,
+    checks: Tally,
 }
 
 #[derive(Debug, Serialize)]
@@ -172,30 +250,155 @@ struct HistoryView {
     svg: String,
 }
 
+/// A gate check of either gate.
+#[derive(Clone, Copy)]
+enum Check<'a> {
+    Budget(&'a BudgetCheck),
+    Regression(&'a RegressionCheck),
+}
+
+impl Check<'_> {
+    fn outcome(self) -> &'static str {
+        match self {
+            Check::Budget(c) => outcome(c.passed, c.inconclusive),
+            Check::Regression(c) => outcome(c.passed, c.inconclusive),
+        }
+    }
+
+    /// The check's row, `metric` being its key without the agent.
+    fn view(self, metric: &str) -> CheckView {
+        match self {
+            Check::Budget(c) => budget_view(metric, c),
+            Check::Regression(c) => regression_view(metric, c),
+        }
+    }
+}
+
+/// What belongs to one agent: its checks (by metric, without the agent), its runtime sections
+/// (by key and runtime) and the outcome of each diagnostic that names it.
+#[derive(Default)]
+struct Owned<'a> {
+    checks: Vec<(&'a str, Check<'a>)>,
+    runtimes: Vec<(&'a str, &'a str, &'a RuntimeSection)>,
+    diagnostics: Vec<&'static str>,
+}
+
 impl Page {
     fn new(report: &Report, history: &[HistorySeries]) -> Self {
-        let ids: Vec<&str> = report.agents.keys().map(String::as_str).collect();
-        let mut checks: BTreeMap<&str, Vec<CheckView>> = BTreeMap::new();
-        let mut other_checks = Vec::new();
+        // Every check, runtime section and diagnostic is given to its agent in one pass.
+        let ids = AgentIds::new(report.agents.keys().map(String::as_str));
+        let mut owned: BTreeMap<&str, Owned<'_>> = report
+            .agents
+            .keys()
+            .map(|id| (id.as_str(), Owned::default()))
+            .collect();
         let mut tally = Tally::default();
-        let mut add = |key: &str, view: CheckView| {
-            tally.total += 1;
-            match view.outcome {
-                "pass" => tally.pass += 1,
-                "fail" => tally.fail += 1,
-                _ => tally.inconclusive += 1,
+        // Checks of keys no agent owns (reports without agents) are listed on their own.
+        let mut other_checks = Vec::new();
+        let checks = report
+            .budget_checks
+            .iter()
+            .flatten()
+            .map(|(key, c)| (key, Check::Budget(c)))
+            .chain(
+                report
+                    .regression_checks
+                    .iter()
+                    .flatten()
+                    .map(|(key, c)| (key, Check::Regression(c))),
+            );
+        for (key, check) in checks {
+            tally.add(check.outcome());
+            match ids.owner_of_key(key) {
+                Some(id) => owned
+                    .entry(id)
+                    .or_default()
+                    .checks
+                    .push((&key[id.len() + 1..], check)),
+                None => other_checks.push(check.view(key)),
             }
-            match owner(key, &ids) {
-                Some(agent) => checks.entry(agent).or_default().push(view),
-                None => other_checks.push(view),
+        }
+        for (key, section) in &report.runtimes {
+            if let Some(id) = ids.owner_of_key(key) {
+                owned
+                    .entry(id)
+                    .or_default()
+                    .runtimes
+                    .push((key, &key[id.len() + 1..], section));
             }
-        };
-        for (key, c) in report.budget_checks.iter().flatten() {
-            add(key, budget_view(key, c, &ids));
         }
-        for (key, c) in report.regression_checks.iter().flatten() {
-            add(key, regression_view(key, c, &ids));
+        for line in &report.failure_diagnostics {
+            if let Some(id) = ids.owner_of_line(line) {
+                let outcome = if line.contains("inconclusive") {
+                    "inconclusive"
+                } else {
+                    "fail"
+                };
+                owned.entry(id).or_default().diagnostics.push(outcome);
+            }
         }
+
+        // Each agent's outcome: as bad as its worst check, diagnostic or status.
+        let mut agents: Vec<(&str, &AgentSection, Owned<'_>, &'static str)> = report
+            .agents
+            .iter()
+            .map(|(id, a)| {
+                let own = owned.remove(id.as_str()).unwrap_or_default();
+                let outcome = worst(
+                    own.checks
+                        .iter()
+                        .map(|(_, c)| c.outcome())
+                        .chain(own.diagnostics.iter().copied()),
+                    a.status,
+                );
+                (id.as_str(), a, own, outcome)
+            })
+            .collect();
+        let large = agents.len() > DETAILED_AGENTS;
+        let mut folded = Vec::new();
+        let mut folded_tally = Tally::default();
+        if large {
+            // Failures first, then the inconclusive agents, then the rest (by id within each).
+            agents.sort_by_key(|(_, _, _, outcome)| match *outcome {
+                "fail" => 0,
+                "inconclusive" => 1,
+                _ => 2,
+            });
+            let outliers: HashSet<&str> = report
+                .hardware_classes
+                .values()
+                .flat_map(|c| c.outliers.iter().map(|o| o.agent.as_str()))
+                .collect();
+            let mut detailed = 0;
+            agents.retain(|(id, a, own, outcome)| {
+                if detailed < DETAILED_AGENTS && (*outcome != "pass" || outliers.contains(id)) {
+                    detailed += 1;
+                    return true;
+                }
+                let mut checks = Tally::default();
+                for (_, c) in &own.checks {
+                    checks.add(c.outcome());
+                }
+                folded_tally.add(outcome);
+                folded.push(AgentRow {
+                    id: (*id).to_owned(),
+                    class: a.hardware_class.clone(),
+                    status: agent_status(a.status),
+                    outcome,
+                    checks,
+                });
+                false
+            });
+        }
+        let agents = agents
+            .into_iter()
+            .map(|(id, a, own, outcome)| {
+                // A big fleet opens only the agents that did not pass.
+                let open = report.agents.len() <= OPEN_AGENTS || outcome != "pass";
+                agent_view(report, id, a, own, outcome, open)
+            })
+            .collect();
+
         let (inconclusive, failures): (Vec<String>, Vec<String>) = report
             .failure_diagnostics
             .iter()
@@ -207,85 +410,6 @@ impl Page {
             .filter(|(_, a)| a.status != AgentStatus::Completed)
             .map(|(id, a)| format!("{id}: {}", agent_status(a.status)))
             .collect();
-        let many = report.agents.len() > 6;
-        let agents = report
-            .agents
-            .iter()
-            .map(|(id, a)| {
-                let own = checks.remove(id.as_str()).unwrap_or_default();
-                // Its checks, and the diagnostics that name it (retention, collector health).
-                let diagnostics = report
-                    .failure_diagnostics
-                    .iter()
-                    .filter(|d| diagnostic_owner(d, &ids) == Some(id.as_str()))
-                    .map(|d| {
-                        if d.contains("inconclusive") {
-                            "inconclusive"
-                        } else {
-                            "fail"
-                        }
-                    });
-                let outcome = worst(
-                    own.iter().map(|c| c.outcome).chain(diagnostics),
-                    a.status,
-                );
-                let f = &a.facts;
-                AgentView {
-                    id: id.clone(),
-                    class: a.hardware_class.clone(),
-                    status: agent_status(a.status).to_owned(),
-                    outcome,
-                    // A big fleet opens only the agents that did not pass.
-                    open: !many || outcome != "pass",
-                    facts: format!(
-                        "{} · {} · kernel {} · {} ({} cores) · {:.1} GiB · {} GPU(s) · TensorFlow {}",
-                        f.hostname,
-                        f.os,
-                        f.kernel,
-                        f.cpu_model,
-                        f.cpu_cores,
-                        f.memory_total_bytes as f64 / (1u64 << 30) as f64,
-                        f.gpus.len(),
-                        if f.tensorflow_available {
-                            "available"
-                        } else {
-                            "unavailable"
-                        }
-                    ),
-                    labels: a
-                        .labels
-                        .iter()
-                        .map(|(k, v)| format!("{k}={v}"))
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    jobs: a
-                        .jobs
-                        .iter()
-                        .map(|(runtime, j)| JobView {
-                            runtime: runtime.clone(),
-                            status: format!("{:?}", j.status).to_lowercase(),
-                            phase: j.phase.clone(),
-                            progress: format!("{}/{}", j.done, j.total),
-                            wall: format!("{:.1} s", j.wall_seconds),
-                            reason: j.reason.clone(),
-                        })
-                        .collect(),
-                    checks: own,
-                    runtimes: report
-                        .runtimes
-                        .iter()
-                        .filter_map(|(key, section)| {
-                            let runtime = key.strip_prefix(id.as_str())?.strip_prefix('/')?;
-                            // A longer id that shares this prefix owns the section.
-                            (owner(&format!("{key}."), &ids) == Some(id.as_str()))
-                                .then(|| runtime_view(report, key, runtime, section))
-                        })
-                        .collect(),
-                }
-            })
-            .collect();
-        // Checks of keys no agent owns (reports without agents) stay listed on their own.
-        other_checks.extend(checks.into_values().flatten());
         Page {
             version: report.version.clone(),
             timestamp: report.timestamp_utc.clone(),
@@ -304,45 +428,82 @@ impl Page {
             agent_count: report.agents.len(),
             class_count: report.hardware_classes.len(),
             tally,
-            failures,
-            inconclusive,
-            incomplete_agents,
-            gate_power: report.gate_power.clone(),
-            fleet_advice: report.fleet_advice.clone(),
-            classes: class_views(report),
+            failures: Lines::new(failures, large),
+            inconclusive: Lines::new(inconclusive, large),
+            incomplete_agents: Lines::new(incomplete_agents, large),
+            gate_power: Lines::new(report.gate_power.clone(), large),
+            fleet_advice: Lines::new(report.fleet_advice.clone(), large),
+            classes: class_views(report, large),
             agents,
+            folded,
+            folded_tally,
+            detailed_limit: DETAILED_AGENTS,
             other_checks,
             history: history.iter().map(history_view).collect(),
         }
     }
 }
 
-/// The agent of `ids` that a key (`<agent>/<runtime>.<metric>`) belongs to: the longest id
-/// followed by `/`.
-fn owner<'a>(key: &str, ids: &[&'a str]) -> Option<&'a str> {
-    ids.iter()
-        .copied()
-        .filter(|id| {
-            key.strip_prefix(id)
-                .is_some_and(|rest| rest.starts_with('/'))
-        })
-        .max_by_key(|id| id.len())
-}
-
-/// The agent a diagnostic line names: the longest id followed by `/` or `: `.
-fn diagnostic_owner<'a>(line: &str, ids: &[&'a str]) -> Option<&'a str> {
-    ids.iter()
-        .copied()
-        .filter(|id| {
-            line.strip_prefix(id)
-                .is_some_and(|rest| rest.starts_with('/') || rest.starts_with(": "))
-        })
-        .max_by_key(|id| id.len())
-}
-
-/// The metric part of a key: `<runtime>.<metric>` without its agent.
-fn metric_of<'a>(key: &'a str, ids: &[&str]) -> &'a str {
-    owner(key, ids).map_or(key, |id| &key[id.len() + 1..])
+/// An agent's box: its facts, jobs, checks, and each runtime's charts.
+fn agent_view(
+    report: &Report,
+    id: &str,
+    a: &AgentSection,
+    own: Owned<'_>,
+    outcome: &'static str,
+    open: bool,
+) -> AgentView {
+    let f = &a.facts;
+    AgentView {
+        id: id.to_owned(),
+        class: a.hardware_class.clone(),
+        status: agent_status(a.status).to_owned(),
+        outcome,
+        open,
+        facts: format!(
+            "{} · {} · kernel {} · {} ({} cores) · {:.1} GiB · {} GPU(s) · TensorFlow {}",
+            f.hostname,
+            f.os,
+            f.kernel,
+            f.cpu_model,
+            f.cpu_cores,
+            f.memory_total_bytes as f64 / (1u64 << 30) as f64,
+            f.gpus.len(),
+            if f.tensorflow_available {
+                "available"
+            } else {
+                "unavailable"
+            }
+        ),
+        labels: a
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        jobs: a
+            .jobs
+            .iter()
+            .map(|(runtime, j)| JobView {
+                runtime: runtime.clone(),
+                status: format!("{:?}", j.status).to_lowercase(),
+                phase: j.phase.clone(),
+                progress: format!("{}/{}", j.done, j.total),
+                wall: format!("{:.1} s", j.wall_seconds),
+                reason: j.reason.clone(),
+            })
+            .collect(),
+        checks: own
+            .checks
+            .iter()
+            .map(|&(metric, check)| check.view(metric))
+            .collect(),
+        runtimes: own
+            .runtimes
+            .iter()
+            .map(|&(key, runtime, section)| runtime_view(report, key, runtime, section))
+            .collect(),
+    }
 }
 
 fn agent_status(status: AgentStatus) -> &'static str {
@@ -390,8 +551,7 @@ fn interval_text(metric: &str, lo: Option<f64>, hi: Option<f64>) -> String {
     }
 }
 
-fn budget_view(key: &str, c: &BudgetCheck, ids: &[&str]) -> CheckView {
-    let metric = metric_of(key, ids);
+fn budget_view(metric: &str, c: &BudgetCheck) -> CheckView {
     let result = outcome(c.passed, c.inconclusive);
     CheckView {
         metric: metric.to_owned(),
@@ -404,8 +564,7 @@ fn budget_view(key: &str, c: &BudgetCheck, ids: &[&str]) -> CheckView {
     }
 }
 
-fn regression_view(key: &str, c: &RegressionCheck, ids: &[&str]) -> CheckView {
-    let metric = metric_of(key, ids);
+fn regression_view(metric: &str, c: &RegressionCheck) -> CheckView {
     let result = outcome(c.passed, c.inconclusive);
     let shift = c.material_shift.unwrap_or(c.max_regression);
     let mut threshold = format!(
@@ -458,32 +617,44 @@ fn class_threshold(report: &Report, agents: &[String], metric: &str) -> Option<f
     })
 }
 
-fn class_views(report: &Report) -> Vec<ClassView> {
+/// The hardware classes' views; `large` (a fleet of more than [`DETAILED_AGENTS`]) names the
+/// first agents of a big class only and folds long outlier lists.
+fn class_views(report: &Report, large: bool) -> Vec<ClassView> {
+    let named = if large {
+        NAMED_CLASS_AGENTS
+    } else {
+        usize::MAX
+    };
     report
         .hardware_classes
         .iter()
         .map(|(name, class)| ClassView {
             name: name.clone(),
-            agents: class.agents.clone(),
+            agents: class.agents.iter().take(named).cloned().collect(),
+            agent_count: class.agents.len(),
+            more_agents: class.agents.len().saturating_sub(named),
             passed: class.passed,
             gated: class.gated,
             quorum: class.quorum,
             quorum_met: class.quorum_met,
-            outliers: class
-                .outliers
-                .iter()
-                .map(|o| {
-                    let z = o
-                        .robust_z
-                        .map_or(String::new(), |z| format!(", robust z {z:.1}"));
-                    format!(
-                        "{}: {} = {}{z}",
-                        o.agent,
-                        o.metric,
-                        format_value(&o.metric, o.value)
-                    )
-                })
-                .collect(),
+            outliers: Lines::new(
+                class
+                    .outliers
+                    .iter()
+                    .map(|o| {
+                        let z = o
+                            .robust_z
+                            .map_or(String::new(), |z| format!(", robust z {z:.1}"));
+                        format!(
+                            "{}: {} = {}{z}",
+                            o.agent,
+                            o.metric,
+                            format_value(&o.metric, o.value)
+                        )
+                    })
+                    .collect(),
+                large,
+            ),
             metrics: class
                 .metrics
                 .iter()
@@ -744,24 +915,6 @@ fn history_view(series: &HistorySeries) -> HistoryView {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn keys_and_diagnostics_belong_to_the_longest_matching_agent() {
-        let ids = ["a", "a-b", "a/b"];
-        assert_eq!(owner("a/gpumemprof_cpu.rollover_count", &ids), Some("a"));
-        assert_eq!(
-            owner("a-b/gpumemprof_cpu.rollover_count", &ids),
-            Some("a-b")
-        );
-        assert_eq!(
-            owner("a/b/gpumemprof_cpu.rollover_count", &ids),
-            Some("a/b")
-        );
-        assert_eq!(owner("gpumemprof_cpu.rollover_count", &ids), None);
-        assert_eq!(metric_of("a-b/x.y", &ids), "x.y");
-        assert_eq!(diagnostic_owner("a-b: lost during soak", &ids), Some("a-b"));
-        assert_eq!(diagnostic_owner("ab: lost", &ids), None);
-    }
 
     #[test]
     fn an_agent_is_as_bad_as_its_worst_check_or_its_status() {

@@ -6,13 +6,14 @@
 use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
 use std::path::{Component, Path, PathBuf};
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use fleetgate_common::atomic_file::{self, AtomicWriteError, WriteOptions};
 use fleetgate_common::report::{
-    AgentStatus, JobStatus, JobSummary, Report, RuntimeStatus, TelemetryLoss, Verdict,
-    format_value, telemetry_losses,
+    AgentSection, AgentStatus, ClassSummary, JobStatus, JobSummary, MetricSpread, Report,
+    RuntimeStatus, TelemetryLoss, Verdict, format_value, telemetry_losses,
 };
 use quick_junit::{NonSuccessKind, Property, TestCase, TestCaseStatus, TestSuite};
 
@@ -144,6 +145,40 @@ fn split_metric(key: &str) -> (&str, &str) {
 /// The agent of a `<agent>/<runtime>` key.
 fn agent_of(runtime_key: &str) -> Option<&str> {
     runtime_key.split_once('/').map(|(agent, _)| agent)
+}
+
+/// The report's agent ids, to tell which agent a key or a diagnostic line is about: the
+/// longest id followed by `/` (keys: `<agent>/<runtime>`, `<agent>/<runtime>.<metric>`), or by
+/// `/` or `: ` (diagnostic lines). Ids may hold `/` themselves, so each prefix of the text that
+/// ends right before a separator is looked up, longest first: a lookup per separator, whatever
+/// the fleet's size.
+pub(crate) struct AgentIds<'a>(HashSet<&'a str>);
+
+impl<'a> AgentIds<'a> {
+    pub(crate) fn new(ids: impl IntoIterator<Item = &'a str>) -> Self {
+        AgentIds(ids.into_iter().collect())
+    }
+
+    /// The agent a key belongs to.
+    pub(crate) fn owner_of_key(&self, key: &str) -> Option<&'a str> {
+        self.longest_before(key, &["/"])
+    }
+
+    /// The agent a diagnostic line names.
+    pub(crate) fn owner_of_line(&self, line: &str) -> Option<&'a str> {
+        self.longest_before(line, &["/", ": "])
+    }
+
+    fn longest_before(&self, text: &str, separators: &[&str]) -> Option<&'a str> {
+        let mut ends: Vec<usize> = separators
+            .iter()
+            .flat_map(|s| text.match_indices(s).map(|(at, _)| at))
+            .collect();
+        ends.sort_unstable();
+        ends.iter()
+            .rev()
+            .find_map(|&at| self.0.get(&text[..at]).copied())
+    }
 }
 
 /// The diagnostic line about `subject` (`<subject>: ...`), if any.
@@ -470,11 +505,37 @@ fn without_root_skipped(xml: String, skipped: usize) -> String {
     }
 }
 
+/// Fleets of at most this many agents get the whole Markdown summary: a row per agent and per
+/// check, and every diagnostic. A larger fleet's summary is bounded (see [`markdown`]).
+pub const MARKDOWN_ALL_AGENTS: usize = 10;
+/// Most agents a larger fleet's Markdown summary lists (those that did not pass, failures
+/// first); also the most rows of its hardware class and unavailable runtime tables.
+pub const MARKDOWN_AGENT_ROWS: usize = 50;
+/// Most checks that did not pass a larger fleet's Markdown summary lists.
+pub const MARKDOWN_CHECK_ROWS: usize = 200;
+/// Most rows of a larger fleet's class metrics table.
+pub const MARKDOWN_SPREAD_ROWS: usize = 100;
+/// Most lines of each diagnostic or advice list in a larger fleet's Markdown summary.
+pub const MARKDOWN_LIST_LINES: usize = 30;
+/// Most characters a larger fleet's Markdown summary quotes of one diagnostic, advice line or
+/// reason; a longer one is cut, with a note.
+pub const MARKDOWN_LINE_CHARS: usize = 1_000;
+
 /// A Markdown summary (for `$GITHUB_STEP_SUMMARY` and the like), GitHub-flavoured: the fleet
-/// verdict first, then the agents and hardware classes, the checks, the failures, gate power
-/// and fleet advice. `html` is the HTML report to link to (its path relative to where the
-/// summary is read), if one was written. Text from the report is escaped, so an agent id or a
-/// diagnostic cannot add formatting, links, HTML or table cells.
+/// verdict and the totals first, then, for a fleet of at most [`MARKDOWN_ALL_AGENTS`] agents,
+/// the hardware classes, every agent, every check, the failures, gate power and fleet advice.
+///
+/// A larger fleet's summary stays small enough for a CI step summary or a pull request
+/// comment whatever its size: the hardware classes (those that missed their quorum first) with
+/// their outliers and each metric's median and worst value, the failures and the inconclusive
+/// diagnostics, then only the agents that did not pass (failures first) and their checks that
+/// did not pass, each table and list cut at its limit (the `MARKDOWN_*` constants) with a line
+/// saying how many more there are, and each quoted line at [`MARKDOWN_LINE_CHARS`]; the checks
+/// that passed are counted, not listed. Every agent and check is in the JSON report.
+///
+/// `html` is the HTML report to link to (its path relative to where the summary is read), if
+/// one was written. Text from the report is escaped, so an agent id or a diagnostic cannot add
+/// formatting, links, HTML or table cells.
 pub fn markdown(report: &Report, html: Option<&str>) -> String {
     let rows = check_rows(report);
     let count = |f: &dyn Fn(&CheckRow<'_>) -> bool| rows.iter().filter(|r| f(r)).count();
@@ -523,6 +584,17 @@ pub fn markdown(report: &Report, html: Option<&str>) -> String {
         ));
     }
 
+    if report.agents.len() <= MARKDOWN_ALL_AGENTS {
+        every_row(&mut out, report, &rows);
+    } else {
+        bounded_summary(&mut out, report, &rows);
+    }
+    out
+}
+
+/// The Markdown summary's tables and lists for a small fleet: every class, agent, runtime
+/// that could not run, check and diagnostic.
+fn every_row(out: &mut String, report: &Report, rows: &[CheckRow<'_>]) {
     if !report.hardware_classes.is_empty() {
         out.push_str("### Hardware classes\n\n| class | agents | passed | quorum | quorum met |\n| --- | ---: | ---: | ---: | --- |\n");
         for (name, c) in &report.hardware_classes {
@@ -540,63 +612,28 @@ pub fn markdown(report: &Report, html: Option<&str>) -> String {
     if !report.agents.is_empty() {
         out.push_str("### Agents\n\n| agent | class | status | wall time | jobs |\n| --- | --- | --- | ---: | --- |\n");
         for (id, agent) in &report.agents {
-            let jobs: Vec<String> = agent
-                .jobs
-                .iter()
-                .map(|(runtime, j)| {
-                    format!(
-                        "{} {} ({})",
-                        md_code(runtime),
-                        j.status.name(),
-                        format_seconds(j.wall_seconds)
-                    )
-                })
-                .collect();
-            let status = match agent.status {
-                AgentStatus::Completed => "completed",
-                AgentStatus::Lost => "**lost**",
-                AgentStatus::TimedOut => "**timed out**",
-                AgentStatus::Failed => "**failed**",
-            };
             out.push_str(&format!(
                 "| {} | {} | {} | {} | {} |\n",
                 md_text(id),
                 md_text(&agent.hardware_class),
-                status,
+                md_agent_status(agent.status),
                 format_seconds(agent.jobs.values().map(|j| j.wall_seconds.max(0.0)).sum()),
-                jobs.join("<br>")
+                md_jobs(agent)
             ));
         }
         out.push('\n');
     }
-    let unavailable: Vec<(&String, &str)> = report
-        .runtimes
-        .iter()
-        .filter(|(_, s)| s.status == RuntimeStatus::Unavailable)
-        .map(|(k, s)| (k, s.reason.as_deref().unwrap_or("unknown")))
-        .collect();
+    let unavailable = unavailable_runtimes(report);
     if !unavailable.is_empty() {
-        out.push_str("### Unavailable runtimes\n\n| runtime | reason |\n| --- | --- |\n");
+        out.push_str(UNAVAILABLE_HEADER);
         for (key, reason) in unavailable {
-            out.push_str(&format!("| {} | {} |\n", md_code(key), md_text(reason)));
+            out.push_str(&md_unavailable_row(key, reason));
         }
         out.push('\n');
     }
-    out.push_str(
-        "### Checks\n\n| check | value | threshold | result |\n| --- | ---: | ---: | --- |\n",
-    );
-    for row in &rows {
-        out.push_str(&format!(
-            "| {} | {} | {} | {} |\n",
-            md_code(row.metric),
-            md_text(&format_value(row.metric, row.value)),
-            md_text(&row.threshold),
-            match (row.passed, row.inconclusive) {
-                (true, _) => "pass",
-                (false, true) => "**INCONCLUSIVE**",
-                (false, false) => "**FAIL**",
-            }
-        ));
+    out.push_str(CHECKS_HEADER);
+    for row in rows {
+        out.push_str(&md_check_row(row));
     }
     for (title, lines) in [
         ("Failures", &report.failure_diagnostics),
@@ -610,7 +647,319 @@ pub fn markdown(report: &Report, html: Option<&str>) -> String {
             }
         }
     }
-    out
+}
+
+const UNAVAILABLE_HEADER: &str =
+    "### Unavailable runtimes\n\n| runtime | reason |\n| --- | --- |\n";
+const CHECKS_HEADER: &str =
+    "### Checks\n\n| check | value | threshold | result |\n| --- | ---: | ---: | --- |\n";
+
+/// An agent's status in a Markdown table: in bold when it did not complete.
+fn md_agent_status(status: AgentStatus) -> &'static str {
+    match status {
+        AgentStatus::Completed => "completed",
+        AgentStatus::Lost => "**lost**",
+        AgentStatus::TimedOut => "**timed out**",
+        AgentStatus::Failed => "**failed**",
+    }
+}
+
+/// An agent's jobs in a Markdown table cell: each runtime, how its job ended and its wall time.
+fn md_jobs(agent: &AgentSection) -> String {
+    agent
+        .jobs
+        .iter()
+        .map(|(runtime, j)| {
+            format!(
+                "{} {} ({})",
+                md_code(runtime),
+                j.status.name(),
+                format_seconds(j.wall_seconds)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("<br>")
+}
+
+/// The runtimes that could not run (`<agent>/<runtime>`) and why.
+fn unavailable_runtimes(report: &Report) -> Vec<(&str, &str)> {
+    report
+        .runtimes
+        .iter()
+        .filter(|(_, s)| s.status == RuntimeStatus::Unavailable)
+        .map(|(k, s)| (k.as_str(), s.reason.as_deref().unwrap_or("unknown")))
+        .collect()
+}
+
+fn md_unavailable_row(key: &str, reason: &str) -> String {
+    format!("| {} | {} |\n", md_code(key), md_text(reason))
+}
+
+fn md_check_row(row: &CheckRow<'_>) -> String {
+    format!(
+        "| {} | {} | {} | {} |\n",
+        md_code(row.metric),
+        md_text(&format_value(row.metric, row.value)),
+        md_text(&row.threshold),
+        match (row.passed, row.inconclusive) {
+            (true, _) => "pass",
+            (false, true) => "**INCONCLUSIVE**",
+            (false, false) => "**FAIL**",
+        }
+    )
+}
+
+/// How an agent did, worst first (the order a large fleet's summary lists agents in).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Outcome {
+    Fail,
+    Inconclusive,
+    Pass,
+}
+
+impl Outcome {
+    fn md(self) -> &'static str {
+        match self {
+            Outcome::Fail => "**FAIL**",
+            Outcome::Inconclusive => "**INCONCLUSIVE**",
+            Outcome::Pass => "pass",
+        }
+    }
+}
+
+/// One agent in a large fleet's summary: how it did (failed if a check failed or a diagnostic
+/// names it, inconclusive if a check was, a diagnostic about it says so or it did not
+/// complete), its checks that passed (counted) and those that did not (indices into the check
+/// rows).
+struct AgentTally {
+    outcome: Outcome,
+    checks_passed: usize,
+    checks_failed: usize,
+    checks_inconclusive: usize,
+    not_passed: Vec<usize>,
+}
+
+/// The summary's tables and lists for a fleet of more than [`MARKDOWN_ALL_AGENTS`] agents (see
+/// [`markdown`]): bounded by the `MARKDOWN_*` limits, however many agents and checks it has.
+fn bounded_summary(out: &mut String, report: &Report, rows: &[CheckRow<'_>]) {
+    let ids = AgentIds::new(report.agents.keys().map(String::as_str));
+    let mut agents: BTreeMap<&str, AgentTally> = report
+        .agents
+        .iter()
+        .map(|(id, a)| {
+            let outcome = if a.status == AgentStatus::Completed {
+                Outcome::Pass
+            } else {
+                Outcome::Inconclusive
+            };
+            let tally = AgentTally {
+                outcome,
+                checks_passed: 0,
+                checks_failed: 0,
+                checks_inconclusive: 0,
+                not_passed: Vec::new(),
+            };
+            (id.as_str(), tally)
+        })
+        .collect();
+    // Checks that did not pass and belong to no agent (a report without agents).
+    let mut no_agent = Vec::new();
+    for (i, row) in rows.iter().enumerate() {
+        let Some(tally) = ids
+            .owner_of_key(row.metric)
+            .and_then(|id| agents.get_mut(id))
+        else {
+            if !row.passed {
+                no_agent.push(i);
+            }
+            continue;
+        };
+        if row.passed {
+            tally.checks_passed += 1;
+            continue;
+        }
+        let outcome = if row.inconclusive {
+            tally.checks_inconclusive += 1;
+            Outcome::Inconclusive
+        } else {
+            tally.checks_failed += 1;
+            Outcome::Fail
+        };
+        tally.outcome = tally.outcome.min(outcome);
+        tally.not_passed.push(i);
+    }
+    let (inconclusive, failures): (Vec<&str>, Vec<&str>) = report
+        .failure_diagnostics
+        .iter()
+        .map(String::as_str)
+        .partition(|d| d.contains("inconclusive"));
+    for (lines, outcome) in [
+        (&failures, Outcome::Fail),
+        (&inconclusive, Outcome::Inconclusive),
+    ] {
+        for line in lines {
+            if let Some(tally) = ids.owner_of_line(line).and_then(|id| agents.get_mut(id)) {
+                tally.outcome = tally.outcome.min(outcome);
+            }
+        }
+    }
+    // Agents that did not pass, failures first, then by id (the map's order).
+    let mut not_passing: Vec<(&str, &AgentTally)> = agents
+        .iter()
+        .filter(|(_, t)| t.outcome != Outcome::Pass)
+        .map(|(id, t)| (*id, t))
+        .collect();
+    not_passing.sort_by_key(|(_, t)| t.outcome);
+    let shown_agents = &not_passing[..not_passing.len().min(MARKDOWN_AGENT_ROWS)];
+
+    out.push_str(&format!(
+        "This fleet has more than {MARKDOWN_ALL_AGENTS} agents, so this summary lists its hardware classes, its diagnostics (at most {MARKDOWN_LIST_LINES} of each kind) and the agents that did not pass (at most {MARKDOWN_AGENT_ROWS}, failures first, with at most {MARKDOWN_CHECK_ROWS} of their checks). Every agent and every check is in the JSON report.\n\n"
+    ));
+
+    if !report.hardware_classes.is_empty() {
+        // Classes that missed their quorum first, then by name (the map's order).
+        let mut classes: Vec<(&String, &ClassSummary)> = report.hardware_classes.iter().collect();
+        classes.sort_by_key(|(_, c)| c.quorum_met);
+        out.push_str("### Hardware classes\n\n| class | agents | passed | quorum | quorum met | outliers |\n| --- | ---: | ---: | ---: | --- | ---: |\n");
+        for (name, c) in classes.iter().take(MARKDOWN_AGENT_ROWS) {
+            out.push_str(&format!(
+                "| {} | {} | {} | {} | {} | {} |\n",
+                md_text(name),
+                c.agents.len(),
+                c.passed,
+                c.quorum,
+                if c.quorum_met { "yes" } else { "**no**" },
+                c.outliers.len()
+            ));
+        }
+        out.push('\n');
+        not_listed(out, classes.len(), MARKDOWN_AGENT_ROWS, "hardware classes");
+
+        let spreads: Vec<(&String, &String, &MetricSpread)> = classes
+            .iter()
+            .flat_map(|(name, c)| c.metrics.iter().map(move |(m, s)| (*name, m, s)))
+            .collect();
+        if !spreads.is_empty() {
+            out.push_str("### Class metrics\n\nEach metric's median and worst (largest) value over a class's agents.\n\n| class | metric | median | worst | agents |\n| --- | --- | ---: | ---: | ---: |\n");
+            for (class, metric, spread) in spreads.iter().take(MARKDOWN_SPREAD_ROWS) {
+                out.push_str(&format!(
+                    "| {} | {} | {} | {} | {} |\n",
+                    md_text(class),
+                    md_code(metric),
+                    md_text(&format_value(metric, spread.median)),
+                    md_text(&format_value(metric, spread.worst)),
+                    spread.agents
+                ));
+            }
+            out.push('\n');
+            not_listed(out, spreads.len(), MARKDOWN_SPREAD_ROWS, "class metrics");
+        }
+    }
+    md_list(out, "Fleet advice", &report.fleet_advice, "advice lines");
+    md_list(out, "Failures", &failures, "failures");
+    md_list(
+        out,
+        "Inconclusive",
+        &inconclusive,
+        "inconclusive diagnostics",
+    );
+
+    let mut shown_checks: Vec<usize> = shown_agents
+        .iter()
+        .flat_map(|(_, t)| t.not_passed.iter().copied())
+        .chain(no_agent)
+        .collect();
+    let checks_not_passed = rows.iter().filter(|r| !r.passed).count();
+    shown_checks.truncate(MARKDOWN_CHECK_ROWS);
+    if !shown_agents.is_empty() {
+        out.push_str("### Agents that did not pass\n\n| agent | class | status | outcome | checks failed | checks inconclusive | jobs |\n| --- | --- | --- | --- | ---: | ---: | --- |\n");
+        for (id, tally) in shown_agents {
+            let agent = &report.agents[*id];
+            out.push_str(&format!(
+                "| {} | {} | {} | {} | {} | {} | {} |\n",
+                md_text(id),
+                md_text(&agent.hardware_class),
+                md_agent_status(agent.status),
+                tally.outcome.md(),
+                tally.checks_failed,
+                tally.checks_inconclusive,
+                md_jobs(agent)
+            ));
+        }
+        out.push('\n');
+    }
+    if !shown_checks.is_empty() {
+        out.push_str(
+            "### Checks that did not pass\n\n| check | value | threshold | result |\n| --- | ---: | ---: | --- |\n",
+        );
+        for &i in &shown_checks {
+            out.push_str(&md_check_row(&rows[i]));
+        }
+        out.push('\n');
+    }
+    let agents_passed = report.agents.len() - not_passing.len();
+    let checks_passed = rows.len() - checks_not_passed;
+    out.push_str(&format!(
+        "Not shown here: {} agent{} ({agents_passed} that passed, {} more that did not) and {} check{} ({checks_passed} that passed, {} more that did not). Every agent and every check is in the JSON report.\n\n",
+        report.agents.len() - shown_agents.len(),
+        plural(report.agents.len() - shown_agents.len()),
+        not_passing.len() - shown_agents.len(),
+        rows.len() - shown_checks.len(),
+        plural(rows.len() - shown_checks.len()),
+        checks_not_passed - shown_checks.len(),
+    ));
+
+    let unavailable = unavailable_runtimes(report);
+    if !unavailable.is_empty() {
+        out.push_str(UNAVAILABLE_HEADER);
+        for (key, reason) in unavailable.iter().take(MARKDOWN_AGENT_ROWS) {
+            out.push_str(&md_unavailable_row(key, &clipped(reason)));
+        }
+        out.push('\n');
+        not_listed(
+            out,
+            unavailable.len(),
+            MARKDOWN_AGENT_ROWS,
+            "runtimes that could not run",
+        );
+    }
+    md_list(out, "Gate power", &report.gate_power, "gate power lines");
+}
+
+/// `lines` as a Markdown list under `### title`, at most [`MARKDOWN_LIST_LINES`] of them, then
+/// how many more there are (`what` names them).
+fn md_list(out: &mut String, title: &str, lines: &[impl AsRef<str>], what: &str) {
+    if lines.is_empty() {
+        return;
+    }
+    out.push_str(&format!("### {title}\n\n"));
+    for line in lines.iter().take(MARKDOWN_LIST_LINES) {
+        out.push_str(&format!("- {}\n", md_text(&clipped(line.as_ref()))));
+    }
+    out.push('\n');
+    not_listed(out, lines.len(), MARKDOWN_LIST_LINES, what);
+}
+
+/// `text`, cut after [`MARKDOWN_LINE_CHARS`] characters with a note saying so.
+fn clipped(text: &str) -> Cow<'_, str> {
+    match text.char_indices().nth(MARKDOWN_LINE_CHARS) {
+        Some((at, _)) => Cow::Owned(format!(
+            "{} … (cut here; the JSON report has it whole)",
+            &text[..at]
+        )),
+        None => Cow::Borrowed(text),
+    }
+}
+
+/// The paragraph after a table or list cut at `limit` of its `total` entries: how many are left
+/// out (`what` names them, in the plural).
+fn not_listed(out: &mut String, total: usize, limit: usize, what: &str) {
+    if total > limit {
+        out.push_str(&format!(
+            "Not listed here: {} of the {total} {what}; the JSON report has them all.\n\n",
+            total - limit
+        ));
+    }
 }
 
 fn plural(n: usize) -> &'static str {
@@ -928,6 +1277,45 @@ mod tests {
         assert!(FileIdentity::of(&other).same_as(&FileIdentity::of(
             &dir.path().join("missing/../missing/report.json")
         )));
+    }
+
+    #[test]
+    fn keys_and_diagnostics_belong_to_the_longest_matching_agent() {
+        let ids = AgentIds::new(["a", "a-b", "a/b"]);
+        assert_eq!(
+            ids.owner_of_key("a/gpumemprof_cpu.rollover_count"),
+            Some("a")
+        );
+        assert_eq!(
+            ids.owner_of_key("a-b/gpumemprof_cpu.rollover_count"),
+            Some("a-b")
+        );
+        assert_eq!(
+            ids.owner_of_key("a/b/gpumemprof_cpu.rollover_count"),
+            Some("a/b")
+        );
+        assert_eq!(ids.owner_of_key("a/b/c/x.y"), Some("a/b"));
+        assert_eq!(ids.owner_of_key("gpumemprof_cpu.rollover_count"), None);
+        assert_eq!(ids.owner_of_key("a: x/y"), None);
+        assert_eq!(ids.owner_of_line("a-b: lost during soak"), Some("a-b"));
+        assert_eq!(
+            ids.owner_of_line("a/b/gpumemprof_cpu: collector unhealthy: see a/x"),
+            Some("a/b")
+        );
+        assert_eq!(ids.owner_of_line("a: lost; a/b: too"), Some("a"));
+        assert_eq!(ids.owner_of_line("ab: lost"), None);
+    }
+
+    #[test]
+    fn a_quoted_line_is_cut_after_its_limit_with_a_note() {
+        assert_eq!(clipped("short"), "short");
+        let long = "é".repeat(MARKDOWN_LINE_CHARS + 5);
+        let cut = clipped(&long);
+        assert!(cut.starts_with(&"é".repeat(MARKDOWN_LINE_CHARS)));
+        assert!(
+            cut.ends_with("é … (cut here; the JSON report has it whole)"),
+            "{cut}"
+        );
     }
 
     #[test]

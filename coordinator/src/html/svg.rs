@@ -368,8 +368,14 @@ pub(crate) fn interval_bar(
     s
 }
 
+/// Most values a spread strip draws as dots; more are drawn as columns.
+const STRIP_DOTS: usize = 200;
+
 /// A hardware class's spread of one metric: a dot per agent (its id as the tooltip), the
-/// median as a tick, and the threshold when there is one.
+/// median as a tick, and the threshold when there is one. A class of more than [`STRIP_DOTS`]
+/// agents gets a column per 4 pixels of the strip instead, as tall as its share of the fullest
+/// column, with how many agents it holds and their range as the tooltip: the strip's size does
+/// not grow with the class.
 pub(crate) fn spread_strip(values: &[(&str, f64)], median: f64, threshold: Option<f64>) -> String {
     const W: f64 = 260.0;
     const H: f64 = 24.0;
@@ -392,14 +398,38 @@ pub(crate) fn spread_strip(values: &[(&str, f64)], median: f64, threshold: Optio
         "<line x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"4\" y2=\"20\" stroke=\"#24292f\" stroke-width=\"2\"/>",
         x(median)
     ).ok();
-    for (agent, v) in values {
-        write!(
-            s,
-            "<circle cx=\"{:.1}\" cy=\"12\" r=\"4\" fill=\"#0969da\" fill-opacity=\"0.6\"><title>{}: {}</title></circle>",
-            x(*v),
-            escape(agent),
-            compact(*v)
-        ).ok();
+    if values.len() > STRIP_DOTS {
+        const COLUMN: f64 = 4.0;
+        let columns = ((W - 12.0) / COLUMN) as usize;
+        // Per column: how many values, the smallest and the largest.
+        let mut bins = vec![(0usize, f64::INFINITY, f64::NEG_INFINITY); columns];
+        for &(_, v) in values {
+            let i = (((x(v) - 6.0) / COLUMN).max(0.0) as usize).min(columns - 1);
+            let bin = &mut bins[i];
+            *bin = (bin.0 + 1, bin.1.min(v), bin.2.max(v));
+        }
+        let fullest = bins.iter().map(|b| b.0).max().unwrap_or(1).max(1);
+        for (i, &(n, lo, hi)) in bins.iter().enumerate().filter(|(_, b)| b.0 > 0) {
+            let h = 3.0 + 15.0 * n as f64 / fullest as f64;
+            write!(
+                s,
+                "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"3\" height=\"{h:.1}\" fill=\"#0969da\" fill-opacity=\"0.6\"><title>{n} agents: {} to {}</title></rect>",
+                6.0 + i as f64 * COLUMN,
+                12.0 - h / 2.0,
+                compact(lo),
+                compact(hi)
+            ).ok();
+        }
+    } else {
+        for (agent, v) in values {
+            write!(
+                s,
+                "<circle cx=\"{:.1}\" cy=\"12\" r=\"4\" fill=\"#0969da\" fill-opacity=\"0.6\"><title>{}: {}</title></circle>",
+                x(*v),
+                escape(agent),
+                compact(*v)
+            ).ok();
+        }
     }
     s.push_str("</svg>");
     s
@@ -498,6 +528,30 @@ mod tests {
         assert!(pairs.contains("budget &lt;10%&gt;"));
         let history = history_chart("x", &[], &[3]);
         assert!(history.starts_with("<svg"), "{history}");
+    }
+
+    #[test]
+    fn a_large_class_is_a_strip_of_columns_that_counts_every_agent() {
+        let ids: Vec<String> = (0..10_000).map(|i| format!("agent-{i}")).collect();
+        let values: Vec<(&str, f64)> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (id.as_str(), (i % 100) as f64))
+            .collect();
+        let strip = spread_strip(&values, 49.5, Some(120.0));
+        assert!(!strip.contains("<circle"), "{strip}");
+        assert!(!strip.contains("agent-"));
+        // Every value is in one column, whose tooltip counts it.
+        let counted: usize = strip
+            .split("<title>")
+            .skip(1)
+            .map(|t| t.split(' ').next().unwrap().parse::<usize>().unwrap())
+            .sum();
+        assert_eq!(counted, values.len());
+        assert!(strip.len() < 8 * 1024, "{} bytes", strip.len());
+        // A small class keeps its dots.
+        let small = spread_strip(&values[..STRIP_DOTS], 49.5, None);
+        assert_eq!(small.matches("<circle").count(), STRIP_DOTS);
     }
 
     #[test]
