@@ -21,12 +21,10 @@ mod svg;
 use std::collections::{BTreeMap, HashSet};
 
 use fleetgate_common::report::{
-    AgentSection, AgentStatus, BudgetCheck, RegressionCheck, Report, RuntimeSection, SoakBlock,
-    Verdict, format_value,
+    AgentIds, AgentSection, AgentStatus, BudgetCheck, RegressionCheck, Report, RuntimeSection,
+    SoakBlock, Verdict, format_value,
 };
 use serde::Serialize;
-
-use crate::output::AgentIds;
 
 /// One metric's values over past runs of one hardware class (from the run history).
 pub use crate::history::{Series as HistorySeries, SeriesPoint as HistoryPoint};

@@ -7,12 +7,12 @@ use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
 use std::path::{Component, Path, PathBuf};
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use fleetgate_common::atomic_file::{self, AtomicWriteError, WriteOptions};
 use fleetgate_common::report::{
-    AgentSection, AgentStatus, ClassSummary, JobStatus, JobSummary, MetricSpread, Report,
+    AgentIds, AgentSection, AgentStatus, ClassSummary, JobStatus, JobSummary, MetricSpread, Report,
     RuntimeStatus, TelemetryLoss, Verdict, format_value, telemetry_losses,
 };
 use quick_junit::{NonSuccessKind, Property, TestCase, TestCaseStatus, TestSuite};
@@ -145,40 +145,6 @@ fn split_metric(key: &str) -> (&str, &str) {
 /// The agent of a `<agent>/<runtime>` key.
 fn agent_of(runtime_key: &str) -> Option<&str> {
     runtime_key.split_once('/').map(|(agent, _)| agent)
-}
-
-/// The report's agent ids, to tell which agent a key or a diagnostic line is about: the
-/// longest id followed by `/` (keys: `<agent>/<runtime>`, `<agent>/<runtime>.<metric>`), or by
-/// `/` or `: ` (diagnostic lines). Ids may hold `/` themselves, so each prefix of the text that
-/// ends right before a separator is looked up, longest first: a lookup per separator, whatever
-/// the fleet's size.
-pub(crate) struct AgentIds<'a>(HashSet<&'a str>);
-
-impl<'a> AgentIds<'a> {
-    pub(crate) fn new(ids: impl IntoIterator<Item = &'a str>) -> Self {
-        AgentIds(ids.into_iter().collect())
-    }
-
-    /// The agent a key belongs to.
-    pub(crate) fn owner_of_key(&self, key: &str) -> Option<&'a str> {
-        self.longest_before(key, &["/"])
-    }
-
-    /// The agent a diagnostic line names.
-    pub(crate) fn owner_of_line(&self, line: &str) -> Option<&'a str> {
-        self.longest_before(line, &["/", ": "])
-    }
-
-    fn longest_before(&self, text: &str, separators: &[&str]) -> Option<&'a str> {
-        let mut ends: Vec<usize> = separators
-            .iter()
-            .flat_map(|s| text.match_indices(s).map(|(at, _)| at))
-            .collect();
-        ends.sort_unstable();
-        ends.iter()
-            .rev()
-            .find_map(|&at| self.0.get(&text[..at]).copied())
-    }
 }
 
 /// The diagnostic line about `subject` (`<subject>: ...`), if any.

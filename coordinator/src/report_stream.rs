@@ -305,7 +305,7 @@ mod tests {
             hex(&chunks[3].sha256),
             crate::plan::sha256_hex(json.as_bytes())
         );
-        assert_eq!(assemble(chunks).unwrap(), &*json);
+        assert_eq!(assemble(chunks).unwrap(), *json);
     }
 
     #[test]
@@ -315,7 +315,7 @@ mod tests {
             let chunks: Vec<pb::ReportChunk> = ReportChunks::new(Arc::clone(&json)).collect();
             assert_eq!(chunks.len(), 1, "{len}");
             assert!(chunks[0].last);
-            assert_eq!(assemble(chunks).unwrap(), &*json);
+            assert_eq!(assemble(chunks).unwrap(), *json);
         }
     }
 

@@ -36,6 +36,6 @@ pub use significance::{
     REGRESSION_ALPHA, Z_975, adjust_regression_checks, format_p, normal_cdf, one_sided_p,
 };
 pub use verdict::{
-    AgentRecord, JobRecord, OUTLIER_MIN_AGENTS, OUTLIER_Z, baseline_document, build_fleet_report,
-    build_report, class_summaries, format_utc,
+    AgentIds, AgentRecord, JobRecord, OUTLIER_MIN_AGENTS, OUTLIER_Z, baseline_document,
+    build_fleet_report, build_report, class_summaries, format_utc,
 };

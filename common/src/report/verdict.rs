@@ -2,7 +2,7 @@
 //! become one gated v0.4 report for the whole fleet, with the agents' sections, the per-class
 //! summary (its quorum and outliers), the diagnostics and the verdict.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use crate::config::RunConfig;
 use crate::gate::{Gate, strip_instance};
@@ -124,14 +124,40 @@ impl ClassTally {
     }
 }
 
-/// The agent of `ids` that a metric key, runtime name or diagnostic line belongs to: the
-/// longest id followed by `/` or `: `. Ids may hold `/` themselves, so each prefix of `text`
-/// that ends before a `/` or `: ` is looked up, longest first.
-fn owner<'a>(text: &str, ids: &BTreeSet<&'a str>) -> Option<&'a str> {
-    text.char_indices()
-        .rev()
-        .filter(|&(i, c)| c == '/' || (c == ':' && text[i + 1..].starts_with(' ')))
-        .find_map(|(i, _)| ids.get(&text[..i]).copied())
+/// The report's agent ids, to tell which agent a key or a diagnostic line is about: the
+/// longest id followed by `/` (keys: `<agent>/<runtime>`, `<agent>/<runtime>.<metric>`), or by
+/// `/` or `: ` (diagnostic lines). Ids may hold `/` themselves, so each prefix of the text that
+/// ends right before a separator is looked up, longest first: a lookup per separator, whatever
+/// the fleet's size.
+#[derive(Debug)]
+pub struct AgentIds<'a>(std::collections::HashSet<&'a str>);
+
+impl<'a> AgentIds<'a> {
+    /// The ids of a report's agents.
+    pub fn new(ids: impl IntoIterator<Item = &'a str>) -> Self {
+        AgentIds(ids.into_iter().collect())
+    }
+
+    /// The agent a key belongs to.
+    pub fn owner_of_key(&self, key: &str) -> Option<&'a str> {
+        self.longest_before(key, &["/"])
+    }
+
+    /// The agent a diagnostic line names.
+    pub fn owner_of_line(&self, line: &str) -> Option<&'a str> {
+        self.longest_before(line, &["/", ": "])
+    }
+
+    fn longest_before(&self, text: &str, separators: &[&str]) -> Option<&'a str> {
+        let mut ends: Vec<usize> = separators
+            .iter()
+            .flat_map(|s| text.match_indices(s).map(|(at, _)| at))
+            .collect();
+        ends.sort_unstable();
+        ends.iter()
+            .rev()
+            .find_map(|&at| self.0.get(&text[..at]).copied())
+    }
 }
 
 /// Builds the gated fleet report of a run with `config`, `gate` and `quorum` from its agents
@@ -282,7 +308,7 @@ pub fn build_fleet_report(
             report.tolerances = Some(tolerances.tolerances.clone());
         }
     }
-    let ids: BTreeSet<&str> = agents.iter().map(|a| a.agent_id.as_str()).collect();
+    let ids = AgentIds::new(agents.iter().map(|a| a.agent_id.as_str()));
     let mut diagnostics = agent_lines;
     diagnostics.extend(failure_diagnostics(
         &report.runtimes,
@@ -295,7 +321,7 @@ pub fn build_fleet_report(
     let mut stray_failure = false;
     let mut stray_undecided = false;
     for line in &diagnostics {
-        match owner(line, &ids).and_then(|id| outcomes.get_mut(id)) {
+        match ids.owner_of_line(line).and_then(|id| outcomes.get_mut(id)) {
             Some(outcome) => outcome.failed = true,
             None => stray_failure = true,
         }
@@ -317,7 +343,7 @@ pub fn build_fleet_report(
         if passed {
             continue;
         }
-        match owner(key, &ids).and_then(|id| outcomes.get_mut(id)) {
+        match ids.owner_of_line(key).and_then(|id| outcomes.get_mut(id)) {
             Some(outcome) if inconclusive => outcome.undecided = true,
             Some(outcome) => outcome.failed = true,
             None if inconclusive => stray_undecided = true,
@@ -372,7 +398,7 @@ pub fn build_fleet_report(
         })
         .collect();
     for line in &mut diagnostics {
-        if let Some((class, t)) = owner(line, &ids).and_then(|id| tolerated.get(id)) {
+        if let Some((class, t)) = ids.owner_of_line(line).and_then(|id| tolerated.get(id)) {
             line.push_str(&format!(
                 " (tolerated: class {class} passed {} of {}, quorum {})",
                 t.passed, t.gated, t.required
