@@ -7,9 +7,11 @@
 //! ```
 //!
 //! Sections: the cost of each way to read RSS; the per-sample cost of `gpumemprof_cpu` in its
-//! tracked default mode (sink on); soak throughput at the `pr` and `nightly` sample counts; and
-//! with `--reference`, the Python reference (stormlog 0.4.3) driven the same way on the same
-//! sample count, with the ratio.
+//! tracked default mode (sink on), beside the cost of the RSS reading alone timed in the same
+//! loop; the added wall and CPU time per sample on the overhead scenario's workload (tracked
+//! default mode against unprofiled, in the scenario's pairs); soak throughput at the `pr` and
+//! `nightly` sample counts; and with `--reference`, the Python reference (stormlog 0.4.3)
+//! driven the same way on the same sample count, with the ratio.
 
 #![expect(clippy::print_stdout, reason = "a benchmark prints its figures")]
 
@@ -17,15 +19,18 @@ use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use fleetgate_agent::collector::RssCollector;
 use fleetgate_agent::runtime::{Tracker, TrackerConfig, open_collector};
 use fleetgate_common::runtime::RuntimeKind;
 use std::sync::atomic::AtomicBool;
 
-use fleetgate_agent::scenario::{self, Hooks, Progress, SoakSpec, equivalent_time};
-use fleetgate_common::config::RetentionValidationLimits;
+use fleetgate_agent::scenario::{
+    self, Hooks, OverheadSpec, PairLimits, Progress, SoakSpec, equivalent_time,
+};
+use fleetgate_agent::workload::Workload;
+use fleetgate_common::config::{RetentionValidationLimits, WorkloadKind, overhead_sample_count};
 
 #[derive(Debug)]
 struct Options {
@@ -97,11 +102,12 @@ fn time_calls(mut f: impl FnMut(), blocks: usize) -> u64 {
     percentile(&per_call, 0.5)
 }
 
-fn rss_read_costs() {
+/// Prints the cost of each way to read RSS; returns the `pread` one (the one used).
+fn rss_read_costs() -> u64 {
     println!("== RSS reading, median ns per reading ==");
     let mut pread = RssCollector::open().expect("open statm");
-    let ns = time_calls(|| drop(std::hint::black_box(pread.rss_bytes())), 200);
-    println!("pread /proc/self/statm (open once, used):   {ns:>8} ns");
+    let pread_ns = time_calls(|| drop(std::hint::black_box(pread.rss_bytes())), 200);
+    println!("pread /proc/self/statm (open once, used):   {pread_ns:>8} ns");
     let mut buf = Vec::with_capacity(4096);
     let ns = time_calls(
         || {
@@ -137,9 +143,14 @@ fn rss_read_costs() {
         20,
     );
     println!("sysinfo refresh of this process (memory):   {ns:>8} ns");
+    pread_ns
 }
 
-fn per_sample_cost(kind: RuntimeKind, samples: u64, dir: &Path) {
+/// Times every `emit_sample` of a tracked session and, right after each, one `pread` RSS
+/// reading on a collector of its own: the two medians come from the same loop, under the same
+/// load, so their ratio is what tracking costs over the reading itself. `block_pread_ns` is
+/// the `pread` cost of the RSS section (timed in blocks of 100, so without the clock's cost).
+fn per_sample_cost(kind: RuntimeKind, samples: u64, dir: &Path, block_pread_ns: u64) {
     println!(
         "== {} per-sample cost, tracked default mode, {samples} samples ==",
         kind.name()
@@ -150,14 +161,20 @@ fn per_sample_cost(kind: RuntimeKind, samples: u64, dir: &Path) {
     let interval = config.sampling_interval;
     let collector = open_collector(RuntimeKind::GpumemprofCpu, 512, 0).expect("collector");
     let mut tracker = Tracker::start(collector, config).expect("tracker");
+    let mut reading = RssCollector::open().expect("open statm");
     let mut ns = Vec::with_capacity(samples as usize);
+    let mut read_ns = Vec::with_capacity(samples as usize);
     for i in 0..samples {
         let start = Instant::now();
         tracker.emit_sample(i, equivalent_time(interval, i));
-        ns.push(start.elapsed().as_nanos() as u64);
+        let sampled = Instant::now();
+        drop(std::hint::black_box(reading.rss_bytes()));
+        read_ns.push(sampled.elapsed().as_nanos() as u64);
+        ns.push((sampled - start).as_nanos() as u64);
     }
     let report = tracker.finish();
     ns.sort_unstable();
+    read_ns.sort_unstable();
     println!(
         "median {} ns, p90 {} ns, p99 {} ns, p99.9 {} ns, max {} ns (sink durable records {})",
         percentile(&ns, 0.5),
@@ -167,7 +184,92 @@ fn per_sample_cost(kind: RuntimeKind, samples: u64, dir: &Path) {
         ns.last().copied().unwrap_or(0),
         report.sink.map_or(0, |s| s.durable_records)
     );
+    let sample = percentile(&ns, 0.5);
+    let read = percentile(&read_ns, 0.5);
+    println!(
+        "RSS pread alone, same loop: median {read} ns, p99 {} ns",
+        percentile(&read_ns, 0.99)
+    );
+    println!(
+        "ratio per-sample / RSS reading (medians, same loop): {:.2}x (target <= 1.25x)",
+        sample as f64 / read.max(1) as f64
+    );
+    println!(
+        "ratio per-sample / RSS reading of the RSS section ({block_pread_ns} ns): {:.2}x",
+        sample as f64 / block_pread_ns.max(1) as f64
+    );
     std::fs::remove_dir_all(&sink_dir).ok();
+}
+
+/// Pairs per overhead run (the scenario's floor is 6).
+const OVERHEAD_PAIRS: u64 = 10;
+
+/// The overhead scenario as `fleetgate run` runs it (the default reference workload, the
+/// tracked default mode against unprofiled in ABBA pairs), `repeat` times: each run's median
+/// added wall and CPU time per sample over its pairs, then the median over the runs.
+fn overhead_cost(kind: RuntimeKind, repeat: usize, dir: &Path) {
+    let tracker = TrackerConfig::new(kind, Some(PathBuf::new()));
+    let workload = Workload {
+        iterations: 5_000,
+        allocation_kb: 512,
+    };
+    let samples = overhead_sample_count(workload.iterations, tracker.sampling_interval);
+    println!(
+        "== {} overhead workload: {} steps of {} KiB, {samples} samples, {OVERHEAD_PAIRS} pairs x {repeat} runs ==",
+        kind.name(),
+        workload.iterations,
+        workload.allocation_kb
+    );
+    let spec = OverheadSpec {
+        tracker,
+        workload,
+        workload_kind: WorkloadKind::Reference,
+        tensorflow_device: "/CPU:0",
+        runtime_dir: dir.join("overhead"),
+        scratch_dir: None,
+        samples,
+        limits: PairLimits {
+            min_pairs: OVERHEAD_PAIRS,
+            max_duration: Duration::ZERO,
+        },
+    };
+    let mut wall = Vec::new();
+    let mut cpu = Vec::new();
+    let mut cpu_pct = Vec::new();
+    for run in 0..repeat {
+        let cancel = AtomicBool::new(false);
+        let mut progress = |_: Progress| {};
+        let block = scenario::run_overhead(
+            &spec,
+            || open_collector(kind, 512, 0),
+            &mut Hooks::new(&mut progress, &cancel),
+        )
+        .expect("overhead");
+        let column = |f: fn(&fleetgate_common::report::OverheadPair) -> f64| {
+            let mut values: Vec<f64> = block.pairs.iter().map(f).collect();
+            median_f(&mut values)
+        };
+        let (w, c, p) = (
+            column(|p| p.added_wall_ns_per_sample),
+            column(|p| p.added_cpu_ns_per_sample),
+            column(|p| p.cpu_overhead_pct),
+        );
+        println!(
+            "run {}: {} pairs, added wall {w:.0} ns/sample, added cpu {c:.0} ns/sample, cpu overhead {p:.1} % (medians of the pairs)",
+            run + 1,
+            block.pairs.len()
+        );
+        wall.push(w);
+        cpu.push(c);
+        cpu_pct.push(p);
+    }
+    std::fs::remove_dir_all(dir.join("overhead")).ok();
+    println!(
+        "median: added wall ns/sample {:.0}, added cpu ns/sample {:.0}, cpu overhead {:.1} %",
+        median_f(&mut wall),
+        median_f(&mut cpu),
+        median_f(&mut cpu_pct)
+    );
 }
 
 struct SoakFigures {
@@ -294,8 +396,9 @@ fn main() {
     let dir = scratch.join(format!("fleetgate-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("bench directory");
     println!("bench directory: {}", dir.display());
-    rss_read_costs();
-    per_sample_cost(o.runtime, 216_000, &dir);
+    let pread_ns = rss_read_costs();
+    per_sample_cost(o.runtime, 216_000, &dir, pread_ns);
+    overhead_cost(o.runtime, o.repeat, &dir);
     let mut first = None;
     for &samples in &o.samples {
         let figures = soak_throughput(o.runtime, samples, o.repeat, &dir);

@@ -1,11 +1,16 @@
 //! The telemetry record (TelemetryEvent v2 fields) and its allocation-free JSON line encoder.
 //!
-//! A record is encoded straight into the sink's batch buffer: numbers through `itoa`, strings
-//! escaped byte by byte, and the parts that never change within a session
-//! (collector, host, identity, static metadata) are escaped once when the session starts. In
-//! the steady state encoding a record performs no heap allocation at all.
+//! A record is encoded straight into a byte buffer: numbers through `itoa`, strings escaped
+//! byte by byte, and the parts that never change within a session (collector, host, identity,
+//! static metadata) are escaped once when the session starts. In the steady state encoding a
+//! record performs no heap allocation at all.
+//!
+//! A `sample` record, the one written thousands of times a second, reaches the sink as a
+//! [`SampleRecord`]: its varying fields only, fixed size and `Copy`. The sink's writer thread
+//! encodes it with the session's [`RecordHeader`] into the same line [`encode_record`] writes,
+//! so the sampling thread never formats a sample.
 
-use crate::health::HealthSnapshot;
+use crate::health::{HealthSnapshot, HealthStatus};
 
 /// `schema_version` written in every record.
 pub const TELEMETRY_SCHEMA_VERSION: u32 = 2;
@@ -215,6 +220,80 @@ pub enum Context<'a> {
     Text(&'a str),
     /// `operability sample <index>`, the context of harness-driven samples.
     Sample(u64),
+}
+
+/// A `sample` record before encoding: the fields that vary from one sample to the next,
+/// with no string, so it is fixed size and `Copy`. [`SampleRecord::encode`] writes exactly the
+/// line [`encode_record`] writes for the same sample.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SampleRecord {
+    /// Wall-clock time of the sample, nanoseconds since the Unix epoch.
+    pub timestamp_ns: u64,
+    /// Memory counters.
+    pub reading: Reading,
+    /// Change since the previous reading, in bytes.
+    pub change_bytes: i64,
+    /// Sample index, written as the context `operability sample <index>`.
+    pub index: u64,
+    /// Collector health status.
+    pub health_status: HealthStatus,
+    /// Whether telemetry is partial or paused.
+    pub telemetry_partial: bool,
+    /// Collector failures in a row.
+    pub consecutive_failures: u32,
+    /// Session-clock second at which the next read is tried, while backing off.
+    pub next_retry_s: Option<f64>,
+}
+
+impl SampleRecord {
+    /// The record of sample `index`, taken while the collector's health is `health`. `None`
+    /// when the health carries an error text, which a `SampleRecord` has no room for (no sample
+    /// does today: a sample follows a good read, and a good read clears the error); such a
+    /// sample is encoded whole with [`encode_record`].
+    pub fn new(
+        timestamp_ns: u64,
+        reading: &Reading,
+        change_bytes: i64,
+        index: u64,
+        health: &HealthSnapshot<'_>,
+    ) -> Option<Self> {
+        if health.last_error.is_some() {
+            return None;
+        }
+        Some(SampleRecord {
+            timestamp_ns,
+            reading: *reading,
+            change_bytes,
+            index,
+            health_status: health.status,
+            telemetry_partial: health.telemetry_partial,
+            consecutive_failures: health.consecutive_failures,
+            next_retry_s: health.next_retry_s,
+        })
+    }
+
+    /// Appends the record as a single JSON line to `out`.
+    pub fn encode(&self, header: &RecordHeader, out: &mut Vec<u8>) {
+        encode_record(
+            header,
+            &RecordBody {
+                timestamp_ns: self.timestamp_ns,
+                event_type: EventType::Sample,
+                reading: &self.reading,
+                change_bytes: self.change_bytes,
+                context: Context::Sample(self.index),
+                health: &HealthSnapshot {
+                    status: self.health_status,
+                    telemetry_partial: self.telemetry_partial,
+                    last_error: None,
+                    consecutive_failures: self.consecutive_failures,
+                    next_retry_s: self.next_retry_s,
+                },
+                transition: None,
+            },
+            out,
+        );
+    }
 }
 
 /// Appends one record as a single JSON line (terminated by `\n`) to `out`.
@@ -467,6 +546,55 @@ mod tests {
         assert_eq!(v["metadata"]["session_id"], "s-1");
         assert_eq!(v["metadata"]["collector_health_status"], "healthy");
         assert_eq!(v["world_size"], 1);
+    }
+
+    #[test]
+    fn a_sample_record_encodes_the_same_line_as_the_full_encoder() {
+        let reading = Reading {
+            allocated_bytes: 3 << 20,
+            reserved_bytes: 4 << 20,
+            active_bytes: Some(2 << 20),
+            inactive_bytes: None,
+            device_used_bytes: 3 << 20,
+            device_free_bytes: Some(12),
+            device_total_bytes: None,
+        };
+        let healths = [
+            HealthSnapshot::healthy(),
+            HealthSnapshot {
+                status: HealthStatus::Degraded,
+                telemetry_partial: true,
+                last_error: None,
+                consecutive_failures: 3,
+                next_retry_s: Some(12.5),
+            },
+        ];
+        for health in &healths {
+            let mut full = Vec::new();
+            encode_record(
+                &header(),
+                &RecordBody {
+                    timestamp_ns: 1_700_000_000_123_456_789,
+                    event_type: EventType::Sample,
+                    reading: &reading,
+                    change_bytes: -4096,
+                    context: Context::Sample(41),
+                    health,
+                    transition: None,
+                },
+                &mut full,
+            );
+            let sample =
+                SampleRecord::new(1_700_000_000_123_456_789, &reading, -4096, 41, health).unwrap();
+            let mut out = b"previous line\n".to_vec();
+            sample.encode(&header(), &mut out);
+            assert_eq!(&out[b"previous line\n".len()..], &full[..]);
+        }
+        let failing = HealthSnapshot {
+            last_error: Some("EIO"),
+            ..HealthSnapshot::healthy()
+        };
+        assert_eq!(SampleRecord::new(1, &reading, 0, 0, &failing), None);
     }
 
     #[test]

@@ -15,8 +15,8 @@ use crate::collector::{AnyCollector, CollectError, Collector, RssCollector};
 use crate::health::{CollectorHealth, HealthStatus, Transition};
 use crate::history::BoundedHistory;
 use crate::record::{
-    Context, EventType, HeaderSpec, Identity, Reading, RecordBody, RecordHeader, TransitionMeta,
-    encode_record,
+    Context, EventType, HeaderSpec, Identity, Reading, RecordBody, RecordHeader, SampleRecord,
+    TransitionMeta, encode_record,
 };
 use crate::sink::{
     RecoveryReport, SessionSpec, SessionStatus, SinkConfig, SinkError, SinkStats, TelemetrySink,
@@ -279,7 +279,7 @@ impl<C: Collector> Tracker<C> {
             .sink
             .as_ref()
             .map(|s| s.root_dir.display().to_string());
-        let sink = match config.sink {
+        let mut sink = match config.sink {
             Some(sink_config) => Some(TelemetrySink::open(
                 sink_config,
                 SessionSpec {
@@ -311,6 +311,11 @@ impl<C: Collector> Tracker<C> {
             sampling_source: info.sampling_source,
             identity: &config.identity,
         });
+        if let Some(sink) = &mut sink {
+            // The sink's writer encodes the samples; this tracker keeps a copy for the rare
+            // records it encodes itself.
+            sink.set_record_header(header.clone());
+        }
         let recovery = sink.as_ref().map(|s| s.recovery().clone());
         let mut tracker = Tracker {
             kind: config.kind,
@@ -415,14 +420,7 @@ impl<C: Collector> Tracker<C> {
                         value_bytes: value,
                     });
                 }
-                self.emit_at(
-                    now_ns,
-                    EventType::Sample,
-                    &reading,
-                    change,
-                    Context::Sample(index),
-                    None,
-                );
+                self.emit_sample_record(now_ns, &reading, change, index);
                 if let Some(threshold) = self.alert_threshold_bytes
                     && value > threshold
                 {
@@ -435,6 +433,43 @@ impl<C: Collector> Tracker<C> {
                 SampleOutcome::Sampled(value)
             }
         }
+    }
+
+    /// Records a sample: its event summary, and for the sink a [`SampleRecord`] that the
+    /// sink's writer thread encodes. Without a sink, or for a sample whose health carries an
+    /// error text (none does today), it goes through `emit_at` like any other event.
+    fn emit_sample_record(
+        &mut self,
+        timestamp_ns: u64,
+        reading: &Reading,
+        change: i64,
+        index: u64,
+    ) {
+        let record = SampleRecord::new(
+            timestamp_ns,
+            reading,
+            change,
+            index,
+            &self.health.snapshot(),
+        );
+        let (Some(sink), Some(record)) = (&mut self.sink, record) else {
+            self.emit_at(
+                timestamp_ns,
+                EventType::Sample,
+                reading,
+                change,
+                Context::Sample(index),
+                None,
+            );
+            return;
+        };
+        sink.append_sample(&record);
+        self.events.push(EventSummary {
+            timestamp_ns,
+            event_type: EventType::Sample,
+            value_bytes: reading.device_used_bytes,
+            change_bytes: change,
+        });
     }
 
     fn emit(

@@ -1,21 +1,28 @@
 //! The append-only telemetry sink: JSON-lines segments, an atomically rewritten manifest,
 //! count/size rollover, oldest-first retention, and crash recovery.
 //!
-//! The sampling thread only encodes records into an in-memory batch. When the batch holds
-//! `flush_every_events` records, or `flush_every` has passed since the last hand-off, the batch
-//! is handed to a writer thread over a bounded queue; the writer also picks up a batch that has
-//! sat idle for `flush_every`. Writing, fsync, rollover, pruning and manifest rewrites all
-//! happen on the writer thread, never on the sampling thread's path (the reference did them
-//! inline, which put the disk's latency into its overhead figures).
+//! The sampling thread does not format records. A sample goes into the batch being filled as
+//! a fixed-size [`SampleRecord`] (a copy of about a dozen numbers into a buffer allocated when
+//! the sink opened); the rare records that carry text (start, stop, collector transitions, and
+//! whatever [`TelemetrySink::append_with`] is given) are encoded by the caller into the same
+//! batch. When the batch holds `flush_every_events` records it is handed to a writer thread
+//! over a bounded queue, and the sampling side takes an empty batch from a fixed pool. The
+//! writer also picks up a batch once `flush_every` has passed since the last hand-off, so a
+//! batch that fills slowly is still written on time. Encoding the samples to JSON lines (with
+//! the session's [`RecordHeader`], which the writer owns), writing, fsync, rollover, pruning
+//! and manifest rewrites all happen on the writer thread, never on the sampling thread's path
+//! (the reference did them inline, which put the disk's latency into its overhead figures).
 //!
-//! The writer commits a *group*: every queued batch that belongs in the current segment is
-//! written and then fsynced once. Rollover is decided per batch exactly as in the reference
-//! (after a batch, if the segment holds ≥ `rollover_max_events` records or ≥
-//! `rollover_max_bytes` bytes), so segment boundaries, rollover and pruning counts do not
-//! depend on how batches were grouped. A failed write or fsync cuts the segment back to its
-//! size before the group (no half line ever stays on disk), counts a failure, and retries the
-//! same batches after a backoff (1 s doubling to 60 s); while the writer is failing, batches
-//! beyond `max_queued_batches` are dropped and counted instead of growing memory.
+//! The writer encodes each batch as it arrives, appending its lines to one buffer that holds
+//! every batch waiting to be written, back to back, and returns the batch to the pool. It then
+//! commits a *group*: every waiting batch that belongs in the current segment, written with
+//! one `write` of that contiguous buffer and fsynced once. Rollover is decided per batch
+//! exactly as in the reference (after a batch, if the segment holds ≥ `rollover_max_events`
+//! records or ≥ `rollover_max_bytes` bytes), so segment boundaries, rollover and pruning counts
+//! do not depend on how batches were grouped. A failed write or fsync cuts the segment back to
+//! its size before the group (no half line ever stays on disk), counts a failure, and retries
+//! the same batches after a backoff (1 s doubling to 60 s); while the writer is failing,
+//! batches beyond `max_queued_batches` are dropped and counted instead of growing memory.
 
 mod manifest;
 mod writer;
@@ -32,6 +39,8 @@ pub use manifest::{
     TORN_SUFFIX, segment_filename, segment_index,
 };
 use serde::Serialize;
+
+use crate::record::{RecordHeader, SampleRecord};
 
 /// Sink configuration. Defaults are the reference's always-on defaults.
 #[derive(Debug, Clone)]
@@ -52,8 +61,9 @@ pub struct SinkConfig {
     pub retention_max_total_bytes: u64,
     /// Batches the writer may hold while it cannot write; beyond this, batches are dropped
     /// and counted. Also the capacity of the hand-off queue. The sink owns a fixed pool of
-    /// `2 × max_queued_batches + 2` batch buffers, allocated and touched when it opens, so its
-    /// memory does not grow while it runs.
+    /// `max_queued_batches + 2` batches (the queue's, the one being filled and the one the
+    /// writer is encoding) and the writer one buffer for the encoded lines of a full backlog,
+    /// all allocated and touched when it opens, so its memory does not grow while it runs.
     pub max_queued_batches: usize,
     /// First retry delay after a failed write.
     pub failure_backoff: Duration,
@@ -64,7 +74,7 @@ pub struct SinkConfig {
     pub faults: Option<FaultInjector>,
 }
 
-/// Record size the batch buffers are sized for (records are about 500 bytes; larger ones
+/// Encoded record size the buffers are sized for (records are about 500 bytes; larger ones
 /// make a buffer grow once, and it keeps its size).
 const ESTIMATED_RECORD_BYTES: usize = 640;
 
@@ -172,7 +182,8 @@ pub struct SinkStats {
     pub durable_records: u64,
     /// Records not yet durable (in the batch or queued).
     pub buffered_records: u64,
-    /// Bytes not yet durable.
+    /// Encoded bytes not yet durable (samples still in the batch being filled count once the
+    /// writer has encoded them).
     pub buffered_bytes: u64,
     /// Records dropped because the writer could not keep them.
     pub dropped_records: u64,
@@ -205,11 +216,47 @@ struct Counters {
     consecutive_flush_failures: AtomicU64,
 }
 
+/// One record of a batch.
+#[derive(Debug, Clone, Copy)]
+enum RawRecord {
+    /// A sample, encoded by the writer.
+    Sample(SampleRecord),
+    /// A line the appending side encoded itself: the batch's `lines` up to this offset, from
+    /// the end of the previous `Line`.
+    Line { end: usize },
+}
+
+/// Records in arrival order, as the sampling side fills them and hands them to the writer.
+/// Batches come from the sink's pool and go back to it once the writer has encoded them.
+#[derive(Debug, Default)]
+struct Batch {
+    records: Vec<RawRecord>,
+    /// The encoded lines of the `Line` records, back to back.
+    lines: Vec<u8>,
+}
+
+impl Batch {
+    /// A pool batch for `records` records, its memory touched.
+    fn with_capacity(records: usize) -> Self {
+        let mut batch = Batch {
+            records: vec![RawRecord::Line { end: 0 }; records],
+            lines: vec![1u8; 2 * ESTIMATED_RECORD_BYTES],
+        };
+        batch.clear();
+        batch
+    }
+
+    fn clear(&mut self) {
+        self.records.clear();
+        self.lines.clear();
+    }
+}
+
 /// The batch being filled by the sampling thread.
 #[derive(Debug)]
 struct Pending {
-    bytes: Vec<u8>,
-    records: u64,
+    batch: Batch,
+    /// The last hand-off.
     since: Instant,
 }
 
@@ -233,7 +280,7 @@ impl Shared {
         let c = &self.counters;
         let (pending_records, pending_bytes) = {
             let p = lock(&self.pending);
-            (p.records, p.bytes.len() as u64)
+            (p.batch.records.len() as u64, p.batch.lines.len() as u64)
         };
         SinkStats {
             rollover_count: c.rollover_count.load(Ordering::Relaxed),
@@ -254,15 +301,10 @@ impl Shared {
     }
 }
 
-/// A batch of encoded records handed to the writer.
-#[derive(Debug)]
-struct Batch {
-    bytes: Vec<u8>,
-    records: u64,
-}
-
 #[derive(Debug)]
 enum Command {
+    /// The session's record header, which the writer encodes every sample with.
+    Header(Box<RecordHeader>),
     Batch(Batch),
     Close {
         status: SessionStatus,
@@ -295,10 +337,11 @@ pub struct SessionSpec {
 pub struct TelemetrySink {
     shared: Arc<Shared>,
     tx: Option<SyncSender<Command>>,
-    recycled: Receiver<Vec<u8>>,
+    recycled: Receiver<Batch>,
     thread: Option<JoinHandle<()>>,
-    flush_every_events: u64,
-    flush_every: Duration,
+    flush_every_events: usize,
+    /// Whether the writer has the record header, which samples need.
+    has_header: bool,
     session_id: String,
     recovery: RecoveryReport,
 }
@@ -342,8 +385,7 @@ impl TelemetrySink {
 
         let shared = Arc::new(Shared {
             pending: Mutex::new(Pending {
-                bytes: Vec::new(),
-                records: 0,
+                batch: Batch::default(),
                 since: Instant::now(),
             }),
             counters: Counters::default(),
@@ -351,20 +393,17 @@ impl TelemetrySink {
             first_error: Mutex::new(None),
         });
         let (tx, rx) = mpsc::sync_channel(config.max_queued_batches);
-        let pool = 2 * config.max_queued_batches + 2;
+        let pool = config.max_queued_batches + 2;
         let (recycle_tx, recycled) = mpsc::sync_channel(pool + 8);
-        let batch_capacity = config
-            .flush_every_events
-            .saturating_mul(ESTIMATED_RECORD_BYTES);
         for _ in 0..pool {
-            // Touch every page now so the pool's memory is resident before any measurement.
-            let mut buf = vec![1u8; batch_capacity];
-            buf.clear();
-            recycle_tx.try_send(buf).ok();
+            // Every page is touched now, so the pool's memory is resident before any
+            // measurement.
+            recycle_tx
+                .try_send(Batch::with_capacity(config.flush_every_events))
+                .ok();
         }
         let recovery = recovered.report.clone();
-        let flush_every_events = config.flush_every_events as u64;
-        let flush_every = config.flush_every;
+        let flush_every_events = config.flush_every_events;
         let writer = writer::Writer::new(
             config,
             recovered,
@@ -382,7 +421,7 @@ impl TelemetrySink {
             recycled,
             thread: Some(thread),
             flush_every_events,
-            flush_every,
+            has_header: false,
             session_id,
             recovery,
         })
@@ -398,37 +437,72 @@ impl TelemetrySink {
         &self.recovery
     }
 
-    /// Appends one record: `encode` writes exactly one complete line into the batch buffer.
-    /// Hands the batch to the writer when a flush threshold is reached; blocks only when the
-    /// writer's queue is full (the writer drains it continuously, so this is backpressure,
-    /// never a wait for the disk's fsync).
+    /// Gives the writer the session's record header, with which it encodes every sample
+    /// appended by [`TelemetrySink::append_sample`]; set it once, before the first sample.
+    pub fn set_record_header(&mut self, header: RecordHeader) {
+        self.send(Command::Header(Box::new(header)));
+        self.has_header = true;
+    }
+
+    /// Appends one sample; the writer thread encodes it. Nothing is formatted or allocated
+    /// here: the sample is copied into the batch being filled. Hands the batch to the writer
+    /// when it holds `flush_every_events` records; blocks only when the writer's queue is full
+    /// (the writer drains it continuously, so this is backpressure, never a wait for the
+    /// disk's fsync).
+    ///
+    /// # Panics
+    ///
+    /// If no record header was set ([`TelemetrySink::set_record_header`]).
+    pub fn append_sample(&mut self, sample: &SampleRecord) {
+        assert!(
+            self.has_header,
+            "a sample appended before the record header"
+        );
+        let mut pending = self.lock_pending();
+        pending.batch.records.push(RawRecord::Sample(*sample));
+        self.hand_off_if_full(&mut pending);
+    }
+
+    /// Appends one record encoded here: `encode` writes exactly one complete line. For the
+    /// records that carry text; hands off and blocks as [`TelemetrySink::append_sample`].
     pub fn append_with(&mut self, encode: impl FnOnce(&mut Vec<u8>)) {
+        let mut pending = self.lock_pending();
+        let batch = &mut pending.batch;
+        encode(&mut batch.lines);
+        let end = batch.lines.len();
+        batch.records.push(RawRecord::Line { end });
+        self.hand_off_if_full(&mut pending);
+    }
+
+    /// Locks the batch being filled; gives it a pool batch if the writer took the last one.
+    fn lock_pending(&self) -> MutexGuard<'_, Pending> {
         let mut pending = lock(&self.shared.pending);
-        if pending.records == 0 && pending.bytes.capacity() == 0 {
-            pending.bytes = self.spare();
+        if pending.batch.records.capacity() == 0 {
+            pending.batch = self.spare();
         }
-        encode(&mut pending.bytes);
-        pending.records += 1;
-        if pending.records >= self.flush_every_events || pending.since.elapsed() >= self.flush_every
-        {
-            let batch = take_batch(&mut pending, self.spare());
+        pending
+    }
+
+    fn hand_off_if_full(&self, pending: &mut Pending) {
+        if pending.batch.records.len() >= self.flush_every_events {
+            let batch = take_batch(pending, self.spare());
             // Sent while holding the batch lock so that the writer's idle pick-up can never
             // overtake this batch (the writer only ever try-locks, so this cannot deadlock).
             self.send(Command::Batch(batch));
         }
     }
 
-    /// A free buffer from the pool. Waits while every buffer is queued or being written: the
-    /// pool is larger than the queue plus the writer's backlog, so a wait ends as soon as the
-    /// writer finishes or drops a batch.
-    fn spare(&self) -> Vec<u8> {
+    /// A free batch from the pool. Waits while every batch is queued or being encoded: the
+    /// pool is larger than the queue by two, so a wait ends as soon as the writer has encoded
+    /// the batch in its hands.
+    fn spare(&self) -> Batch {
         self.recycled.recv().unwrap_or_default()
     }
 
     /// Hands whatever is buffered to the writer now (it becomes durable asynchronously).
     pub fn flush(&mut self) {
         let mut pending = lock(&self.shared.pending);
-        if pending.records > 0 {
+        if !pending.batch.records.is_empty() {
             let batch = take_batch(&mut pending, self.spare());
             self.send(Command::Batch(batch));
         }
@@ -485,11 +559,9 @@ impl Drop for TelemetrySink {
     }
 }
 
-fn take_batch(pending: &mut Pending, spare: Vec<u8>) -> Batch {
-    let bytes = std::mem::replace(&mut pending.bytes, spare);
-    let records = std::mem::take(&mut pending.records);
+fn take_batch(pending: &mut Pending, spare: Batch) -> Batch {
     pending.since = Instant::now();
-    Batch { bytes, records }
+    std::mem::replace(&mut pending.batch, spare)
 }
 
 /// Nanoseconds since the Unix epoch.
@@ -503,7 +575,7 @@ pub fn unix_now_ns() -> u64 {
 /// I/O operations a [`FaultInjector`] can make fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FaultOp {
-    /// Writing a batch into a segment.
+    /// Writing a group of batches into a segment.
     Write,
     /// fsync of a segment.
     Sync,

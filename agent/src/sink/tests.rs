@@ -189,6 +189,60 @@ fn an_idle_batch_is_written_after_the_flush_interval() {
 }
 
 #[test]
+fn samples_are_encoded_by_the_writer_in_order_with_the_lines_around_them() {
+    use crate::health::HealthSnapshot;
+    use crate::record::{HeaderSpec, Identity, Reading, RecordHeader, SampleRecord};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = SinkConfig::new(dir.path());
+    // Batches of 7 records, so batch boundaries fall between lines and samples alike.
+    config.flush_every_events = 7;
+    config.rollover_max_events = 30;
+    let header = RecordHeader::new(&HeaderSpec {
+        collector: "fleetgate.cpu_tracker",
+        sampling_interval_ms: 100,
+        pid: 42,
+        host: "test-host",
+        device_id: -1,
+        session_id: "s-1",
+        backend: "cpu",
+        sampling_source: "/proc/self/statm",
+        identity: &Identity::default(),
+    });
+    let mut sink = TelemetrySink::open(config, spec()).unwrap();
+    sink.set_record_header(header.clone());
+    let mut expected = Vec::new();
+    for i in 0..100u64 {
+        if i % 9 == 0 {
+            append(&mut sink, i, 5);
+            expected.extend_from_slice(format!("{{\"id\":{i},\"pad\":\"xxxxx\"}}\n").as_bytes());
+        } else {
+            let reading = Reading {
+                allocated_bytes: i << 12,
+                reserved_bytes: i << 12,
+                device_used_bytes: i << 12,
+                ..Reading::default()
+            };
+            let health = HealthSnapshot::healthy();
+            let sample = SampleRecord::new(1_000 + i, &reading, 4096, i, &health).unwrap();
+            sink.append_sample(&sample);
+            sample.encode(&header, &mut expected);
+        }
+    }
+    let stats = sink.close(SessionStatus::Completed).unwrap();
+    assert_eq!(stats.durable_records, 100);
+    let mut on_disk = Vec::new();
+    for segment in manifest(dir.path()).segments {
+        on_disk.extend(fs::read(dir.path().join(&segment.filename)).unwrap());
+    }
+    assert_eq!(
+        String::from_utf8(on_disk).unwrap(),
+        String::from_utf8(expected).unwrap()
+    );
+    assert_manifest_matches_files(dir.path());
+}
+
+#[test]
 fn a_second_session_continues_the_ledger_and_the_numbering() {
     let dir = tempfile::tempdir().unwrap();
     let mut sink = TelemetrySink::open(SinkConfig::new(dir.path()), spec()).unwrap();

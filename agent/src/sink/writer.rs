@@ -1,5 +1,5 @@
-//! The sink's writer thread: group commit, rollover, retention pruning, cut-back on failure,
-//! failure backoff, and the manifest.
+//! The sink's writer thread: encoding, group commit, rollover, retention pruning, cut-back on
+//! failure, failure backoff, and the manifest.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -7,16 +7,32 @@ use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::TryLockError;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::manifest::{self, Recovered, SegmentEntry, SessionStatus, SessionSummary};
-use super::{Batch, Command, FaultOp, Shared, SinkConfig, SinkStats, lock, unix_now_ns};
+use super::{
+    Batch, Command, ESTIMATED_RECORD_BYTES, FaultOp, RawRecord, Shared, SinkConfig, SinkStats,
+    lock, unix_now_ns,
+};
+use crate::record::RecordHeader;
 
 /// Write attempts at close before the remaining records are dropped (with the default backoff
 /// a dead disk delays close by at most 1 + 2 + 4 + 8 s).
 const CLOSE_WRITE_ATTEMPTS: u32 = 5;
+
+/// How soon the writer looks again for an idle batch when the sampling side held its lock.
+const IDLE_RETRY: Duration = Duration::from_millis(1);
+
+/// A batch waiting to be written. Its lines are in `Writer::encoded`, after those of the
+/// batches before it.
+#[derive(Debug, Clone, Copy)]
+struct Queued {
+    records: u64,
+    bytes: usize,
+}
 
 /// The open descriptor of the current segment (always the last entry of `segments`).
 #[derive(Debug)]
@@ -36,13 +52,21 @@ pub(super) struct Writer {
     current: bool,
     /// A cut-back that failed: (file, size) to restore before the file is written again.
     pending_cutback: Option<(PathBuf, u64)>,
-    backlog: VecDeque<Batch>,
+    /// The session's record header, sent by the sink's owner before the first sample.
+    header: Option<RecordHeader>,
+    /// Batches waiting to be written, oldest first.
+    backlog: VecDeque<Queued>,
+    /// The encoded lines of the backlog's batches, back to back: a group is written with one
+    /// `write` of its prefix.
+    encoded: Vec<u8>,
     retry_at: Option<Instant>,
     consecutive_failures: u32,
     manifest_dirty: bool,
     manifest_written: Instant,
+    /// When to look next for a batch that has waited `flush_every` in the sampling side.
+    idle_check_at: Instant,
     shared: Arc<Shared>,
-    recycle: SyncSender<Vec<u8>>,
+    recycle: SyncSender<Batch>,
 }
 
 impl Writer {
@@ -51,8 +75,19 @@ impl Writer {
         recovered: Recovered,
         session_id: String,
         shared: Arc<Shared>,
-        recycle: SyncSender<Vec<u8>>,
+        recycle: SyncSender<Batch>,
     ) -> Self {
+        // Room for a full backlog and the batch being encoded; every page touched now, so the
+        // buffer is resident before any measurement.
+        let mut encoded = vec![
+            1u8;
+            (config.max_queued_batches + 1)
+                .saturating_mul(config.flush_every_events)
+                .saturating_mul(ESTIMATED_RECORD_BYTES)
+        ];
+        encoded.clear();
+        let backlog = VecDeque::with_capacity(config.max_queued_batches);
+        let idle_check_at = Instant::now() + config.flush_every;
         let writer = Writer {
             config,
             sessions: recovered.sessions,
@@ -62,11 +97,14 @@ impl Writer {
             open: None,
             current: false,
             pending_cutback: None,
-            backlog: VecDeque::new(),
+            header: None,
+            backlog,
+            encoded,
             retry_at: None,
             consecutive_failures: 0,
             manifest_dirty: false,
             manifest_written: Instant::now(),
+            idle_check_at,
             shared,
             recycle,
         };
@@ -76,15 +114,19 @@ impl Writer {
 
     pub(super) fn run(mut self, rx: Receiver<Command>) {
         loop {
-            let timeout = match self.retry_at {
-                Some(at) => at
-                    .saturating_duration_since(Instant::now())
-                    .min(self.config.flush_every),
-                None => self.config.flush_every,
+            // A retry is only due while there is something to write (a failed manifest
+            // rewrite is retried at the next round anyway).
+            let wake_at = match self.retry_at {
+                Some(at) if !self.backlog.is_empty() => at.min(self.idle_check_at),
+                _ => self.idle_check_at,
             };
             let mut close = None;
-            match rx.recv_timeout(timeout) {
+            match rx.recv_timeout(wake_at.saturating_duration_since(Instant::now())) {
+                Ok(Command::Header(header)) => self.header = Some(*header),
                 Ok(Command::Batch(batch)) => {
+                    // The sampling side has just handed off, so the next batch is not due for
+                    // `flush_every`.
+                    self.idle_check_at = Instant::now() + self.config.flush_every;
                     self.enqueue(batch);
                     // Take what is already queued, up to the backlog bound: one group, one
                     // fsync. What stays in the queue pushes back on the sampling side.
@@ -92,6 +134,7 @@ impl Writer {
                         && let Ok(command) = rx.try_recv()
                     {
                         match command {
+                            Command::Header(header) => self.header = Some(*header),
                             Command::Batch(batch) => self.enqueue(batch),
                             Command::Close { status, reply } => {
                                 close = Some((status, Some(reply)));
@@ -123,48 +166,88 @@ impl Writer {
         }
     }
 
-    /// A batch that has waited `flush_every` without reaching the record threshold.
+    /// Takes the batch being filled if `flush_every` has passed since the last hand-off
+    /// without it reaching the record threshold, and sets when to look again.
     fn take_idle_batch(&mut self) {
+        let flush_every = self.config.flush_every;
         let batch = {
-            // try_lock: if the sampling side holds the lock it is not idle, and it may be
-            // waiting for a buffer this thread is about to free.
+            // try_lock: if the sampling side holds the lock it is appending right now, and it
+            // may be waiting for a batch this thread is about to free.
             let mut pending = match self.shared.pending.try_lock() {
                 Ok(guard) => guard,
-                Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
-                Err(std::sync::TryLockError::WouldBlock) => return,
+                Err(TryLockError::Poisoned(p)) => p.into_inner(),
+                Err(TryLockError::WouldBlock) => {
+                    self.idle_check_at = Instant::now() + IDLE_RETRY;
+                    return;
+                }
             };
-            if pending.records == 0 || pending.since.elapsed() < self.config.flush_every {
+            let due = pending.since + flush_every;
+            let now = Instant::now();
+            if pending.batch.records.is_empty() {
+                self.idle_check_at = now + flush_every;
                 return;
             }
-            // The sampling side takes a pooled buffer for its next record.
-            super::take_batch(&mut pending, Vec::new())
+            if now < due {
+                self.idle_check_at = due;
+                return;
+            }
+            self.idle_check_at = now + flush_every;
+            // The sampling side takes a pool batch for its next record.
+            super::take_batch(&mut pending, Batch::default())
         };
         self.enqueue(batch);
     }
 
-    /// Adds a batch to the backlog. The backlog only fills up while writes are failing (a
-    /// healthy writer empties it every round); then the newest batch is dropped and counted,
-    /// so a dead disk costs records, not memory, and never blocks the sampling side.
-    fn enqueue(&mut self, batch: Batch) {
+    /// Encodes a batch onto the end of `encoded`, returns the batch to the pool, and adds it
+    /// to the backlog. The backlog only fills up while writes are failing (a healthy writer
+    /// empties it every round); then the newest batch is dropped and counted, so a dead disk
+    /// costs records, not memory, and never blocks the sampling side.
+    fn enqueue(&mut self, mut batch: Batch) {
+        let start = self.encoded.len();
+        self.encode(&batch);
+        let queued = Queued {
+            records: batch.records.len() as u64,
+            bytes: self.encoded.len() - start,
+        };
+        batch.clear();
+        // Every batch came from the pool, so the pool has room for it.
+        self.recycle.try_send(batch).ok();
         let c = &self.shared.counters;
         if self.backlog.len() >= self.config.max_queued_batches {
+            self.encoded.truncate(start);
             c.dropped_records
-                .fetch_add(batch.records, Ordering::Relaxed);
+                .fetch_add(queued.records, Ordering::Relaxed);
             c.dropped_bytes
-                .fetch_add(batch.bytes.len() as u64, Ordering::Relaxed);
-            self.recycle(batch.bytes);
+                .fetch_add(queued.bytes as u64, Ordering::Relaxed);
             return;
         }
-        c.queued_records.fetch_add(batch.records, Ordering::Relaxed);
+        c.queued_records
+            .fetch_add(queued.records, Ordering::Relaxed);
         c.queued_bytes
-            .fetch_add(batch.bytes.len() as u64, Ordering::Relaxed);
-        self.backlog.push_back(batch);
+            .fetch_add(queued.bytes as u64, Ordering::Relaxed);
+        self.backlog.push_back(queued);
     }
 
-    fn recycle(&self, mut bytes: Vec<u8>) {
-        bytes.clear();
-        // A full pool means this buffer is surplus (made for an idle flush): free it.
-        self.recycle.try_send(bytes).ok();
+    /// Appends a batch's records to `encoded` as JSON lines, in order: samples encoded with
+    /// the session's header, lines the appending side encoded copied as they are.
+    fn encode(&mut self, batch: &Batch) {
+        let mut line_start = 0;
+        for record in &batch.records {
+            match record {
+                RawRecord::Sample(sample) => {
+                    let header = self
+                        .header
+                        .as_ref()
+                        .expect("the sink sends the record header before any sample");
+                    sample.encode(header, &mut self.encoded);
+                }
+                RawRecord::Line { end } => {
+                    self.encoded
+                        .extend_from_slice(&batch.lines[line_start..*end]);
+                    line_start = *end;
+                }
+            }
+        }
     }
 
     /// Writes queued batches, one segment run (write all, fsync once) at a time. While the
@@ -191,15 +274,17 @@ impl Writer {
             }
             if failed_attempts >= CLOSE_WRITE_ATTEMPTS {
                 let c = &self.shared.counters;
-                for batch in std::mem::take(&mut self.backlog) {
-                    c.queued_records.fetch_sub(batch.records, Ordering::Relaxed);
+                for queued in std::mem::take(&mut self.backlog) {
+                    c.queued_records
+                        .fetch_sub(queued.records, Ordering::Relaxed);
                     c.queued_bytes
-                        .fetch_sub(batch.bytes.len() as u64, Ordering::Relaxed);
+                        .fetch_sub(queued.bytes as u64, Ordering::Relaxed);
                     c.dropped_records
-                        .fetch_add(batch.records, Ordering::Relaxed);
+                        .fetch_add(queued.records, Ordering::Relaxed);
                     c.dropped_bytes
-                        .fetch_add(batch.bytes.len() as u64, Ordering::Relaxed);
+                        .fetch_add(queued.bytes as u64, Ordering::Relaxed);
                 }
+                self.encoded.clear();
                 tracing::error!(
                     dir = %self.config.root_dir.display(),
                     "Telemetry sink could not write its remaining records at close; they were dropped."
@@ -209,8 +294,8 @@ impl Writer {
         }
     }
 
-    /// Writes the backlog's leading batches that belong in the current segment, fsyncs once,
-    /// then commits them: counts, rollover, pruning.
+    /// Writes the backlog's leading batches that belong in the current segment with one
+    /// `write`, fsyncs once, then commits them: counts, rollover, pruning.
     fn write_run(&mut self) -> Result<(), (String, io::Error)> {
         self.ensure_open()?;
         let seg = self.segments.len() - 1;
@@ -221,10 +306,12 @@ impl Writer {
         // Decide the run up front: batch sizes are known, so the rollover point is too.
         let (mut events, mut bytes) = (start_events, start_bytes);
         let mut run = 0;
+        let mut run_bytes = 0;
         let mut rolls = false;
-        for batch in &self.backlog {
-            events += batch.records;
-            bytes += batch.bytes.len() as u64;
+        for queued in &self.backlog {
+            events += queued.records;
+            bytes += queued.bytes as u64;
+            run_bytes += queued.bytes;
             run += 1;
             if events >= self.config.rollover_max_events || bytes >= self.config.rollover_max_bytes
             {
@@ -240,17 +327,13 @@ impl Writer {
                 io::Error::other("segment not open"),
             )
         })?;
+        let group = &self.encoded[..run_bytes];
         let written: io::Result<()> = (|| {
-            for batch in self.backlog.iter().take(run) {
-                match faults.as_ref().and_then(|f| f.take(FaultOp::Write)) {
-                    Some((err, partial)) => {
-                        open.file
-                            .write_all(&batch.bytes[..partial.min(batch.bytes.len())])?;
-                        return Err(err);
-                    }
-                    None => open.file.write_all(&batch.bytes)?,
-                }
+            if let Some((err, partial)) = faults.as_ref().and_then(|f| f.take(FaultOp::Write)) {
+                open.file.write_all(&group[..partial.min(group.len())])?;
+                return Err(err);
             }
+            open.file.write_all(group)?;
             if let Some((err, _)) = faults.as_ref().and_then(|f| f.take(FaultOp::Sync)) {
                 return Err(err);
             }
@@ -277,15 +360,14 @@ impl Writer {
         let shared = Arc::clone(&self.shared);
         let c = &shared.counters;
         let mut run_records = 0;
-        for _ in 0..run {
-            if let Some(batch) = self.backlog.pop_front() {
-                run_records += batch.records;
-                c.queued_records.fetch_sub(batch.records, Ordering::Relaxed);
-                c.queued_bytes
-                    .fetch_sub(batch.bytes.len() as u64, Ordering::Relaxed);
-                self.recycle(batch.bytes);
-            }
+        for queued in self.backlog.drain(..run) {
+            run_records += queued.records;
+            c.queued_records
+                .fetch_sub(queued.records, Ordering::Relaxed);
+            c.queued_bytes
+                .fetch_sub(queued.bytes as u64, Ordering::Relaxed);
         }
+        self.encoded.drain(..run_bytes);
         let s = &mut self.segments[seg];
         s.event_count = events;
         s.size_bytes = bytes;
