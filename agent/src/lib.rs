@@ -3,8 +3,8 @@
 //! them, and the process that runs jobs.
 //!
 //! Data flows one way: a [`collector`] reading goes through the [`health`] state machine into
-//! a [`runtime::Tracker`], which keeps [`history`] rings and encodes a [`record`] into the
-//! [`sink`]; a [`scenario`] drives trackers (and the reference [`workload`]) and summarises
+//! a [`runtime::Tracker`], which keeps [`history`] rings and hands each [`record`] to the
+//! [`sink`] (whose writer thread encodes the samples); a [`scenario`] drives trackers (and the reference [`workload`]) and summarises
 //! what they did; a [`job`] runs one runtime's scenarios into its report section.
 //!
 //! The [`daemon`] takes jobs from a coordinator and runs each in a [`worker`] process; [`cli`]
