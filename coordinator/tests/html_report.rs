@@ -6,16 +6,12 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use fleetgate_common::report::Report;
 use fleetgate_coordinator::html::{self, HistoryPoint, HistorySeries};
-use support::cli::{fleetgate, run_bounded, text, tiny_run};
+use support::cli::{fleetgate, text, tiny_run};
 use support::relaxed_budgets;
-use support::tools::system_program;
-
-/// Longest Chromium may take to load a page (it starts in a second or two when idle).
-const BROWSER_LIMIT: Duration = Duration::from_secs(180);
+use support::tools::{chromium, console_problems};
 
 /// A script in a label, an agent id and a diagnostic.
 const HOSTILE: &str = "<script>alert(1)</script>";
@@ -39,42 +35,6 @@ fn tiny_report(dir: &Path, extra: &[&str]) -> (Report, PathBuf) {
     assert_eq!(result.status.code(), Some(0), "{}", text(&result.stderr));
     let report: Report = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     (report, dir.join("report.html"))
-}
-
-/// Runs Chromium headless on `page` with `args` (its own profile folder under `dir`); its
-/// stdout and stderr.
-fn chromium(dir: &Path, page: &Path, args: &[&str]) -> (String, String) {
-    let profile = tempfile::tempdir_in(dir).unwrap();
-    let mut command = system_program("chromium");
-    command
-        .args([
-            "--headless=new",
-            "--disable-gpu",
-            "--no-sandbox",
-            "--no-first-run",
-            "--enable-logging=stderr",
-            "--v=0",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .args(args)
-        .arg(format!("file://{}", page.display()));
-    let (code, stdout, stderr) = run_bounded(&mut command, BROWSER_LIMIT);
-    assert_eq!(code, Some(0), "chromium failed:\n{stdout}\n{stderr}");
-    (stdout, stderr)
-}
-
-/// The console's lines in Chromium's log (messages, uncaught errors) and failed loads.
-fn console_problems(stderr: &str) -> Vec<&str> {
-    stderr
-        .lines()
-        .filter(|l| {
-            l.contains(":CONSOLE")
-                || l.contains("Uncaught")
-                || l.contains("Failed to load")
-                || l.contains("net::ERR_")
-                || l.contains("Refused to")
-        })
-        .collect()
 }
 
 /// What in the page could make a browser fetch something or run a script: elements that

@@ -11,7 +11,6 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::OnceLock;
-use std::time::Duration;
 
 use fleetgate_common::report::{AgentStatus, Report, Verdict, class_summaries};
 use fleetgate_coordinator::html::{self, DETAILED_AGENTS};
@@ -20,9 +19,9 @@ use fleetgate_coordinator::output::{
     MARKDOWN_LIST_LINES,
 };
 use serde_json::Value;
-use support::cli::{fleetgate, run_bounded, text, tiny_run};
+use support::cli::{fleetgate, text, tiny_run};
 use support::relaxed_budgets;
-use support::tools::{system_program, venv_program};
+use support::tools::{chromium, console_problems, python_output};
 
 /// Hardware classes of the synthetic fleets.
 const CLASSES: usize = 4;
@@ -251,17 +250,7 @@ reader = Reader()
 reader.feed(html)
 print(json.dumps({"blocks": reader.blocks, "tags": reader.tags}))
 "#;
-    let mut child = venv_program("python")
-        .args(["-c", script])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(&mut child.stdin.take().unwrap(), markdown.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "cmarkgfm: {}", text(&out.stderr));
-    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let seen: Value = serde_json::from_slice(&python_output(script, markdown.as_bytes())).unwrap();
     let tags = serde_json::from_value(seen["tags"].clone()).unwrap();
     (seen["blocks"].as_array().unwrap().clone(), tags)
 }
@@ -596,40 +585,11 @@ fn a_small_fleet_keeps_every_agent_and_check_in_its_summary() {
     assert_eq!(table_rows(&blocks, "Agents that did not pass").len(), 1);
 }
 
-/// Longest Chromium may take to load a page.
-const BROWSER_LIMIT: Duration = Duration::from_secs(180);
-
 /// Chromium's DOM of `page` and the console messages, failed loads and refusals it logged.
 fn chromium_dom(dir: &Path, page: &Path) -> (String, Vec<String>) {
-    let profile = tempfile::tempdir_in(dir).unwrap();
-    let mut command = system_program("chromium");
-    command
-        .args([
-            "--headless=new",
-            "--disable-gpu",
-            "--no-sandbox",
-            "--no-first-run",
-            "--enable-logging=stderr",
-            "--v=0",
-            "--dump-dom",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg(format!("file://{}", page.display()));
-    let (code, dom, stderr) = run_bounded(&mut command, BROWSER_LIMIT);
-    assert_eq!(code, Some(0), "chromium failed:\n{stderr}");
-    let problems = stderr
-        .lines()
-        .filter(|l| {
-            [
-                ":CONSOLE",
-                "Uncaught",
-                "Failed to load",
-                "net::ERR_",
-                "Refused to",
-            ]
-            .iter()
-            .any(|p| l.contains(p))
-        })
+    let (dom, stderr) = chromium(dir, page, &["--dump-dom"]);
+    let problems = console_problems(&stderr)
+        .into_iter()
         .map(str::to_owned)
         .collect();
     (dom, problems)

@@ -13,7 +13,7 @@ use std::process::Command;
 
 use fleetgate_common::report::Report;
 use support::cli::{clean, fleetgate, fleetgate_command, text, tiny_run};
-use support::tools::{system_program, venv_program};
+use support::tools::{python_output, system_program, venv_program};
 use support::{assert_matches_schema, relaxed_budgets, repo};
 
 /// A run small enough for a test (50 steps, a 60 s interval: one overhead sample).
@@ -875,17 +875,7 @@ reader = Reader()
 reader.feed(html)
 print(json.dumps(reader.out))
 "#;
-    let mut child = venv_program("python")
-        .args(["-c", script])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(&mut child.stdin.take().unwrap(), markdown.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "cmarkgfm: {}", text(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
+    serde_json::from_slice(&python_output(script, markdown.as_bytes())).unwrap()
 }
 
 #[test]

@@ -321,18 +321,21 @@ impl Registry {
         // Room for the whole report up front: growing a buffer of tens of MB by doubling
         // copies it each time and can leave twice its size resident. Pages never written
         // stay unmapped.
-        let mut json = Vec::with_capacity(report_capacity(&report));
-        let json = match serde_json::to_writer(&mut json, &report) {
-            // serde_json writes UTF-8 only.
-            Ok(()) => String::from_utf8(json).unwrap_or_default(),
+        let mut buffer = Vec::new();
+        // A host that refuses the reservation (strict overcommit) gets a buffer that grows.
+        buffer.try_reserve_exact(report_capacity(&report)).ok();
+        let encoded = serde_json::to_writer(&mut buffer, &report)
+            .map_err(|e| e.to_string())
+            .and_then(|()| String::from_utf8(buffer).map_err(|e| e.to_string()));
+        let json = match encoded {
+            Ok(json) => json,
             Err(e) => {
                 tracing::error!(run_id = %run_id, error = %e, "Report could not be encoded.");
                 return;
             }
         };
         let verdict = report.verdict;
-        // Gone before the JSON is copied into its shared form: at 10,000 agents each is
-        // tens of MB.
+        // Dropped once encoded: at 10,000 agents it holds hundreds of MB.
         drop(report);
         tracing::info!(
             run_id = %run_id,
