@@ -12,25 +12,28 @@
 //! `fleet-1000-fail.md`, ...) to open them.
 //!
 //! The fleet is built from a real one-agent report (`--report`, or else a tiny `--mode all`
-//! run of `gpumemprof_cpu` made first with the real `fleetgate` binary): its agent's section,
-//! runtime sections, metrics, checks and gate power lines are cloned under each
-//! new id, spread over `--classes` hardware classes, each metric scaled by a fixed per-agent
-//! factor (0.9 to 1.1) so the class spreads are not flat, and the class summaries are
-//! recomputed ([`class_summaries`]). The passing fleet has every check passed and no
-//! diagnostic; the failing one every check failed, a diagnostic per check (and none other) and
-//! no class meeting its quorum. `--history` adds that many history series of
-//! 30 runs each.
+//! run of `gpumemprof_cpu` made first with the real `fleetgate` binary) by the tests' synthetic
+//! fleet builder: its agent's section, runtime sections, metrics, checks and gate power lines
+//! are cloned under each new id, spread over `--classes` hardware classes, each value scaled by
+//! a fixed per-agent factor (0.9 to 1.1) so the class spreads are not flat, and the class
+//! summaries are recomputed. The passing fleet has every check passed and no diagnostic; the
+//! failing one every check failed, a diagnostic per check (and none other) and no class
+//! meeting its quorum. `--history` adds that many history series of 30 runs each.
 
 #![expect(clippy::print_stdout, reason = "a benchmark prints its figures")]
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use fleetgate_common::report::{Report, Verdict, class_summaries};
+use fleetgate_common::report::Report;
 use fleetgate_coordinator::html::{self, HistoryPoint, HistorySeries};
 use fleetgate_coordinator::output;
+
+#[path = "../tests/support/synthetic_fleet.rs"]
+#[allow(dead_code, reason = "the benchmark's fleets only pass or fail")]
+mod synthetic_fleet;
+use synthetic_fleet::Fate;
 
 struct Options {
     report: Option<PathBuf>,
@@ -117,96 +120,6 @@ fn one_agent_report(o: &Options, dir: &std::path::Path) -> Report {
     serde_json::from_slice(&std::fs::read(&path).expect("read the report")).expect("a v0.4 report")
 }
 
-/// `report` with its one agent cloned `agents` times over `classes` hardware classes, every
-/// check passed and no diagnostic; with `failing`, every check failed with a diagnostic each.
-fn fleet(report: &Report, agents: usize, classes: usize, failing: bool) -> Report {
-    let (id, section) = report.agents.iter().next().expect("a report with an agent");
-    let prefix = format!("{id}/");
-    let mut fleet = report.clone();
-    fleet.agents.clear();
-    fleet.runtimes.clear();
-    fleet.metrics.clear();
-    fleet.metric_intervals.clear();
-    fleet.failure_diagnostics.clear();
-    fleet.gate_power.clear();
-    let mut budget_checks = BTreeMap::new();
-    let mut regression_checks = BTreeMap::new();
-    // A line is the agent's when it starts with its id and `/` or `: `.
-    let own_lines = |lines: &[String], new_id: &str| -> Vec<String> {
-        lines
-            .iter()
-            .filter(|l| l.starts_with(&prefix) || l.starts_with(&format!("{id}: ")))
-            .map(|l| l.replacen(id.as_str(), new_id, 1))
-            .collect()
-    };
-    for i in 0..agents {
-        let new_id = format!("agent-{i:05}");
-        // A fixed factor per agent, 0.9 to 1.1.
-        let factor = 0.9 + 0.2 * ((i * 37) % 101) as f64 / 100.0;
-        let rename = |key: &str| key.replacen(&prefix, &format!("{new_id}/"), 1);
-        let mut s = section.clone();
-        s.hardware_class = format!("class-{}", i % classes);
-        s.facts.hostname = new_id.clone();
-        fleet.agents.insert(new_id.clone(), s);
-        for (k, v) in &report.runtimes {
-            fleet.runtimes.insert(rename(k), v.clone());
-        }
-        for (k, v) in &report.metrics {
-            fleet.metrics.insert(rename(k), v * factor);
-        }
-        for (k, v) in &report.metric_intervals {
-            let mut v = *v;
-            v.lo *= factor;
-            v.hi *= factor;
-            fleet.metric_intervals.insert(rename(k), v);
-        }
-        for (k, c) in report.budget_checks.iter().flatten() {
-            let mut c = c.clone();
-            c.value *= factor;
-            c.lo = c.lo.map(|v| v * factor);
-            c.hi = c.hi.map(|v| v * factor);
-            c.passed = !failing;
-            c.inconclusive = false;
-            budget_checks.insert(rename(k), c);
-        }
-        for (k, c) in report.regression_checks.iter().flatten() {
-            let mut c = c.clone();
-            c.current_value *= factor;
-            c.passed = !failing;
-            c.inconclusive = false;
-            regression_checks.insert(rename(k), c);
-        }
-        fleet
-            .gate_power
-            .extend(own_lines(&report.gate_power, &new_id));
-    }
-    if failing {
-        fleet.failure_diagnostics =
-            budget_checks
-                .iter()
-                .map(|(k, c)| format!("{k}: {} exceeds the budget {}", c.value, c.max_allowed))
-                .chain(regression_checks.iter().map(|(k, c)| {
-                    format!("{k}: regressed by {} from {}", c.delta, c.baseline_value)
-                }))
-                .collect();
-    }
-    fleet.verdict = if failing {
-        Verdict::Fail
-    } else {
-        Verdict::Pass
-    };
-    fleet.passed = !failing;
-    fleet.budget_checks = report.budget_checks.as_ref().map(|_| budget_checks);
-    fleet.regression_checks = report.regression_checks.as_ref().map(|_| regression_checks);
-    fleet.hardware_classes = class_summaries(&fleet.agents, &fleet.metrics);
-    for class in fleet.hardware_classes.values_mut() {
-        class.quorum = class.gated;
-        class.passed = if failing { 0 } else { class.gated };
-        class.quorum_met = !failing;
-    }
-    fleet
-}
-
 fn history(series: usize) -> Vec<HistorySeries> {
     (0..series)
         .map(|s| HistorySeries {
@@ -251,7 +164,8 @@ fn main() {
     );
     for &agents in &o.agents {
         for failing in [false, true] {
-            let report = fleet(&one, agents, o.classes, failing);
+            let fate = if failing { Fate::Fail } else { Fate::Pass };
+            let report = synthetic_fleet::fleet(&one, &vec![fate; agents], o.classes);
             let json = serde_json::to_vec(&report).expect("serialize");
             let (html_time, page) = timed(o.rounds, || html::render(&report, &history));
             let (md_time, summary) =

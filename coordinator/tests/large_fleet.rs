@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::OnceLock;
 
-use fleetgate_common::report::{AgentStatus, Report, Verdict, class_summaries};
+use fleetgate_common::report::{Report, Verdict};
 use fleetgate_coordinator::html::{self, DETAILED_AGENTS};
 use fleetgate_coordinator::output::{
     self, MARKDOWN_AGENT_ROWS, MARKDOWN_ALL_AGENTS, MARKDOWN_CHECK_ROWS, MARKDOWN_LINE_CHARS,
@@ -21,6 +21,7 @@ use fleetgate_coordinator::output::{
 use serde_json::Value;
 use support::cli::{fleetgate, text, tiny_run};
 use support::relaxed_budgets;
+use support::synthetic_fleet::{self, Fate, agent_id};
 use support::tools::{chromium, console_problems, python_output};
 
 /// Hardware classes of the synthetic fleets.
@@ -28,20 +29,6 @@ const CLASSES: usize = 4;
 
 /// GitHub's limit on a pull request comment, in characters.
 const COMMENT_LIMIT: usize = 65_536;
-
-/// How one agent of a synthetic fleet did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Fate {
-    Pass,
-    /// Every budget check failed, each with its diagnostic.
-    Fail,
-    /// Its first budget check was inconclusive, with its diagnostic.
-    Inconclusive,
-    /// It passed, with every metric ten times its class's.
-    Outlier,
-    /// It was lost (its checks passed).
-    Lost,
-}
 
 /// The report of a tiny `--mode all` run of `gpumemprof_cpu` (overhead maxima relaxed, so it
 /// passes), made once per test binary.
@@ -76,125 +63,10 @@ fn one_agent() -> &'static Report {
     })
 }
 
-/// The id of the synthetic fleet's agent `i`.
-fn agent_id(i: usize) -> String {
-    format!("agent-{i:05}")
-}
-
-/// The one-agent report cloned into an agent per fate, `agent-00000` and on, agent `i` in class
-/// `class-{i % 4}`: its runtime sections, metrics, checks and gate power lines under its id,
-/// each metric scaled by a fixed factor (0.9 to 1.1, or 10 for an outlier) so the classes'
-/// spreads are not flat, then its fate applied. The class summaries and their outliers' advice
-/// are recomputed and the verdict set as a quorum of 1 sets it.
+/// The one-agent report cloned into an agent per fate over [`CLASSES`] classes (see
+/// [`synthetic_fleet::fleet`]).
 fn fleet(fates: &[Fate]) -> Report {
-    let one = one_agent();
-    let (id, section) = one.agents.iter().next().unwrap();
-    let prefix = format!("{id}/");
-    let mut fleet = one.clone();
-    fleet.agents.clear();
-    fleet.runtimes.clear();
-    fleet.metrics.clear();
-    fleet.metric_intervals.clear();
-    fleet.failure_diagnostics.clear();
-    fleet.gate_power.clear();
-    let mut budget_checks = BTreeMap::new();
-    for (i, &fate) in fates.iter().enumerate() {
-        let new_id = agent_id(i);
-        let factor = match fate {
-            Fate::Outlier => 10.0,
-            _ => 0.9 + 0.2 * ((i * 37) % 101) as f64 / 100.0,
-        };
-        let rename = |key: &str| key.replacen(&prefix, &format!("{new_id}/"), 1);
-        let mut agent = section.clone();
-        agent.hardware_class = format!("class-{}", i % CLASSES);
-        agent.facts.hostname = new_id.clone();
-        if fate == Fate::Lost {
-            agent.status = AgentStatus::Lost;
-        }
-        fleet.agents.insert(new_id.clone(), agent);
-        for (k, v) in &one.runtimes {
-            fleet.runtimes.insert(rename(k), v.clone());
-        }
-        for (k, v) in &one.metrics {
-            fleet.metrics.insert(rename(k), v * factor);
-        }
-        for (n, (k, c)) in one.budget_checks.iter().flatten().enumerate() {
-            let key = rename(k);
-            let mut c = c.clone();
-            c.value *= factor;
-            match fate {
-                Fate::Fail => {
-                    c.passed = false;
-                    fleet.failure_diagnostics.push(format!(
-                        "{key}: {} exceeds the budget {} (synthetic failure)",
-                        c.value, c.max_allowed
-                    ));
-                }
-                Fate::Inconclusive if n == 0 => {
-                    c.passed = false;
-                    c.inconclusive = true;
-                    fleet.failure_diagnostics.push(format!(
-                        "{key}: inconclusive, its interval straddles the budget {} (synthetic)",
-                        c.max_allowed
-                    ));
-                }
-                _ => {}
-            }
-            budget_checks.insert(key, c);
-        }
-        fleet.gate_power.extend(
-            one.gate_power
-                .iter()
-                .map(|l| l.replacen(id.as_str(), &new_id, 1)),
-        );
-    }
-    if fates.contains(&Fate::Lost) {
-        fleet.failure_diagnostics.extend(
-            fates
-                .iter()
-                .enumerate()
-                .filter(|(_, f)| **f == Fate::Lost)
-                .map(|(i, _)| format!("{}: lost during the soak; inconclusive", agent_id(i))),
-        );
-    }
-    fleet.budget_checks = Some(budget_checks);
-    fleet.hardware_classes = class_summaries(&fleet.agents, &fleet.metrics);
-    fleet.fleet_advice = fleet
-        .hardware_classes
-        .iter()
-        .flat_map(|(class, c)| {
-            c.outliers.iter().map(move |o| {
-                format!(
-                    "{}/{}: {} is an outlier in class {class} (synthetic advice)",
-                    o.agent, o.metric, o.value
-                )
-            })
-        })
-        .collect();
-    for (i, &fate) in fates.iter().enumerate() {
-        let class = fleet
-            .hardware_classes
-            .get_mut(&format!("class-{}", i % CLASSES))
-            .unwrap();
-        class.quorum += 1;
-        if matches!(fate, Fate::Pass | Fate::Outlier) {
-            class.passed += 1;
-        }
-    }
-    for class in fleet.hardware_classes.values_mut() {
-        class.quorum_met = class.passed >= class.quorum;
-    }
-    fleet.passed = fates
-        .iter()
-        .all(|f| matches!(f, Fate::Pass | Fate::Outlier));
-    fleet.verdict = if fates.contains(&Fate::Fail) {
-        Verdict::Fail
-    } else if fleet.passed {
-        Verdict::Pass
-    } else {
-        Verdict::Inconclusive
-    };
-    fleet
+    synthetic_fleet::fleet(one_agent(), fates, CLASSES)
 }
 
 /// Budget checks per agent of the synthetic fleets.

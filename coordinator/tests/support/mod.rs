@@ -9,6 +9,8 @@
 //!   runs submitted in the background, a TCP proxy, an address where nothing listens.
 //! - [`hand_agent`]: agent sessions driven by hand (also used by the `bounded_memory` bench).
 //! - [`relaxed_budgets`]: the shipped budgets with the overhead maxima out of reach.
+//! - [`synthetic_fleet`]: a one-agent report cloned into a large fleet (also used by the
+//!   `html_report` bench).
 //! - [`tools`]: the real third-party consumers (browser, validators, metrics and health
 //!   clients) that `make test-tools` installs.
 //!
@@ -22,6 +24,7 @@ pub(crate) mod fleet;
 pub(crate) mod hand_agent;
 pub(crate) mod process;
 pub(crate) mod relaxed_budgets;
+pub(crate) mod synthetic_fleet;
 pub(crate) mod tools;
 
 use std::path::{Path, PathBuf};
