@@ -82,15 +82,28 @@ fn decode_every_way(bytes: &[u8]) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-/// A report event whose section is `json`, encoded as an agent would send it.
-fn report_event(json: &[u8]) -> Vec<u8> {
+/// A report event whose section is `json`, plain or compressed as an agent sends it.
+fn report_event(json: &[u8], deflated: bool) -> Vec<u8> {
+    let report = if deflated {
+        use std::io::Write as _;
+        let mut encoder =
+            flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+        encoder.write_all(json).unwrap();
+        pb::RuntimeReport {
+            section_json: String::new(),
+            section_json_deflate: encoder.finish().unwrap(),
+        }
+    } else {
+        pb::RuntimeReport {
+            section_json: String::from_utf8_lossy(json).into_owned(),
+            section_json_deflate: Vec::new(),
+        }
+    };
     pb::AgentMessage {
         body: Some(pb::agent_message::Body::JobEvent(pb::JobEvent {
             job_id: "run-1-0".into(),
             sequence: 3,
-            body: Some(pb::job_event::Body::Report(pb::RuntimeReport {
-                section_json: String::from_utf8_lossy(json).into_owned(),
-            })),
+            body: Some(pb::job_event::Body::Report(report)),
         })),
     }
     .encode_to_vec()
@@ -123,8 +136,9 @@ proptest! {
     fn mutated_report_events_never_break_message_decoding(
         edits in vec((any::<usize>(), any::<u8>(), any::<u8>()), 1..8),
         json_edits in vec((any::<usize>(), any::<u8>(), any::<u8>()), 0..4),
+        deflated in any::<bool>(),
     ) {
         let section = mutate(br#"{"runtime": "gpumemprof_cpu", "metrics": {"a": 1.5}, "nested": [[{"b": null}]]}"#, &json_edits);
-        decode_every_way(&mutate(&report_event(&section), &edits))?;
+        decode_every_way(&mutate(&report_event(&section, deflated), &edits))?;
     }
 }

@@ -309,6 +309,7 @@ async fn rogue_peers_are_refused_or_contained_and_the_honest_fleet_completes() {
             sequence: 1,
             body: Some(pb::job_event::Body::Report(pb::RuntimeReport {
                 section_json: "x".repeat(2 << 20),
+                section_json_deflate: Vec::new(),
             })),
         })),
     };

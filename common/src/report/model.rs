@@ -52,7 +52,11 @@ pub struct ScenarioSummary {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub collector_failure_event_count: Option<u64>,
     /// Tracker statistics (tracked only).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::input::strict_optional_value"
+    )]
     pub stats: Option<serde_json::Value>,
     /// The sink's manifest (tracked only).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -280,6 +284,7 @@ pub struct RetentionValidationBlock {
     /// Samples it emitted before both rollover and pruning were seen.
     pub emitted_samples: u64,
     /// Tracker statistics at the end.
+    #[serde(deserialize_with = "crate::input::strict_value")]
     pub stats: serde_json::Value,
     /// The checks.
     pub checks: RetentionChecks,
@@ -423,6 +428,7 @@ pub struct SoakBlock {
     /// Collector health at the end.
     pub collector_health_status: String,
     /// Tracker statistics at the end.
+    #[serde(deserialize_with = "crate::input::strict_value")]
     pub stats: serde_json::Value,
     /// The forced-churn subtest.
     pub retention_validation: RetentionValidationBlock,
