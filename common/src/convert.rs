@@ -742,8 +742,8 @@ pub fn job_event_to_pb(job_id: &str, sequence: u64, update: &JobUpdate) -> pb::J
             rss_bytes: *rss_bytes,
         }),
         JobUpdate::Report { section } => Body::Report(pb::RuntimeReport {
-            section_json: String::new(),
-            section_json_deflate: deflate(&serde_json::to_vec(section).unwrap_or_default()),
+            section_json: serde_json::to_string(section).unwrap_or_default(),
+            section_json_deflate: Vec::new(),
         }),
         JobUpdate::Failed { phase, reason } => Body::Failed(pb::JobFailed {
             phase: phase_to_pb(*phase),
@@ -754,6 +754,17 @@ pub fn job_event_to_pb(job_id: &str, sequence: u64, update: &JobUpdate) -> pb::J
         job_id: job_id.to_owned(),
         sequence,
         body: Some(body),
+    }
+}
+
+/// Compresses the section of a report event (see `RuntimeReport` in `agent.proto`), for a
+/// coordinator whose `Welcome` says it reads compressed sections. Other events are left as
+/// they are.
+pub fn compress_section(event: &mut pb::JobEvent) {
+    if let Some(pb::job_event::Body::Report(report)) = &mut event.body
+        && !report.section_json.is_empty()
+    {
+        report.section_json_deflate = deflate(std::mem::take(&mut report.section_json).as_bytes());
     }
 }
 
@@ -922,6 +933,8 @@ impl From<ToAgent> for pb::CoordinatorMessage {
             ToAgent::Welcome(w) => Body::Welcome(pb::Welcome {
                 heartbeat_interval_ms: u32::try_from(w.heartbeat_interval.as_millis())
                     .unwrap_or(u32::MAX),
+                // This build reads `section_json_deflate`.
+                compressed_sections: true,
                 acked_through: w
                     .acked_through
                     .into_iter()
@@ -1080,8 +1093,17 @@ mod tests {
                 reason: "x".into(),
             },
         ] {
-            let wire = job_event_to_pb("j1", 3, &update);
+            let mut wire = job_event_to_pb("j1", 3, &update);
             assert_eq!(wire.sequence, 3);
+            assert_eq!(job_update_from_pb(wire.clone()).unwrap(), update);
+            // Compressed for a coordinator that reads it: the same update.
+            let plain = wire.clone();
+            compress_section(&mut wire);
+            if let Some(pb::job_event::Body::Report(r)) = &wire.body {
+                assert!(r.section_json.is_empty() && !r.section_json_deflate.is_empty());
+            } else {
+                assert_eq!(wire, plain);
+            }
             assert_eq!(job_update_from_pb(wire).unwrap(), update);
         }
         let mut zero = job_event_to_pb("j1", 0, &JobUpdate::Started { pid: 1 });
@@ -1513,6 +1535,7 @@ mod tests {
             welcome.body,
             Some(Down::Welcome(pb::Welcome {
                 heartbeat_interval_ms: 2_000,
+                compressed_sections: true,
                 acked_through: [("j1".to_owned(), 3)].into(),
                 unknown_job_ids: vec!["j9".into()],
             }))

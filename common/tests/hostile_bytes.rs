@@ -84,27 +84,19 @@ fn decode_every_way(bytes: &[u8]) -> Result<(), TestCaseError> {
 
 /// A report event whose section is `json`, plain or compressed as an agent sends it.
 fn report_event(json: &[u8], deflated: bool) -> Vec<u8> {
-    let report = if deflated {
-        use std::io::Write as _;
-        let mut encoder =
-            flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
-        encoder.write_all(json).unwrap();
-        pb::RuntimeReport {
-            section_json: String::new(),
-            section_json_deflate: encoder.finish().unwrap(),
-        }
-    } else {
-        pb::RuntimeReport {
+    let mut event = pb::JobEvent {
+        job_id: "run-1-0".into(),
+        sequence: 3,
+        body: Some(pb::job_event::Body::Report(pb::RuntimeReport {
             section_json: String::from_utf8_lossy(json).into_owned(),
             section_json_deflate: Vec::new(),
-        }
-    };
-    pb::AgentMessage {
-        body: Some(pb::agent_message::Body::JobEvent(pb::JobEvent {
-            job_id: "run-1-0".into(),
-            sequence: 3,
-            body: Some(pb::job_event::Body::Report(report)),
         })),
+    };
+    if deflated {
+        convert::compress_section(&mut event);
+    }
+    pb::AgentMessage {
+        body: Some(pb::agent_message::Body::JobEvent(event)),
     }
     .encode_to_vec()
 }

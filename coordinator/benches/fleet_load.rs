@@ -446,17 +446,16 @@ fn main() {
     // Encoded once, as an agent encodes it: each real agent encodes its own section on its own
     // host, and encoding the same one 10,000 times here would take the coordinator's CPU in
     // the very second the benchmark times.
-    let report = Arc::new(
-        convert::job_event_to_pb(
-            "",
-            1,
-            &JobUpdate::Report {
-                section: Box::new(sample_section()),
-            },
-        )
-        .body
-        .expect("a report event"),
+    let mut event = convert::job_event_to_pb(
+        "",
+        1,
+        &JobUpdate::Report {
+            section: Box::new(sample_section()),
+        },
     );
+    // Compressed, as agents send it to a coordinator of this build.
+    convert::compress_section(&mut event);
+    let report = Arc::new(event.body.expect("a report event"));
     println!(
         "== coordinator load: simulated agents on loopback, {} progress events/s each for {} s, then a report; {} ==",
         o.rate,

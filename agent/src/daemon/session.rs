@@ -289,10 +289,18 @@ impl Agent {
         for (job_id, sequence) in &welcome.acked_through {
             self.ack(job_id, *sequence);
         }
+        // Sections go compressed to a coordinator that reads them so (an older one does not).
+        let event_to_pb = |job_id: &str, sequence: u64, update: &JobUpdate| {
+            let mut event = convert::job_event_to_pb(job_id, sequence, update);
+            if welcome.compressed_sections {
+                convert::compress_section(&mut event);
+            }
+            event
+        };
         // Resend everything the coordinator does not have, in order.
         for outbox in self.outboxes.values() {
             for (sequence, update) in &outbox.pending {
-                let event = convert::job_event_to_pb(&outbox.job_id, *sequence, update);
+                let event = event_to_pb(&outbox.job_id, *sequence, update);
                 send(&tx, pb::agent_message::Body::JobEvent(event)).await?;
             }
         }
@@ -321,7 +329,7 @@ impl Agent {
                     let Some(sequence) = self.record(&job_id, update.clone()) else {
                         continue;
                     };
-                    let event = convert::job_event_to_pb(&job_id, sequence, &update);
+                    let event = event_to_pb(&job_id, sequence, &update);
                     if send(&tx, pb::agent_message::Body::JobEvent(event)).await.is_err() {
                         return Ok(SessionEnd::Disconnected("stream closed".into()));
                     }

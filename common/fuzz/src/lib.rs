@@ -218,10 +218,21 @@ mod seeds {
                 event(
                     4,
                     &JobUpdate::Report {
-                        section: Box::new(section),
+                        section: Box::new(section.clone()),
                     },
                 ),
             ),
+            ("event_report_deflate.bin", {
+                let mut report = job_event_to_pb(
+                    "run-7-gpumemprof_cpu-agent-a",
+                    4,
+                    &JobUpdate::Report {
+                        section: Box::new(section),
+                    },
+                );
+                convert::compress_section(&mut report);
+                message(pb::agent_message::Body::JobEvent(report))
+            }),
             (
                 "event_report_unavailable.bin",
                 event(
