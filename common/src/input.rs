@@ -127,16 +127,7 @@ fn check_size(len: usize) -> Result<(), InputError> {
 /// Parses `bytes` as one JSON value under the rules in the module documentation. The error is
 /// a phrase to follow "cannot be read: ".
 pub fn parse_json(bytes: &[u8]) -> Result<Value, InputError> {
-    check_size(bytes.len())?;
-    if let Err(source) = std::str::from_utf8(bytes) {
-        let (line, column) = position(bytes, source.valid_up_to());
-        return Err(InputError::NotUtf8 {
-            line,
-            column,
-            source,
-        });
-    }
-    scan(bytes)?;
+    check_text(bytes)?;
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = Strict::deserialize(&mut de)
         .and_then(|v| de.end().map(|()| v))
@@ -151,6 +142,12 @@ pub fn parse_json(bytes: &[u8]) -> Result<Value, InputError> {
 /// objects to be checked too. A `T` with a map field keyed by strings would take the last of a
 /// repeated key: use [`parse_json`] for those.
 pub fn parse_json_as<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, InputError> {
+    check_text(bytes)?;
+    serde_json::from_slice(bytes).map_err(|source| InputError::Json { source })
+}
+
+/// The checks before parsing: size, UTF-8, then [`scan`].
+fn check_text(bytes: &[u8]) -> Result<(), InputError> {
     check_size(bytes.len())?;
     if let Err(source) = std::str::from_utf8(bytes) {
         let (line, column) = position(bytes, source.valid_up_to());
@@ -160,8 +157,7 @@ pub fn parse_json_as<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, 
             source,
         });
     }
-    scan(bytes)?;
-    serde_json::from_slice(bytes).map_err(|source| InputError::Json { source })
+    scan(bytes)
 }
 
 /// Reads a free-form JSON field of a typed document, refusing an object that repeats a key
