@@ -787,18 +787,19 @@ pub fn job_update_from_pb(event: pb::JobEvent) -> Result<JobUpdate, ConvertError
         },
         Body::Report(r) => {
             at_most_bytes("report.section_json", &r.section_json, MAX_SECTION_BYTES)?;
-            let (field, json) = match (r.section_json.is_empty(), r.section_json_deflate) {
-                (true, deflated) if !deflated.is_empty() => (
-                    "report.section_json_deflate",
-                    inflate("report.section_json_deflate", &deflated, MAX_SECTION_BYTES)?,
-                ),
-                (false, deflated) if !deflated.is_empty() => {
-                    return Err(err(
-                        "report",
-                        "both section_json and section_json_deflate are set",
-                    ));
-                }
-                (_, _) => ("report.section_json", r.section_json.into_bytes()),
+            let (field, json) = if r.section_json_deflate.is_empty() {
+                ("report.section_json", r.section_json.into_bytes())
+            } else if r.section_json.is_empty() {
+                let field = "report.section_json_deflate";
+                (
+                    field,
+                    inflate(field, &r.section_json_deflate, MAX_SECTION_BYTES)?,
+                )
+            } else {
+                return Err(err(
+                    "report",
+                    "both section_json and section_json_deflate are set",
+                ));
             };
             // From the network: the same defensive reading as an operator's file, straight
             // into the section's type (at 10,000 agents ending together, parsing through a

@@ -5,37 +5,15 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use fleetgate_common::report::Report;
 use fleetgate_coordinator::html::{self, HistoryPoint, HistorySeries};
-use support::cli::{fleetgate, text, tiny_run};
+use support::cli::{fleetgate, text};
 use support::relaxed_budgets;
 use support::tools::{chromium, console_problems};
 
 /// A script in a label, an agent id and a diagnostic.
 const HOSTILE: &str = "<script>alert(1)</script>";
-
-/// A tiny `--mode all` run of `gpumemprof_cpu` into `dir`; the report and where its HTML is.
-fn tiny_report(dir: &Path, extra: &[&str]) -> (Report, PathBuf) {
-    let budgets = relaxed_budgets::relaxed_overhead_budgets(dir);
-    let json = dir.join("report.json");
-    let mut args = tiny_run("all", "gpumemprof_cpu");
-    let artifacts = dir.join("artifacts");
-    args.extend([
-        "--budgets",
-        budgets.to_str().unwrap(),
-        "--artifact-root",
-        artifacts.to_str().unwrap(),
-        "--output",
-        json.to_str().unwrap(),
-    ]);
-    args.extend_from_slice(extra);
-    let result = fleetgate(&args);
-    assert_eq!(result.status.code(), Some(0), "{}", text(&result.stderr));
-    let report: Report = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
-    (report, dir.join("report.html"))
-}
 
 /// What in the page could make a browser fetch something or run a script: elements that
 /// load or run things, quoted `src`/`href` attributes, CSS imports and URLs, and any web
@@ -67,7 +45,7 @@ fn external_references(html: &str) -> Vec<String> {
 #[test]
 fn a_run_writes_an_html_report_that_chromium_renders_cleanly() {
     let work = tempfile::tempdir().unwrap();
-    let (report, page) = tiny_report(work.path(), &[]);
+    let (report, page) = relaxed_budgets::tiny_report(work.path(), &[]);
     let html = std::fs::read_to_string(&page).expect("the HTML report next to the JSON report");
     assert!(html.starts_with("<!DOCTYPE html>"));
     assert_eq!(external_references(&html), Vec::<String>::new());
@@ -191,7 +169,7 @@ fn decode_rgb(path: &Path) -> (u32, u32, Vec<[u8; 3]>) {
 #[test]
 fn text_from_the_report_is_escaped_and_history_is_drawn() {
     let work = tempfile::tempdir().unwrap();
-    let (mut report, _) = tiny_report(work.path(), &["--no-html"]);
+    let (mut report, _) = relaxed_budgets::tiny_report(work.path(), &["--no-html"]);
     assert!(!work.path().join("report.html").exists());
     // The agent renamed to a script, with a label and a diagnostic of its own.
     let (id, mut agent) = report.agents.pop_first().unwrap();
@@ -258,7 +236,8 @@ fn text_from_the_report_is_escaped_and_history_is_drawn() {
 fn html_flag_names_the_page_and_may_not_be_another_output() {
     let work = tempfile::tempdir().unwrap();
     let elsewhere = work.path().join("pages/run.html");
-    let (_, default_page) = tiny_report(work.path(), &["--html", elsewhere.to_str().unwrap()]);
+    let (_, default_page) =
+        relaxed_budgets::tiny_report(work.path(), &["--html", elsewhere.to_str().unwrap()]);
     assert!(!default_page.exists());
     let html = std::fs::read_to_string(&elsewhere).unwrap();
     assert!(html.contains("<section id=\"verdict\""));

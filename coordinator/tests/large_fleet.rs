@@ -19,7 +19,6 @@ use fleetgate_coordinator::output::{
     MARKDOWN_LIST_LINES,
 };
 use serde_json::Value;
-use support::cli::{fleetgate, text, tiny_run};
 use support::relaxed_budgets;
 use support::synthetic_fleet::{self, Fate, agent_id};
 use support::tools::{chromium, console_problems, python_output};
@@ -36,22 +35,7 @@ fn one_agent() -> &'static Report {
     static REPORT: OnceLock<Report> = OnceLock::new();
     REPORT.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
-        let budgets = relaxed_budgets::relaxed_overhead_budgets(dir.path());
-        let json = dir.path().join("report.json");
-        let artifacts = dir.path().join("artifacts");
-        let mut args = tiny_run("all", "gpumemprof_cpu");
-        args.extend([
-            "--budgets",
-            budgets.to_str().unwrap(),
-            "--artifact-root",
-            artifacts.to_str().unwrap(),
-            "--no-html",
-            "--output",
-            json.to_str().unwrap(),
-        ]);
-        let result = fleetgate(&args);
-        assert_eq!(result.status.code(), Some(0), "{}", text(&result.stderr));
-        let report: Report = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+        let (report, _) = relaxed_budgets::tiny_report(dir.path(), &["--no-html"]);
         assert_eq!(report.agents.len(), 1);
         assert_eq!(
             report.verdict,

@@ -9,6 +9,9 @@
 
 use std::path::{Path, PathBuf};
 
+use fleetgate_common::report::Report;
+
+use super::cli::{fleetgate, text, tiny_run};
 use super::repo;
 
 /// Writes the shipped budget file, with every `*_overhead_pct` maximum raised to 10⁹ %, into
@@ -25,4 +28,26 @@ pub(crate) fn relaxed_overhead_budgets(dir: &Path) -> PathBuf {
     let path = dir.join("relaxed-overhead-budgets.json");
     std::fs::write(&path, budgets.to_string()).unwrap();
     path
+}
+
+/// A tiny `--mode all` run of `gpumemprof_cpu` into `dir` against the relaxed budgets, with
+/// `extra` arguments; the report (the run must exit 0) and where its HTML is by default.
+pub(crate) fn tiny_report(dir: &Path, extra: &[&str]) -> (Report, PathBuf) {
+    let budgets = relaxed_overhead_budgets(dir);
+    let json = dir.join("report.json");
+    let mut args = tiny_run("all", "gpumemprof_cpu");
+    let artifacts = dir.join("artifacts");
+    args.extend([
+        "--budgets",
+        budgets.to_str().unwrap(),
+        "--artifact-root",
+        artifacts.to_str().unwrap(),
+        "--output",
+        json.to_str().unwrap(),
+    ]);
+    args.extend_from_slice(extra);
+    let result = fleetgate(&args);
+    assert_eq!(result.status.code(), Some(0), "{}", text(&result.stderr));
+    let report: Report = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    (report, dir.join("report.html"))
 }
