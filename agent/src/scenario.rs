@@ -13,7 +13,7 @@ use fleetgate_common::knobs::{
 use fleetgate_common::report::{
     AddedCost, DetectableShift, OverheadBlock, OverheadEstimates, OverheadMetrics, OverheadPair,
     OverheadScenarios, PairStop, RetentionChecks, RetentionValidationBlock, RssCheckpoint,
-    RssTrend, ScenarioSummary, SoakBlock, TelemetryLoss,
+    RssTrend, ScenarioSummary, SoakBlock, TelemetryLoss, TrackerStats,
 };
 use fleetgate_common::stats::{self, LocationEstimator, StatsError};
 
@@ -660,7 +660,7 @@ fn run_tracked<C: Collector>(
         emitted_samples: Some(report.statistics.sample_count),
         event_count: Some(event_count(&report)),
         collector_failure_event_count: Some(report.statistics.collector_failure_event_count),
-        stats: Some(serde_json::to_value(&report.statistics).unwrap_or_default()),
+        stats: Some(TrackerStats::of(&report.statistics)),
         output_path: Some(sink_dir.join(MANIFEST_FILE).display().to_string()),
     };
     write_summary(&mut summary)?;
@@ -837,7 +837,7 @@ pub fn run_soak<C: Collector>(
         history_retained_samples: s.history_retained_samples,
         history_retained_alerts: s.history_retained_alerts,
         collector_health_status: s.collector_health_status.as_str().to_owned(),
-        stats: serde_json::to_value(s).unwrap_or_default(),
+        stats: TrackerStats::of(s),
         retention_validation: retention,
     })
 }
@@ -936,7 +936,8 @@ fn unstarted_validation(
             "sink_durable_records": 0,
             "sink_dropped_bytes": 0,
             "sink_first_error": message,
-        }),
+        })
+        .into(),
         checks,
         passed: false,
         artifact_dir: dir.display().to_string(),
@@ -1008,7 +1009,7 @@ pub fn run_retention_validation<C: Collector>(
     Ok(RetentionValidationBlock {
         sample_limit: limits.sample_limit,
         emitted_samples: emitted,
-        stats: serde_json::to_value(s).unwrap_or_default(),
+        stats: TrackerStats::of(s),
         passed: checks.failed().is_empty(),
         checks,
         artifact_dir: dir.display().to_string(),

@@ -138,8 +138,8 @@ pub fn parse_json(bytes: &[u8]) -> Result<Value, InputError> {
 /// Parses `bytes` straight into `T` under the same rules as [`parse_json`], without the
 /// intermediate [`Value`] (a third of the time for a runtime section). A repeated key is
 /// refused by the derived `Deserialize` of a struct (serde's "duplicate field"); a field that
-/// holds free-form JSON must read it with [`strict_value`] or [`strict_optional_value`] for its
-/// objects to be checked too. A `T` with a map field keyed by strings would take the last of a
+/// holds free-form JSON must be a [`crate::report::TrackerStats`] (or check its objects the same
+/// way) for them to be checked too. A `T` with a map field keyed by strings would take the last of a
 /// repeated key: use [`parse_json`] for those.
 pub fn parse_json_as<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, InputError> {
     check_text(bytes)?;
@@ -160,18 +160,10 @@ fn check_text(bytes: &[u8]) -> Result<(), InputError> {
     scan(bytes)
 }
 
-/// Reads a free-form JSON field of a typed document, refusing an object that repeats a key
-/// (`#[serde(deserialize_with = "crate::input::strict_value")]`).
-pub fn strict_value<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Value, D::Error> {
-    Strict::deserialize(deserializer).map(|Strict(v)| v)
-}
-
-/// [`strict_value`] for an optional field (with `#[serde(default)]`): `null` or absent is
-/// `None`.
-pub fn strict_optional_value<'de, D: Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Option<Value>, D::Error> {
-    Option::<Strict>::deserialize(deserializer).map(|v| v.map(|Strict(v)| v))
+/// Checks one JSON text for repeated keys at any depth, building nothing that is kept (for
+/// free-form JSON kept as text, [`crate::report::TrackerStats`]).
+pub(crate) fn strict_check(text: &str) -> Result<(), serde_json::Error> {
+    serde_json::from_str::<Strict>(text).map(drop)
 }
 
 /// 1-based line and column of byte `offset`.
@@ -358,10 +350,9 @@ mod tests {
     #[derive(Debug, PartialEq, Deserialize)]
     struct Typed {
         name: String,
-        #[serde(deserialize_with = "strict_value")]
-        free: Value,
-        #[serde(default, deserialize_with = "strict_optional_value")]
-        maybe: Option<Value>,
+        free: crate::report::TrackerStats,
+        #[serde(default)]
+        maybe: Option<crate::report::TrackerStats>,
     }
 
     #[test]
@@ -372,7 +363,7 @@ mod tests {
             typed,
             serde_json::from_value(parse_json(plain).unwrap()).unwrap()
         );
-        assert_eq!(typed.maybe, Some(serde_json::json!({"c": 3})));
+        assert_eq!(typed.maybe, Some(serde_json::json!({"c": 3}).into()));
         for absent in [
             &br#"{"name": "n", "free": 1}"#[..],
             br#"{"name": "n", "free": 1, "maybe": null}"#,
@@ -386,11 +377,11 @@ mod tests {
             ),
             (
                 br#"{"name": "n", "free": {"a": {"k": 1, "k": 2}}}"#,
-                "invalid JSON: key 'k' appears twice at line 1 column 40",
+                "invalid JSON: key 'k' appears twice at line 1 column 46",
             ),
             (
                 br#"{"name": "n", "free": 1, "maybe": {"k": 1, "k": 2}}"#,
-                "invalid JSON: key 'k' appears twice at line 1 column 46",
+                "invalid JSON: key 'k' appears twice at line 1 column 51",
             ),
             (
                 br#"{"name": "n", "free": NaN}"#,

@@ -434,9 +434,9 @@ fn tfmemprof_cpu_runs_on_real_tensorflow_with_the_reference_counters() {
     assert_eq!(soak.collector_health_status, "healthy");
     // What TensorFlow itself reported is in the tracker's statistics.
     assert!(
-        soak.stats["peak_memory_bytes"].as_u64().unwrap() > 200 << 20,
+        soak.stats.get("peak_memory_bytes").as_u64().unwrap() > 200 << 20,
         "TensorFlow is loaded: {}",
-        soak.stats
+        soak.stats.to_value()
     );
     let overhead = section.overhead.as_ref().unwrap();
     assert_eq!(overhead.scenarios.tracked_default.sample_count, Some(20));

@@ -160,7 +160,8 @@ fn report_of(plan: &RunPlan, section: &RuntimeSection) -> Report {
 /// The section with `key` of the soak's tracker statistics replaced.
 fn with_soak_stat(section: &RuntimeSection, key: &str, value: serde_json::Value) -> RuntimeSection {
     let mut section = section.clone();
-    section.soak.as_mut().unwrap().stats[key] = value;
+    let soak = section.soak.as_mut().unwrap();
+    soak.stats = soak.stats.with(key, value);
     section
 }
 
@@ -181,11 +182,11 @@ fn a_clean_soak_passes_and_each_kind_of_loss_decides_the_verdict_from_one_record
         diagnostics(&report)
     );
     let stats = &clean.soak.as_ref().unwrap().stats;
-    assert_eq!(stats["sink_dropped_records"], 0);
-    assert_eq!(stats["sink_flush_failures"], 0);
-    assert_eq!(stats["session_status"], "completed");
+    assert_eq!(stats.get("sink_dropped_records"), 0);
+    assert_eq!(stats.get("sink_flush_failures"), 0);
+    assert_eq!(stats.get("session_status"), "completed");
     let sink = work.path().join("soak/sink").display().to_string();
-    assert_eq!(stats["sink_dir"], sink.as_str());
+    assert_eq!(stats.get("sink_dir"), sink.as_str());
 
     // One dropped record or one failed write fails the gate; zero of each passes (above).
     for (key, kind) in [
@@ -239,17 +240,17 @@ fn a_soak_whose_disk_is_full_fails_naming_the_dropped_records_the_path_and_the_e
     let report = report_of(&budget_plan(Mode::Soak), &section);
     assert_eq!((report.verdict, report.passed), (Verdict::Fail, false));
     let stats = &section.soak.as_ref().unwrap().stats;
-    let dropped = stats["sink_dropped_records"].as_u64().unwrap();
-    assert!(dropped > 0, "{stats}");
-    assert_eq!(stats["sink_durable_records"], 0);
-    assert_eq!(stats["session_status"], "incomplete");
+    let dropped = stats.get("sink_dropped_records").as_u64().unwrap();
+    assert!(dropped > 0, "{}", stats.to_value());
+    assert_eq!(stats.get("sink_durable_records"), 0);
+    assert_eq!(stats.get("session_status"), "incomplete");
     let sink = work.path().join("soak/sink");
     let line = &report.failure_diagnostics[0];
     // Every failure was the same write, so the first and last errors are one.
     let expected = format!(
         "{RUNTIME}: telemetry lost in soak: {dropped} of {dropped} records dropped ({} bytes), {} failed sink writes, session incomplete; sink {}; error: write {}: No space left on device (os error 28); free space under the artifact root",
-        stats["sink_dropped_bytes"],
-        stats["sink_flush_failures"],
+        stats.get("sink_dropped_bytes"),
+        stats.get("sink_flush_failures"),
         sink.display(),
         sink.join("segment-000001.jsonl").display()
     );

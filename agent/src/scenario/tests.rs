@@ -269,7 +269,10 @@ fn soak_with_retention_validation_reports_the_reference_counters() {
     assert!(rv.passed, "{rv:?}");
     assert!(rv.emitted_samples <= 2_048);
     assert_eq!(
-        rv.stats["final_retained_files"].as_u64().map(|f| f <= 2),
+        rv.stats
+            .get("final_retained_files")
+            .as_u64()
+            .map(|f| f <= 2),
         Some(true)
     );
 }

@@ -275,6 +275,7 @@ fn context(section: &RuntimeSection) -> String {
         .as_ref()
         .and_then(|o| o.scenarios.tracked_default.stats.as_ref())
     {
+        let stats = stats.to_value();
         let status = stats["collector_health_status"]
             .as_str()
             .unwrap_or("healthy");
@@ -421,9 +422,10 @@ pub fn failure_diagnostics(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::TrackerStats;
 
-    fn stats(dropped: u64, failures: u64, status: &str) -> serde_json::Value {
-        serde_json::json!({
+    fn stats(dropped: u64, failures: u64, status: &str) -> TrackerStats {
+        TrackerStats::of(&serde_json::json!({
             "sink_flush_failures": failures,
             "sink_dropped_records": dropped,
             "sink_last_error": (failures > 0).then_some("write /art/sink/segment-000003.jsonl: No space left on device (os error 28)"),
@@ -433,7 +435,7 @@ mod tests {
             "sink_durable_records": 1_000,
             "sink_dropped_bytes": dropped * 500,
             "sink_first_error": (failures > 0).then_some("write /art/sink/segment-000002.jsonl: No space left on device (os error 28)"),
-        })
+        }))
     }
 
     #[test]
@@ -458,13 +460,13 @@ mod tests {
             assert!(loss(0, 0, status).unwrap().is_inconclusive(), "{status}");
         }
         // Statistics without the new keys still name a directory.
-        let mut old = stats(3, 2, "incomplete");
+        let mut old = stats(3, 2, "incomplete").to_value();
         old.as_object_mut().unwrap().remove("sink_dir");
-        let loss = TelemetryLoss::from_stats("soak", &old, "/fallback").unwrap();
+        let loss = TelemetryLoss::from_stats("soak", &old.into(), "/fallback").unwrap();
         assert_eq!(loss.sink_dir, "/fallback");
         // No session at all (no sink): nothing to judge.
         assert_eq!(
-            TelemetryLoss::from_stats("soak", &serde_json::json!({}), "/x"),
+            TelemetryLoss::from_stats("soak", &serde_json::json!({}).into(), "/x"),
             None
         );
     }

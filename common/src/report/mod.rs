@@ -30,7 +30,8 @@ pub use model::{
     AddedCost, BaselineSnapshot, BudgetCheck, DetectableShift, Generator, OverheadBlock,
     OverheadEstimates, OverheadMetrics, OverheadPair, OverheadScenarios, PairStop, REPORT_VERSION,
     RegressionCheck, Report, RetentionChecks, RetentionValidationBlock, RssCheckpoint, RssTrend,
-    RuntimeSection, RuntimeStatus, ScenarioSummary, SoakBlock, TelemetryLoss, Verdict,
+    RuntimeSection, RuntimeStatus, ScenarioSummary, SoakBlock, TelemetryLoss, TrackerStats,
+    Verdict,
 };
 pub use significance::{
     REGRESSION_ALPHA, Z_975, adjust_regression_checks, format_p, normal_cdf, one_sided_p,

@@ -52,12 +52,8 @@ pub struct ScenarioSummary {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub collector_failure_event_count: Option<u64>,
     /// Tracker statistics (tracked only).
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "crate::input::strict_optional_value"
-    )]
-    pub stats: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<TrackerStats>,
     /// The sink's manifest (tracked only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub output_path: Option<String>,
@@ -211,30 +207,18 @@ impl TelemetryLoss {
     /// The loss recorded in a tracker's `stats`, or None when its sink kept everything and
     /// completed its session (or the statistics carry no session). `sink_dir` is used when the
     /// statistics do not name the sink's directory.
-    pub fn from_stats(scenario: &str, stats: &serde_json::Value, sink_dir: &str) -> Option<Self> {
-        let count = |key: &str| stats.get(key).and_then(serde_json::Value::as_u64);
-        let text = |key: &str| {
-            stats
-                .get(key)
-                .and_then(serde_json::Value::as_str)
-                .map(|t| crate::input::one_line(t).into_owned())
-        };
-        let session_status = text("session_status")?;
-        let dropped_records = count("sink_dropped_records").unwrap_or(0);
-        let flush_failures = count("sink_flush_failures").unwrap_or(0);
-        if dropped_records == 0 && flush_failures == 0 && session_status == "completed" {
-            return None;
-        }
+    pub fn from_stats(scenario: &str, stats: &TrackerStats, sink_dir: &str) -> Option<Self> {
+        let loss = stats.loss.as_deref()?;
         Some(TelemetryLoss {
             scenario: scenario.to_owned(),
-            sink_dir: text("sink_dir").unwrap_or_else(|| sink_dir.to_owned()),
-            durable_records: count("sink_durable_records").unwrap_or(0),
-            dropped_records,
-            dropped_bytes: count("sink_dropped_bytes").unwrap_or(0),
-            flush_failures,
-            session_status,
-            first_error: text("sink_first_error"),
-            last_error: text("sink_last_error"),
+            sink_dir: loss.sink_dir.clone().unwrap_or_else(|| sink_dir.to_owned()),
+            durable_records: loss.durable_records,
+            dropped_records: loss.dropped_records,
+            dropped_bytes: loss.dropped_bytes,
+            flush_failures: loss.flush_failures,
+            session_status: loss.session_status.clone(),
+            first_error: loss.first_error.clone(),
+            last_error: loss.last_error.clone(),
         })
     }
 
@@ -244,6 +228,244 @@ impl TelemetryLoss {
     /// writes fail the gate.
     pub fn is_inconclusive(&self) -> bool {
         self.dropped_records == 0 && self.flush_failures == 0
+    }
+}
+
+/// A tracker's statistics (`stats`): free-form JSON whose keys vary with the runtime and its
+/// version, kept as the text the agent sent rather than as a [`serde_json::Value`]. At 10,000
+/// agents the two maps of a soak section were about 10 KiB each in memory as values, for 2 KB
+/// of text, and most of the time spent reading and writing a section. What the verdict needs
+/// of them, the sink's losses, is read once when they are made ([`TelemetryLoss::from_stats`]).
+///
+/// Read under the same rules as any free-form field: an object that repeats a key is refused,
+/// at any depth. Written as an object with its keys sorted, like every map of the report.
+#[derive(Debug, Clone)]
+pub struct TrackerStats {
+    json: Box<serde_json::value::RawValue>,
+    /// What the sink lost, when it lost anything or did not complete its session.
+    loss: Option<Box<SinkLoss>>,
+}
+
+/// The sink's side of [`TelemetryLoss`], read from the statistics once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SinkLoss {
+    sink_dir: Option<String>,
+    durable_records: u64,
+    dropped_records: u64,
+    dropped_bytes: u64,
+    flush_failures: u64,
+    session_status: String,
+    first_error: Option<String>,
+    last_error: Option<String>,
+}
+
+/// The top-level entries of a JSON object, borrowed from its text, in the order written.
+struct Entries<'a>(Vec<(std::borrow::Cow<'a, str>, &'a serde_json::value::RawValue)>);
+
+impl<'de> Deserialize<'de> for Entries<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Key<'a>(std::borrow::Cow<'a, str>);
+        impl<'de> Deserialize<'de> for Key<'de> {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct KeyVisitor;
+                impl<'de> serde::de::Visitor<'de> for KeyVisitor {
+                    type Value = Key<'de>;
+                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        f.write_str("a key")
+                    }
+                    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                        Ok(Key(std::borrow::Cow::Borrowed(v)))
+                    }
+                    fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                        Ok(Key(std::borrow::Cow::Owned(v.to_owned())))
+                    }
+                }
+                d.deserialize_str(KeyVisitor)
+            }
+        }
+        struct EntriesVisitor;
+        impl<'de> serde::de::Visitor<'de> for EntriesVisitor {
+            type Value = Entries<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Entries<'de>, A::Error> {
+                let mut entries: Vec<(
+                    std::borrow::Cow<'de, str>,
+                    &'de serde_json::value::RawValue,
+                )> = Vec::new();
+                while let Some(Key(key)) = map.next_key()? {
+                    if entries.iter().any(|(k, _)| *k == key) {
+                        return Err(serde::de::Error::custom(format!(
+                            "key '{}' appears twice",
+                            crate::input::one_line(&key)
+                        )));
+                    }
+                    entries.push((key, map.next_value()?));
+                }
+                Ok(Entries(entries))
+            }
+        }
+        deserializer.deserialize_map(EntriesVisitor)
+    }
+}
+
+impl TrackerStats {
+    /// Statistics from their JSON text: checked (no repeated key at any depth) and the sink's
+    /// losses read.
+    fn from_json(json: Box<serde_json::value::RawValue>) -> Result<Self, serde_json::Error> {
+        let loss = if json.get().starts_with('{') {
+            let Entries(entries) = serde_json::from_str(json.get())?;
+            for (_, value) in &entries {
+                // Scalars are checked by the parse; objects and arrays for repeated keys.
+                if value.get().starts_with(['{', '[']) {
+                    crate::input::strict_check(value.get())?;
+                }
+            }
+            SinkLoss::from_entries(&entries)
+        } else {
+            crate::input::strict_check(json.get())?;
+            None
+        };
+        Ok(TrackerStats { json, loss })
+    }
+
+    /// Statistics from any serializable value (an agent's own statistics, a test's `json!`).
+    pub fn of(value: &impl Serialize) -> Self {
+        let json = serde_json::value::to_raw_value(value).unwrap_or_else(|_| {
+            serde_json::value::to_raw_value(&serde_json::Value::Null).expect("null encodes as JSON")
+        });
+        // Made by serde_json from a value: valid, and no map of it repeats a key.
+        TrackerStats::from_json(json).unwrap_or_else(|_| TrackerStats {
+            json: serde_json::value::to_raw_value(&serde_json::Value::Null)
+                .expect("null encodes as JSON"),
+            loss: None,
+        })
+    }
+
+    /// The statistics as a JSON value (parsed each time: for diagnostics and tests).
+    pub fn to_value(&self) -> serde_json::Value {
+        serde_json::from_str(self.json.get()).unwrap_or_default()
+    }
+
+    /// One statistic (`Null` when absent), parsed each time.
+    pub fn get(&self, key: &str) -> serde_json::Value {
+        self.to_value()
+            .get_mut(key)
+            .map(serde_json::Value::take)
+            .unwrap_or_default()
+    }
+
+    /// These statistics with `key` set to `value`.
+    pub fn with(&self, key: &str, value: serde_json::Value) -> Self {
+        let mut all = self.to_value();
+        if let Some(map) = all.as_object_mut() {
+            map.insert(key.to_owned(), value);
+        }
+        TrackerStats::of(&all)
+    }
+}
+
+impl SinkLoss {
+    /// The loss the entries record, or None when the sink kept everything and completed its
+    /// session (or the statistics carry no session).
+    fn from_entries(
+        entries: &[(std::borrow::Cow<'_, str>, &serde_json::value::RawValue)],
+    ) -> Option<Box<Self>> {
+        let value = |key: &str| {
+            entries
+                .iter()
+                .find(|(k, _)| k == key)
+                .and_then(|(_, v)| serde_json::from_str::<serde_json::Value>(v.get()).ok())
+        };
+        let count = |key: &str| value(key).and_then(|v| v.as_u64());
+        let text = |key: &str| {
+            value(key).and_then(|v| v.as_str().map(|t| crate::input::one_line(t).into_owned()))
+        };
+        let session_status = text("session_status")?;
+        let dropped_records = count("sink_dropped_records").unwrap_or(0);
+        let flush_failures = count("sink_flush_failures").unwrap_or(0);
+        if dropped_records == 0 && flush_failures == 0 && session_status == "completed" {
+            return None;
+        }
+        Some(Box::new(SinkLoss {
+            sink_dir: text("sink_dir"),
+            durable_records: count("sink_durable_records").unwrap_or(0),
+            dropped_records,
+            dropped_bytes: count("sink_dropped_bytes").unwrap_or(0),
+            flush_failures,
+            session_status,
+            first_error: text("sink_first_error"),
+            last_error: text("sink_last_error"),
+        }))
+    }
+}
+
+impl From<serde_json::Value> for TrackerStats {
+    fn from(value: serde_json::Value) -> Self {
+        TrackerStats::of(&value)
+    }
+}
+
+impl PartialEq for TrackerStats {
+    /// Equal as JSON values (key order and spacing aside).
+    fn eq(&self, other: &Self) -> bool {
+        self.json.get() == other.json.get() || self.to_value() == other.to_value()
+    }
+}
+
+impl Serialize for TrackerStats {
+    /// Scalars are written as they were read; objects and arrays (rare in statistics) as values,
+    /// so that a pretty writer lays them out like the rest of the report.
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        fn write<S: serde::Serializer>(
+            json: &serde_json::value::RawValue,
+            serializer: S,
+        ) -> Result<S::Ok, S::Error> {
+            if json.get().starts_with(['{', '[']) {
+                serde_json::from_str::<serde_json::Value>(json.get())
+                    .map_err(serde::ser::Error::custom)?
+                    .serialize(serializer)
+            } else {
+                json.serialize(serializer)
+            }
+        }
+        struct Raw<'a>(&'a serde_json::value::RawValue);
+        impl Serialize for Raw<'_> {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                write(self.0, serializer)
+            }
+        }
+        if !self.json.get().starts_with('{') {
+            return write(&self.json, serializer);
+        }
+        let Entries(mut entries) =
+            serde_json::from_str(self.json.get()).map_err(serde::ser::Error::custom)?;
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut map = serializer.serialize_map(Some(entries.len()))?;
+        for (key, value) in &entries {
+            map.serialize_entry(key, &Raw(value))?;
+        }
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for TrackerStats {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let json = Box::<serde_json::value::RawValue>::deserialize(deserializer)?;
+        TrackerStats::from_json(json).map_err(|e| {
+            // The position within the statistics means nothing to the reader of the document:
+            // the document's own parser adds where the statistics end.
+            let mut message = e.to_string();
+            if let Some(at) = message.rfind(" at line ") {
+                message.truncate(at);
+            }
+            serde::de::Error::custom(message)
+        })
     }
 }
 
@@ -284,8 +506,7 @@ pub struct RetentionValidationBlock {
     /// Samples it emitted before both rollover and pruning were seen.
     pub emitted_samples: u64,
     /// Tracker statistics at the end.
-    #[serde(deserialize_with = "crate::input::strict_value")]
-    pub stats: serde_json::Value,
+    pub stats: TrackerStats,
     /// The checks.
     pub checks: RetentionChecks,
     /// All checks passed.
@@ -428,8 +649,7 @@ pub struct SoakBlock {
     /// Collector health at the end.
     pub collector_health_status: String,
     /// Tracker statistics at the end.
-    #[serde(deserialize_with = "crate::input::strict_value")]
-    pub stats: serde_json::Value,
+    pub stats: TrackerStats,
     /// The forced-churn subtest.
     pub retention_validation: RetentionValidationBlock,
 }
@@ -661,4 +881,102 @@ pub struct Report {
     /// Per hardware class: its agents, how many passed against its quorum, the worst and
     /// median of every metric, and its outliers.
     pub hardware_classes: BTreeMap<String, ClassSummary>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(text: &str) -> Result<TrackerStats, String> {
+        crate::input::parse_json_as::<TrackerStats>(text.as_bytes()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn tracker_stats_write_the_json_they_read_with_sorted_keys() {
+        let text = r#"{"z": 1, "a": "x\"y", "m": {"k": [1, 2.5, null]}, "b": -3, "f": 0.1}"#;
+        let stats = parsed(text).unwrap();
+        let value: serde_json::Value = serde_json::from_str(text).unwrap();
+        // Compact and pretty, byte for byte what the same statistics as a value write.
+        assert_eq!(
+            serde_json::to_string(&stats).unwrap(),
+            serde_json::to_string(&value).unwrap()
+        );
+        assert_eq!(
+            serde_json::to_string_pretty(&stats).unwrap(),
+            serde_json::to_string_pretty(&value).unwrap()
+        );
+        assert_eq!(stats.to_value(), value);
+        assert_eq!(stats.get("b"), -3);
+        assert_eq!(stats.get("absent"), serde_json::Value::Null);
+        assert_eq!(stats.with("b", 4.into()).get("b"), 4);
+        // Read from a value (a report held as one) the same as from text.
+        assert_eq!(
+            serde_json::from_value::<TrackerStats>(value.clone()).unwrap(),
+            stats
+        );
+        assert_eq!(TrackerStats::from(value), stats);
+        for other in ["null", "3", "[1, {\"a\": 2}]", "\"text\""] {
+            let stats = parsed(other).unwrap();
+            let value: serde_json::Value = serde_json::from_str(other).unwrap();
+            assert_eq!(serde_json::to_value(&stats).unwrap(), value, "{other}");
+        }
+    }
+
+    #[test]
+    fn tracker_stats_refuse_a_repeated_key_at_any_depth() {
+        for (text, key) in [
+            (r#"{"a": 1, "a": 2}"#, "a"),
+            (r#"{"a": {"b": 1, "c": {"d": 1, "d": 1}}}"#, "d"),
+            (r#"{"a": [{"e": 1, "e": 1}]}"#, "e"),
+            (r#"[{"f": 1, "f": 1}]"#, "f"),
+            (r#"{"g\u0061": 1, "ga": 2}"#, "ga"),
+        ] {
+            let error = parsed(text).unwrap_err();
+            assert!(
+                error.starts_with(&format!("invalid JSON: key '{key}' appears twice")),
+                "{text}: {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn tracker_stats_read_the_sinks_losses_once() {
+        let lost = TrackerStats::from(serde_json::json!({
+            "session_status": "incomplete",
+            "sink_dropped_records": 7,
+            "sink_flush_failures": 2,
+            "sink_durable_records": 93,
+            "sink_dropped_bytes": 700,
+            "sink_first_error": "write a:\nfull",
+            "other": {"nested": true},
+        }));
+        let loss = TelemetryLoss::from_stats("soak", &lost, "/fallback").unwrap();
+        assert_eq!(
+            (
+                loss.sink_dir.as_str(),
+                loss.durable_records,
+                loss.dropped_records,
+                loss.dropped_bytes,
+                loss.flush_failures,
+                loss.session_status.as_str(),
+                loss.first_error.as_deref(),
+                loss.last_error.as_deref(),
+            ),
+            (
+                "/fallback",
+                93,
+                7,
+                700,
+                2,
+                "incomplete",
+                Some("write a:\\nfull"),
+                None
+            )
+        );
+        let clean = lost
+            .with("session_status", "completed".into())
+            .with("sink_dropped_records", 0.into())
+            .with("sink_flush_failures", 0.into());
+        assert_eq!(TelemetryLoss::from_stats("soak", &clean, "/x"), None);
+    }
 }

@@ -167,11 +167,12 @@ fn soak() -> SoakBlock {
             "sink_dropped_records": 0,
             "sink_dropped_bytes": 0,
             "sink_flush_failures": 0,
-        }),
+        })
+        .into(),
         retention_validation: RetentionValidationBlock {
             sample_limit: 10_000,
             emitted_samples: 600,
-            stats: serde_json::json!({}),
+            stats: serde_json::json!({}).into(),
             checks: RetentionChecks {
                 rollover_observed: true,
                 pruning_observed: true,
@@ -203,7 +204,8 @@ fn with_sink_stat(
     key: &str,
     value: serde_json::Value,
 ) -> RuntimeSection {
-    section.soak.as_mut().unwrap().stats[key] = value;
+    let soak = section.soak.as_mut().unwrap();
+    soak.stats = soak.stats.with(key, value);
     section
 }
 
