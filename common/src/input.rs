@@ -160,6 +160,11 @@ fn check_text(bytes: &[u8]) -> Result<(), InputError> {
     scan(bytes)
 }
 
+/// Reads free-form JSON from any deserializer, refusing an object that repeats a key.
+pub(crate) fn strict_value<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Value, D::Error> {
+    Strict::deserialize(deserializer).map(|Strict(v)| v)
+}
+
 /// Checks one JSON text for repeated keys at any depth, building nothing that is kept (for
 /// free-form JSON kept as text, [`crate::report::TrackerStats`]).
 pub(crate) fn strict_check(text: &str) -> Result<(), serde_json::Error> {

@@ -454,9 +454,45 @@ impl Serialize for TrackerStats {
     }
 }
 
+/// The name under which serde_json hands a value's text to a `Deserialize` that asks for it
+/// (what `Box<RawValue>` asks for); any other deserializer sees an ordinary newtype.
+const RAW_JSON_TOKEN: &str = "$serde_json::private::RawValue";
+
 impl<'de> Deserialize<'de> for TrackerStats {
+    /// From serde_json (text or [`serde_json::Value`]): the text as it is. From any other
+    /// deserializer, e.g. the buffered content of a tagged enum such as a worker's
+    /// `JobUpdate`: read as a value under the same rules, then written as text.
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let json = Box::<serde_json::value::RawValue>::deserialize(deserializer)?;
+        struct StatsVisitor;
+        impl<'de> serde::de::Visitor<'de> for StatsVisitor {
+            type Value = Box<serde_json::value::RawValue>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("tracker statistics (any JSON value)")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                match map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    Some(key) if key == RAW_JSON_TOKEN => {
+                        let text: String = map.next_value()?;
+                        serde_json::value::RawValue::from_string(text)
+                            .map_err(serde::de::Error::custom)
+                    }
+                    _ => Err(serde::de::Error::custom(
+                        "tracker statistics handed over as a map, not as JSON text",
+                    )),
+                }
+            }
+            fn visit_newtype_struct<D: serde::Deserializer<'de>>(
+                self,
+                deserializer: D,
+            ) -> Result<Self::Value, D::Error> {
+                let value = crate::input::strict_value(deserializer)?;
+                serde_json::value::to_raw_value(&value).map_err(serde::de::Error::custom)
+            }
+        }
+        let json = deserializer.deserialize_newtype_struct(RAW_JSON_TOKEN, StatsVisitor)?;
         TrackerStats::from_json(json).map_err(|e| {
             // The position within the statistics means nothing to the reader of the document:
             // the document's own parser adds where the statistics end.
@@ -914,7 +950,25 @@ mod tests {
             serde_json::from_value::<TrackerStats>(value.clone()).unwrap(),
             stats
         );
-        assert_eq!(TrackerStats::from(value), stats);
+        assert_eq!(TrackerStats::from(value.clone()), stats);
+        // Through the buffered content of an internally tagged enum, as a worker's updates are.
+        #[derive(Debug, Deserialize)]
+        #[serde(tag = "event")]
+        enum Tagged {
+            Stats { stats: TrackerStats },
+        }
+        let tagged = serde_json::json!({"event": "Stats", "stats": value});
+        let Tagged::Stats { stats: buffered } = serde_json::from_str(&tagged.to_string()).unwrap();
+        assert_eq!(buffered, stats);
+        assert_eq!(
+            serde_json::to_string(&buffered).unwrap(),
+            serde_json::to_string(&stats).unwrap()
+        );
+        let twice = r#"{"event": "Stats", "stats": {"k": 1, "k": 2}}"#;
+        let error = serde_json::from_str::<Tagged>(twice)
+            .unwrap_err()
+            .to_string();
+        assert!(error.starts_with("key 'k' appears twice"), "{error}");
         for other in ["null", "3", "[1, {\"a\": 2}]", "\"text\""] {
             let stats = parsed(other).unwrap();
             let value: serde_json::Value = serde_json::from_str(other).unwrap();
