@@ -33,7 +33,7 @@ pub struct ServeArgs {
     #[arg(long, env = "FLEETGATE_CLIENT_TOKEN_FILE")]
     pub client_token_file: Option<PathBuf>,
     /// Most agent ids this coordinator keeps; a new agent beyond it is refused (a connected
-    /// agent costs about 30 KiB idle and 75 KiB at the end of a run: docs/fleet.md).
+    /// agent costs about 30 KiB idle and 65 KiB at the end of a run: docs/fleet.md).
     #[arg(long, default_value_t = 20_000)]
     pub max_agents: usize,
     /// Seconds a lost or disconnected agent is kept after its last message before it is
