@@ -138,9 +138,9 @@ pub fn parse_json(bytes: &[u8]) -> Result<Value, InputError> {
 /// Parses `bytes` straight into `T` under the same rules as [`parse_json`], without the
 /// intermediate [`Value`] (a third of the time for a runtime section). A repeated key is
 /// refused by the derived `Deserialize` of a struct (serde's "duplicate field"); a field that
-/// holds free-form JSON must be a [`crate::report::TrackerStats`] (or check its objects the same
-/// way) for them to be checked too. A `T` with a map field keyed by strings would take the last of a
-/// repeated key: use [`parse_json`] for those.
+/// holds free-form JSON must be a [`crate::report::TrackerStats`] (or check its objects the
+/// same way) for them to be checked too. A `T` with a map field keyed by strings would take the
+/// last of a repeated key: use [`parse_json`] for those.
 pub fn parse_json_as<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, InputError> {
     check_text(bytes)?;
     serde_json::from_slice(bytes).map_err(|source| InputError::Json { source })
@@ -163,6 +163,11 @@ fn check_text(bytes: &[u8]) -> Result<(), InputError> {
 /// Reads free-form JSON from any deserializer, refusing an object that repeats a key.
 pub(crate) fn strict_value<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Value, D::Error> {
     Strict::deserialize(deserializer).map(|Strict(v)| v)
+}
+
+/// The error for an object that repeats `key` (one wording wherever free-form JSON is read).
+pub(crate) fn repeated_key<E: de::Error>(key: &str) -> E {
+    E::custom(format!("key '{}' appears twice", one_line(key)))
 }
 
 /// Checks one JSON text for repeated keys at any depth, building nothing that is kept (for
@@ -284,10 +289,7 @@ impl<'de> Visitor<'de> for StrictVisitor {
         let mut object = Map::new();
         while let Some(key) = map.next_key::<String>()? {
             if object.contains_key(&key) {
-                return Err(de::Error::custom(format!(
-                    "key '{}' appears twice",
-                    one_line(&key)
-                )));
+                return Err(repeated_key(&key));
             }
             let Strict(v) = map.next_value()?;
             object.insert(key, v);

@@ -305,10 +305,7 @@ impl<'de> Deserialize<'de> for Entries<'de> {
                 let mut keys: Vec<&str> = entries.iter().map(|(k, _)| k.as_ref()).collect();
                 keys.sort_unstable();
                 if let Some(pair) = keys.windows(2).find(|pair| pair[0] == pair[1]) {
-                    return Err(serde::de::Error::custom(format!(
-                        "key '{}' appears twice",
-                        crate::input::one_line(pair[0])
-                    )));
+                    return Err(crate::input::repeated_key(pair[0]));
                 }
                 Ok(Entries(entries))
             }
@@ -338,16 +335,11 @@ impl TrackerStats {
     }
 
     /// Statistics from any serializable value (an agent's own statistics, a test's `json!`).
+    /// A value that cannot be written as JSON gives `null` statistics.
     pub fn of(value: &impl Serialize) -> Self {
-        let json = serde_json::value::to_raw_value(value).unwrap_or_else(|_| {
-            serde_json::value::to_raw_value(&serde_json::Value::Null).expect("null encodes as JSON")
-        });
-        // Made by serde_json from a value: valid, and no map of it repeats a key.
-        TrackerStats::from_json(json).unwrap_or_else(|_| TrackerStats {
-            json: serde_json::value::to_raw_value(&serde_json::Value::Null)
-                .expect("null encodes as JSON"),
-            loss: None,
-        })
+        serde_json::value::to_raw_value(value)
+            .and_then(TrackerStats::from_json)
+            .unwrap_or_else(|_| TrackerStats::of(&serde_json::Value::Null))
     }
 
     /// The statistics as a JSON value (parsed each time: for diagnostics and tests).
