@@ -125,8 +125,8 @@ pub fn run_job(
         status: RuntimeStatus::Ok,
         reason: None,
         default_interval: Some(plan.default_interval),
-        overhead,
-        soak,
+        overhead: overhead.map(Box::new),
+        soak: soak.map(Box::new),
     })
 }
 

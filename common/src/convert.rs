@@ -963,8 +963,9 @@ impl From<ToAgent> for pb::CoordinatorMessage {
     }
 }
 
-/// The wire event of run `run_id`.
-pub fn run_event_to_pb(run_id: &RunId, event: RunEvent) -> pb::RunEvent {
+/// The wire event of run `run_id`; a report goes whole as `report_json` (an error when its
+/// compressed JSON cannot be read back).
+pub fn run_event_to_pb(run_id: &RunId, event: RunEvent) -> std::io::Result<pb::RunEvent> {
     use pb::run_event::Body;
     let body = match event {
         RunEvent::Accepted {
@@ -987,12 +988,12 @@ pub fn run_event_to_pb(run_id: &RunId, event: RunEvent) -> pb::RunEvent {
             done,
             total,
         }),
-        RunEvent::Report(json) => Body::ReportJson(json.to_string()),
+        RunEvent::Report(report) => Body::ReportJson(report.json()?),
     };
-    pb::RunEvent {
+    Ok(pb::RunEvent {
         run_id: run_id.to_string(),
         body: Some(body),
-    }
+    })
 }
 
 /// An agent's state as the fleet listing names it: `connected`, `disconnected` (connected,
@@ -1577,7 +1578,8 @@ mod tests {
                 done: 3,
                 total: 9,
             },
-        );
+        )
+        .unwrap();
         assert_eq!(progress.run_id, "run-1-1");
         assert_eq!(
             progress.body,

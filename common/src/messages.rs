@@ -153,9 +153,9 @@ pub enum RunEvent {
         /// Units in the phase.
         total: u64,
     },
-    /// The run's report, as JSON. Last. Shared with the finished run that keeps it, so a large
-    /// report is not copied to be sent.
-    Report(std::sync::Arc<String>),
+    /// The run's report, its JSON compressed. Last. Shared with the finished run that keeps
+    /// it, so a large report is not copied to be sent.
+    Report(std::sync::Arc<crate::report::EncodedReport>),
 }
 
 /// An agent as the fleet listing shows it.

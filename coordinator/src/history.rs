@@ -13,10 +13,10 @@
 //! ([`fleetgate_common::stats::change_point`]). See `docs/history.md`.
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
-use fleetgate_common::report::{Report, format_value};
+use fleetgate_common::report::{EncodedReport, Report, format_value};
 use fleetgate_common::stats::change_point::{ChangePointConfig, change_points};
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension as _, TransactionBehavior};
 use serde::Serialize;
@@ -763,25 +763,32 @@ fn sqlite_error(path: &Path, error: rusqlite::Error) -> HistoryError {
 /// file never holds up the coordinator; a report that cannot be recorded is logged.
 #[derive(Debug, Clone)]
 pub struct HistoryRecorder {
-    tx: mpsc::Sender<(String, String)>,
+    tx: mpsc::Sender<(String, Arc<EncodedReport>)>,
 }
 
 impl HistoryRecorder {
     /// Starts the recording thread with `history`. The thread ends once every clone of the
     /// recorder is dropped and the reports sent before are recorded; join it then.
     pub fn start(mut history: History) -> std::io::Result<(Self, std::thread::JoinHandle<()>)> {
-        let (tx, rx) = mpsc::channel::<(String, String)>();
+        let (tx, rx) = mpsc::channel::<(String, Arc<EncodedReport>)>();
         let thread = std::thread::Builder::new()
             .name("coordinator::history".to_owned())
             .spawn(move || {
-                for (run_id, json) in rx {
-                    let recorded = serde_json::from_str::<Report>(&json)
-                        .map_err(|e| HistoryError::Report {
-                            path: history.path.clone(),
-                            run_id: run_id.clone(),
-                            message: e.to_string(),
+                for (run_id, encoded) in rx {
+                    let unreadable = |message: String| HistoryError::Report {
+                        path: history.path.clone(),
+                        run_id: run_id.clone(),
+                        message,
+                    };
+                    let recorded = encoded
+                        .json()
+                        .map_err(|e| unreadable(e.to_string()))
+                        .and_then(|json| {
+                            serde_json::from_str::<Report>(&json)
+                                .map_err(|e| unreadable(e.to_string()))
+                                .map(|report| (json, report))
                         })
-                        .and_then(|report| history.record_json(&run_id, &report, &json));
+                        .and_then(|(json, report)| history.record_json(&run_id, &report, &json));
                     match recorded {
                         Ok(_) => {
                             tracing::info!(run_id = %run_id, history = %history.path.display(), "Report recorded in the history.");
@@ -795,9 +802,10 @@ impl HistoryRecorder {
         Ok((HistoryRecorder { tx }, thread))
     }
 
-    /// Queues run `run_id`'s report JSON for recording (never blocks).
-    pub fn record(&self, run_id: &str, json: &str) {
-        if self.tx.send((run_id.to_owned(), json.to_owned())).is_err() {
+    /// Queues run `run_id`'s report for recording (never blocks; the report is shared, not
+    /// copied, and inflated on the history thread).
+    pub fn record(&self, run_id: &str, report: Arc<EncodedReport>) {
+        if self.tx.send((run_id.to_owned(), report)).is_err() {
             tracing::warn!(run_id = %run_id, "Report not recorded: the history thread has stopped.");
         }
     }

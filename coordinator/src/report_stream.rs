@@ -1,58 +1,91 @@
 //! A report of any size on the wire: the coordinator sends it as ordered `ReportChunk`s of at
-//! most [`REPORT_CHUNK_BYTES`] ([`ReportChunks`]), the last one carrying the SHA-256 of the
-//! whole JSON; the client puts them back together ([`ReportAssembler`]), checking order,
+//! most [`REPORT_CHUNK_BYTES`] ([`ReportChunks`], inflated from the compressed report it keeps),
+//! the last one carrying the SHA-256 of the whole JSON; the client puts them back together ([`ReportAssembler`]), checking order,
 //! completeness, length and digest before anything reads the JSON. No message is ever larger
 //! than a chunk and its framing, whatever the report's size.
 
+use std::io::Read as _;
 use std::sync::Arc;
 
+use fleetgate_common::report::{EncodedReport, ReportReader};
 use fleetgate_proto::v1 as pb;
 use sha2::{Digest as _, Sha256};
 
 pub use fleetgate_proto::REPORT_CHUNK_BYTES;
 
 /// Most bytes of report a client puts back together in memory (1 GiB): a report that says it
-/// is larger is refused before anything is held. A 10,000-agent report is about 70 MB.
+/// is larger is refused before anything is held. A 10,000-agent report is about 95 MB.
 pub const MAX_REPORT_BYTES: u64 = 1 << 30;
 
-/// A report's JSON cut into chunks, in order; the digest is computed as the chunks go, so
-/// nothing is done up front and nothing is copied but the chunk being made.
+/// A report's JSON cut into chunks, in order, inflated from the compressed report a chunk at a
+/// time; the digest is computed as the chunks go, so nothing is done up front and nothing is
+/// held but the chunk being made. A report that cannot be read back (damaged in memory, or
+/// shorter or longer than it was encoded) ends the chunks with an error, never with a short
+/// last chunk.
 #[derive(Debug)]
 pub struct ReportChunks {
-    json: Arc<String>,
-    offset: usize,
+    json: ReportReader,
+    total: u64,
+    offset: u64,
     digest: Sha256,
     done: bool,
 }
 
 impl ReportChunks {
-    /// The chunks of `json`.
-    pub fn new(json: Arc<String>) -> Self {
+    /// The chunks of `report`.
+    pub fn new(report: Arc<EncodedReport>) -> Self {
         ReportChunks {
-            json,
+            total: report.json_bytes(),
+            json: EncodedReport::reader(report),
             offset: 0,
             digest: Sha256::new(),
             done: false,
         }
     }
+
+    /// The next chunk's bytes: up to a chunk's worth, fewer only at the end of the report,
+    /// which must be where it was encoded to end.
+    fn read_chunk(&mut self) -> std::io::Result<Vec<u8>> {
+        let want = (self.total - self.offset).min(REPORT_CHUNK_BYTES as u64);
+        let mut data = Vec::with_capacity(want as usize);
+        // One byte more than wanted: a report longer than encoded shows at its end.
+        let extra = u64::from(self.offset + want == self.total);
+        (&mut self.json).take(want + extra).read_to_end(&mut data)?;
+        if data.len() as u64 != want {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "the report reads back as {} bytes, not the {} it was encoded to",
+                    self.offset + data.len() as u64,
+                    self.total
+                ),
+            ));
+        }
+        Ok(data)
+    }
 }
 
 impl Iterator for ReportChunks {
-    type Item = pb::ReportChunk;
+    type Item = std::io::Result<pb::ReportChunk>;
 
-    fn next(&mut self) -> Option<pb::ReportChunk> {
+    fn next(&mut self) -> Option<Self::Item> {
         if self.done {
             return None;
         }
-        let bytes = self.json.as_bytes();
-        let end = (self.offset + REPORT_CHUNK_BYTES).min(bytes.len());
-        let data = &bytes[self.offset..end];
-        self.digest.update(data);
-        let last = end == bytes.len();
+        let data = match self.read_chunk() {
+            Ok(data) => data,
+            Err(e) => {
+                self.done = true;
+                return Some(Err(e));
+            }
+        };
+        self.digest.update(&data);
+        let end = self.offset + data.len() as u64;
+        let last = end == self.total;
         let chunk = pb::ReportChunk {
-            data: data.to_vec(),
-            offset: self.offset as u64,
-            total_bytes: bytes.len() as u64,
+            data,
+            offset: self.offset,
+            total_bytes: self.total,
             last,
             sha256: if last {
                 std::mem::take(&mut self.digest).finalize().to_vec()
@@ -62,7 +95,7 @@ impl Iterator for ReportChunks {
         };
         self.offset = end;
         self.done = last;
-        Some(chunk)
+        Some(Ok(chunk))
     }
 }
 
@@ -262,11 +295,17 @@ mod tests {
     use super::*;
 
     /// A report of `len` bytes: printable, different at every offset.
-    fn report(len: usize) -> Arc<String> {
+    fn report(len: usize) -> String {
         (0..len)
             .map(|i| char::from(b'a' + (i % 26) as u8))
             .collect::<String>()
-            .into()
+    }
+
+    /// The chunks of `json`, kept compressed as the coordinator keeps it.
+    fn chunks_of(json: &str) -> Vec<pb::ReportChunk> {
+        ReportChunks::new(Arc::new(EncodedReport::from_json(json)))
+            .collect::<std::io::Result<_>>()
+            .unwrap()
     }
 
     fn assemble(
@@ -284,7 +323,7 @@ mod tests {
     #[test]
     fn chunks_are_in_order_at_most_a_mebibyte_and_put_back_together() {
         let json = report(3 * REPORT_CHUNK_BYTES + 5);
-        let chunks: Vec<pb::ReportChunk> = ReportChunks::new(Arc::clone(&json)).collect();
+        let chunks = chunks_of(&json);
         let shape: Vec<(u64, usize, bool)> = chunks
             .iter()
             .map(|c| (c.offset, c.data.len(), c.last))
@@ -305,22 +344,42 @@ mod tests {
             hex(&chunks[3].sha256),
             crate::plan::sha256_hex(json.as_bytes())
         );
-        assert_eq!(assemble(chunks).unwrap(), *json);
+        assert_eq!(assemble(chunks).unwrap(), json);
     }
 
     #[test]
     fn a_small_or_empty_report_is_one_last_chunk() {
         for len in [0, 1, REPORT_CHUNK_BYTES] {
             let json = report(len);
-            let chunks: Vec<pb::ReportChunk> = ReportChunks::new(Arc::clone(&json)).collect();
+            let chunks = chunks_of(&json);
             assert_eq!(chunks.len(), 1, "{len}");
             assert!(chunks[0].last);
-            assert_eq!(assemble(chunks).unwrap(), *json);
+            assert_eq!(assemble(chunks).unwrap(), json);
         }
     }
 
+    #[test]
+    fn a_report_that_reads_back_short_or_long_ends_the_chunks_with_an_error() {
+        let json = report(2 * REPORT_CHUNK_BYTES + 10);
+        // Encoded from more bytes than are there: the last chunk would come short.
+        let short = Arc::new(EncodedReport::from_json(&json).claiming(json.len() as u64 + 3));
+        let chunks: Vec<std::io::Result<pb::ReportChunk>> = ReportChunks::new(short).collect();
+        assert_eq!(chunks.len(), 3);
+        assert!(chunks[..2].iter().all(|c| c.is_ok()));
+        let err = chunks[2].as_ref().unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "the report reads back as 2097162 bytes, not the 2097165 it was encoded to"
+        );
+        // Encoded from fewer: the bytes past the end are not sent as if they were the end.
+        let long = Arc::new(EncodedReport::from_json(&json).claiming(json.len() as u64 - 3));
+        let chunks: Vec<std::io::Result<pb::ReportChunk>> = ReportChunks::new(long).collect();
+        assert_eq!(chunks.len(), 3);
+        assert!(chunks[2].is_err());
+    }
+
     fn three_chunks() -> Vec<pb::ReportChunk> {
-        ReportChunks::new(report(2 * REPORT_CHUNK_BYTES + 10)).collect()
+        chunks_of(&report(2 * REPORT_CHUNK_BYTES + 10))
     }
 
     #[test]

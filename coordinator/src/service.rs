@@ -15,7 +15,7 @@ use fleetgate_common::auth::Token;
 use fleetgate_common::convert::{self, ConvertError, HelloError};
 use fleetgate_common::ids::{AgentId, RunId};
 use fleetgate_common::input::one_line;
-use fleetgate_common::messages::{AgentListing, RunEvent, ToAgent};
+use fleetgate_common::messages::{AgentListing, RunEvent};
 use fleetgate_common::run::RunSpec;
 use fleetgate_common::tls;
 use fleetgate_proto::v1 as pb;
@@ -132,7 +132,7 @@ impl From<RegistryError> for Status {
 /// An agent session's outbound stream: what the registry says to the agent, as wire messages.
 #[derive(Debug)]
 pub struct AgentStream {
-    inner: ReceiverStream<Result<ToAgent, RegistryError>>,
+    inner: ReceiverStream<registry::ToAgentItem>,
 }
 
 impl Stream for AgentStream {
@@ -141,7 +141,7 @@ impl Stream for AgentStream {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         Pin::new(&mut self.inner).poll_next(cx).map(|item| {
             item.map(|message| {
-                message
+                (*message)
                     .map(pb::CoordinatorMessage::from)
                     .map_err(Status::from)
             })
@@ -173,28 +173,30 @@ impl RunEventStream {
 
     /// The wire event of `event`, or the first chunk of a report.
     fn wire(&mut self, event: RunEvent) -> Result<pb::RunEvent, Status> {
-        let RunEvent::Report(json) = event else {
-            return Ok(convert::run_event_to_pb(&self.run_id, event));
+        let RunEvent::Report(report) = event else {
+            return convert::run_event_to_pb(&self.run_id, event).map_err(unreadable_report);
         };
         if !self.report_chunks {
             // Room for the event's framing and run id around the JSON.
-            if json.len() + 1_024 > MAX_MESSAGE_BYTES {
-                tracing::warn!(run_id = %self.run_id, bytes = json.len(), "Report too large for a client that does not take chunks.");
+            let bytes = report.json_bytes();
+            if bytes + 1_024 > MAX_MESSAGE_BYTES as u64 {
+                tracing::warn!(run_id = %self.run_id, bytes, "Report too large for a client that does not take chunks.");
                 return Err(RegistryError::from(ReportTooLarge {
                     run_id: self.run_id.clone(),
-                    bytes: json.len(),
+                    bytes,
                 })
                 .into());
             }
-            return Ok(convert::run_event_to_pb(
-                &self.run_id,
-                RunEvent::Report(json),
-            ));
+            return convert::run_event_to_pb(&self.run_id, RunEvent::Report(report))
+                .map_err(unreadable_report);
         }
-        let mut chunks = ReportChunks::new(json);
+        let mut chunks = ReportChunks::new(report);
         let first = chunks.next();
         self.chunks = Some(chunks);
-        Ok(self.chunk_event(first.unwrap_or_default()))
+        first
+            .unwrap_or_else(|| Err(std::io::Error::other("the report gave no chunk")))
+            .map(|chunk| self.chunk_event(chunk))
+            .map_err(unreadable_report)
     }
 }
 
@@ -205,7 +207,8 @@ impl Stream for RunEventStream {
         let this = &mut *self;
         if let Some(chunks) = &mut this.chunks {
             match chunks.next() {
-                Some(chunk) => return Poll::Ready(Some(Ok(this.chunk_event(chunk)))),
+                Some(Ok(chunk)) => return Poll::Ready(Some(Ok(this.chunk_event(chunk)))),
+                Some(Err(e)) => return Poll::Ready(Some(Err(unreadable_report(e)))),
                 None => this.chunks = None,
             }
         }
@@ -219,6 +222,16 @@ impl Stream for RunEventStream {
     }
 }
 
+/// The status of a report the coordinator cannot read back from the compressed copy it
+/// keeps (`INTERNAL`: a fault of the coordinator, not of the run or the client); the client
+/// gets no partial report.
+fn unreadable_report(error: std::io::Error) -> Status {
+    tracing::error!(error = %error, "A report could not be read back.");
+    Status::internal(format!(
+        "the coordinator could not read the report back: {error}"
+    ))
+}
+
 /// A finished run's report as the `StreamReport` responses, one chunk each.
 #[derive(Debug)]
 pub struct ReportStream {
@@ -229,11 +242,11 @@ impl Stream for ReportStream {
     type Item = Result<pb::StreamReportResponse, Status>;
 
     fn poll_next(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        Poll::Ready(
-            self.chunks
-                .next()
-                .map(|chunk| Ok(pb::StreamReportResponse { chunk: Some(chunk) })),
-        )
+        Poll::Ready(self.chunks.next().map(|chunk| {
+            chunk
+                .map(|chunk| pb::StreamReportResponse { chunk: Some(chunk) })
+                .map_err(unreadable_report)
+        }))
     }
 }
 
@@ -369,10 +382,10 @@ impl AgentService for AgentSvc {
                     tracing::warn!(agent_id = %agent_id, rate, "Agent over its message rate; session closed.");
                     if let Some(outbound) = over_limit.upgrade() {
                         outbound
-                            .try_send(Err(RegistryError::OverMessageRate {
+                            .try_send(Box::new(Err(RegistryError::OverMessageRate {
                                 agent_id: agent_id.clone(),
                                 rate,
-                            }))
+                            })))
                             .ok();
                     }
                     break;
@@ -471,15 +484,16 @@ impl RunService for RunSvc {
             .ask(|reply| Command::GetReport { run_id, reply })
             .await??;
         // Room for the framing around the JSON.
-        if report.len() + 1_024 > MAX_MESSAGE_BYTES {
+        let bytes = report.json_bytes();
+        if bytes + 1_024 > MAX_MESSAGE_BYTES as u64 {
             return Err(RegistryError::from(ReportTooLarge {
                 run_id: asked,
-                bytes: report.len(),
+                bytes,
             })
             .into());
         }
         Ok(Response::new(pb::GetReportResponse {
-            report_json: report.to_string(),
+            report_json: report.json().map_err(unreadable_report)?,
         }))
     }
 

@@ -78,7 +78,7 @@ fn soak_section_with(
         reason: None,
         default_interval: Some(60.0),
         overhead: None,
-        soak: Some(soak),
+        soak: Some(Box::new(soak)),
     }
 }
 
@@ -108,7 +108,7 @@ fn overhead_section(dir: &Path, faults: &FaultInjector) -> RuntimeSection {
         status: RuntimeStatus::Ok,
         reason: None,
         default_interval: Some(60.0),
-        overhead: Some(overhead),
+        overhead: Some(Box::new(overhead)),
         soak: None,
     }
 }

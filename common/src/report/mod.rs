@@ -6,9 +6,11 @@
 //! and `metrics` (metric names, flattened values, formatting) depend on no gate; the gates of
 //! [`crate::gate`] check their metrics; `significance` corrects the regression checks for
 //! their number; `diagnostics` and `verdict` (the fleet report's assembly, with the quorum of
-//! each hardware class and its outliers) build on the gates.
+//! each hardware class and its outliers) build on the gates; `encoded` keeps a finished
+//! report's JSON compressed.
 
 pub(crate) mod diagnostics;
+pub(crate) mod encoded;
 pub(crate) mod fleet;
 pub(crate) mod metrics;
 pub(crate) mod model;
@@ -19,6 +21,7 @@ pub use diagnostics::{
     failure_diagnostics, gate_power_lines, has_inconclusive_loss, inconclusive_diagnostics,
     next_knob_advice, telemetry_losses,
 };
+pub use encoded::{EncodedReport, ReportReader};
 pub use fleet::{
     AgentSection, AgentStatus, ClassSummary, JobStatus, JobSummary, MetricSpread, Outlier,
 };

@@ -697,12 +697,14 @@ pub struct RuntimeSection {
     /// Effective sampling interval in seconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub default_interval: Option<f64>,
-    /// Overhead block (modes `overhead` and `all`).
+    /// Overhead block (modes `overhead` and `all`). Boxed, as is the soak block: a section
+    /// is moved between the registry, the report and its maps, and a fleet holds one per job,
+    /// so it stays a few dozen bytes wide instead of carrying both blocks' room inline.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub overhead: Option<OverheadBlock>,
+    pub overhead: Option<Box<OverheadBlock>>,
     /// Soak block (modes `soak` and `all`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub soak: Option<SoakBlock>,
+    pub soak: Option<Box<SoakBlock>>,
 }
 
 impl RuntimeSection {

@@ -347,9 +347,16 @@ fn a_recorder_records_what_it_is_sent() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("h.sqlite");
     let (recorder, thread) = HistoryRecorder::start(History::open(&path).unwrap()).unwrap();
-    recorder.record("run-a", &serde_json::to_string(&report_at(0, 1.0)).unwrap());
-    recorder.record("run-b", "not a report");
-    recorder.record("run-c", &serde_json::to_string(&report_at(1, 2.0)).unwrap());
+    let encoded = |json: &str| std::sync::Arc::new(EncodedReport::from_json(json));
+    recorder.record(
+        "run-a",
+        encoded(&serde_json::to_string(&report_at(0, 1.0)).unwrap()),
+    );
+    recorder.record("run-b", encoded("not a report"));
+    recorder.record(
+        "run-c",
+        encoded(&serde_json::to_string(&report_at(1, 2.0)).unwrap()),
+    );
     drop(recorder);
     thread.join().unwrap();
     let ids: Vec<String> = History::open_existing(&path)

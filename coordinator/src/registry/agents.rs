@@ -128,14 +128,14 @@ impl Registry {
         self.next_conn += 1;
         let (welcome, cancel) = self.welcome(&agent_id, &resumed);
         outbound
-            .try_send(Ok(ToAgent::Welcome(welcome)))
+            .try_send(Box::new(Ok(ToAgent::Welcome(welcome))))
             .map_err(|_| RegistryError::StreamClosed)?;
         for job_id in cancel {
             outbound
-                .try_send(Ok(ToAgent::Cancel {
+                .try_send(Box::new(Ok(ToAgent::Cancel {
                     job_id,
                     reason: "the coordinator does not know this job's run".into(),
-                }))
+                })))
                 .ok();
         }
         let was_lost = self

@@ -140,7 +140,7 @@ impl Registry {
             };
             if job.last_sequence == 0 {
                 outbound
-                    .try_send(Ok(ToAgent::Assign(Box::new(job.request.clone()))))
+                    .try_send(Box::new(Ok(ToAgent::Assign(Box::new(job.request.clone())))))
                     .ok();
             } else {
                 job.end(
@@ -186,10 +186,10 @@ impl Registry {
         let ack = |sequence: u64| {
             crate::metrics::ack_sent();
             outbound
-                .try_send(Ok(ToAgent::Ack {
+                .try_send(Box::new(Ok(ToAgent::Ack {
                     job_id: job_id.clone(),
                     sequence,
-                }))
+                })))
                 .ok();
         };
         if sequence <= job.last_sequence {

@@ -22,7 +22,7 @@ use super::agents::{AgentEntry, IGNORED_EVENT_WARNING_INTERVAL};
 use super::{Command, CoordinatorSettings, RegistryError, RegistryHandle, spawn};
 use fleetgate_common::run::{Asset, RunSpec, Selection};
 
-type Inbound = mpsc::Receiver<Result<ToAgent, RegistryError>>;
+type Inbound = mpsc::Receiver<super::ToAgentItem>;
 type Client = mpsc::Receiver<Result<RunEvent, RegistryError>>;
 
 #[test]
@@ -210,7 +210,7 @@ async fn submit(handle: &RegistryHandle, spec: RunSpec) -> Result<(RunId, Client
 /// The next job assigned on `rx` (other messages are skipped).
 async fn assigned(rx: &mut Inbound) -> JobId {
     loop {
-        if let ToAgent::Assign(job) = rx.recv().await.unwrap().unwrap() {
+        if let ToAgent::Assign(job) = (*rx.recv().await.unwrap()).unwrap() {
             return JobId::from(job.job_id);
         }
     }
@@ -219,7 +219,7 @@ async fn assigned(rx: &mut Inbound) -> JobId {
 /// The next acknowledgement on `rx` (other messages are skipped).
 async fn acked(rx: &mut Inbound) -> (JobId, u64) {
     loop {
-        if let ToAgent::Ack { job_id, sequence } = rx.recv().await.unwrap().unwrap() {
+        if let ToAgent::Ack { job_id, sequence } = (*rx.recv().await.unwrap()).unwrap() {
             return (job_id, sequence);
         }
     }
@@ -228,8 +228,8 @@ async fn acked(rx: &mut Inbound) -> (JobId, u64) {
 /// The run's report, as JSON, from its client's events.
 async fn streamed_report(client: &mut Client) -> serde_json::Value {
     loop {
-        if let RunEvent::Report(json) = client.recv().await.unwrap().unwrap() {
-            return serde_json::from_str(&json).unwrap();
+        if let RunEvent::Report(report) = client.recv().await.unwrap().unwrap() {
+            return serde_json::from_str(&report.json().unwrap()).unwrap();
         }
     }
 }
@@ -249,10 +249,8 @@ async fn finished_run(
     (run_id, client)
 }
 
-async fn report(
-    handle: &RegistryHandle,
-    run_id: &RunId,
-) -> Result<std::sync::Arc<String>, RegistryError> {
+/// A finished run's report JSON, read back from what the registry keeps.
+async fn report(handle: &RegistryHandle, run_id: &RunId) -> Result<String, RegistryError> {
     handle
         .ask(|reply| Command::GetReport {
             run_id: run_id.clone(),
@@ -260,6 +258,7 @@ async fn report(
         })
         .await
         .unwrap()
+        .map(|report| report.json().unwrap())
 }
 
 #[tokio::test(start_paused = true)]
@@ -389,6 +388,49 @@ async fn finished_runs_are_kept_up_to_a_count_and_an_age_and_say_so_when_dropped
 }
 
 #[tokio::test]
+async fn finished_reports_are_kept_compressed_and_their_limit_counts_what_is_kept() {
+    // One finished report: what it holds against its JSON.
+    let shutdown = CancellationToken::new();
+    let handle = spawn(CoordinatorSettings::default(), shutdown.clone());
+    let (conn, mut rx) = connect(&handle, hello("a1"), 1_001).await.unwrap();
+    let (run_id, _client) = finished_run(&handle, "a1", conn, &mut rx).await;
+    let kept = handle
+        .ask(|reply| Command::GetReport { run_id, reply })
+        .await
+        .unwrap()
+        .unwrap();
+    let (held, json) = (kept.held_bytes(), kept.json_bytes() as usize);
+    assert_eq!(kept.json().unwrap().len(), json);
+    // Room for two reports as kept (and a little more: the next ones differ by a few bytes),
+    // but not for one as JSON.
+    let room = held * 2 + held / 8;
+    assert!(room < json, "{held} bytes kept for {json} of JSON");
+    shutdown.cancel();
+
+    // Two are kept.
+    let shutdown = CancellationToken::new();
+    let settings = CoordinatorSettings {
+        max_finished_report_bytes: room,
+        ..CoordinatorSettings::default()
+    };
+    let handle = spawn(settings, shutdown.clone());
+    let (conn, mut rx) = connect(&handle, hello("a1"), 1_001).await.unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(finished_run(&handle, "a1", conn, &mut rx).await.0);
+    }
+    assert!(matches!(
+        report(&handle, &ids[0]).await.unwrap_err(),
+        RegistryError::ReportDropped { .. }
+    ));
+    for id in &ids[1..] {
+        let json = report(&handle, id).await.unwrap();
+        assert!(json.contains(&format!("{id}-0")), "{json}");
+    }
+    shutdown.cancel();
+}
+
+#[tokio::test]
 async fn a_deadline_past_the_maximum_is_refused_without_arithmetic_overflow() {
     let shutdown = CancellationToken::new();
     let handle = spawn(CoordinatorSettings::default(), shutdown.clone());
@@ -447,7 +489,7 @@ async fn a_silent_agent_is_lost_after_three_heartbeat_intervals() {
     };
     let handle = spawn(settings, shutdown.clone());
     let (conn, mut rx) = connect(&handle, hello("a1"), 1_001).await.unwrap();
-    let welcome = rx.recv().await.unwrap().unwrap();
+    let welcome = (*rx.recv().await.unwrap()).unwrap();
     assert!(matches!(
         welcome,
         ToAgent::Welcome(w) if w.heartbeat_interval == Duration::from_secs(1)
@@ -686,7 +728,7 @@ async fn events_are_stored_once_in_order_and_only_the_stored_point_is_acknowledg
 }
 
 async fn report_of(handle: &RegistryHandle, run_id: &RunId) -> String {
-    report(handle, run_id).await.unwrap().to_string()
+    report(handle, run_id).await.unwrap()
 }
 
 #[tokio::test(start_paused = true)]
@@ -724,7 +766,7 @@ async fn a_job_past_the_run_deadline_times_out_and_its_agent_is_told_to_stop_it(
     assert_eq!(job["reason"], "the run's deadline passed");
     assert_eq!(report["agents"]["a1"]["status"], "timed_out");
     loop {
-        match rx.recv().await.unwrap().unwrap() {
+        match (*rx.recv().await.unwrap()).unwrap() {
             ToAgent::Cancel { job_id: id, reason } => {
                 assert_eq!(id, job_id);
                 assert_eq!(reason, "the run's deadline passed");
@@ -781,13 +823,13 @@ async fn a_finished_run_streams_its_report_and_keeps_it_for_fetching() {
     assert!(job_id.as_str().starts_with(run_id.as_str()));
     event(&handle, "a1", conn, &job_id, 1, Ok(report_update())).await;
     let streamed = loop {
-        if let RunEvent::Report(json) = client.recv().await.unwrap().unwrap() {
-            break json;
+        if let RunEvent::Report(report) = client.recv().await.unwrap().unwrap() {
+            break report.json().unwrap();
         }
     };
     // The report is the last event.
     assert!(client.recv().await.is_none());
-    assert_eq!(report_of(&handle, &run_id).await, *streamed);
+    assert_eq!(report_of(&handle, &run_id).await, streamed);
     let report: serde_json::Value = serde_json::from_str(&streamed).unwrap();
     let job = &report["agents"]["a1"]["jobs"]["gpumemprof_cpu"];
     assert_eq!(job["status"], "completed");
@@ -822,7 +864,7 @@ async fn a_reconnecting_agent_resumes_its_jobs_gets_lost_assignments_again_and_d
         running: true,
     }];
     let (c2, mut rx) = connect(&handle, again, 1_002).await.unwrap();
-    match rx.recv().await.unwrap().unwrap() {
+    match (*rx.recv().await.unwrap()).unwrap() {
         ToAgent::Welcome(w) => {
             assert_eq!(w.acked_through, [(JobId::new("run-0-0-0"), 4)].into());
             assert_eq!(w.unknown_job_ids, [JobId::new("run-0-0-0")]);
@@ -830,7 +872,7 @@ async fn a_reconnecting_agent_resumes_its_jobs_gets_lost_assignments_again_and_d
         other => panic!("{other:?}"),
     }
     assert!(matches!(
-        rx.recv().await.unwrap().unwrap(),
+        (*rx.recv().await.unwrap()).unwrap(),
         ToAgent::Cancel { job_id: id, .. } if id == "run-0-0-0"
     ));
     assert_eq!(assigned(&mut rx).await, job_id);
@@ -860,7 +902,7 @@ async fn a_reconnecting_agent_resumes_its_jobs_gets_lost_assignments_again_and_d
         running: true,
     }];
     let (_, mut rx) = connect(&handle, resumed, 1_003).await.unwrap();
-    match rx.recv().await.unwrap().unwrap() {
+    match (*rx.recv().await.unwrap()).unwrap() {
         ToAgent::Welcome(w) => {
             assert_eq!(w.acked_through, [(job_id.clone(), 1)].into());
             assert!(w.unknown_job_ids.is_empty());

@@ -193,8 +193,8 @@ fn section() -> RuntimeSection {
         status: RuntimeStatus::Ok,
         reason: None,
         default_interval: Some(0.1),
-        overhead: Some(overhead((40.0, 30.0, 50.0))),
-        soak: Some(soak()),
+        overhead: Some(Box::new(overhead((40.0, 30.0, 50.0)))),
+        soak: Some(Box::new(soak())),
     }
 }
 
@@ -316,7 +316,7 @@ fn a_metric_over_its_budget_fails_and_names_the_next_knob() {
 #[test]
 fn an_interval_straddling_its_budget_is_inconclusive_unless_another_check_fails() {
     let mut straddling = section();
-    straddling.overhead = Some(overhead((95.0, 80.0, 110.0)));
+    straddling.overhead = Some(Box::new(overhead((95.0, 80.0, 110.0))));
     let metric = format!("{KEY}.runtime_overhead_pct");
 
     let report = report_of(
@@ -350,7 +350,7 @@ fn an_interval_straddling_its_budget_is_inconclusive_unless_another_check_fails(
 
     // An interval wholly beyond the budget fails.
     let mut beyond = section();
-    beyond.overhead = Some(overhead((130.0, 100.5, 150.0)));
+    beyond.overhead = Some(Box::new(overhead((130.0, 100.5, 150.0))));
     let report = report_of(Mode::All, &budget_gate(&[]), &[completed(AGENT, beyond)]);
     assert_eq!(outcome(&report), (Verdict::Fail, false));
     assert!(
@@ -703,7 +703,7 @@ fn quorum_gate() -> Gate {
 
 fn job_of(agent: &str, fate: Fate) -> JobRecord {
     let straddling = |mut s: RuntimeSection| {
-        s.overhead = Some(overhead((95.0, 80.0, 110.0)));
+        s.overhead = Some(Box::new(overhead((95.0, 80.0, 110.0))));
         s
     };
     match fate {
@@ -1226,7 +1226,7 @@ fn overhead_regression_gate() -> Gate {
 fn overhead_only((value, lo, hi): (f64, f64, f64)) -> RuntimeSection {
     let mut s = section();
     s.soak = None;
-    s.overhead = Some(overhead((value, lo, hi)));
+    s.overhead = Some(Box::new(overhead((value, lo, hi))));
     s
 }
 

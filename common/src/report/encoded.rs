@@ -1,0 +1,250 @@
+//! A finished report as the coordinator keeps it and sends it: its JSON, compressed.
+//!
+//! A 10,000-agent report is about 95 MB of JSON, most of it the same keys and shapes agent
+//! after agent. The coordinator writes it straight through an LZ4 frame encoder
+//! ([`EncodedReport::encode`]), so the whole JSON is never held at once, and keeps only the
+//! compressed bytes (a few MB) for the clients that stream it and for the finished runs it
+//! keeps. Readers inflate it a piece at a time ([`EncodedReport::reader`]); what they read is
+//! byte for byte what `serde_json::to_writer` wrote.
+
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+
+use lz4_flex::frame::{FrameDecoder, FrameEncoder, FrameInfo};
+use serde::Serialize;
+
+/// A report's JSON, kept as one LZ4 frame, with its length.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EncodedReport {
+    lz4: Vec<u8>,
+    json_bytes: u64,
+}
+
+impl std::fmt::Debug for EncodedReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EncodedReport")
+            .field("json_bytes", &self.json_bytes)
+            .field("held_bytes", &self.lz4.len())
+            .finish()
+    }
+}
+
+/// Counts the bytes written through it.
+struct Counted<W> {
+    inner: W,
+    bytes: u64,
+}
+
+impl<W: Write> Write for Counted<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// The JSON written between two calls to the frame encoder.
+const WRITE_BUFFER_BYTES: usize = 64 * 1024;
+
+/// An LZ4 frame with a checksum of its content, so damaged bytes read as an error.
+fn encoder() -> FrameEncoder<Vec<u8>> {
+    FrameEncoder::with_frame_info(FrameInfo::new().content_checksum(true), Vec::new())
+}
+
+impl EncodedReport {
+    /// `report` as compact JSON, compressed as it is written.
+    pub fn encode<T: Serialize + ?Sized>(report: &T) -> io::Result<Self> {
+        // serde_json writes a token at a time: the frame encoder takes them in blocks.
+        let mut out = io::BufWriter::with_capacity(
+            WRITE_BUFFER_BYTES,
+            Counted {
+                inner: encoder(),
+                bytes: 0,
+            },
+        );
+        serde_json::to_writer(&mut out, report)?;
+        let counted = out.into_inner().map_err(io::IntoInnerError::into_error)?;
+        let lz4 = counted.inner.finish().map_err(io::Error::other)?;
+        Ok(EncodedReport {
+            lz4,
+            json_bytes: counted.bytes,
+        })
+    }
+
+    /// JSON text as it is, compressed.
+    pub fn from_json(json: &str) -> Self {
+        let mut encoder = encoder();
+        // Writing to a Vec cannot fail, and neither can finishing the frame into one.
+        encoder.write_all(json.as_bytes()).ok();
+        EncodedReport {
+            lz4: encoder.finish().unwrap_or_default(),
+            json_bytes: json.len() as u64,
+        }
+    }
+
+    /// The same frame claiming `json_bytes` of JSON: for the tests of its readers, which must
+    /// refuse a report that reads back shorter or longer than it claims.
+    #[doc(hidden)]
+    pub fn claiming(mut self, json_bytes: u64) -> Self {
+        self.json_bytes = json_bytes;
+        self
+    }
+
+    /// Bytes of JSON it holds.
+    pub fn json_bytes(&self) -> u64 {
+        self.json_bytes
+    }
+
+    /// Bytes it takes in memory (the compressed frame).
+    pub fn held_bytes(&self) -> usize {
+        self.lz4.len()
+    }
+
+    /// The JSON, inflated whole.
+    pub fn json(&self) -> io::Result<String> {
+        let mut json = String::with_capacity(usize::try_from(self.json_bytes).unwrap_or(0));
+        FrameDecoder::new(self.lz4.as_slice()).read_to_string(&mut json)?;
+        if json.len() as u64 != self.json_bytes {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "the report inflates to {} bytes, not the {} it was encoded from",
+                    json.len(),
+                    self.json_bytes
+                ),
+            ));
+        }
+        Ok(json)
+    }
+
+    /// The JSON, inflated as it is read; the reader shares the report.
+    pub fn reader(report: Arc<EncodedReport>) -> ReportReader {
+        ReportReader(FrameDecoder::new(Frame { report, at: 0 }))
+    }
+}
+
+/// The compressed bytes of a shared report, read from the start.
+#[derive(Debug)]
+struct Frame {
+    report: Arc<EncodedReport>,
+    at: usize,
+}
+
+impl Read for Frame {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let rest = self.report.lz4.get(self.at..).unwrap_or_default();
+        let n = rest.len().min(buf.len());
+        buf[..n].copy_from_slice(&rest[..n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// A shared report's JSON, inflated as it is read ([`EncodedReport::reader`]).
+pub struct ReportReader(FrameDecoder<Frame>);
+
+impl std::fmt::Debug for ReportReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("ReportReader")
+            .field(self.0.get_ref())
+            .finish()
+    }
+}
+
+impl Read for ReportReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A report-like document of about `agents` × 200 bytes, different for each agent.
+    fn document(agents: usize) -> serde_json::Value {
+        let runtimes: serde_json::Map<String, serde_json::Value> = (0..agents)
+            .map(|i| {
+                (
+                    format!("agent-{i:05}/gpumemprof_cpu"),
+                    serde_json::json!({
+                        "status": "ok",
+                        "peak_rss_bytes": 1_000_000 + i * 7,
+                        "ratio": i as f64 / 3.0,
+                        "note": "é ✓ \"quoted\"",
+                    }),
+                )
+            })
+            .collect();
+        serde_json::json!({ "version": "v0.4", "runtimes": runtimes })
+    }
+
+    #[test]
+    fn it_inflates_to_the_bytes_serde_json_writes_and_holds_less() {
+        let doc = document(5_000);
+        let plain = serde_json::to_string(&doc).unwrap();
+        let encoded = EncodedReport::encode(&doc).unwrap();
+        assert_eq!(encoded.json_bytes(), plain.len() as u64);
+        assert_eq!(encoded.json().unwrap(), plain);
+        // Repeated keys and shapes: a fifth of the text or less.
+        assert!(
+            encoded.held_bytes() * 5 < plain.len(),
+            "{} of {}",
+            encoded.held_bytes(),
+            plain.len()
+        );
+        let from_text = EncodedReport::from_json(&plain);
+        assert_eq!(from_text.json_bytes(), plain.len() as u64);
+        assert_eq!(from_text.json().unwrap(), plain);
+    }
+
+    #[test]
+    fn a_reader_gives_the_same_bytes_in_pieces_of_any_size() {
+        let plain = serde_json::to_string(&document(2_000)).unwrap();
+        let shared = Arc::new(EncodedReport::from_json(&plain));
+        for piece in [1, 7, 4096, 1 << 20] {
+            let mut reader = EncodedReport::reader(Arc::clone(&shared));
+            let mut read = Vec::new();
+            let mut buf = vec![0; piece];
+            loop {
+                let n = reader.read(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                read.extend_from_slice(&buf[..n]);
+            }
+            assert_eq!(read, plain.as_bytes(), "pieces of {piece}");
+        }
+    }
+
+    #[test]
+    fn an_empty_report_is_empty() {
+        let encoded = EncodedReport::from_json("");
+        assert_eq!(encoded.json_bytes(), 0);
+        assert_eq!(encoded.json().unwrap(), "");
+        let mut read = Vec::new();
+        EncodedReport::reader(Arc::new(encoded))
+            .read_to_end(&mut read)
+            .unwrap();
+        assert!(read.is_empty());
+    }
+
+    #[test]
+    fn damaged_bytes_are_an_error_not_a_shorter_report() {
+        let plain = serde_json::to_string(&document(500)).unwrap();
+        let mut encoded = EncodedReport::from_json(&plain);
+        let cut = encoded.lz4.len() / 2;
+        encoded.lz4.truncate(cut);
+        assert!(encoded.json().is_err());
+        let mut read = Vec::new();
+        assert!(
+            EncodedReport::reader(Arc::new(encoded))
+                .read_to_end(&mut read)
+                .is_err()
+        );
+    }
+}
