@@ -249,6 +249,20 @@ async fn finished_run(
     (run_id, client)
 }
 
+/// A registry with `settings` and one agent, `a1`, that finished three runs, oldest first.
+async fn three_finished_runs(
+    settings: CoordinatorSettings,
+    shutdown: &CancellationToken,
+) -> (RegistryHandle, Vec<RunId>) {
+    let handle = spawn(settings, shutdown.clone());
+    let (conn, mut rx) = connect(&handle, hello("a1"), 1_001).await.unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(finished_run(&handle, "a1", conn, &mut rx).await.0);
+    }
+    (handle, ids)
+}
+
 /// A finished run's report JSON, read back from what the registry keeps.
 async fn report(handle: &RegistryHandle, run_id: &RunId) -> Result<String, RegistryError> {
     handle
@@ -346,12 +360,7 @@ async fn finished_runs_are_kept_up_to_a_count_and_an_age_and_say_so_when_dropped
         finished_run_ttl: Duration::from_secs(600),
         ..CoordinatorSettings::default()
     };
-    let handle = spawn(settings, shutdown.clone());
-    let (conn, mut rx) = connect(&handle, hello("a1"), 1_001).await.unwrap();
-    let mut ids = Vec::new();
-    for _ in 0..3 {
-        ids.push(finished_run(&handle, "a1", conn, &mut rx).await.0);
-    }
+    let (handle, ids) = three_finished_runs(settings, &shutdown).await;
     let dropped = report(&handle, &ids[0]).await.unwrap_err();
     assert!(matches!(dropped, RegistryError::ReportDropped { .. }));
     assert_eq!(
@@ -413,12 +422,7 @@ async fn finished_reports_are_kept_compressed_and_their_limit_counts_what_is_kep
         max_finished_report_bytes: room,
         ..CoordinatorSettings::default()
     };
-    let handle = spawn(settings, shutdown.clone());
-    let (conn, mut rx) = connect(&handle, hello("a1"), 1_001).await.unwrap();
-    let mut ids = Vec::new();
-    for _ in 0..3 {
-        ids.push(finished_run(&handle, "a1", conn, &mut rx).await.0);
-    }
+    let (handle, ids) = three_finished_runs(settings, &shutdown).await;
     assert!(matches!(
         report(&handle, &ids[0]).await.unwrap_err(),
         RegistryError::ReportDropped { .. }
