@@ -1,6 +1,7 @@
 //! A report of any size on the wire: the coordinator sends it as ordered `ReportChunk`s of at
-//! most [`REPORT_CHUNK_BYTES`] ([`ReportChunks`], inflated from the compressed report it keeps),
-//! the last one carrying the SHA-256 of the whole JSON; the client puts them back together ([`ReportAssembler`]), checking order,
+//! most [`REPORT_CHUNK_BYTES`] ([`ReportChunks`], inflated from the compressed report it
+//! keeps), the last one carrying the SHA-256 of the whole JSON; the client puts them back
+//! together ([`ReportAssembler`]), checking order,
 //! completeness, length and digest before anything reads the JSON. No message is ever larger
 //! than a chunk and its framing, whatever the report's size.
 
@@ -43,23 +44,15 @@ impl ReportChunks {
         }
     }
 
-    /// The next chunk's bytes: up to a chunk's worth, fewer only at the end of the report,
-    /// which must be where it was encoded to end.
+    /// The next chunk's bytes: up to a chunk's worth, fewer only at the end of the report.
+    /// The reader refuses to end before the report's length; at the last chunk it is read to
+    /// its end, so a byte past the report's length is refused too.
     fn read_chunk(&mut self) -> std::io::Result<Vec<u8>> {
         let want = (self.total - self.offset).min(REPORT_CHUNK_BYTES as u64);
         let mut data = Vec::with_capacity(want as usize);
-        // One byte more than wanted: a report longer than encoded shows at its end.
-        let extra = u64::from(self.offset + want == self.total);
-        (&mut self.json).take(want + extra).read_to_end(&mut data)?;
-        if data.len() as u64 != want {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!(
-                    "the report reads back as {} bytes, not the {} it was encoded to",
-                    self.offset + data.len() as u64,
-                    self.total
-                ),
-            ));
+        (&mut self.json).take(want).read_to_end(&mut data)?;
+        if self.offset + want == self.total {
+            std::io::copy(&mut self.json, &mut std::io::sink())?;
         }
         Ok(data)
     }

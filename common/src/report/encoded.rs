@@ -107,23 +107,58 @@ impl EncodedReport {
     /// The JSON, inflated whole.
     pub fn json(&self) -> io::Result<String> {
         let mut json = String::with_capacity(usize::try_from(self.json_bytes).unwrap_or(0));
-        FrameDecoder::new(self.lz4.as_slice()).read_to_string(&mut json)?;
-        if json.len() as u64 != self.json_bytes {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "the report inflates to {} bytes, not the {} it was encoded from",
-                    json.len(),
-                    self.json_bytes
-                ),
-            ));
-        }
+        Exact::new(FrameDecoder::new(self.lz4.as_slice()), self.json_bytes)
+            .read_to_string(&mut json)?;
         Ok(json)
     }
 
     /// The JSON, inflated as it is read; the reader shares the report.
     pub fn reader(report: Arc<EncodedReport>) -> ReportReader {
-        ReportReader(FrameDecoder::new(Frame { report, at: 0 }))
+        let json_bytes = report.json_bytes;
+        ReportReader(Exact::new(
+            FrameDecoder::new(Frame { report, at: 0 }),
+            json_bytes,
+        ))
+    }
+}
+
+/// Reads the JSON out of `inner` and refuses it to end anywhere but at the length it was
+/// encoded to: an end before it, or a byte past it, is an error (`InvalidData`), so no reader
+/// of a report mistakes a damaged or truncated one for a shorter report.
+#[derive(Debug)]
+struct Exact<R> {
+    inner: R,
+    read: u64,
+    expected: u64,
+}
+
+impl<R> Exact<R> {
+    fn new(inner: R, expected: u64) -> Self {
+        Exact {
+            inner,
+            read: 0,
+            expected,
+        }
+    }
+}
+
+impl<R: Read> Read for Exact<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        if (n == 0 && self.read != self.expected) || self.read > self.expected {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "the report reads back as {} bytes, not the {} it was encoded to",
+                    self.read, self.expected
+                ),
+            ));
+        }
+        Ok(n)
     }
 }
 
@@ -144,13 +179,14 @@ impl Read for Frame {
     }
 }
 
-/// A shared report's JSON, inflated as it is read ([`EncodedReport::reader`]).
-pub struct ReportReader(FrameDecoder<Frame>);
+/// A shared report's JSON, inflated as it is read ([`EncodedReport::reader`]); it ends only
+/// at the length the report was encoded to, else it gives an error.
+pub struct ReportReader(Exact<FrameDecoder<Frame>>);
 
 impl std::fmt::Debug for ReportReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_tuple("ReportReader")
-            .field(self.0.get_ref())
+            .field(self.0.inner.get_ref())
             .finish()
     }
 }
