@@ -387,28 +387,90 @@ pub fn threshold_candidates(
 /// `<runtime>@<gpu>.<metric>` → `<runtime>.<metric>`, `<runtime>@<gpu>` → `<runtime>`
 /// (anything else unchanged).
 pub fn strip_instance(key: &str) -> String {
+    let mut base = String::new();
+    write_base(&mut base, key);
+    base
+}
+
+/// Writes [`strip_instance`]`(key)` into `out`, replacing what it held.
+fn write_base(out: &mut String, key: &str) {
+    out.clear();
     match key.split_once('@') {
-        Some((runtime, after)) => match after.split_once('.') {
-            Some((_, metric)) => format!("{runtime}.{metric}"),
-            None => runtime.to_owned(),
-        },
-        None => key.to_owned(),
+        Some((runtime, after)) => {
+            out.push_str(runtime);
+            if let Some((_, metric)) = after.split_once('.') {
+                out.push('.');
+                out.push_str(metric);
+            }
+        }
+        None => out.push_str(key),
     }
 }
 
 /// Maps an agent id to its hardware class, for threshold resolution.
 pub type ClassOf<'a> = &'a dyn Fn(&str) -> Option<String>;
 
-/// The value for `metric` in `map`, most specific key first (see [`threshold_candidates`]),
-/// with the key that matched.
-fn resolve(
-    map: &BTreeMap<String, f64>,
-    metric: &str,
-    class_of: ClassOf<'_>,
-) -> Option<(String, f64)> {
-    threshold_candidates(metric, class_of)
-        .into_iter()
-        .find_map(|key| map.get(&key).map(|v| (key, *v)))
+/// Finds a fleet metric's threshold in a map of them: the value of the first key of
+/// [`threshold_candidates`] that the map holds, with that key. The candidates are written one
+/// at a time into a buffer it reuses, and an agent's class is looked up once for a run of that
+/// agent's metrics, so checking a 10,000-agent report (110,000 metrics) allocates only the
+/// keys that matched.
+pub(crate) struct Resolver<'a> {
+    class_of: ClassOf<'a>,
+    /// The agent last looked up, and its class.
+    class: Option<(String, Option<String>)>,
+    base: String,
+    key: String,
+}
+
+impl<'a> Resolver<'a> {
+    pub(crate) fn new(class_of: ClassOf<'a>) -> Self {
+        Resolver {
+            class_of,
+            class: None,
+            base: String::new(),
+            key: String::new(),
+        }
+    }
+
+    /// The value for `metric` in `map`, most specific key first, with the key that matched.
+    pub(crate) fn resolve<V: Copy>(
+        &mut self,
+        map: &BTreeMap<String, V>,
+        metric: &str,
+    ) -> Option<(String, V)> {
+        let found = |key: &str| map.get(key).map(|v| (key.to_owned(), *v));
+        let Some((agent, rest)) = metric.split_once('/') else {
+            write_base(&mut self.base, metric);
+            return found(&self.base);
+        };
+        if let Some(hit) = found(metric) {
+            return Some(hit);
+        }
+        write_base(&mut self.base, rest);
+        if self.base != rest {
+            self.key.clear();
+            self.key.push_str(agent);
+            self.key.push('/');
+            self.key.push_str(&self.base);
+            if let Some(hit) = found(&self.key) {
+                return Some(hit);
+            }
+        }
+        if self.class.as_ref().is_none_or(|(last, _)| last != agent) {
+            self.class = Some((agent.to_owned(), (self.class_of)(agent)));
+        }
+        if let Some(class) = self.class.as_ref().and_then(|(_, class)| class.as_deref()) {
+            self.key.clear();
+            self.key.push_str(class);
+            self.key.push('/');
+            self.key.push_str(&self.base);
+            if let Some(hit) = found(&self.key) {
+                return Some(hit);
+            }
+        }
+        found(&self.base)
+    }
 }
 
 /// Fails unless every `expected` metric resolves to a value in `map`. Missing metrics are
@@ -421,8 +483,9 @@ fn require_coverage(
     class_of: ClassOf<'_>,
 ) -> Result<(), AssetError> {
     let mut missing: Vec<&str> = Vec::new();
+    let mut resolver = Resolver::new(class_of);
     for key in expected {
-        if resolve(map, key, class_of).is_none() {
+        if resolver.resolve(map, key).is_none() {
             let plain = key.split_once('/').map_or(key.as_str(), |(_, rest)| rest);
             if !missing.contains(&plain) {
                 missing.push(plain);
@@ -468,10 +531,12 @@ impl Budgets {
         intervals: &BTreeMap<String, Interval>,
         class_of: ClassOf<'_>,
     ) -> BTreeMap<String, BudgetCheck> {
+        let mut resolver = Resolver::new(class_of);
         metrics
             .iter()
             .map(|(metric, &value)| {
-                let (threshold_key, max_allowed) = resolve(&self.budgets, metric, class_of)
+                let (threshold_key, max_allowed) = resolver
+                    .resolve(&self.budgets, metric)
                     .unwrap_or_else(|| (String::new(), f64::NEG_INFINITY));
                 let interval = intervals.get(metric);
                 let decision = match interval {
@@ -563,15 +628,18 @@ impl Tolerances {
         intervals: &BTreeMap<String, Interval>,
         class_of: ClassOf<'_>,
     ) -> BTreeMap<String, RegressionCheck> {
+        let mut resolver = Resolver::new(class_of);
         metrics
             .iter()
             .map(|(metric, &current_value)| {
-                let baseline_value =
-                    resolve(&baseline.metrics, metric, class_of).map_or(f64::NAN, |(_, v)| v);
-                let distribution = threshold_candidates(metric, class_of)
-                    .into_iter()
-                    .find_map(|key| baseline.distributions.get(&key).copied());
-                let (threshold_key, max_regression) = resolve(&self.tolerances, metric, class_of)
+                let baseline_value = resolver
+                    .resolve(&baseline.metrics, metric)
+                    .map_or(f64::NAN, |(_, v)| v);
+                let distribution = resolver
+                    .resolve(&baseline.distributions, metric)
+                    .map(|(_, d)| d);
+                let (threshold_key, max_regression) = resolver
+                    .resolve(&self.tolerances, metric)
                     .unwrap_or_else(|| (String::new(), f64::NAN));
                 let noise = distribution.map(|d| d.noise());
                 let rule = DualCriterion {

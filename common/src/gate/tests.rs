@@ -582,3 +582,46 @@ fn a_calibrated_regression_needs_a_shift_beyond_three_times_the_noise() {
         (None, None, Some(12.0))
     );
 }
+
+/// The resolver the checks use finds what the first of [`threshold_candidates`] held by the
+/// map gives, for every subset of the candidates a map may hold, metric after metric with one
+/// resolver (its class lookup is kept from one metric to the next).
+#[test]
+fn the_resolver_takes_the_first_candidate_the_map_holds() {
+    let class = |agent: &str| (agent != "a3").then(|| format!("class-of-{agent}"));
+    let metrics = [
+        "a1/rt.m",
+        "a1/rt.n",
+        "a1/cuda@1.m",
+        "a2/cuda@0",
+        "a2/rt.m",
+        "a3/cuda@1.m",
+        "a1/rt.m",
+        "rt.m",
+        "cuda@1.m",
+    ];
+    let mut resolver = Resolver::new(&class);
+    let mut checked = 0;
+    for metric in metrics {
+        let candidates = threshold_candidates(metric, class);
+        for held in 0u32..1 << candidates.len() {
+            let map: BTreeMap<String, f64> = candidates
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| held & (1 << i) != 0)
+                .map(|(i, key)| (key.clone(), i as f64))
+                .collect();
+            let expected = candidates
+                .iter()
+                .find_map(|key| map.get(key).map(|v| (key.clone(), *v)));
+            assert_eq!(
+                resolver.resolve(&map, metric),
+                expected,
+                "{metric}, {map:?}"
+            );
+            checked += 1;
+        }
+    }
+    // 8 + 8 + 16 + 16 + 8 + 8 + 8 + 2 + 2 maps: every candidate list was as long as expected.
+    assert_eq!(checked, 76);
+}

@@ -68,23 +68,32 @@ pub fn expected_metric_keys<'a>(
 }
 
 /// Flattens the sections of runtimes with status ok into `<runtime>.<metric>` values.
+///
+/// The values are gathered in key order as nearly as can be (sections in name order, each
+/// one's metrics by name) and the map built from them at once: at 10,000 agents that is
+/// 110,000 keys, which one sort of an ordered list and a bulk build take in a fraction of the
+/// time of as many inserts.
 pub fn flatten_metrics(runtimes: &BTreeMap<String, RuntimeSection>) -> BTreeMap<String, f64> {
-    let mut metrics = BTreeMap::new();
+    let mut soak_order: Vec<usize> = (0..SOAK_METRICS.len()).collect();
+    soak_order.sort_unstable_by_key(|&i| SOAK_METRICS[i]);
+    let mut metrics = Vec::new();
     for (name, section) in runtimes {
         if section.status != RuntimeStatus::Ok {
             continue;
         }
         if let Some(o) = &section.overhead {
             let m = &o.metrics;
-            metrics.insert(
-                format!("{name}.runtime_overhead_pct"),
-                m.runtime_overhead_pct,
-            );
-            metrics.insert(format!("{name}.cpu_overhead_pct"), m.cpu_overhead_pct);
-            metrics.insert(
-                format!("{name}.artifact_growth_bytes"),
-                m.artifact_growth_bytes as f64,
-            );
+            metrics.extend([
+                (
+                    format!("{name}.artifact_growth_bytes"),
+                    m.artifact_growth_bytes as f64,
+                ),
+                (format!("{name}.cpu_overhead_pct"), m.cpu_overhead_pct),
+                (
+                    format!("{name}.runtime_overhead_pct"),
+                    m.runtime_overhead_pct,
+                ),
+            ]);
         }
         if let Some(s) = &section.soak {
             let values = [
@@ -100,12 +109,14 @@ pub fn flatten_metrics(runtimes: &BTreeMap<String, RuntimeSection>) -> BTreeMap<
                 s.pruned_segment_count as f64,
                 s.pruned_bytes as f64,
             ];
-            for (metric, value) in SOAK_METRICS.iter().zip(values) {
-                metrics.insert(format!("{name}.{metric}"), value);
-            }
+            metrics.extend(
+                soak_order
+                    .iter()
+                    .map(|&i| (format!("{name}.{}", SOAK_METRICS[i]), values[i])),
+            );
         }
     }
-    metrics
+    metrics.into_iter().collect()
 }
 
 /// The 95 % intervals of the flattened metrics that have one (the overhead percentages, and the
@@ -114,32 +125,35 @@ pub fn flatten_metrics(runtimes: &BTreeMap<String, RuntimeSection>) -> BTreeMap<
 pub fn flatten_intervals(
     runtimes: &BTreeMap<String, RuntimeSection>,
 ) -> BTreeMap<String, Interval> {
-    let mut intervals = BTreeMap::new();
+    // Gathered in key order and built at once, as in `flatten_metrics`.
+    let mut intervals = Vec::new();
     for (name, section) in runtimes {
         if section.status != RuntimeStatus::Ok {
             continue;
         }
         if let Some(e) = section.overhead.as_ref().and_then(|o| o.estimates.as_ref()) {
-            intervals.insert(
-                format!("{name}.runtime_overhead_pct"),
-                e.runtime_overhead_pct.interval(),
-            );
-            intervals.insert(
-                format!("{name}.cpu_overhead_pct"),
-                e.cpu_overhead_pct.interval(),
-            );
+            intervals.extend([
+                (
+                    format!("{name}.cpu_overhead_pct"),
+                    e.cpu_overhead_pct.interval(),
+                ),
+                (
+                    format!("{name}.runtime_overhead_pct"),
+                    e.runtime_overhead_pct.interval(),
+                ),
+            ]);
         }
         let trend = section.soak.as_ref().and_then(|s| s.rss_trend);
         if let Some((lo, hi)) =
             trend.and_then(|t| t.growth_per_24h_equiv_lo.zip(t.growth_per_24h_equiv_hi))
         {
-            intervals.insert(
+            intervals.push((
                 format!("{name}.rss_growth_per_24h_equiv"),
                 Interval { lo, hi },
-            );
+            ));
         }
     }
-    intervals
+    intervals.into_iter().collect()
 }
 
 /// A metric value as the console and diagnostics print it: `_pct` metrics with two decimals

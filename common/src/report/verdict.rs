@@ -164,9 +164,9 @@ impl<'a> AgentIds<'a> {
 /// and their jobs, dated `unix_seconds`.
 ///
 /// Every job's section, when it has one, joins `runtimes` under `<agent>/<runtime>`; a job that
-/// did not complete adds a diagnostic naming its agent, runtime, phase and progress. The
-/// regression checks with an interval are corrected for their number
-/// ([`adjust_regression_checks`]). The diagnostics list the jobs' lines first, then
+/// did not complete, or completed without its section, adds a diagnostic naming its agent,
+/// runtime, phase and progress. The regression checks with an interval are corrected for their
+/// number ([`adjust_regression_checks`]). The diagnostics list the jobs' lines first, then
 /// [`failure_diagnostics`], then [`inconclusive_diagnostics`]. `passed` is set when no check
 /// failed or was inconclusive, no job or failure diagnostic was raised and the run had an
 /// agent.
@@ -176,9 +176,9 @@ impl<'a> AgentIds<'a> {
 /// to pass (every agent, with [`Quorum::ALL`]); in a class that meets its quorum, the agents
 /// that did not pass are tolerated, and their diagnostics say so. The verdict is
 /// [`Verdict::Inconclusive`] when the run had no agent, or when an agent that is not tolerated
-/// has a job that did not complete (lost, timed out, still running, failed or cancelled), an
-/// unavailable runtime or a telemetry session that ended unclosed with nothing dropped and no
-/// failed write; otherwise [`Verdict::Fail`] when some class cannot meet its quorum even if
+/// has a job that did not complete (lost, timed out, still running, failed or cancelled) or
+/// completed without its section, an unavailable runtime or a telemetry session that ended
+/// unclosed with nothing dropped and no failed write; otherwise [`Verdict::Fail`] when some class cannot meet its quorum even if
 /// every agent with an inconclusive check had passed; otherwise [`Verdict::Inconclusive`] when
 /// some class's quorum depends on such agents; otherwise [`Verdict::Pass`]. With
 /// [`Quorum::ALL`] this is the verdict of every agent together: inconclusive for any open
@@ -213,6 +213,7 @@ pub fn build_fleet_report(
         let outcome = outcomes.entry(agent.agent_id.as_str()).or_default();
         let mut mine = jobs_of.remove(agent.agent_id.as_str()).unwrap_or_default();
         for job in &mut mine {
+            let reported = job.section.is_some();
             if let Some(section) = job.section.take() {
                 // A sink that could not close its session leaves the job's telemetry unknown.
                 if section.status == RuntimeStatus::Unavailable
@@ -226,7 +227,9 @@ pub fn build_fleet_report(
             }
             let s = &job.summary;
             let what = match s.status {
-                JobStatus::Completed => continue,
+                JobStatus::Completed if reported => continue,
+                // Its report never reached the run: nothing of it can be gated.
+                JobStatus::Completed => "completed without its report section",
                 JobStatus::Lost => "lost",
                 JobStatus::TimedOut | JobStatus::Running => "timed out",
                 JobStatus::Failed => "failed",

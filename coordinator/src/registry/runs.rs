@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use super::jobs::JobEntry;
 use super::{MAX_FORGOTTEN_RUNS, Registry, RegistryError, RunEvents, unix_ms};
-use crate::plan::{self, RunPlan};
+use crate::plan::{self, RunError, RunPlan};
 
 /// A run in progress.
 #[derive(Debug)]
@@ -322,16 +322,20 @@ impl Registry {
         report.generator = Some(crate::identity::generator());
         let built = started.elapsed();
         // Compressed as it is encoded: the whole JSON (about 95 MB at 10,000 agents) is never
-        // held, and the report built is dropped right after.
+        // held, and the report built is dropped once its encoding is on its way.
         let encoded = match EncodedReport::encode(&report) {
             Ok(encoded) => encoded,
             Err(e) => {
                 tracing::error!(run_id = %run_id, error = %e, "Report could not be encoded.");
+                self.abandon(
+                    run_id,
+                    format!("the coordinator could not encode the report of run {run_id}: {e}"),
+                );
                 return;
             }
         };
         let verdict = report.verdict;
-        drop(report);
+        let built_report = report;
         tracing::info!(
             run_id = %run_id,
             verdict = verdict.name(),
@@ -354,6 +358,28 @@ impl Registry {
             events.send(event).await.ok();
         });
         self.retire(run_id, report);
+        // Freed last: at 10,000 agents that takes tens of milliseconds, which the report's
+        // delivery, on another task, need not wait for.
+        drop(built_report);
+    }
+
+    /// Ends a run that has no report to give (its jobs' sections went into the one that could
+    /// not be encoded): its client gets `error`, and the run and its jobs are dropped, so it
+    /// never finishes later with a report that lacks them.
+    fn abandon(&mut self, run_id: &RunId, error: String) {
+        let Some(run) = self.runs.remove(run_id) else {
+            return;
+        };
+        for job_id in &run.jobs {
+            self.jobs.remove(job_id);
+        }
+        let events = run.events;
+        tokio::spawn(async move {
+            events
+                .send(Err(RegistryError::Run(RunError::Internal(error))))
+                .await
+                .ok();
+        });
     }
 
     /// Moves a run from the runs in progress to the finished ones: its plan (the gate assets)

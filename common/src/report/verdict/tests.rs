@@ -480,6 +480,23 @@ fn a_lost_or_timed_out_agent_is_inconclusive_and_named_with_its_progress() {
         );
     }
 
+    // A job that completed but whose section is not there is never taken as a pass.
+    let mut sectionless = completed("victim", section());
+    sectionless.section = None;
+    let report = report_of(
+        Mode::All,
+        &budget_gate(&[]),
+        &[completed("a0", section()), sectionless],
+    );
+    assert_eq!(outcome(&report), (Verdict::Inconclusive, false));
+    assert!(!report.runtimes.contains_key(&format!("victim/{RUNTIME}")));
+    assert_eq!(
+        report.failure_diagnostics,
+        [format!(
+            "victim: completed without its report section during {RUNTIME} soak at 3/10 (job j1, 4 events); next knob: none (the agent must finish its job; see its logs)"
+        )]
+    );
+
     // The reason is quoted; the worst job decides the agent's status.
     let mut failed = unfinished("victim", "gpumemprof_cuda", JobStatus::Failed);
     failed.summary.reason = Some("worker exited with status 1".into());
@@ -1298,4 +1315,34 @@ fn holm_turns_a_marginal_regression_among_many_checks_inconclusive_and_keeps_a_s
     assert!(report.failure_diagnostics[0].starts_with(
         "a01/gpumemprof_cpu.runtime_overhead_pct: delta 30.00% 95% [25.00%, 35.00%] > 5.00%"
     ));
+}
+
+/// Every metric of every section with status ok, under `<section>.<metric>`, whatever order
+/// the section names put the keys in (`a/x-1.…` sorts before `a/x.…`, though `a/x` comes
+/// first), and nothing of a runtime that was unavailable.
+#[test]
+fn flattened_metrics_cover_every_section_in_key_order() {
+    let mut unavailable = section();
+    unavailable.status = RuntimeStatus::Unavailable;
+    let runtimes = BTreeMap::from([
+        ("a/x".to_owned(), section()),
+        ("a/x-1".to_owned(), section()),
+        ("b/x".to_owned(), unavailable),
+    ]);
+    let metrics = flatten_metrics(&runtimes);
+    let mut expected = crate::report::expected_metric_keys(["a/x", "a/x-1"], Mode::All);
+    expected.sort();
+    assert_eq!(metrics.keys().cloned().collect::<Vec<_>>(), expected);
+    assert_eq!(metrics["a/x-1.rollover_count"], 3.0);
+    assert_eq!(metrics["a/x.max_rss_delta_bytes"], 1_000.0);
+    assert_eq!(
+        metrics["a/x.cpu_overhead_pct"],
+        section().overhead.unwrap().metrics.cpu_overhead_pct
+    );
+    let intervals = flatten_intervals(&runtimes);
+    assert!(
+        intervals.keys().all(|k| k.starts_with("a/")),
+        "{intervals:?}"
+    );
+    assert!(intervals.contains_key("a/x-1.runtime_overhead_pct"));
 }
