@@ -448,26 +448,26 @@ impl<'a> Resolver<'a> {
             return Some(hit);
         }
         write_base(&mut self.base, rest);
-        if self.base != rest {
-            self.key.clear();
-            self.key.push_str(agent);
-            self.key.push('/');
-            self.key.push_str(&self.base);
-            if let Some(hit) = found(&self.key) {
-                return Some(hit);
-            }
+        // `<prefix>/<base>`, in the reused buffer.
+        let scoped = |key: &mut String, prefix: &str, base: &str| {
+            key.clear();
+            key.push_str(prefix);
+            key.push('/');
+            key.push_str(base);
+            found(key)
+        };
+        if self.base != rest
+            && let Some(hit) = scoped(&mut self.key, agent, &self.base)
+        {
+            return Some(hit);
         }
         if self.class.as_ref().is_none_or(|(last, _)| last != agent) {
             self.class = Some((agent.to_owned(), (self.class_of)(agent)));
         }
-        if let Some(class) = self.class.as_ref().and_then(|(_, class)| class.as_deref()) {
-            self.key.clear();
-            self.key.push_str(class);
-            self.key.push('/');
-            self.key.push_str(&self.base);
-            if let Some(hit) = found(&self.key) {
-                return Some(hit);
-            }
+        if let Some(class) = self.class.as_ref().and_then(|(_, class)| class.as_deref())
+            && let Some(hit) = scoped(&mut self.key, class, &self.base)
+        {
+            return Some(hit);
         }
         found(&self.base)
     }
