@@ -16,6 +16,7 @@ use fleetgate_common::convert::{self, ConvertError, HelloError};
 use fleetgate_common::ids::{AgentId, RunId};
 use fleetgate_common::input::one_line;
 use fleetgate_common::messages::{AgentListing, RunEvent};
+use fleetgate_common::report::EncodedReport;
 use fleetgate_common::run::RunSpec;
 use fleetgate_common::tls;
 use fleetgate_proto::v1 as pb;
@@ -177,16 +178,9 @@ impl RunEventStream {
             return convert::run_event_to_pb(&self.run_id, event).map_err(unreadable_report);
         };
         if !self.report_chunks {
-            // Room for the event's framing and run id around the JSON.
-            let bytes = report.json_bytes();
-            if bytes + 1_024 > MAX_MESSAGE_BYTES as u64 {
-                tracing::warn!(run_id = %self.run_id, bytes, "Report too large for a client that does not take chunks.");
-                return Err(RegistryError::from(ReportTooLarge {
-                    run_id: self.run_id.clone(),
-                    bytes,
-                })
-                .into());
-            }
+            fits_one_message(&self.run_id, &report).inspect_err(|_| {
+                tracing::warn!(run_id = %self.run_id, bytes = report.json_bytes(), "Report too large for a client that does not take chunks.");
+            })?;
             return convert::run_event_to_pb(&self.run_id, RunEvent::Report(report))
                 .map_err(unreadable_report);
         }
@@ -220,6 +214,20 @@ impl Stream for RunEventStream {
             })
         })
     }
+}
+
+/// Refuses (`RESOURCE_EXHAUSTED`, naming its size) a report of run `run_id` that would not fit
+/// in one message with its framing and run id: for the forms that send it whole.
+fn fits_one_message(run_id: &RunId, report: &EncodedReport) -> Result<(), Status> {
+    let bytes = report.json_bytes();
+    if bytes + 1_024 > MAX_MESSAGE_BYTES as u64 {
+        return Err(RegistryError::from(ReportTooLarge {
+            run_id: run_id.clone(),
+            bytes,
+        })
+        .into());
+    }
+    Ok(())
 }
 
 /// The status of a report the coordinator cannot read back from the compressed copy it
@@ -483,15 +491,7 @@ impl RunService for RunSvc {
             .registry
             .ask(|reply| Command::GetReport { run_id, reply })
             .await??;
-        // Room for the framing around the JSON.
-        let bytes = report.json_bytes();
-        if bytes + 1_024 > MAX_MESSAGE_BYTES as u64 {
-            return Err(RegistryError::from(ReportTooLarge {
-                run_id: asked,
-                bytes,
-            })
-            .into());
-        }
+        fits_one_message(&asked, &report)?;
         Ok(Response::new(pb::GetReportResponse {
             report_json: report.json().map_err(unreadable_report)?,
         }))

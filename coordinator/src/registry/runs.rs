@@ -367,12 +367,9 @@ impl Registry {
     /// not be encoded): its client gets `error`, and the run and its jobs are dropped, so it
     /// never finishes later with a report that lacks them.
     fn abandon(&mut self, run_id: &RunId, error: String) {
-        let Some(run) = self.runs.remove(run_id) else {
+        let Some(run) = self.remove_run(run_id) else {
             return;
         };
-        for job_id in &run.jobs {
-            self.jobs.remove(job_id);
-        }
         let events = run.events;
         tokio::spawn(async move {
             events
@@ -382,14 +379,20 @@ impl Registry {
         });
     }
 
+    /// Takes a run out of the runs in progress, with its jobs.
+    fn remove_run(&mut self, run_id: &RunId) -> Option<RunEntry> {
+        let run = self.runs.remove(run_id)?;
+        for job_id in &run.jobs {
+            self.jobs.remove(job_id);
+        }
+        Some(run)
+    }
+
     /// Moves a run from the runs in progress to the finished ones: its plan (the gate assets)
     /// and its jobs are dropped, its report kept within the limits.
     fn retire(&mut self, run_id: &RunId, report: Arc<EncodedReport>) {
-        let Some(run) = self.runs.remove(run_id) else {
+        if self.remove_run(run_id).is_none() {
             return;
-        };
-        for job_id in &run.jobs {
-            self.jobs.remove(job_id);
         }
         let finished = FinishedRun {
             report,
