@@ -662,6 +662,7 @@ impl From<&RunSpec> for pb::SubmitRunRequest {
             // How the client takes the report, not part of the run: a client that
             // reassembles chunks sets it (`fleetgate_coordinator::client::submit`).
             report_chunks: false,
+            report_lz4: false,
         }
     }
 }

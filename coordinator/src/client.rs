@@ -195,6 +195,7 @@ pub async fn submit(
         .max_decoding_message_size(service::MAX_MESSAGE_BYTES);
     let mut request = pb::SubmitRunRequest::from(spec);
     request.report_chunks = true;
+    request.report_lz4 = true;
     let mut stream = client
         .submit_run(request)
         .await
@@ -251,6 +252,7 @@ pub async fn fetch_report(
         .max_decoding_message_size(service::MAX_MESSAGE_BYTES);
     let mut request = tonic::Request::new(pb::StreamReportRequest {
         run_id: run_id.to_owned(),
+        report_lz4: true,
     });
     // A report is at most 1 GiB: minutes at the slowest link this serves.
     request.set_timeout(Duration::from_secs(600));

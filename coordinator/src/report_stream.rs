@@ -1,9 +1,10 @@
 //! A report of any size on the wire: the coordinator sends it as ordered `ReportChunk`s of at
-//! most [`REPORT_CHUNK_BYTES`] ([`ReportChunks`], inflated from the compressed report it
-//! keeps), the last one carrying the SHA-256 of the whole JSON; the client puts them back
-//! together ([`ReportAssembler`]), checking order,
-//! completeness, length and digest before anything reads the JSON. No message is ever larger
-//! than a chunk and its framing, whatever the report's size.
+//! most [`REPORT_CHUNK_BYTES`] ([`ReportChunks`]): the compressed report it keeps (an LZ4
+//! frame) to a client that asks for it, else the JSON inflated from it; the last chunk
+//! carries the SHA-256 of all the bytes sent. The client puts them back together
+//! ([`ReportAssembler`]), checking order, completeness, length and digest, and then, for a
+//! frame, its content checksum and the JSON's length, before anything reads the JSON. No
+//! message is ever larger than a chunk and its framing, whatever the report's size.
 
 use std::io::Read as _;
 use std::sync::Arc;
@@ -18,26 +19,66 @@ pub use fleetgate_proto::REPORT_CHUNK_BYTES;
 /// is larger is refused before anything is held. A 10,000-agent report is about 95 MB.
 pub const MAX_REPORT_BYTES: u64 = 1 << 30;
 
-/// A report's JSON cut into chunks, in order, inflated from the compressed report a chunk at a
-/// time; the digest is computed as the chunks go, so nothing is done up front and nothing is
-/// held but the chunk being made. A report that cannot be read back (damaged in memory, or
-/// shorter or longer than it was encoded) ends the chunks with an error, never with a short
-/// last chunk.
+/// What a client takes the report's chunks as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkForm {
+    /// The JSON itself: what a client that predates the LZ4 form gets.
+    Json,
+    /// The LZ4 frame the coordinator keeps, sent as it is (about a twentieth of the JSON at
+    /// 10,000 agents): no inflating, and fewer bytes to hash and to send.
+    Lz4Frame,
+}
+
+impl ChunkForm {
+    /// The form a request asks for with its `report_lz4` flag.
+    pub fn asked(report_lz4: bool) -> Self {
+        if report_lz4 {
+            ChunkForm::Lz4Frame
+        } else {
+            ChunkForm::Json
+        }
+    }
+}
+
+/// Where the chunks' bytes come from.
+#[derive(Debug)]
+enum Source {
+    /// The JSON, inflated from the kept frame a chunk at a time.
+    Json(ReportReader),
+    /// The kept frame.
+    Frame(Arc<EncodedReport>),
+}
+
+/// A report cut into chunks, in order: its JSON, inflated from the compressed report a chunk
+/// at a time, or the compressed report itself ([`ChunkForm`]); the digest is computed as the
+/// chunks go, so nothing is done up front and nothing is held but the chunk being made. A
+/// report that cannot be read back (damaged in memory, or shorter or longer than it was
+/// encoded) ends the chunks with an error, never with a short last chunk.
 #[derive(Debug)]
 pub struct ReportChunks {
-    json: ReportReader,
+    source: Source,
     total: u64,
+    json_bytes: u64,
     offset: u64,
     digest: Sha256,
     done: bool,
 }
 
 impl ReportChunks {
-    /// The chunks of `report`.
-    pub fn new(report: Arc<EncodedReport>) -> Self {
+    /// The chunks of `report`, in `form`.
+    pub fn new(report: Arc<EncodedReport>, form: ChunkForm) -> Self {
+        let json_bytes = report.json_bytes();
+        let (source, total) = match form {
+            ChunkForm::Json => (Source::Json(EncodedReport::reader(report)), json_bytes),
+            ChunkForm::Lz4Frame => {
+                let total = report.held_bytes() as u64;
+                (Source::Frame(report), total)
+            }
+        };
         ReportChunks {
-            total: report.json_bytes(),
-            json: EncodedReport::reader(report),
+            source,
+            total,
+            json_bytes,
             offset: 0,
             digest: Sha256::new(),
             done: false,
@@ -45,16 +86,25 @@ impl ReportChunks {
     }
 
     /// The next chunk's bytes: up to a chunk's worth, fewer only at the end of the report.
-    /// The reader refuses to end before the report's length; at the last chunk it is read to
-    /// its end, so a byte past the report's length is refused too.
+    /// The JSON's reader refuses to end before the report's length; at the last chunk it is
+    /// read to its end, so a byte past the report's length is refused too.
     fn read_chunk(&mut self) -> std::io::Result<Vec<u8>> {
         let want = (self.total - self.offset).min(REPORT_CHUNK_BYTES as u64);
-        let mut data = Vec::with_capacity(want as usize);
-        (&mut self.json).take(want).read_to_end(&mut data)?;
-        if self.offset + want == self.total {
-            std::io::copy(&mut self.json, &mut std::io::sink())?;
+        match &mut self.source {
+            Source::Json(json) => {
+                let mut data = Vec::with_capacity(want as usize);
+                json.take(want).read_to_end(&mut data)?;
+                if self.offset + want == self.total {
+                    std::io::copy(json, &mut std::io::sink())?;
+                }
+                Ok(data)
+            }
+            Source::Frame(report) => {
+                // `offset + want` is within the frame: `total` is its length.
+                let (from, to) = (self.offset as usize, (self.offset + want) as usize);
+                Ok(report.frame()[from..to].to_vec())
+            }
         }
-        Ok(data)
     }
 }
 
@@ -85,6 +135,8 @@ impl Iterator for ReportChunks {
             } else {
                 Vec::new()
             },
+            lz4_frame: matches!(self.source, Source::Frame(_)),
+            json_bytes: self.json_bytes,
         };
         self.offset = end;
         self.done = last;
@@ -172,6 +224,18 @@ pub enum ReportStreamError {
     /// The reassembled report is not UTF-8.
     #[error("the report is not UTF-8")]
     NotUtf8,
+    /// A chunk is in another form (JSON or LZ4 frame) than the first one, or gives another
+    /// JSON length.
+    #[error("the report's chunks changed form between chunks: {0}")]
+    FormChanged(String),
+    /// The LZ4 frame received does not inflate to the JSON it says it holds.
+    #[error("the report's LZ4 frame does not inflate to its {json_bytes} bytes of JSON: {message}")]
+    Inflate {
+        /// The JSON length the chunks gave.
+        json_bytes: u64,
+        /// What the frame's reader said.
+        message: String,
+    },
 }
 
 /// The client's side: chunks in, the whole report out once the last one checks.
@@ -179,6 +243,8 @@ pub enum ReportStreamError {
 pub struct ReportAssembler {
     bytes: Vec<u8>,
     total: Option<u64>,
+    /// The first chunk's form and JSON length.
+    form: Option<(bool, u64)>,
     digest: Sha256,
     finished: bool,
 }
@@ -191,6 +257,15 @@ fn hex(bytes: &[u8]) -> String {
         write!(hex, "{byte:02x}").ok();
     }
     hex
+}
+
+/// A chunk's form, for an error: `(lz4_frame, json_bytes)`.
+fn describe_form((lz4_frame, json_bytes): (bool, u64)) -> String {
+    if lz4_frame {
+        format!("an LZ4 frame of {json_bytes} bytes of JSON")
+    } else {
+        format!("{json_bytes} bytes of JSON")
+    }
 }
 
 impl ReportAssembler {
@@ -227,8 +302,20 @@ impl ReportAssembler {
                 now: chunk.total_bytes,
             });
         }
-        if total > MAX_REPORT_BYTES {
-            return Err(ReportStreamError::TooLarge { total });
+        let form = *self.form.get_or_insert((chunk.lz4_frame, chunk.json_bytes));
+        if (chunk.lz4_frame, chunk.json_bytes) != form {
+            return Err(ReportStreamError::FormChanged(format!(
+                "the first chunk {}, this one {}",
+                describe_form(form),
+                describe_form((chunk.lz4_frame, chunk.json_bytes))
+            )));
+        }
+        let (lz4_frame, json_bytes) = form;
+        // The JSON is held whole once read, whatever form it came in.
+        for total in [total, json_bytes] {
+            if total > MAX_REPORT_BYTES {
+                return Err(ReportStreamError::TooLarge { total });
+            }
         }
         if chunk.data.len() > REPORT_CHUNK_BYTES {
             return Err(ReportStreamError::ChunkTooLarge {
@@ -259,7 +346,8 @@ impl ReportAssembler {
         self.digest.update(&chunk.data);
         if self.bytes.capacity() == 0 {
             // Room for the whole report at once (it is at most `MAX_REPORT_BYTES`), so the
-            // bytes are never copied as they grow: 95 MB at 10,000 agents. Only the pages
+            // bytes are never copied as they grow: at 10,000 agents 95 MB of JSON, or its
+            // frame's 5 MB. Only the pages
             // written are used; where the room cannot be had, the buffer grows as it goes.
             self.bytes.try_reserve_exact(total as usize).ok();
         }
@@ -275,7 +363,17 @@ impl ReportAssembler {
                 sent: hex(&chunk.sha256),
             });
         }
-        String::from_utf8(std::mem::take(&mut self.bytes))
+        let bytes = std::mem::take(&mut self.bytes);
+        if lz4_frame {
+            return EncodedReport::from_frame(bytes, json_bytes)
+                .json()
+                .map(Some)
+                .map_err(|e| ReportStreamError::Inflate {
+                    json_bytes,
+                    message: e.to_string(),
+                });
+        }
+        String::from_utf8(bytes)
             .map(Some)
             .map_err(|_| ReportStreamError::NotUtf8)
     }
@@ -300,11 +398,30 @@ mod tests {
             .collect::<String>()
     }
 
-    /// The chunks of `json`, kept compressed as the coordinator keeps it.
-    fn chunks_of(json: &str) -> Vec<pb::ReportChunk> {
-        ReportChunks::new(Arc::new(EncodedReport::from_json(json)))
+    /// A report of `len` bytes that LZ4 cannot shorten much: letters from a linear
+    /// congruential generator.
+    fn scrambled(len: usize) -> String {
+        let mut state = 0x2545_f491_u64;
+        (0..len)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                char::from(b'a' + ((state >> 33) % 26) as u8)
+            })
+            .collect()
+    }
+
+    /// The chunks of `report` in `form`.
+    fn chunks_in(report: EncodedReport, form: ChunkForm) -> Vec<pb::ReportChunk> {
+        ReportChunks::new(Arc::new(report), form)
             .collect::<std::io::Result<_>>()
             .unwrap()
+    }
+
+    /// The chunks of `json` as JSON, kept compressed as the coordinator keeps it.
+    fn chunks_of(json: &str) -> Vec<pb::ReportChunk> {
+        chunks_in(EncodedReport::from_json(json), ChunkForm::Json)
     }
 
     fn assemble(
@@ -362,7 +479,8 @@ mod tests {
         let json = report(2 * REPORT_CHUNK_BYTES + 10);
         // Encoded from more bytes than are there: the last chunk would come short.
         let short = Arc::new(EncodedReport::from_json(&json).claiming(json.len() as u64 + 3));
-        let chunks: Vec<std::io::Result<pb::ReportChunk>> = ReportChunks::new(short).collect();
+        let chunks: Vec<std::io::Result<pb::ReportChunk>> =
+            ReportChunks::new(short, ChunkForm::Json).collect();
         assert_eq!(chunks.len(), 3);
         assert!(chunks[..2].iter().all(|c| c.is_ok()));
         let err = chunks[2].as_ref().unwrap_err().to_string();
@@ -372,9 +490,138 @@ mod tests {
         );
         // Encoded from fewer: the bytes past the end are not sent as if they were the end.
         let long = Arc::new(EncodedReport::from_json(&json).claiming(json.len() as u64 - 3));
-        let chunks: Vec<std::io::Result<pb::ReportChunk>> = ReportChunks::new(long).collect();
+        let chunks: Vec<std::io::Result<pb::ReportChunk>> =
+            ReportChunks::new(long, ChunkForm::Json).collect();
         assert_eq!(chunks.len(), 3);
         assert!(chunks[2].is_err());
+    }
+
+    #[test]
+    fn the_frame_is_sent_as_kept_in_ordered_chunks_and_inflates_to_the_json() {
+        let json = scrambled(2 * REPORT_CHUNK_BYTES + 100_000);
+        let kept = EncodedReport::from_json(&json);
+        let frame = kept.frame().to_vec();
+        let chunks = chunks_in(kept, ChunkForm::Lz4Frame);
+        assert_eq!(
+            chunks.len() as u64,
+            (frame.len() as u64).div_ceil(REPORT_CHUNK_BYTES as u64)
+        );
+        assert!(chunks.len() >= 3, "{} chunks", chunks.len());
+        let mut sent = Vec::new();
+        for (i, chunk) in chunks.iter().enumerate() {
+            assert!(chunk.lz4_frame, "chunk {i}");
+            assert_eq!(chunk.json_bytes, json.len() as u64, "chunk {i}");
+            assert_eq!(chunk.total_bytes, frame.len() as u64, "chunk {i}");
+            assert_eq!(chunk.offset, sent.len() as u64, "chunk {i}");
+            assert_eq!(chunk.last, i + 1 == chunks.len(), "chunk {i}");
+            sent.extend_from_slice(&chunk.data);
+        }
+        // The frame byte for byte, and the digest is the frame's.
+        assert_eq!(sent, frame);
+        assert_eq!(
+            hex(&chunks.last().unwrap().sha256),
+            crate::plan::sha256_hex(&frame)
+        );
+        assert_eq!(assemble(chunks).unwrap(), json);
+
+        // A report of repeated shapes goes in a fraction of its JSON's bytes; the JSON form
+        // of the same report carries every byte and says so.
+        let json = report(3 * REPORT_CHUNK_BYTES);
+        let chunks = chunks_in(EncodedReport::from_json(&json), ChunkForm::Lz4Frame);
+        assert_eq!(chunks.len(), 1);
+        assert!(
+            chunks[0].data.len() * 20 < json.len(),
+            "{}",
+            chunks[0].data.len()
+        );
+        assert_eq!(assemble(chunks).unwrap(), json);
+        let plain = chunks_of(&json);
+        assert!(
+            plain
+                .iter()
+                .all(|c| !c.lz4_frame && c.json_bytes == json.len() as u64)
+        );
+    }
+
+    #[test]
+    fn chunks_from_a_coordinator_that_predates_the_frame_form_read_as_json() {
+        // Such a coordinator sends neither `lz4_frame` nor `json_bytes`.
+        let json = report(2 * REPORT_CHUNK_BYTES + 10);
+        let chunks: Vec<pb::ReportChunk> = chunks_of(&json)
+            .into_iter()
+            .map(|c| pb::ReportChunk {
+                lz4_frame: false,
+                json_bytes: 0,
+                ..c
+            })
+            .collect();
+        assert_eq!(chunks.len(), 3);
+        assert_eq!(assemble(chunks).unwrap(), json);
+    }
+
+    #[test]
+    fn a_frame_that_does_not_inflate_to_its_json_is_refused_by_name() {
+        let json = scrambled(REPORT_CHUNK_BYTES + 10);
+        // The frame holds one byte less than the chunks say: sent whole and with the right
+        // digest, it is still refused once inflated.
+        let long = EncodedReport::from_json(&json).claiming(json.len() as u64 + 1);
+        let err = assemble(chunks_in(long, ChunkForm::Lz4Frame)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "the report's LZ4 frame does not inflate to its {} bytes of JSON: the report reads back as {} bytes, not the {} it was encoded to",
+                json.len() + 1,
+                json.len(),
+                json.len() + 1
+            )
+        );
+        // A byte of the frame changed (and the digest made again over what is sent): its
+        // content checksum refuses it.
+        let mut chunks = chunks_in(EncodedReport::from_json(&json), ChunkForm::Lz4Frame);
+        let last = chunks.len() - 1;
+        chunks[0].data[1_000] ^= 0x01;
+        let mut digest = Sha256::new();
+        for chunk in &chunks {
+            digest.update(&chunk.data);
+        }
+        chunks[last].sha256 = digest.finalize().to_vec();
+        assert!(matches!(
+            assemble(chunks),
+            Err(ReportStreamError::Inflate { json_bytes, .. }) if json_bytes == json.len() as u64
+        ));
+    }
+
+    #[test]
+    fn chunks_that_change_form_or_claim_too_much_json_are_refused() {
+        let json = scrambled(2 * REPORT_CHUNK_BYTES);
+        let mut chunks = chunks_in(EncodedReport::from_json(&json), ChunkForm::Lz4Frame);
+        chunks[1].lz4_frame = false;
+        assert_eq!(
+            assemble(chunks).unwrap_err().to_string(),
+            format!(
+                "the report's chunks changed form between chunks: the first chunk an LZ4 frame of {0} bytes of JSON, this one {0} bytes of JSON",
+                json.len()
+            )
+        );
+        let mut chunks = chunks_in(EncodedReport::from_json(&json), ChunkForm::Lz4Frame);
+        chunks[1].json_bytes += 1;
+        assert!(matches!(
+            assemble(chunks),
+            Err(ReportStreamError::FormChanged(_))
+        ));
+        // A small frame that says it inflates to more than a client holds: refused at its
+        // first chunk, before anything is inflated.
+        let mut chunks = chunks_in(EncodedReport::from_json(&json), ChunkForm::Lz4Frame);
+        for chunk in &mut chunks {
+            chunk.json_bytes = MAX_REPORT_BYTES + 1;
+        }
+        let mut assembler = ReportAssembler::new();
+        assert_eq!(
+            assembler.push(chunks.remove(0)).unwrap_err(),
+            ReportStreamError::TooLarge {
+                total: MAX_REPORT_BYTES + 1
+            }
+        );
     }
 
     fn three_chunks() -> Vec<pb::ReportChunk> {

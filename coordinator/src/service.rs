@@ -39,7 +39,7 @@ use crate::plan::RunError;
 use crate::registry::{
     self, Command, CoordinatorSettings, RegistryError, RegistryHandle, ReportTooLarge,
 };
-use crate::report_stream::ReportChunks;
+use crate::report_stream::{ChunkForm, ReportChunks};
 use connection::{CallGuard, Connections};
 
 /// Largest message a coordinator sends to a client and the most the CLI accepts: the same
@@ -160,6 +160,8 @@ pub struct RunEventStream {
     run_id: RunId,
     /// Whether the client takes the report in chunks.
     report_chunks: bool,
+    /// What it takes them as.
+    chunk_form: ChunkForm,
     /// The report being sent.
     chunks: Option<ReportChunks>,
 }
@@ -184,7 +186,7 @@ impl RunEventStream {
             return convert::run_event_to_pb(&self.run_id, RunEvent::Report(report))
                 .map_err(unreadable_report);
         }
-        let mut chunks = ReportChunks::new(report);
+        let mut chunks = ReportChunks::new(report, self.chunk_form);
         let first = chunks.next();
         self.chunks = Some(chunks);
         first
@@ -439,6 +441,7 @@ impl RunService for RunSvc {
         let call = self.connections.call_started(request.remote_addr());
         let request = request.into_inner();
         let report_chunks = request.report_chunks;
+        let chunk_form = ChunkForm::asked(request.report_lz4);
         // Sizes and bounds are checked first: nothing is built from a request over a limit.
         let spec = RunSpec::try_from(request).map_err(ServiceError::Request)?;
         let (tx, rx) = mpsc::channel(1_024);
@@ -455,6 +458,7 @@ impl RunService for RunSvc {
                 inner: ReceiverStream::new(rx),
                 run_id,
                 report_chunks,
+                chunk_form,
                 chunks: None,
             },
             _call: call,
@@ -504,14 +508,15 @@ impl RunService for RunSvc {
         request: Request<pb::StreamReportRequest>,
     ) -> Result<Response<Self::StreamReportStream>, Status> {
         let call = self.connections.call_started(request.remote_addr());
-        let run_id = RunId::from(request.into_inner().run_id);
+        let request = request.into_inner();
+        let run_id = RunId::from(request.run_id);
         let report = self
             .registry
             .ask(|reply| Command::GetReport { run_id, reply })
             .await??;
         Ok(Response::new(CallStream {
             inner: ReportStream {
-                chunks: ReportChunks::new(report),
+                chunks: ReportChunks::new(report, ChunkForm::asked(request.report_lz4)),
             },
             _call: call,
         }))

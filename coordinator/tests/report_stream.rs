@@ -36,9 +36,21 @@ fn patient_settings() -> CoordinatorSettings {
 
 /// The reason each agent gives for its runtime being unavailable: close to the 1 MiB a report
 /// section may be, and twice in the report (its runtime and its diagnostics), so a few agents
-/// make a report of many mebibytes.
+/// make a report of many mebibytes. Letters from a generator seeded by the agent's id, which
+/// LZ4 cannot shorten, so the report's compressed form is as many mebibytes.
 fn big_reason(id: &str) -> String {
-    format!("{id}: {}", "r".repeat(1_000_000))
+    let mut state = id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let letters: String = (0..1_000_000)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            char::from(b'a' + ((state >> 33) % 26) as u8)
+        })
+        .collect();
+    format!("{id}: {letters}")
 }
 
 /// Starts `count` hand-driven agents on `url`, each answering every job at once with a runtime
@@ -78,6 +90,8 @@ struct SeenChunk {
     total: u64,
     last: bool,
     sha256: Vec<u8>,
+    lz4_frame: bool,
+    json_bytes: u64,
     /// The whole event's encoded size.
     encoded: usize,
 }
@@ -105,6 +119,8 @@ async fn submit_recording_chunks(
                         total: c.total_bytes,
                         last: c.last,
                         sha256: c.sha256.clone(),
+                        lz4_frame: c.lz4_frame,
+                        json_bytes: c.json_bytes,
                         encoded: event.encoded_len(),
                     });
                 }
@@ -118,23 +134,28 @@ async fn submit_recording_chunks(
     (report, chunks, id)
 }
 
-/// The report's JSON as `StreamReport` sends it, concatenated here without any check.
-async fn raw_stream_report(url: &str, run_id: &str) -> Vec<u8> {
+/// The report as `StreamReport` sends it (its JSON, or with `report_lz4` its LZ4 frame),
+/// concatenated here without any check, and the last chunk's digest.
+async fn raw_stream_report(url: &str, run_id: &str, report_lz4: bool) -> (Vec<u8>, Vec<u8>) {
     let mut runs = run_client(&link(url))
         .await
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
     let mut stream = runs
         .stream_report(pb::StreamReportRequest {
             run_id: run_id.to_owned(),
+            report_lz4,
         })
         .await
         .unwrap()
         .into_inner();
-    let mut json = Vec::new();
+    let (mut bytes, mut sha256) = (Vec::new(), Vec::new());
     while let Some(response) = stream.message().await.unwrap() {
-        json.extend_from_slice(&response.chunk.unwrap().data);
+        let chunk = response.chunk.unwrap();
+        assert_eq!(chunk.lz4_frame, report_lz4);
+        bytes.extend_from_slice(&chunk.data);
+        sha256 = chunk.sha256;
     }
-    json
+    (bytes, sha256)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -160,8 +181,15 @@ async fn a_report_larger_than_any_message_arrives_whole_in_ordered_chunks() {
     }
 
     // Chunks in order, back to back, each at most 1 MiB of data and no event much larger;
-    // only the last is marked last and carries the digest.
+    // only the last is marked last and carries the digest. The client asked for the
+    // compressed form: every chunk is of the LZ4 frame and gives the JSON's length.
     let total = chunks[0].total;
+    let json_bytes = chunks[0].json_bytes;
+    assert!(
+        chunks
+            .iter()
+            .all(|c| c.lz4_frame && c.json_bytes == json_bytes)
+    );
     assert!(
         total > MAX_MESSAGE_BYTES as u64,
         "the report is only {total} bytes"
@@ -193,14 +221,17 @@ async fn a_report_larger_than_any_message_arrives_whole_in_ordered_chunks() {
         total.div_ceil(REPORT_CHUNK_BYTES as u64)
     );
 
-    // The coordinator's own copy, byte for byte: its length and digest are the ones the
-    // chunks gave, and it reads as the report the client returned.
-    let kept = raw_stream_report(&url, &run_id).await;
-    assert_eq!(kept.len() as u64, total);
-    assert_eq!(
-        sha2::Sha256::digest(&kept).as_slice(),
-        chunks.last().unwrap().sha256.as_slice()
-    );
+    // The coordinator's own copy, byte for byte: its frame has the length and digest the
+    // chunks gave; its JSON (what a client that does not ask for the frame gets) has the
+    // length they gave, the digest its last chunk gives, and reads as the report the client
+    // returned.
+    let (frame, frame_digest) = raw_stream_report(&url, &run_id, true).await;
+    assert_eq!(frame.len() as u64, total);
+    assert_eq!(sha2::Sha256::digest(&frame).as_slice(), frame_digest);
+    assert_eq!(frame_digest, chunks.last().unwrap().sha256);
+    let (kept, json_digest) = raw_stream_report(&url, &run_id, false).await;
+    assert_eq!(kept.len() as u64, json_bytes);
+    assert_eq!(sha2::Sha256::digest(&kept).as_slice(), json_digest);
     let kept: serde_json::Value = serde_json::from_slice(&kept).unwrap();
     assert_eq!(serde_json::to_value(&report).unwrap(), kept);
 
@@ -223,7 +254,7 @@ async fn a_report_larger_than_any_message_arrives_whole_in_ordered_chunks() {
     assert_eq!(
         status.message(),
         format!(
-            "the report of run {run_id} is {total} bytes, more than one message may carry ({MAX_MESSAGE_BYTES} bytes); fetch it with StreamReport, or use a client that takes the report in chunks"
+            "the report of run {run_id} is {json_bytes} bytes, more than one message may carry ({MAX_MESSAGE_BYTES} bytes); fetch it with StreamReport, or use a client that takes the report in chunks"
         )
     );
     coordinator.shutdown().await;

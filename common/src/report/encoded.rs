@@ -94,6 +94,21 @@ impl EncodedReport {
         self
     }
 
+    /// A report received as its LZ4 `frame` (as [`Self::frame`] gives it), said to hold
+    /// `json_bytes` of JSON. Nothing is checked here: reading it ([`Self::json`]) refuses a
+    /// damaged frame, one that fails its content checksum, and any other length.
+    pub fn from_frame(frame: Vec<u8>, json_bytes: u64) -> Self {
+        EncodedReport {
+            lz4: frame,
+            json_bytes,
+        }
+    }
+
+    /// The compressed bytes: one LZ4 frame, with a checksum of its content.
+    pub fn frame(&self) -> &[u8] {
+        &self.lz4
+    }
+
     /// Bytes of JSON it holds.
     pub fn json_bytes(&self) -> u64 {
         self.json_bytes
@@ -236,6 +251,42 @@ mod tests {
         let from_text = EncodedReport::from_json(&plain);
         assert_eq!(from_text.json_bytes(), plain.len() as u64);
         assert_eq!(from_text.json().unwrap(), plain);
+    }
+
+    #[test]
+    fn a_frame_sent_elsewhere_reads_back_only_whole_and_undamaged() {
+        let plain = serde_json::to_string(&document(2_000)).unwrap();
+        let encoded = EncodedReport::encode(&document(2_000)).unwrap();
+        let frame = encoded.frame().to_vec();
+        let json_bytes = encoded.json_bytes();
+        assert_eq!(frame.len(), encoded.held_bytes());
+
+        let received = EncodedReport::from_frame(frame.clone(), json_bytes);
+        assert_eq!(received, encoded);
+        assert_eq!(received.json().unwrap(), plain);
+
+        // Another length than the JSON's, either way, is refused.
+        for claimed in [json_bytes - 1, json_bytes + 1] {
+            let err = EncodedReport::from_frame(frame.clone(), claimed)
+                .json()
+                .unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{claimed}: {err}");
+        }
+        // A byte changed anywhere in the compressed blocks, or the frame cut short, is refused
+        // (the content checksum, or the frame's own structure).
+        for at in [frame.len() / 3, frame.len() / 2, frame.len() - 5] {
+            let mut damaged = frame.clone();
+            damaged[at] ^= 0x20;
+            assert!(
+                EncodedReport::from_frame(damaged, json_bytes)
+                    .json()
+                    .is_err(),
+                "a byte changed at {at} of {}",
+                frame.len()
+            );
+        }
+        let cut = frame[..frame.len() - 100].to_vec();
+        assert!(EncodedReport::from_frame(cut, json_bytes).json().is_err());
     }
 
     #[test]
