@@ -347,8 +347,8 @@ impl ReportAssembler {
         if self.bytes.capacity() == 0 {
             // Room for the whole report at once (it is at most `MAX_REPORT_BYTES`), so the
             // bytes are never copied as they grow: at 10,000 agents 95 MB of JSON, or its
-            // frame's 5 MB. Only the pages
-            // written are used; where the room cannot be had, the buffer grows as it goes.
+            // frame's 5 MB. Only the pages written are used; where the room cannot be had,
+            // the buffer grows as it goes.
             self.bytes.try_reserve_exact(total as usize).ok();
         }
         self.bytes.extend_from_slice(&chunk.data);
@@ -410,6 +410,12 @@ mod tests {
                 char::from(b'a' + ((state >> 33) % 26) as u8)
             })
             .collect()
+    }
+
+    /// The frame of `json`, said to hold `json_bytes` of JSON: a report that reads back
+    /// shorter or longer than it claims.
+    fn claiming(json: &str, json_bytes: u64) -> EncodedReport {
+        EncodedReport::from_frame(EncodedReport::from_json(json).frame().to_vec(), json_bytes)
     }
 
     /// The chunks of `report` in `form`.
@@ -478,7 +484,7 @@ mod tests {
     fn a_report_that_reads_back_short_or_long_ends_the_chunks_with_an_error() {
         let json = report(2 * REPORT_CHUNK_BYTES + 10);
         // Encoded from more bytes than are there: the last chunk would come short.
-        let short = Arc::new(EncodedReport::from_json(&json).claiming(json.len() as u64 + 3));
+        let short = Arc::new(claiming(&json, json.len() as u64 + 3));
         let chunks: Vec<std::io::Result<pb::ReportChunk>> =
             ReportChunks::new(short, ChunkForm::Json).collect();
         assert_eq!(chunks.len(), 3);
@@ -489,7 +495,7 @@ mod tests {
             "the report reads back as 2097162 bytes, not the 2097165 it was encoded to"
         );
         // Encoded from fewer: the bytes past the end are not sent as if they were the end.
-        let long = Arc::new(EncodedReport::from_json(&json).claiming(json.len() as u64 - 3));
+        let long = Arc::new(claiming(&json, json.len() as u64 - 3));
         let chunks: Vec<std::io::Result<pb::ReportChunk>> =
             ReportChunks::new(long, ChunkForm::Json).collect();
         assert_eq!(chunks.len(), 3);
@@ -564,7 +570,7 @@ mod tests {
         let json = scrambled(REPORT_CHUNK_BYTES + 10);
         // The frame holds one byte less than the chunks say: sent whole and with the right
         // digest, it is still refused once inflated.
-        let long = EncodedReport::from_json(&json).claiming(json.len() as u64 + 1);
+        let long = claiming(&json, json.len() as u64 + 1);
         let err = assemble(chunks_in(long, ChunkForm::Lz4Frame)).unwrap_err();
         assert_eq!(
             err.to_string(),

@@ -158,10 +158,8 @@ impl Stream for AgentStream {
 pub struct RunEventStream {
     inner: ReceiverStream<Result<RunEvent, RegistryError>>,
     run_id: RunId,
-    /// Whether the client takes the report in chunks.
-    report_chunks: bool,
-    /// What it takes them as.
-    chunk_form: ChunkForm,
+    /// What the client takes the report's chunks as; `None`: it takes the report whole.
+    chunk_form: Option<ChunkForm>,
     /// The report being sent.
     chunks: Option<ReportChunks>,
 }
@@ -179,14 +177,14 @@ impl RunEventStream {
         let RunEvent::Report(report) = event else {
             return convert::run_event_to_pb(&self.run_id, event).map_err(unreadable_report);
         };
-        if !self.report_chunks {
+        let Some(form) = self.chunk_form else {
             fits_one_message(&self.run_id, &report).inspect_err(|_| {
                 tracing::warn!(run_id = %self.run_id, bytes = report.json_bytes(), "Report too large for a client that does not take chunks.");
             })?;
             return convert::run_event_to_pb(&self.run_id, RunEvent::Report(report))
                 .map_err(unreadable_report);
-        }
-        let mut chunks = ReportChunks::new(report, self.chunk_form);
+        };
+        let mut chunks = ReportChunks::new(report, form);
         let first = chunks.next();
         self.chunks = Some(chunks);
         first
@@ -440,8 +438,9 @@ impl RunService for RunSvc {
     ) -> Result<Response<Self::SubmitRunStream>, Status> {
         let call = self.connections.call_started(request.remote_addr());
         let request = request.into_inner();
-        let report_chunks = request.report_chunks;
-        let chunk_form = ChunkForm::asked(request.report_lz4);
+        let chunk_form = request
+            .report_chunks
+            .then(|| ChunkForm::asked(request.report_lz4));
         // Sizes and bounds are checked first: nothing is built from a request over a limit.
         let spec = RunSpec::try_from(request).map_err(ServiceError::Request)?;
         let (tx, rx) = mpsc::channel(1_024);
@@ -457,7 +456,6 @@ impl RunService for RunSvc {
             inner: RunEventStream {
                 inner: ReceiverStream::new(rx),
                 run_id,
-                report_chunks,
                 chunk_form,
                 chunks: None,
             },

@@ -86,14 +86,6 @@ impl EncodedReport {
         }
     }
 
-    /// The same frame claiming `json_bytes` of JSON: for the tests of its readers, which must
-    /// refuse a report that reads back shorter or longer than it claims.
-    #[doc(hidden)]
-    pub fn claiming(mut self, json_bytes: u64) -> Self {
-        self.json_bytes = json_bytes;
-        self
-    }
-
     /// A report received as its LZ4 `frame` (as [`Self::frame`] gives it), said to hold
     /// `json_bytes` of JSON. Nothing is checked here: reading it ([`Self::json`]) refuses a
     /// damaged frame, one that fails its content checksum, and any other length.
