@@ -345,7 +345,7 @@ fn the_first_error_is_kept_while_later_ones_replace_the_last() {
         stats.last_flush_error.as_deref(),
         Some(
             format!(
-                "write {}: Input/output error (os error 5)",
+                "sync {}: Input/output error (os error 5)",
                 segment.display()
             )
             .as_str()

@@ -328,18 +328,19 @@ impl Writer {
             )
         })?;
         let group = &self.encoded[..run_bytes];
-        let written: io::Result<()> = (|| {
+        // The error names the operation that failed: the write, or the fsync after it.
+        let written: Result<(), (&str, io::Error)> = (|| {
             if let Some((err, partial)) = faults.as_ref().and_then(|f| f.take(FaultOp::Write)) {
-                open.file.write_all(&group[..partial.min(group.len())])?;
-                return Err(err);
+                let partial = open.file.write_all(&group[..partial.min(group.len())]);
+                return Err(("write", partial.err().unwrap_or(err)));
             }
-            open.file.write_all(group)?;
+            open.file.write_all(group).map_err(|e| ("write", e))?;
             if let Some((err, _)) = faults.as_ref().and_then(|f| f.take(FaultOp::Sync)) {
-                return Err(err);
+                return Err(("sync", err));
             }
-            open.file.sync_data()
+            open.file.sync_data().map_err(|e| ("sync", e))
         })();
-        if let Err(err) = written {
+        if let Err((op, err)) = written {
             // Never leave a partial line: cut the segment back to its size before the run.
             let cut = match faults.as_ref().and_then(|f| f.take(FaultOp::Truncate)) {
                 Some((e, _)) => Err(e),
@@ -354,7 +355,7 @@ impl Writer {
                 self.pending_cutback = Some((path.clone(), start_bytes));
                 self.open = None;
             }
-            return Err((format!("write {}", path.display()), err));
+            return Err((format!("{op} {}", path.display()), err));
         }
 
         let shared = Arc::clone(&self.shared);
