@@ -358,9 +358,9 @@ impl Registry {
             events.send(event).await.ok();
         });
         self.retire(run_id, report);
-        // Freed last: at 10,000 agents that takes tens of milliseconds, which the report's
-        // delivery, on another task, need not wait for.
-        drop(built_report);
+        // Freed on a blocking thread: at 10,000 agents that takes 70 to 100 ms, and the
+        // task that sends the report to its client runs only once this one yields.
+        tokio::task::spawn_blocking(move || drop(built_report));
     }
 
     /// Ends a run that has no report to give (its jobs' sections went into the one that could
