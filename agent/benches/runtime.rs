@@ -9,14 +9,16 @@
 //! Sections: the cost of each way to read RSS; the per-sample cost of `gpumemprof_cpu` in its
 //! tracked default mode (sink on), beside the cost of the RSS reading alone timed in the same
 //! loop; the added wall and CPU time per sample on the overhead scenario's workload (tracked
-//! default mode against unprofiled, in the scenario's pairs); soak throughput at the `pr` and
-//! `nightly` sample counts; and with `--reference`, the Python reference (stormlog 0.4.3)
-//! driven the same way on the same sample count, with the ratio.
+//! default mode against unprofiled, in the scenario's pairs); the sink's durability contract
+//! alone (a write and an fdatasync per group of records, nothing else), the floor under that
+//! added CPU time on the sink's disk; soak throughput at the `pr` and `nightly` sample counts;
+//! and with `--reference`, the Python reference (stormlog 0.4.3) driven the same way on the
+//! same sample count, with the ratio.
 
 #![expect(clippy::print_stdout, reason = "a benchmark prints its figures")]
 
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -31,6 +33,7 @@ use fleetgate_agent::scenario::{
 };
 use fleetgate_agent::workload::Workload;
 use fleetgate_common::config::{RetentionValidationLimits, WorkloadKind, overhead_sample_count};
+use fleetgate_common::knobs::DEFAULT_FLUSH_EVERY_EVENTS;
 
 #[derive(Debug)]
 struct Options {
@@ -150,7 +153,8 @@ fn rss_read_costs() -> u64 {
 /// reading on a collector of its own: the two medians come from the same loop, under the same
 /// load, so their ratio is what tracking costs over the reading itself. `block_pread_ns` is
 /// the `pread` cost of the RSS section (timed in blocks of 100, so without the clock's cost).
-fn per_sample_cost(kind: RuntimeKind, samples: u64, dir: &Path, block_pread_ns: u64) {
+/// Returns the sink's bytes per durable record and the RSS reading's median in the loop.
+fn per_sample_cost(kind: RuntimeKind, samples: u64, dir: &Path, block_pread_ns: u64) -> (u64, u64) {
     println!(
         "== {} per-sample cost, tracked default mode, {samples} samples ==",
         kind.name()
@@ -173,6 +177,9 @@ fn per_sample_cost(kind: RuntimeKind, samples: u64, dir: &Path, block_pread_ns: 
         ns.push((sampled - start).as_nanos() as u64);
     }
     let report = tracker.finish();
+    let record_bytes = report.sink.as_ref().map_or(0, |s| {
+        (s.pruned_bytes + s.final_retained_bytes) / s.durable_records.max(1)
+    });
     ns.sort_unstable();
     read_ns.sort_unstable();
     println!(
@@ -199,6 +206,49 @@ fn per_sample_cost(kind: RuntimeKind, samples: u64, dir: &Path, block_pread_ns: 
         sample as f64 / block_pread_ns.max(1) as f64
     );
     std::fs::remove_dir_all(&sink_dir).ok();
+    (record_bytes, read)
+}
+
+/// The sink's durability contract with nothing else: one `write` of a group of
+/// `DEFAULT_FLUSH_EVERY_EVENTS` records of `record_bytes` each and one `fdatasync`, group after
+/// group, into a file of the bench directory (the sink's file system), on this thread alone.
+/// Prints the CPU and wall time per record, medians of the runs, and with the RSS reading
+/// (`read_ns`) added, the least CPU a tracked sample can add here while keeping the contract.
+fn contract_floor(record_bytes: u64, read_ns: u64, dir: &Path) {
+    const RECORDS: u64 = 50_000;
+    const RUNS: usize = 9;
+    let group = DEFAULT_FLUSH_EVERY_EVENTS;
+    println!(
+        "== the durability contract alone: a write and an fdatasync per group of {group} records of {record_bytes} bytes, {RECORDS} records, {RUNS} runs =="
+    );
+    let bytes = vec![b'x'; usize::try_from(group * record_bytes).expect("group size")];
+    let path = dir.join("contract-floor.jsonl");
+    let mut cpu = Vec::with_capacity(RUNS);
+    let mut wall = Vec::with_capacity(RUNS);
+    for _ in 0..RUNS {
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(&path)
+            .expect("contract floor file");
+        let cpu_start = scenario::process_cpu_seconds();
+        let start = Instant::now();
+        for _ in 0..RECORDS / group {
+            file.write_all(&bytes).expect("write a group");
+            file.sync_data().expect("fdatasync a group");
+        }
+        wall.push(start.elapsed().as_secs_f64() * 1e9 / RECORDS as f64);
+        cpu.push((scenario::process_cpu_seconds() - cpu_start) * 1e9 / RECORDS as f64);
+        drop(file);
+        std::fs::remove_file(&path).ok();
+    }
+    let cpu = median_f(&mut cpu);
+    println!(
+        "median: cpu {cpu:.0} ns/record, wall {:.0} ns/record; with the RSS reading ({read_ns} ns): {:.0} ns, the least CPU a tracked sample adds here",
+        median_f(&mut wall),
+        cpu + read_ns as f64
+    );
 }
 
 /// Pairs per overhead run (the scenario's floor is 6).
@@ -397,8 +447,9 @@ fn main() {
     std::fs::create_dir_all(&dir).expect("bench directory");
     println!("bench directory: {}", dir.display());
     let pread_ns = rss_read_costs();
-    per_sample_cost(o.runtime, 216_000, &dir, pread_ns);
+    let (record_bytes, read_ns) = per_sample_cost(o.runtime, 216_000, &dir, pread_ns);
     overhead_cost(o.runtime, o.repeat, &dir);
+    contract_floor(record_bytes, read_ns, &dir);
     let mut first = None;
     for &samples in &o.samples {
         let figures = soak_throughput(o.runtime, samples, o.repeat, &dir);
