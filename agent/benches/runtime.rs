@@ -10,10 +10,10 @@
 //! tracked default mode (sink on), beside the cost of the RSS reading alone timed in the same
 //! loop; the added wall and CPU time per sample on the overhead scenario's workload (tracked
 //! default mode against unprofiled, in the scenario's pairs); the sink's durability contract
-//! alone (a write and an fdatasync per group of records, nothing else), the floor under that
-//! added CPU time on the sink's disk; soak throughput at the `pr` and `nightly` sample counts;
-//! and with `--reference`, the Python reference (stormlog 0.4.3) driven the same way on the
-//! same sample count, with the ratio.
+//! alone (a write and an fdatasync per group of records, nothing else), the disk's part of that
+//! added CPU time; soak throughput at the `pr` and `nightly` sample counts; and with
+//! `--reference`, the Python reference (stormlog 0.4.3) driven the same way on the same sample
+//! count, with the ratio.
 
 #![expect(clippy::print_stdout, reason = "a benchmark prints its figures")]
 
@@ -212,8 +212,9 @@ fn per_sample_cost(kind: RuntimeKind, samples: u64, dir: &Path, block_pread_ns: 
 /// The sink's durability contract with nothing else: one `write` of a group of
 /// `DEFAULT_FLUSH_EVERY_EVENTS` records of `record_bytes` each and one `fdatasync`, group after
 /// group, into a file of the bench directory (the sink's file system), on this thread alone.
-/// Prints the CPU and wall time per record, medians of the runs, and with the RSS reading
-/// (`read_ns`) added, the least CPU a tracked sample can add here while keeping the contract.
+/// Prints the CPU and wall time per record, medians of the runs, and the sum with the RSS
+/// reading (`read_ns`): what a tracked sample adds here for the reading and its share of the
+/// contract while the writer keeps up (when batches queue, the writer syncs several at once).
 fn contract_floor(record_bytes: u64, read_ns: u64, dir: &Path) {
     const RECORDS: u64 = 50_000;
     const RUNS: usize = 9;
@@ -245,7 +246,7 @@ fn contract_floor(record_bytes: u64, read_ns: u64, dir: &Path) {
     }
     let cpu = median_f(&mut cpu);
     println!(
-        "median: cpu {cpu:.0} ns/record, wall {:.0} ns/record; with the RSS reading ({read_ns} ns): {:.0} ns, the least CPU a tracked sample adds here",
+        "median: cpu {cpu:.0} ns/record, wall {:.0} ns/record; with the RSS reading ({read_ns} ns): {:.0} ns per sample",
         median_f(&mut wall),
         cpu + read_ns as f64
     );
