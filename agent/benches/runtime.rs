@@ -215,7 +215,7 @@ fn per_sample_cost(kind: RuntimeKind, samples: u64, dir: &Path, block_pread_ns: 
 /// Prints the CPU and wall time per record, medians of the runs, and the sum with the RSS
 /// reading (`read_ns`): what a tracked sample adds here for the reading and its share of the
 /// contract while the writer keeps up (when batches queue, the writer syncs several at once).
-fn contract_floor(record_bytes: u64, read_ns: u64, dir: &Path) {
+fn contract_alone(record_bytes: u64, read_ns: u64, dir: &Path) {
     const RECORDS: u64 = 50_000;
     const RUNS: usize = 9;
     let group = DEFAULT_FLUSH_EVERY_EVENTS;
@@ -223,16 +223,11 @@ fn contract_floor(record_bytes: u64, read_ns: u64, dir: &Path) {
         "== the durability contract alone: a write and an fdatasync per group of {group} records of {record_bytes} bytes, {RECORDS} records, {RUNS} runs =="
     );
     let bytes = vec![b'x'; usize::try_from(group * record_bytes).expect("group size")];
-    let path = dir.join("contract-floor.jsonl");
+    let path = dir.join("contract-alone.jsonl");
     let mut cpu = Vec::with_capacity(RUNS);
     let mut wall = Vec::with_capacity(RUNS);
     for _ in 0..RUNS {
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .open(&path)
-            .expect("contract floor file");
+        let mut file = File::create(&path).expect("contract file");
         let cpu_start = scenario::process_cpu_seconds();
         let start = Instant::now();
         for _ in 0..RECORDS / group {
@@ -450,7 +445,7 @@ fn main() {
     let pread_ns = rss_read_costs();
     let (record_bytes, read_ns) = per_sample_cost(o.runtime, 216_000, &dir, pread_ns);
     overhead_cost(o.runtime, o.repeat, &dir);
-    contract_floor(record_bytes, read_ns, &dir);
+    contract_alone(record_bytes, read_ns, &dir);
     let mut first = None;
     for &samples in &o.samples {
         let figures = soak_throughput(o.runtime, samples, o.repeat, &dir);
